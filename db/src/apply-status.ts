@@ -1,0 +1,108 @@
+import { sql } from "kysely";
+import type { Db } from "./database.ts";
+import { planTransitions, type IgnoreReason, type ReportedUpdate, type UnitState } from "./status-transitions.ts";
+
+export interface ApplyOptions {
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** The leader's latest view of the job tracker, stored with the batch. */
+  leader?: { id: string; utilization: unknown; at: Date };
+}
+
+export interface ApplyResult {
+  applied: number;
+  ignored: Partial<Record<IgnoreReason, number>>;
+  /** Units that left dispatched/queued: the dispatcher has room again. */
+  freed: number;
+}
+
+/**
+ * Apply a batch of status reports in one transaction: lock the units concerned (in id order,
+ * so concurrent batches from several api replicas cannot deadlock), decide with the pure
+ * rules in status-transitions.ts, then write every row change and every event with one
+ * statement each. Three round trips per batch, whatever its size.
+ */
+export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdate[], opts: ApplyOptions): Promise<ApplyResult> {
+  return db.transaction().execute(async (trx) => {
+    const ids = [...new Set(updates.map((u) => u.unitId))].sort((a, b) => a - b);
+    const rows = ids.length
+      ? await trx
+          .selectFrom("units")
+          .select(["id", "status", "attempt", "max_attempts"])
+          .where("id", "=", sql<number>`ANY(${sql.val(ids)}::bigint[])`)
+          .orderBy("id")
+          .forUpdate()
+          .execute()
+      : [];
+    const units = new Map<number, UnitState>(
+      rows.map((r) => [r.id, { id: r.id, status: r.status, attempt: r.attempt, maxAttempts: r.max_attempts }]),
+    );
+    const now = new Date();
+    const plan = planTransitions(units, updates, { now, ...opts });
+
+    if (plan.outcomes.size > 0) {
+      const changed = [...plan.outcomes.entries()];
+      await sql`
+        UPDATE units AS u SET
+          status = c.status,
+          not_before = c.not_before,
+          result = COALESCE(c.result, u.result),
+          last_error = COALESCE(c.last_error, u.last_error),
+          updated_at = now()
+        FROM unnest(
+          ${sql.val(changed.map(([id]) => id))}::bigint[],
+          ${sql.val(changed.map(([, o]) => o.status))}::text[],
+          ${sql.val(changed.map(([, o]) => o.notBefore))}::timestamptz[],
+          ${sql.val(changed.map(([, o]) => (o.result === null || o.result === undefined ? null : JSON.stringify(o.result))))}::jsonb[],
+          ${sql.val(changed.map(([, o]) => o.lastError))}::text[]
+        ) AS c(id, status, not_before, result, last_error)
+        WHERE u.id = c.id`.execute(trx);
+      await insertEvents(trx, plan.applied);
+    }
+
+    if (opts.leader) {
+      await trx
+        .updateTable("control")
+        .set({
+          leader_id: opts.leader.id,
+          leader_utilization: JSON.stringify(opts.leader.utilization),
+          leader_reported_at: opts.leader.at,
+        })
+        .where("id", "=", true)
+        .execute();
+    }
+
+    const ignored: ApplyResult["ignored"] = {};
+    for (const { reason } of plan.ignored) ignored[reason] = (ignored[reason] ?? 0) + 1;
+    let freed = 0;
+    for (const [id, o] of plan.outcomes) {
+      const before = units.get(id)?.status;
+      if ((before === "dispatched" || before === "queued") && o.status !== "queued") freed++;
+    }
+    return { applied: plan.applied.length, ignored, freed };
+  });
+}
+
+export interface NewEvent {
+  unitId: number;
+  attempt: number;
+  eventStatus: string;
+  at: Date;
+  source: string;
+  detail: Record<string, unknown> | null;
+}
+
+/** Append timeline rows in one statement. */
+export async function insertEvents(db: Db, events: readonly NewEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  await sql`
+    INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+    SELECT * FROM unnest(
+      ${sql.val(events.map((e) => e.unitId))}::bigint[],
+      ${sql.val(events.map((e) => e.attempt))}::int[],
+      ${sql.val(events.map((e) => e.eventStatus))}::text[],
+      ${sql.val(events.map((e) => e.at))}::timestamptz[],
+      ${sql.val(events.map((e) => e.source))}::text[],
+      ${sql.val(events.map((e) => (e.detail ? JSON.stringify(e.detail) : null)))}::jsonb[]
+    )`.execute(db);
+}

@@ -1,0 +1,97 @@
+import { Kysely, PostgresDialect, sql } from "kysely";
+import pg from "pg";
+import type { Logger } from "@rtb/runtime";
+import { retryUntil } from "@rtb/runtime";
+import type { DbConfig } from "./db-config.ts";
+import type { Database } from "./schema.ts";
+
+// bigint ids and counts come back as strings by default; every id and count of ours fits
+// in a double (2^53), so parse them as numbers at the boundary.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export type Db = Kysely<Database>;
+
+export interface DbHandle {
+  db: Db;
+  pool: pg.Pool;
+  /** `host:port (RTB_DB_HOST)`, for messages. */
+  label: string;
+  close(): Promise<void>;
+}
+
+export function connectionOptions(c: DbConfig, database = c.RTB_DB_NAME): pg.PoolConfig {
+  return { host: c.RTB_DB_HOST.host, port: c.RTB_DB_HOST.port, user: c.RTB_DB_USER, password: c.RTB_DB_PASSWORD, database };
+}
+
+export function createDb(c: DbConfig, logger: Logger): DbHandle {
+  const pool = new pg.Pool({ ...connectionOptions(c), max: c.RTB_DB_POOL_SIZE, connectionTimeoutMillis: 5_000 });
+  // An idle client that loses its server emits here; without a listener it would crash the process.
+  pool.on("error", (err) => logger.warn({ err: err.message }, "idle database connection lost"));
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    db,
+    pool,
+    label: `${c.RTB_DB_HOST.host}:${c.RTB_DB_HOST.port}/${c.RTB_DB_NAME}`,
+    close: () => db.destroy(),
+  };
+}
+
+const INVALID_CATALOG_NAME = "3D000";
+
+/**
+ * Wait until PostgreSQL answers, with backoff, naming the host and the variable to fix.
+ * A missing database is created (the quick start runs against a stock server).
+ */
+export async function waitForDatabase(
+  handle: DbHandle,
+  c: DbConfig,
+  logger: Logger,
+  opts: { deadlineMs: number; signal?: AbortSignal },
+): Promise<void> {
+  await retryUntil(
+    async () => {
+      try {
+        await handle.pool.query("SELECT 1");
+      } catch (err) {
+        if ((err as { code?: string }).code !== INVALID_CATALOG_NAME) throw err;
+        await createDatabase(c, logger);
+        await handle.pool.query("SELECT 1");
+      }
+    },
+    {
+      ...opts,
+      onRetry: (err, attempt, delayMs) =>
+        logger.warn(
+          { db: handle.label, variable: "RTB_DB_HOST", err: (err as Error).message, attempt, retryInMs: delayMs },
+          "cannot reach PostgreSQL; retrying",
+        ),
+    },
+  ).catch((err: unknown) => {
+    throw new Error(
+      `cannot reach PostgreSQL at ${handle.label} (check RTB_DB_HOST, RTB_DB_USER, RTB_DB_PASSWORD, RTB_DB_NAME): ${(err as Error).message}`,
+      { cause: err },
+    );
+  });
+}
+
+async function createDatabase(c: DbConfig, logger: Logger): Promise<void> {
+  const client = new pg.Client(connectionOptions(c, "postgres"));
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${pg.escapeIdentifier(c.RTB_DB_NAME)}`);
+    logger.info({ database: c.RTB_DB_NAME }, "created the database");
+  } catch (err) {
+    // Another replica created it first.
+    if ((err as { code?: string }).code !== "42P04") throw err;
+  } finally {
+    await client.end();
+  }
+}
+
+/** true when PostgreSQL answers a trivial query. */
+export async function ping(db: Db): Promise<boolean> {
+  return sql`SELECT 1`
+    .execute(db)
+    .then(() => true)
+    .catch(() => false);
+}

@@ -1,0 +1,62 @@
+import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
+
+/** Every status a unit can be in. `pending` is the backlog; the last three are terminal. */
+export const UNIT_STATUSES = ["pending", "dispatched", "queued", "processing", "success", "error", "cancelled"] as const;
+export type UnitStatus = (typeof UNIT_STATUSES)[number];
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json = ColumnType<unknown, string | undefined, string>;
+
+export interface UnitsTable {
+  id: Generated<number>;
+  kind: string;
+  group_name: string;
+  priority: number;
+  payload: Json;
+  /** Producer's idempotency key: the same ref never creates a second unit. */
+  ref: string | null;
+  status: UnitStatus;
+  /** Incremented by every dispatch; every message carries it. */
+  attempt: Generated<number>;
+  max_attempts: number;
+  /** A pending unit is not eligible before this (retry backoff). */
+  not_before: Timestamp | null;
+  dispatched_at: Timestamp | null;
+  result: Json | null;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface UnitEventsTable {
+  id: Generated<number>;
+  unit_id: number;
+  attempt: number;
+  status: UnitStatus;
+  /** When the reporting service saw it. */
+  at: Timestamp;
+  recorded_at: Timestamp;
+  /** `api`, `reconciler`, `leader:<id>`, `agent:<id>` */
+  source: string;
+  detail: Json | null;
+}
+
+/** One row: the state shared by every api replica. */
+export interface ControlTable {
+  id: Generated<boolean>;
+  dispatching: boolean;
+  dispatching_changed_at: Timestamp | null;
+  leader_id: string | null;
+  leader_utilization: Json | null;
+  leader_reported_at: Timestamp | null;
+}
+
+export interface Database {
+  units: UnitsTable;
+  unit_events: UnitEventsTable;
+  control: ControlTable;
+}
+
+export type UnitRow = Selectable<UnitsTable>;
+export type NewUnitRow = Insertable<UnitsTable>;
+export type UnitEventRow = Selectable<UnitEventsTable>;

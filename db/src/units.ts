@@ -1,0 +1,89 @@
+import type { Db } from "./database.ts";
+import { UNIT_STATUSES, type UnitStatus } from "./schema.ts";
+
+export interface UnitEvent {
+  attempt: number;
+  status: string;
+  at: Date;
+  recordedAt: Date;
+  source: string;
+  detail: unknown;
+}
+
+export interface Unit {
+  id: number;
+  kind: string;
+  group: string;
+  priority: number;
+  payload: unknown;
+  ref: string | null;
+  status: UnitStatus;
+  attempt: number;
+  maxAttempts: number;
+  notBefore: Date | null;
+  dispatchedAt: Date | null;
+  result: unknown;
+  lastError: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export async function getUnit(db: Db, id: number): Promise<(Unit & { events: UnitEvent[] }) | null> {
+  const row = await db.selectFrom("units").selectAll().where("id", "=", id).executeTakeFirst();
+  if (!row) return null;
+  const events = await db
+    .selectFrom("unit_events")
+    .select(["attempt", "status", "at", "recorded_at", "source", "detail"])
+    .where("unit_id", "=", id)
+    .orderBy("id")
+    .execute();
+  return {
+    id: row.id,
+    kind: row.kind,
+    group: row.group_name,
+    priority: row.priority,
+    payload: row.payload,
+    ref: row.ref,
+    status: row.status,
+    attempt: row.attempt,
+    maxAttempts: row.max_attempts,
+    notBefore: row.not_before,
+    dispatchedAt: row.dispatched_at,
+    result: row.result,
+    lastError: row.last_error,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    events: events.map((e) => ({ attempt: e.attempt, status: e.status, at: e.at, recordedAt: e.recorded_at, source: e.source, detail: e.detail })),
+  };
+}
+
+export interface Summary {
+  counts: Record<UnitStatus, number>;
+  total: number;
+  /** dispatched + queued */
+  outstanding: number;
+  dispatching: boolean;
+  dispatchingSince: Date | null;
+  leader: { id: string; utilization: unknown; reportedAt: Date } | null;
+}
+
+/** Counts per status and the shared control state. (A full count: fine for a backlog of thousands.) */
+export async function summarize(db: Db): Promise<Summary> {
+  const [rows, control] = await Promise.all([
+    db.selectFrom("units").select(["status", (eb) => eb.fn.countAll<number>().as("n")]).groupBy("status").execute(),
+    db.selectFrom("control").selectAll().executeTakeFirstOrThrow(),
+  ]);
+  const counts = Object.fromEntries(UNIT_STATUSES.map((s) => [s, 0])) as Record<UnitStatus, number>;
+  for (const r of rows) counts[r.status] = r.n;
+  return {
+    counts,
+    total: rows.reduce((sum, r) => sum + r.n, 0),
+    outstanding: counts.dispatched + counts.queued,
+    dispatching: control.dispatching,
+    dispatchingSince: control.dispatching_changed_at,
+    leader:
+      control.leader_id && control.leader_reported_at
+        ? { id: control.leader_id, utilization: control.leader_utilization, reportedAt: control.leader_reported_at }
+        : null,
+  };
+}

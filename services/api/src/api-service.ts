@@ -1,0 +1,118 @@
+import { serve, type ServerType } from "@hono/node-server";
+import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
+import { brokerUrl, connectBroker, createPublisher, createTopology, type Broker, type Consumer, type Logger } from "@rtb/runtime";
+import type { Hono } from "hono";
+import type { ApiConfig } from "./config.ts";
+import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
+import { createApp } from "./http/app.ts";
+import { startInboxConsumer } from "./inbox-consumer.ts";
+import { startReconciler, type Reconciler } from "./reconciler.ts";
+import { createStats, type ApiStats } from "./stats.ts";
+
+export interface ApiService {
+  app: Hono;
+  database: DbHandle;
+  broker: Broker;
+  dispatcher: Dispatcher;
+  reconciler: Reconciler;
+  stats: ApiStats;
+  /** The listening address, when `listen` was asked for. */
+  address: { host: string; port: number } | null;
+  /** Stops intake first, then drains, then closes the broker and the database. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Build and start the api: database (wait, migrate, seed), broker, dispatcher, inbox consumer,
+ * reconciler, HTTP. Used by main.ts and by the tests, with the same parts.
+ */
+export async function startApiService(config: ApiConfig, logger: Logger, opts: { listen?: boolean; signal?: AbortSignal } = {}): Promise<ApiService> {
+  const database = createDb(config, logger);
+  const stops: (() => Promise<void>)[] = [async () => database.close()];
+  const stop = async () => {
+    for (const fn of stops.reverse()) await fn().catch((err: unknown) => logger.warn({ err }, "stop step failed"));
+  };
+  try {
+    await waitForDatabase(database, config, logger, { deadlineMs: config.RTB_CONNECT_TIMEOUT_MS, signal: opts.signal });
+    const migrated = await migrateToLatest(database.db);
+    if (migrated.length > 0) logger.info({ migrations: migrated.map((m) => m.migrationName) }, "database migrated");
+    const seeded = await seedIfEmpty(database.db, config.RTB_SEED_UNITS, config.RTB_MAX_ATTEMPTS);
+    if (seeded > 0) logger.info({ units: seeded }, "backlog was empty: seeded it (RTB_SEED_UNITS)");
+
+    const topology = createTopology({
+      prefix: config.RTB_BROKER_PREFIX,
+      box: config.RTB_BROKER_BOX,
+      queueType: config.RTB_BROKER_QUEUE_TYPE,
+      deliveryLimit: config.RTB_BROKER_DELIVERY_LIMIT,
+    });
+    const hostLabel = `${config.RTB_BROKER_HOST.host}:${config.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`;
+    const broker = await connectBroker({ url: brokerUrl(config), hostLabel, topology, logger, connectTimeoutMs: config.RTB_CONNECT_TIMEOUT_MS });
+    stops.push(() => broker.close());
+
+    const stats = createStats();
+    const publisher = await createPublisher(broker, "outbox", logger);
+    stops.push(() => publisher.drain());
+    const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, stats, logger });
+    stops.push(() => dispatcher.stop());
+
+    const inbox: Consumer = await startInboxConsumer({
+      db: database.db,
+      broker,
+      stats,
+      logger,
+      prefetch: config.RTB_INBOX_PREFETCH,
+      batchMs: config.RTB_INBOX_BATCH_MS,
+      retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
+      retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
+      onFreed: () => dispatcher.trigger("inbox batch"),
+    });
+    stops.push(() => inbox.stop(config.RTB_SHUTDOWN_TIMEOUT_MS));
+
+    const reconciler = startReconciler({
+      db: database.db,
+      broker,
+      dispatcher,
+      stats,
+      logger,
+      cron: config.RTB_RECONCILE_CRON,
+      maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
+      dispatchTimeoutMs: config.RTB_DISPATCH_TIMEOUT_MS,
+      processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
+      retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
+      retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
+    });
+    stops.push(() => reconciler.stop());
+
+    const app = createApp({ db: database.db, broker, dispatcher, stats, logger, maxQueue: config.RTB_BROADCAST_MAX_QUEUE });
+    let address: ApiService["address"] = null;
+    if (opts.listen) {
+      const server = await listen(app, config.RTB_API_HOST.host, config.RTB_API_HOST.port);
+      address = { host: config.RTB_API_HOST.host, port: (server.address() as { port: number }).port };
+      stops.push(() => closeServer(server));
+      logger.info({ url: `http://${address.host === "0.0.0.0" ? "localhost" : address.host}:${address.port}/` }, "api listening");
+    }
+    // Dispatching may already be on (it survives restarts): resume.
+    dispatcher.trigger("start");
+    return { app, database, broker, dispatcher, reconciler, stats, address, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+function listen(app: Hono, hostname: string, port: number): Promise<ServerType> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch: app.fetch, hostname, port }, () => resolve(server));
+    server.once("error", (err: Error) =>
+      reject(new Error(`cannot listen on ${hostname}:${port} (RTB_API_HOST): ${err.message}`, { cause: err })),
+    );
+  });
+}
+
+function closeServer(server: ServerType): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    // Idle keep-alive connections would hold close() open.
+    if ("closeIdleConnections" in server) server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,29 @@
+import { validate as validCron } from "node-cron";
+import { z } from "zod";
+import { brokerConfig, hostPort, int, loadConfig, logConfig, type Env } from "@rtb/runtime";
+import { dbConfig } from "@rtb/db";
+
+export const apiConfigSchema = z.object({
+  ...dbConfig,
+  ...brokerConfig,
+  ...logConfig,
+  RTB_API_HOST: hostPort("0.0.0.0:8080", 8080),
+  RTB_BROADCAST_MAX_QUEUE: int(50, { min: 1, max: 100_000 }),
+  RTB_SEED_UNITS: int(100, { min: 0, max: 10_000_000 }),
+  RTB_MAX_ATTEMPTS: int(3, { min: 1, max: 1000 }),
+  RTB_RETRY_BACKOFF_MS: int(1_000, { min: 0 }),
+  RTB_RETRY_BACKOFF_MAX_MS: int(60_000, { min: 0 }),
+  RTB_DISPATCH_TIMEOUT_MS: int(30_000, { min: 100 }),
+  RTB_PROCESSING_TIMEOUT_MS: int(300_000, { min: 100 }),
+  RTB_RECONCILE_CRON: z
+    .string()
+    .default("*/5 * * * * *")
+    .refine((v) => validCron(v), { message: "expected a cron expression (5 or 6 fields, e.g. */5 * * * * * for every 5 seconds)" }),
+  RTB_INBOX_PREFETCH: int(500, { min: 1, max: 65_535 }),
+  RTB_INBOX_BATCH_MS: int(10, { min: 0, max: 10_000 }),
+  RTB_SHUTDOWN_TIMEOUT_MS: int(10_000, { min: 0 }),
+});
+
+export type ApiConfig = z.infer<typeof apiConfigSchema>;
+
+export const loadApiConfig = (env: Env): ApiConfig => loadConfig(apiConfigSchema, env);

@@ -1,0 +1,112 @@
+import { claimTopUp, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
+import { encodeMessage, type Logger, type Publisher, type Topology } from "@rtb/runtime";
+import type { ApiStats } from "./stats.ts";
+
+/** Units per outbox message; the leader splits each message into one job per unit. */
+const UNITS_PER_MESSAGE = 100;
+
+export interface Dispatcher {
+  /** Ask for a top-up soon. Calls coalesce: at most one runs, and one more is queued behind it. */
+  trigger(reason: string): void;
+  /** Run a top-up now and wait for it (used by GET /go and tests). */
+  topUp(): Promise<number>;
+  /** Publish units that are already `dispatched` in the database (the reconciler's re-publish). */
+  publish(units: ClaimedUnit[]): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Keeps the outbox topped up to RTB_BROADCAST_MAX_QUEUE. The claim commits first
+ * (db/top-up.ts); only then are the units published, with confirms. A unit whose publish
+ * fails stays `dispatched` and the reconciler publishes it again after RTB_DISPATCH_TIMEOUT_MS.
+ */
+export function createDispatcher(deps: {
+  db: Db;
+  publisher: Publisher;
+  topology: Topology;
+  maxQueue: number;
+  stats: ApiStats;
+  logger: Logger;
+}): Dispatcher {
+  const { db, publisher, topology, maxQueue, stats, logger } = deps;
+  let running: Promise<number> | null = null;
+  let queued = false;
+  let stopped = false;
+  let wakeTimer: NodeJS.Timeout | undefined;
+
+  async function publish(units: ClaimedUnit[]): Promise<boolean> {
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < units.length; i += UNITS_PER_MESSAGE) {
+      const batch = units.slice(i, i + UNITS_PER_MESSAGE);
+      sends.push(publisher.publish("", topology.box, encodeMessage({ v: 1, type: "dispatch", units: batch })));
+    }
+    const results = await Promise.allSettled(sends);
+    const failed = results.filter((r) => r.status === "rejected");
+    if (failed.length > 0) {
+      stats.publishFailures += failed.length;
+      logger.warn(
+        { err: (failed[0] as PromiseRejectedResult).reason?.message, messages: failed.length },
+        "outbox publish not confirmed; the reconciler will publish those units again",
+      );
+      return false;
+    }
+    return true;
+  }
+
+  async function runOnce(): Promise<number> {
+    const claim = await claimTopUp(db, maxQueue);
+    if (claim.units.length > 0) {
+      stats.dispatched += claim.units.length;
+      logger.debug({ units: claim.units.length, outstanding: claim.outstanding }, "topped up the outbox");
+      await publish(claim.units);
+    }
+    // Room left but nothing eligible: wake when the earliest retry backoff ends.
+    if (claim.dispatching && claim.outstanding + claim.units.length < maxQueue) await scheduleWake();
+    return claim.units.length;
+  }
+
+  async function scheduleWake() {
+    const at = await nextRetryAt(db);
+    clearTimeout(wakeTimer);
+    if (at && !stopped) wakeTimer = setTimeout(() => trigger("retry backoff ended"), Math.max(0, at.getTime() - Date.now()) + 5);
+  }
+
+  function run(): Promise<number> {
+    if (running) {
+      queued = true;
+      return running;
+    }
+    running = (async () => {
+      let total = 0;
+      do {
+        queued = false;
+        try {
+          total += await runOnce();
+        } catch (err) {
+          logger.warn({ err }, "top-up failed; the next trigger or reconcile tick retries");
+        }
+      } while (queued && !stopped);
+      return total;
+    })().finally(() => {
+      running = null;
+    });
+    return running;
+  }
+
+  function trigger(reason: string) {
+    if (stopped) return;
+    logger.trace({ reason }, "top-up requested");
+    void run();
+  }
+
+  return {
+    trigger,
+    topUp: () => run(),
+    publish,
+    async stop() {
+      stopped = true;
+      clearTimeout(wakeTimer);
+      await running;
+    },
+  };
+}

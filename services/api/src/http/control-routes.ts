@@ -1,0 +1,63 @@
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { nextInLine, setDispatching, summarize } from "@rtb/db";
+import type { AppDeps } from "./app.ts";
+import { valid } from "./validation.ts";
+
+const nextQuery = z.object({
+  limit: z.coerce
+    .number({ message: "expected an integer" })
+    .int({ message: "expected an integer" })
+    .min(1, { message: "expected an integer between 1 and 1000" })
+    .max(1000, { message: "expected an integer between 1 and 1000" })
+    .default(10),
+});
+
+/** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
+export function controlRoutes({ db, broker, dispatcher, stats, maxQueue }: AppDeps): Hono {
+  const app = new Hono();
+
+  app.get("/", async (c) => {
+    const [summary, deadLetters] = await Promise.all([
+      summarize(db),
+      broker
+        .withChannel((ch) => ch.checkQueue(broker.topology.dead))
+        .then((q) => q.messageCount)
+        .catch(() => null),
+    ]);
+    return c.json({
+      counts: summary.counts,
+      total: summary.total,
+      outstanding: summary.outstanding,
+      maxQueue,
+      dispatching: summary.dispatching,
+      dispatchingSince: summary.dispatchingSince,
+      done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
+      leader: summary.leader,
+      deadLetters: { waiting: deadLetters, rejectedByThisApi: stats.deadLettered },
+      reports: { applied: stats.applied, ignored: stats.ignored },
+      broker: { connected: broker.connected, reconnects: broker.reconnects },
+    });
+  });
+
+  app.get("/next", valid("query", nextQuery), async (c) => {
+    const { limit } = c.req.valid("query");
+    const units = await nextInLine(db, limit);
+    return c.json({ limit, units });
+  });
+
+  const go = async (c: Context) => {
+    const state = await setDispatching(db, true);
+    const dispatchedNow = await dispatcher.topUp();
+    return c.json({
+      dispatching: true,
+      changed: state.changed,
+      since: state.since,
+      dispatchedNow,
+      message: state.changed ? "dispatching is on" : "dispatching was already on",
+    });
+  };
+  app.on(["GET", "POST"], ["/go", "/go/"], go);
+
+  return app;
+}

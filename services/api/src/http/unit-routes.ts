@@ -1,0 +1,21 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { getUnit } from "@rtb/db";
+import type { AppDeps } from "./app.ts";
+import { valid } from "./validation.ts";
+
+const idParam = z.object({
+  id: z.coerce.number({ message: "expected a positive integer" }).int({ message: "expected a positive integer" }).positive({ message: "expected a positive integer" }).max(Number.MAX_SAFE_INTEGER, { message: "expected a positive integer" }),
+});
+
+/** GET /units/:id: the unit and its timeline. */
+export function unitRoutes({ db }: AppDeps): Hono {
+  const app = new Hono();
+  app.get("/:id", valid("param", idParam), async (c) => {
+    const { id } = c.req.valid("param");
+    const unit = await getUnit(db, id);
+    if (!unit) return c.json({ error: "not_found", message: `no unit with id ${id}` }, 404);
+    return c.json(unit);
+  });
+  return app;
+}

@@ -1,0 +1,120 @@
+import { applyStatusUpdates, type Db, type ReportedUpdate } from "@rtb/db";
+import { parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
+import { countInto, type ApiStats } from "./stats.ts";
+
+export interface InboxOptions {
+  db: Db;
+  broker: Broker;
+  stats: ApiStats;
+  logger: Logger;
+  prefetch: number;
+  /** How long to gather deliveries into one batch after the first arrives. */
+  batchMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Called after each committed batch that freed room in the outbox. */
+  onFreed: () => void;
+}
+
+interface Pending {
+  d: Delivery;
+  message: StatusMessage;
+  done: () => void;
+}
+
+/**
+ * Consumes status reports in batches: every delivery of a batch is applied in one database
+ * transaction, and acked only after that transaction committed. If the database is down the
+ * batch is retried with backoff while its deliveries stay unacked (the broker still holds
+ * them), so a crash at any point loses nothing: unacked deliveries are redelivered, and
+ * re-applying a report changes nothing (status-transitions.ts).
+ */
+export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> {
+  const { db, stats, logger } = opts;
+  let buffer: Pending[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let chain: Promise<void> = Promise.resolve();
+  const stopping = new AbortController();
+
+  function scheduleFlush() {
+    if (buffer.length >= opts.prefetch) {
+      clearTimeout(timer);
+      timer = undefined;
+      chain = chain.then(flush);
+    } else if (!timer) {
+      timer = setTimeout(() => {
+        timer = undefined;
+        chain = chain.then(flush);
+      }, opts.batchMs);
+    }
+  }
+
+  async function flush() {
+    const batch = buffer;
+    buffer = [];
+    if (batch.length === 0) return;
+    const updates: ReportedUpdate[] = [];
+    let leader: { id: string; utilization: unknown; at: Date } | undefined;
+    for (const { message } of batch) {
+      const source = `${message.source.service}:${message.source.id}`;
+      for (const u of message.updates) {
+        updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error: u.error });
+      }
+      if (message.source.service === "leader" && message.utilization) {
+        leader = { id: message.source.id, utilization: message.utilization, at: new Date(message.utilization.at) };
+      }
+    }
+    for (let attempt = 1; !stopping.signal.aborted; attempt++) {
+      try {
+        const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader });
+        stats.inboxBatches++;
+        stats.applied += result.applied;
+        for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
+        if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
+        for (const p of batch) p.d.ack();
+        if (result.freed > 0) opts.onFreed();
+        break;
+      } catch (err) {
+        const delay = Math.min(5_000, 100 * 2 ** attempt);
+        logger.warn({ err, reports: updates.length, retryInMs: delay }, "cannot apply status reports; retrying (they stay unacked)");
+        await sleep(delay, stopping.signal);
+      }
+    }
+    // Stopped before the batch committed: leave it unacked; closing the channel returns it.
+    for (const p of batch) p.done();
+  }
+
+  const consumer = await startConsumer({
+    broker: opts.broker,
+    name: "inbox",
+    queue: opts.broker.topology.inbox,
+    prefetch: opts.prefetch,
+    logger,
+    onDelivery(d) {
+      const parsed = parseMessage(StatusMessage, d.msg.content);
+      if (!parsed.ok) {
+        countInto(stats.deadLettered, "invalid_status_message");
+        logger.warn({ reason: parsed.reason, queue: opts.broker.topology.inbox }, "dead-lettering an invalid status message");
+        d.deadLetter();
+        return;
+      }
+      return new Promise<void>((done) => {
+        buffer.push({ d, message: parsed.value, done });
+        scheduleFlush();
+      });
+    },
+  });
+
+  return {
+    async stop(deadlineMs) {
+      // Flush what is buffered, then stop; an in-progress DB retry is cut short by the abort.
+      clearTimeout(timer);
+      timer = undefined;
+      chain = chain.then(flush);
+      const deadline = setTimeout(() => stopping.abort(), deadlineMs);
+      await consumer.stop(deadlineMs);
+      clearTimeout(deadline);
+      stopping.abort();
+    },
+  };
+}

@@ -1,0 +1,80 @@
+import { schedule, type ScheduledTask } from "node-cron";
+import { claimStaleDispatched, expireProcessing, type Db } from "@rtb/db";
+import type { Broker, Logger } from "@rtb/runtime";
+import type { Dispatcher } from "./dispatcher.ts";
+import type { ApiStats } from "./stats.ts";
+
+export interface ReconcilerOptions {
+  db: Db;
+  broker: Broker;
+  dispatcher: Dispatcher;
+  stats: ApiStats;
+  logger: Logger;
+  cron: string;
+  maxQueue: number;
+  dispatchTimeoutMs: number;
+  processingTimeoutMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+}
+
+export interface Reconciler {
+  /** One pass, as the cron tick runs it (exposed for tests and operators). */
+  tick(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The safety net, on a node-cron schedule:
+ * 1. attempts stuck in `processing` past RTB_PROCESSING_TIMEOUT_MS are errored (and retried);
+ * 2. units `dispatched` longer than RTB_DISPATCH_TIMEOUT_MS are published again, but only when
+ *    the outbox has no ready messages: while messages wait there (no leader running), the
+ *    units are not lost, and re-publishing would only flood the broker with duplicates;
+ * 3. a top-up, which also releases retries whose backoff has ended.
+ */
+export function startReconciler(opts: ReconcilerOptions): Reconciler {
+  const { db, broker, dispatcher, stats, logger } = opts;
+  let current: Promise<void> | null = null;
+
+  async function pass() {
+    const applyOpts = { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs };
+    const expired = await expireProcessing(db, opts.processingTimeoutMs, applyOpts);
+    if (expired.applied > 0) {
+      logger.warn({ units: expired.applied }, "attempts timed out in processing; recorded as errors");
+      if (expired.freed > 0 || expired.applied > 0) dispatcher.trigger("processing timeout");
+    }
+
+    const ready = await broker
+      .withChannel((ch) => ch.checkQueue(broker.topology.box))
+      .then((q) => q.messageCount)
+      .catch(() => null);
+    if (ready === 0) {
+      const stale = await claimStaleDispatched(db, opts.dispatchTimeoutMs, opts.maxQueue);
+      if (stale.length > 0) {
+        logger.warn({ units: stale.length }, "re-publishing units whose dispatch was never acknowledged");
+        stats.republished += stale.length;
+        await dispatcher.publish(stale);
+      }
+    }
+    dispatcher.trigger("reconcile");
+  }
+
+  function tick(): Promise<void> {
+    current ??= pass()
+      .catch((err: unknown) => logger.warn({ err }, "reconcile pass failed; next tick retries"))
+      .finally(() => {
+        current = null;
+      });
+    return current;
+  }
+
+  const task: ScheduledTask = schedule(opts.cron, () => tick(), { name: "reconcile", noOverlap: true });
+
+  return {
+    tick,
+    async stop() {
+      await task.destroy();
+      await current;
+    },
+  };
+}

@@ -1,0 +1,24 @@
+/** In-process counters, reported by GET / (and later exported as metrics). */
+export interface ApiStats {
+  applied: number;
+  ignored: Record<string, number>;
+  deadLettered: Record<string, number>;
+  dispatched: number;
+  republished: number;
+  publishFailures: number;
+  inboxBatches: number;
+}
+
+export const createStats = (): ApiStats => ({
+  applied: 0,
+  ignored: {},
+  deadLettered: {},
+  dispatched: 0,
+  republished: 0,
+  publishFailures: 0,
+  inboxBatches: 0,
+});
+
+export function countInto(target: Record<string, number>, key: string, n = 1): void {
+  target[key] = (target[key] ?? 0) + n;
+}

@@ -1,0 +1,153 @@
+import { connect, type Channel, type ChannelModel, type RecoveringChannelModel } from "amqplib";
+import type { Logger } from "pino";
+import { assertTopology, type Topology } from "./topology.ts";
+
+/**
+ * One AMQP connection per process, with amqplib's opt-in recovery (exponential backoff with
+ * jitter). Channels do not survive a reconnect, so each part of a service registers an
+ * `attach` function that opens its channels and consumers; the broker runs every attachment
+ * after the topology is asserted, on the first connection and on every reconnect.
+ */
+export type Attachment = (conn: ChannelModel) => Promise<void>;
+
+export class BrokerUnavailableError extends Error {
+  override name = "BrokerUnavailableError";
+}
+
+export interface Broker {
+  readonly topology: Topology;
+  readonly connected: boolean;
+  /** Number of successful connections after the first. */
+  readonly reconnects: number;
+  attach(name: string, fn: Attachment): Promise<void>;
+  /** Re-run one attachment on the current connection (after its channel was closed by an error). */
+  reattach(name: string): void;
+  /** A short-lived channel on the current connection, for passive checks (queue depth). */
+  withChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface ConnectBrokerOptions {
+  url: string;
+  /** For messages: `host:port` and the variable that sets it. */
+  hostLabel: string;
+  topology: Topology;
+  logger: Logger;
+  /** Give up on the first connection after this long (0: try once). */
+  connectTimeoutMs: number;
+}
+
+export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker> {
+  const { logger, topology } = opts;
+  const attachments = new Map<string, Attachment>();
+  let current: ChannelModel | null = null;
+  let reconnects = 0;
+  let connectedOnce = false;
+  let closing = false;
+
+  async function runAttachment(name: string, fn: Attachment, conn: ChannelModel) {
+    try {
+      await fn(conn);
+    } catch (err) {
+      logger.error({ err, attachment: name }, "broker attachment failed; retrying");
+      scheduleReattach(name, conn);
+    }
+  }
+
+  function scheduleReattach(name: string, conn: ChannelModel) {
+    setTimeout(() => {
+      const fn = attachments.get(name);
+      // Only on the same live connection: a new connection runs every attachment anyway.
+      if (!closing && fn && current === conn) void runAttachment(name, fn, conn);
+    }, 500 + Math.random() * 500).unref();
+  }
+
+  const model: RecoveringChannelModel = await connect(opts.url, {
+    recovery: {
+      initialDelay: 250,
+      maxDelay: 10_000,
+      waitForConnect: false,
+      setup: async (conn: ChannelModel) => {
+        const ch = await conn.createChannel();
+        try {
+          await assertTopology(ch, topology);
+        } finally {
+          await ch.close().catch(() => {});
+        }
+        current = conn;
+        // Iterating the live map also picks up attachments registered during this loop.
+        for (const [name, fn] of attachments) await runAttachment(name, fn, conn);
+      },
+    },
+  });
+
+  model.on("connect", () => {
+    if (connectedOnce) {
+      reconnects++;
+      logger.info({ broker: opts.hostLabel, reconnects }, "broker reconnected");
+    }
+    connectedOnce = true;
+  });
+  model.on("disconnect", (err: Error) => {
+    current = null;
+    if (!closing) logger.warn({ broker: opts.hostLabel, err: err.message }, "broker connection lost; reconnecting");
+  });
+  model.on("connect-failed", (err: Error) => {
+    logger.warn({ broker: opts.hostLabel, err: err.message }, "cannot reach the broker; retrying with backoff");
+  });
+  model.on("blocked", (reason: string) => logger.warn({ reason }, "broker blocked publishing (resource alarm)"));
+  model.on("unblocked", () => logger.info("broker unblocked publishing"));
+  model.on("error", (err: Error) => logger.warn({ err: err.message }, "broker connection error"));
+
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      model.waitForConnect(),
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new BrokerUnavailableError(`cannot reach RabbitMQ at ${opts.hostLabel} after ${opts.connectTimeoutMs} ms`)),
+          Math.max(opts.connectTimeoutMs, 1),
+        );
+      }),
+    ]);
+  } catch (err) {
+    closing = true;
+    await model.close().catch(() => {});
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+
+  return {
+    topology,
+    get connected() {
+      return current !== null;
+    },
+    get reconnects() {
+      return reconnects;
+    },
+    async attach(name, fn) {
+      attachments.set(name, fn);
+      if (current) await runAttachment(name, fn, current);
+    },
+    reattach(name) {
+      if (current) scheduleReattach(name, current);
+    },
+    async withChannel(fn) {
+      if (!current) throw new BrokerUnavailableError(`not connected to RabbitMQ at ${opts.hostLabel}`);
+      const ch = await current.createChannel();
+      // A passive check on a missing queue closes the channel with an error; don't let it escape.
+      ch.on("error", () => {});
+      try {
+        return await fn(ch);
+      } finally {
+        await ch.close().catch(() => {});
+      }
+    },
+    async close() {
+      closing = true;
+      attachments.clear();
+      await model.close().catch(() => {});
+    },
+  };
+}

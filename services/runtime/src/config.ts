@@ -1,0 +1,104 @@
+import { z } from "zod";
+
+/**
+ * Config parsing shared by every service. Each service declares one zod object schema whose
+ * keys are the RTB_* variable names; `loadConfig` validates the whole environment at once
+ * and throws a ConfigError that names every bad variable, its value and what was expected.
+ */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  readonly problems: { variable: string; value: string | undefined; expected: string }[];
+  constructor(problems: { variable: string; value: string | undefined; expected: string }[]) {
+    super(
+      "invalid configuration:\n" +
+        problems
+          .map((p) => `  ${p.variable}=${p.value === undefined ? "(unset)" : JSON.stringify(p.value)}: ${p.expected}`)
+          .join("\n"),
+    );
+    this.problems = problems;
+  }
+}
+
+export type Env = Record<string, string | undefined>;
+
+export function loadConfig<S extends z.ZodObject>(schema: S, env: Env): z.infer<S> {
+  // Empty strings count as unset, as they do in most shells' `VAR= cmd` and in compose files.
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(schema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== "") input[key] = value;
+  }
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const variable = String(issue.path[0] ?? "(environment)");
+    return { variable, value: env[variable], expected: issue.message };
+  });
+  throw new ConfigError(problems);
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** `host:port` (or `[v6]:port`, or a bare host that takes the default port). */
+export function hostPort(defaultValue: string, defaultPort: number) {
+  return z
+    .string()
+    .default(defaultValue)
+    .transform((value, ctx): HostPort => {
+      const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(value.trim());
+      const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
+      if (!match?.[1] || !Number.isInteger(port) || port < 1 || port > 65535) {
+        ctx.addIssue({ code: "custom", message: `expected host:port (for example localhost:${defaultPort})` });
+        return z.NEVER;
+      }
+      return { host: match[1].replace(/^\[|\]$/g, ""), port };
+    });
+}
+
+export function int(defaultValue: number, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}) {
+  return z.coerce
+    .number({ message: "expected an integer" })
+    .int({ message: "expected an integer" })
+    .min(min, { message: `expected an integer >= ${min}` })
+    .max(max, { message: `expected an integer <= ${max}` })
+    .default(defaultValue);
+}
+
+export function ratio(defaultValue: number) {
+  return z.coerce
+    .number({ message: "expected a number between 0 and 1" })
+    .min(0, { message: "expected a number between 0 and 1" })
+    .max(1, { message: "expected a number between 0 and 1" })
+    .default(defaultValue);
+}
+
+export function bool(defaultValue: boolean) {
+  return z
+    .enum(["true", "false", "1", "0", "yes", "no"], { message: "expected true or false" })
+    .default(defaultValue ? "true" : "false")
+    .transform((v) => v === "true" || v === "1" || v === "yes");
+}
+
+export function oneOf<const T extends readonly [string, ...string[]]>(values: T, defaultValue: T[number]) {
+  return z.enum(values, { message: `expected one of ${values.join(", ")}` }).default(defaultValue as never);
+}
+
+/** A comma-separated list of names (letters, digits, `-`, `_`, `.`). */
+export function nameList(defaultValue: string) {
+  return z
+    .string()
+    .default(defaultValue)
+    .transform((value, ctx) => {
+      const names = value.split(",").map((s) => s.trim()).filter(Boolean);
+      if (names.length === 0 || names.some((n) => !/^[A-Za-z0-9_.-]+$/.test(n))) {
+        ctx.addIssue({ code: "custom", message: "expected a comma-separated list of names made of letters, digits, '-', '_' or '.'" });
+        return z.NEVER;
+      }
+      return [...new Set(names)];
+    });
+}
+
+export const text = (defaultValue: string) => z.string().default(defaultValue);

@@ -1,0 +1,108 @@
+import type { Channel, ConsumeMessage } from "amqplib";
+import type { Logger } from "pino";
+import type { Broker } from "./broker.ts";
+
+/** One delivery, with the settle operations bound to the channel it arrived on. */
+export interface Delivery {
+  readonly msg: ConsumeMessage;
+  ack(allUpTo?: boolean): void;
+  /** Reject without requeue: the queue's dead-letter exchange keeps it for inspection. */
+  deadLetter(): void;
+  /** Hand it back to the queue for another consumer (shutdown, transient failure). */
+  requeue(): void;
+}
+
+export interface Consumer {
+  /** Stop taking deliveries, wait for those in hand (up to the deadline), close the channel. */
+  stop(deadlineMs: number): Promise<void>;
+}
+
+export interface ConsumerOptions {
+  broker: Broker;
+  name: string;
+  queue: string;
+  prefetch: number;
+  logger: Logger;
+  /** Runs before `consume`, on the consumer's own channel (e.g. to declare the queue it reads). */
+  prepare?: (ch: Channel) => Promise<void>;
+  /** Handle one delivery; settle it through `d`. The returned promise counts as work in hand. */
+  onDelivery: (d: Delivery) => Promise<void> | void;
+}
+
+/**
+ * A consumer with a bounded prefetch and manual acks that survives reconnects (the broker
+ * re-runs its attachment) and consumer cancellation by the broker (a `null` delivery).
+ * Settling is idempotent per delivery, so a late settle after a channel loss is harmless.
+ */
+export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
+  const { broker, logger } = opts;
+  const attachment = `consumer:${opts.name}`;
+  const inHand = new Set<Promise<void>>();
+  let stopping = false;
+  let active: { ch: Channel; tag: string } | null = null;
+
+  await broker.attach(attachment, async (conn) => {
+    if (stopping) return;
+    const ch = await conn.createChannel();
+    ch.on("error", (err: Error) => logger.warn({ err: err.message, consumer: opts.name }, "consumer channel error"));
+    ch.on("close", () => {
+      if (active?.ch === ch) active = null;
+      if (!stopping) broker.reattach(attachment);
+    });
+    await ch.prefetch(opts.prefetch);
+    if (opts.prepare) await opts.prepare(ch);
+    const { consumerTag } = await ch.consume(opts.queue, (msg) => {
+      if (msg === null) {
+        // The broker cancelled us (queue deleted, or a failover): consume again on a new channel.
+        logger.warn({ queue: opts.queue }, "consumer cancelled by the broker; re-subscribing");
+        void ch.close().catch(() => {});
+        return;
+      }
+      const d = bindDelivery(ch, msg);
+      const work = Promise.resolve()
+        .then(() => opts.onDelivery(d))
+        .catch((err: unknown) => {
+          logger.error({ err, queue: opts.queue }, "delivery handler failed; requeueing");
+          d.requeue();
+        });
+      inHand.add(work);
+      void work.finally(() => inHand.delete(work));
+    });
+    active = { ch, tag: consumerTag };
+  });
+
+  return {
+    async stop(deadlineMs) {
+      stopping = true;
+      const a = active;
+      if (a) await a.ch.cancel(a.tag).catch(() => {});
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...inHand]),
+        new Promise((resolve) => (timer = setTimeout(resolve, deadlineMs))),
+      ]);
+      clearTimeout(timer);
+      // Closing the channel hands anything still unacked back to the queue.
+      if (a) await a.ch.close().catch(() => {});
+    },
+  };
+}
+
+function bindDelivery(ch: Channel, msg: ConsumeMessage): Delivery {
+  let settled = false;
+  const once = (fn: () => void) => {
+    if (settled) return;
+    settled = true;
+    try {
+      fn();
+    } catch {
+      // The channel is gone; the broker redelivers the message elsewhere.
+    }
+  };
+  return {
+    msg,
+    ack: (allUpTo = false) => once(() => ch.ack(msg, allUpTo)),
+    deadLetter: () => once(() => ch.nack(msg, false, false)),
+    requeue: () => once(() => ch.nack(msg, false, true)),
+  };
+}

@@ -1,0 +1,60 @@
+import type { ConfirmChannel, Message, Options } from "amqplib";
+import type { Logger } from "pino";
+import { BrokerUnavailableError, type Broker } from "./broker.ts";
+
+/**
+ * Publishing through a confirm channel. `publish` resolves when the broker has confirmed the
+ * message and rejects when it was nacked, the channel closed first, or there is no connection:
+ * an unconfirmed publish is a failed publish. Nothing is buffered in memory as if it were
+ * durable; callers keep the truth (PostgreSQL, or an unacked delivery) and publish again.
+ */
+export interface Publisher {
+  publish(exchange: string, routingKey: string, body: Buffer, options?: Options.Publish): Promise<void>;
+  /** Called for every mandatory message the broker could not route. */
+  onReturn(fn: (msg: Message) => void): void;
+  /** Resolves when no publish is awaiting its confirm. */
+  drain(): Promise<void>;
+}
+
+export async function createPublisher(broker: Broker, name: string, logger: Logger): Promise<Publisher> {
+  let channel: ConfirmChannel | null = null;
+  const returnHandlers: ((msg: Message) => void)[] = [];
+  const inFlight = new Set<Promise<void>>();
+
+  await broker.attach(`publisher:${name}`, async (conn) => {
+    const ch = await conn.createConfirmChannel();
+    ch.on("error", (err: Error) => logger.warn({ err: err.message, publisher: name }, "publish channel error"));
+    ch.on("return", (msg: Message) => returnHandlers.forEach((fn) => fn(msg)));
+    ch.on("close", () => {
+      if (channel === ch) channel = null;
+      broker.reattach(`publisher:${name}`);
+    });
+    channel = ch;
+  });
+
+  return {
+    publish(exchange, routingKey, body, options) {
+      const ch = channel;
+      if (!ch) return Promise.reject(new BrokerUnavailableError("no broker channel to publish on"));
+      const p = new Promise<void>((resolve, reject) => {
+        try {
+          ch.publish(exchange, routingKey, body, { persistent: true, contentType: "application/json", ...options }, (err) =>
+            err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
+          );
+        } catch (err) {
+          reject(err);
+        }
+      });
+      inFlight.add(p);
+      const forget = () => inFlight.delete(p);
+      p.then(forget, forget);
+      return p;
+    },
+    onReturn(fn) {
+      returnHandlers.push(fn);
+    },
+    async drain() {
+      await Promise.allSettled([...inFlight]);
+    },
+  };
+}

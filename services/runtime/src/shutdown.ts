@@ -1,0 +1,90 @@
+import type { Logger } from "pino";
+
+/**
+ * Process lifecycle: SIGTERM/SIGINT abort the returned signal and run the stop functions in
+ * reverse start order; a second signal exits at once. Exits 0 after a clean stop.
+ */
+export interface Lifecycle {
+  readonly signal: AbortSignal;
+  /** Register a stop step; steps run in reverse registration order. */
+  onStop(name: string, fn: () => Promise<void> | void): void;
+  /** Stop everything and exit with `code`. */
+  shutdown(code: number, reason: string): Promise<never>;
+}
+
+export function createLifecycle(logger: Logger, timeoutMs: number): Lifecycle {
+  const controller = new AbortController();
+  const steps: { name: string; fn: () => Promise<void> | void }[] = [];
+  let shuttingDown = false;
+
+  async function shutdown(code: number, reason: string): Promise<never> {
+    if (shuttingDown) {
+      logger.warn({ reason }, "second stop request: exiting now");
+      process.exit(code || 1);
+    }
+    shuttingDown = true;
+    logger.info({ reason }, "stopping");
+    controller.abort();
+    const hardStop = setTimeout(() => {
+      logger.error({ timeoutMs }, "shutdown did not finish in time; exiting");
+      process.exit(1);
+    }, timeoutMs + 2_000);
+    hardStop.unref();
+    for (const step of [...steps].reverse()) {
+      try {
+        await step.fn();
+      } catch (err) {
+        logger.warn({ err, step: step.name }, "stop step failed");
+      }
+    }
+    logger.info({ code }, "stopped");
+    logger.flush?.();
+    // Let the log transport write out before exiting.
+    await new Promise((r) => setTimeout(r, 50));
+    process.exit(code);
+  }
+
+  for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void shutdown(0, sig));
+  process.on("unhandledRejection", (err) => {
+    logger.fatal({ err }, "unhandled rejection");
+    void shutdown(1, "unhandledRejection");
+  });
+
+  return {
+    signal: controller.signal,
+    onStop: (name, fn) => void steps.push({ name, fn }),
+    shutdown,
+  };
+}
+
+/** Retry `fn` with exponential backoff and jitter until it succeeds or `deadlineMs` passes. */
+export async function retryUntil<T>(
+  fn: () => Promise<T>,
+  opts: { deadlineMs: number; signal?: AbortSignal; onRetry: (err: unknown, attempt: number, delayMs: number) => void },
+): Promise<T> {
+  const started = Date.now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const delay = Math.min(10_000, 250 * 2 ** (attempt - 1)) * (0.8 + Math.random() * 0.4);
+      if (opts.signal?.aborted || Date.now() - started + delay > opts.deadlineMs) throw err;
+      opts.onRetry(err, attempt, Math.round(delay));
+      await sleep(delay, opts.signal);
+    }
+  }
+}
+
+/** A sleep that ends early (without throwing) when the signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,68 @@
+import type { Channel } from "amqplib";
+
+/**
+ * The broker topology (docs/architecture.md). Every service asserts it at start and after
+ * every reconnect; assertions are idempotent as long as every service declares the same
+ * arguments, which is why they are built here and nowhere else.
+ */
+export interface Topology {
+  /** api -> leader; single active consumer so one leader is active and the others stand by. */
+  box: string;
+  /** leader, agents -> api */
+  inbox: string;
+  /** direct exchange, routing key = unit kind */
+  jobsExchange: string;
+  deadExchange: string;
+  dead: string;
+  jobQueue(kind: string): string;
+  queueType: "classic" | "quorum";
+  /** quorum queues only: deliveries of one message before it is dead-lettered */
+  deliveryLimit: number;
+}
+
+export function createTopology(opts: { prefix: string; box: string; queueType: "classic" | "quorum"; deliveryLimit: number }): Topology {
+  const p = opts.prefix;
+  return {
+    box: p + opts.box,
+    inbox: `${p}inbox`,
+    jobsExchange: `${p}rtb.jobs`,
+    deadExchange: `${p}rtb.dead`,
+    dead: `${p}dead`,
+    jobQueue: (kind) => `${p}jobs.${kind}`,
+    queueType: opts.queueType,
+    deliveryLimit: opts.deliveryLimit,
+  };
+}
+
+function workQueueArgs(t: Topology, extra: Record<string, unknown> = {}) {
+  return {
+    durable: true,
+    arguments: {
+      "x-queue-type": t.queueType,
+      "x-dead-letter-exchange": t.deadExchange,
+      ...(t.queueType === "quorum" ? { "x-delivery-limit": t.deliveryLimit } : {}),
+      ...extra,
+    },
+  };
+}
+
+/** Exchanges, outbox, inbox and the dead-letter queue: what every service relies on. */
+export async function assertTopology(ch: Channel, t: Topology): Promise<void> {
+  await ch.assertExchange(t.deadExchange, "fanout", { durable: true });
+  await ch.assertQueue(t.dead, { durable: true, arguments: { "x-queue-type": t.queueType } });
+  await ch.bindQueue(t.dead, t.deadExchange, "");
+  await ch.assertExchange(t.jobsExchange, "direct", { durable: true });
+  await ch.assertQueue(t.box, workQueueArgs(t, { "x-single-active-consumer": true }));
+  await ch.assertQueue(t.inbox, workQueueArgs(t));
+}
+
+/**
+ * Only agents declare job queues: a kind that no agent ever bound has no queue, so the
+ * leader's mandatory publish comes back and the unit is reported as an error.
+ */
+export async function assertJobQueue(ch: Channel, t: Topology, kind: string): Promise<string> {
+  const queue = t.jobQueue(kind);
+  await ch.assertQueue(queue, workQueueArgs(t));
+  await ch.bindQueue(queue, t.jobsExchange, kind);
+  return queue;
+}
