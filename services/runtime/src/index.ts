@@ -8,3 +8,4 @@ export * from "./broker.ts";
 export * from "./publisher.ts";
 export * from "./consumer.ts";
 export * from "./shutdown.ts";
+export * from "./identity.ts";

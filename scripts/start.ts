@@ -1,0 +1,114 @@
+/**
+ * `npm start`: run the whole system locally, each service as its own process: the api, one
+ * leader and RTB_AGENTS agents (default 2). Like compose's restart policy, a service that dies
+ * is restarted with backoff; one that exits with code 2 (bad configuration) stops everything,
+ * since restarting cannot fix it. Ctrl-C (or SIGTERM) stops all services gracefully.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import { ConfigError, int, loadConfig } from "@rtb/runtime";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+
+let agents: number;
+try {
+  ({ RTB_AGENTS: agents } = loadConfig(z.object({ RTB_AGENTS: int(2, { min: 0, max: 64 }) }), process.env));
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  console.error(`rtb start: ${err.message}`);
+  process.exit(2);
+}
+
+interface Service {
+  name: string;
+  entry: string;
+  env: Record<string, string>;
+  child?: ChildProcess;
+  restarts: number;
+  startedAt: number;
+  timer?: NodeJS.Timeout;
+}
+
+const services: Service[] = [
+  { name: "api", entry: "services/api/src/main.ts", env: {}, restarts: 0, startedAt: 0 },
+  { name: "leader", entry: "services/leader/src/main.ts", env: { RTB_LEADER_ID: process.env.RTB_LEADER_ID ?? "leader-1" }, restarts: 0, startedAt: 0 },
+  ...Array.from({ length: agents }, (_, i) => ({
+    name: `agent-${i + 1}`,
+    entry: "services/agent/src/main.ts",
+    env: { RTB_AGENT_ID: `agent-${i + 1}` },
+    restarts: 0,
+    startedAt: 0,
+  })),
+];
+
+let stopping = false;
+let stopRequestedAt = 0;
+let exitCode = 0;
+
+const say = (msg: string) => console.log(`[start] ${msg}`);
+
+function launch(s: Service) {
+  s.startedAt = Date.now();
+  // Each service gets its own process group, so a Ctrl-C reaches only this launcher, which
+  // then sends exactly one SIGTERM to each service (a second signal would make it exit at once).
+  const child = spawn(process.execPath, ["--import", "tsx", s.entry], {
+    cwd: root,
+    env: { ...process.env, ...s.env },
+    stdio: "inherit",
+    detached: true,
+  });
+  s.child = child;
+  child.on("exit", (code, signal) => {
+    s.child = undefined;
+    if (stopping) {
+      if (services.every((x) => !x.child)) finish();
+      return;
+    }
+    if (code === 2) {
+      say(`${s.name} exited with code 2 (invalid configuration): stopping everything`);
+      exitCode = 2;
+      stopAll();
+      return;
+    }
+    // Back off 1s, 2s, 4s ... 30s; a service that stayed up a minute starts over at 1s.
+    if (Date.now() - s.startedAt > 60_000) s.restarts = 0;
+    const delay = Math.min(30_000, 1_000 * 2 ** s.restarts++);
+    say(`${s.name} died (${signal ?? `exit code ${code}`}); restarting in ${delay / 1000}s (restart #${s.restarts})`);
+    s.timer = setTimeout(() => launch(s), delay);
+  });
+}
+
+function stopAll() {
+  stopping = true;
+  for (const s of services) {
+    clearTimeout(s.timer);
+    s.child?.kill("SIGTERM");
+  }
+  if (services.every((x) => !x.child)) finish();
+}
+
+function finish() {
+  say(exitCode === 0 ? "all services stopped" : `stopped (exit code ${exitCode})`);
+  process.exit(exitCode);
+}
+
+function onSignal(sig: NodeJS.Signals) {
+  const now = Date.now();
+  if (!stopping) {
+    stopRequestedAt = now;
+    say(`${sig}: stopping all services gracefully (press Ctrl-C again to force)`);
+    stopAll();
+  } else if (now - stopRequestedAt > 1_000) {
+    // npm may relay the terminal's signal a moment after the terminal sent it: only a
+    // signal that comes later is a deliberate second request.
+    say("forcing all services to stop");
+    for (const s of services) s.child?.kill("SIGKILL");
+    exitCode = 130;
+  }
+}
+process.on("SIGINT", onSignal);
+process.on("SIGTERM", onSignal);
+
+say(`starting api, leader and ${agents} agent(s); Ctrl-C stops them`);
+for (const s of services) launch(s);

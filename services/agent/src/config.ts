@@ -1,0 +1,23 @@
+import { z } from "zod";
+import { brokerConfig, int, loadConfig, logConfig, nameList, ratio, type Env } from "@rtb/runtime";
+
+export const agentConfigSchema = z
+  .object({
+    ...brokerConfig,
+    ...logConfig,
+    RTB_AGENT_ID: z.string().min(1).max(200).optional(),
+    RTB_AGENT_KINDS: nameList("simulate"),
+    RTB_AGENT_CONCURRENCY: int(4, { min: 1, max: 10_000 }),
+    RTB_AGENT_TIMEOUT_MS: int(30_000, { min: 1 }),
+    RTB_AGENT_ERROR_RATE: ratio(0.1),
+    RTB_AGENT_WORK_MIN_MS: int(200, { min: 0 }),
+    RTB_AGENT_WORK_MAX_MS: int(1_000, { min: 0 }),
+    RTB_SHUTDOWN_TIMEOUT_MS: int(10_000, { min: 0 }),
+  })
+  .refine((c) => c.RTB_AGENT_WORK_MAX_MS >= c.RTB_AGENT_WORK_MIN_MS, {
+    path: ["RTB_AGENT_WORK_MAX_MS"],
+    message: "expected a value >= RTB_AGENT_WORK_MIN_MS",
+  });
+
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+export const loadAgentConfig = (env: Env): AgentConfig => loadConfig(agentConfigSchema, env);

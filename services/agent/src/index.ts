@@ -1,0 +1,5 @@
+export * from "./config.ts";
+export * from "./handler.ts";
+export * from "./simulate.ts";
+export * from "./builtin-handlers.ts";
+export * from "./agent-service.ts";

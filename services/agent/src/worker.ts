@@ -1,0 +1,129 @@
+import {
+  assertJobQueue,
+  encodeMessage,
+  JobMessage,
+  parseMessage,
+  startConsumer,
+  type Broker,
+  type Consumer,
+  type Delivery,
+  type Logger,
+  type Publisher,
+  type StatusUpdate,
+} from "@rtb/runtime";
+import { describeFailure, type Handler } from "./handler.ts";
+
+export interface AgentStats {
+  succeeded: number;
+  failed: number;
+  inFlight: number;
+  deadLettered: number;
+}
+
+export interface WorkerOptions {
+  broker: Broker;
+  publisher: Publisher;
+  logger: Logger;
+  agentId: string;
+  handlers: ReadonlyMap<string, Handler>;
+  /** Jobs in hand per kind (the consumer's prefetch). */
+  concurrency: number;
+  timeoutMs: number;
+  stats: AgentStats;
+}
+
+/**
+ * Consumes `jobs.<kind>` for every kind it has a handler for. Per job: report `processing`,
+ * run the handler under a timeout, report `success` or `error`, then ack. Every report is
+ * confirmed before the ack; if a report cannot be confirmed the job is handed back, so a
+ * unit may run twice after a fault (at-least-once) but its status is never lost.
+ */
+export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineMs: number): Promise<void> }> {
+  const { broker, logger } = opts;
+  const shutdown = new AbortController();
+  const consumers: Consumer[] = [];
+  for (const [kind, handler] of opts.handlers) {
+    consumers.push(
+      await startConsumer({
+        broker,
+        name: `jobs.${kind}`,
+        queue: broker.topology.jobQueue(kind),
+        prefetch: opts.concurrency,
+        logger,
+        prepare: async (ch) => void (await assertJobQueue(ch, broker.topology, kind)),
+        onDelivery: (d) => runJob(d, handler),
+      }),
+    );
+  }
+
+  async function report(update: StatusUpdate) {
+    await opts.publisher.publish(
+      "",
+      broker.topology.inbox,
+      encodeMessage({ v: 1, type: "status", source: { service: "agent", id: opts.agentId }, updates: [update] }),
+    );
+  }
+
+  async function runJob(d: Delivery, handler: Handler) {
+    const parsed = parseMessage(JobMessage, d.msg.content);
+    if (!parsed.ok) {
+      opts.stats.deadLettered++;
+      logger.warn({ reason: parsed.reason }, "dead-lettering an invalid job message");
+      d.deadLetter();
+      return;
+    }
+    const job = parsed.value;
+    const log = logger.child({ unitId: job.unitId, attempt: job.attempt, kind: job.kind });
+    opts.stats.inFlight++;
+    try {
+      await report({ unitId: job.unitId, attempt: job.attempt, status: "processing", at: new Date().toISOString() });
+      const outcome = await runHandler(handler, job, log);
+      if (shutdown.signal.aborted && outcome.status === "error") {
+        // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
+        d.requeue();
+        return;
+      }
+      await report({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
+      if (outcome.status === "success") opts.stats.succeeded++;
+      else opts.stats.failed++;
+      log.debug({ status: outcome.status }, "job done");
+      d.ack();
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "status report not confirmed; handing the job back");
+      d.requeue();
+    } finally {
+      opts.stats.inFlight--;
+    }
+  }
+
+  async function runHandler(
+    handler: Handler,
+    job: JobMessage,
+    log: Logger,
+  ): Promise<{ status: "success"; result: unknown } | { status: "error"; error: { message: string; retryable: boolean } }> {
+    const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs), shutdown.signal]);
+    let onAbort: () => void = () => {};
+    const timedOut = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new Error(signal.reason?.name === "TimeoutError" ? `handler exceeded ${opts.timeoutMs} ms (RTB_AGENT_TIMEOUT_MS)` : "agent shutting down"));
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      const result = await Promise.race([handler({ ...job, signal, logger: log }), timedOut]);
+      return { status: "success", result: result ?? null };
+    } catch (err) {
+      return { status: "error", error: describeFailure(err) };
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  return {
+    async stop(deadlineMs) {
+      // Stop intake and let jobs in hand finish until the deadline; then abort the handlers
+      // (their jobs are handed back) and close the channels.
+      const abortTimer = setTimeout(() => shutdown.abort(), Math.max(0, deadlineMs - 1_000));
+      await Promise.all(consumers.map((c) => c.stop(deadlineMs)));
+      clearTimeout(abortTimer);
+    },
+  };
+}

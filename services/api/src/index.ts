@@ -1,0 +1,3 @@
+export * from "./config.ts";
+export * from "./api-service.ts";
+export type { ApiStats } from "./stats.ts";

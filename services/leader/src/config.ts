@@ -1,0 +1,14 @@
+import { z } from "zod";
+import { brokerConfig, int, loadConfig, logConfig, type Env } from "@rtb/runtime";
+
+export const leaderConfigSchema = z.object({
+  ...brokerConfig,
+  ...logConfig,
+  RTB_LEADER_ID: z.string().min(1).max(200).optional(),
+  RTB_LEADER_PREFETCH: int(20, { min: 1, max: 65_535 }),
+  RTB_TRACKER_REFRESH_MS: int(1_000, { min: 100 }),
+  RTB_SHUTDOWN_TIMEOUT_MS: int(10_000, { min: 0 }),
+});
+
+export type LeaderConfig = z.infer<typeof leaderConfigSchema>;
+export const loadLeaderConfig = (env: Env): LeaderConfig => loadConfig(leaderConfigSchema, env);

@@ -1,0 +1,37 @@
+import { brokerUrl, connectBroker, createPublisher, createTopology, defaultInstanceId, type Logger } from "@rtb/runtime";
+import type { LeaderConfig } from "./config.ts";
+import { startRouter, type LeaderStats } from "./router.ts";
+import { startTracker } from "./tracker.ts";
+
+export interface LeaderService {
+  id: string;
+  stats: LeaderStats;
+  stop(): Promise<void>;
+}
+
+export async function startLeaderService(config: LeaderConfig, logger: Logger): Promise<LeaderService> {
+  const id = config.RTB_LEADER_ID ?? defaultInstanceId("leader");
+  const topology = createTopology({
+    prefix: config.RTB_BROKER_PREFIX,
+    box: config.RTB_BROKER_BOX,
+    queueType: config.RTB_BROKER_QUEUE_TYPE,
+    deliveryLimit: config.RTB_BROKER_DELIVERY_LIMIT,
+  });
+  const hostLabel = `${config.RTB_BROKER_HOST.host}:${config.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`;
+  const broker = await connectBroker({ url: brokerUrl(config), hostLabel, topology, logger, connectTimeoutMs: config.RTB_CONNECT_TIMEOUT_MS });
+  const publisher = await createPublisher(broker, "leader", logger);
+  const tracker = startTracker(broker, logger, config.RTB_TRACKER_REFRESH_MS);
+  const stats: LeaderStats = { routed: 0, unroutable: 0, deadLettered: 0 };
+  const router = await startRouter({ broker, publisher, tracker, logger, leaderId: id, prefetch: config.RTB_LEADER_PREFETCH, stats });
+  logger.info({ leaderId: id, outbox: topology.box }, "leader ready (active when it holds the outbox's single active consumer)");
+  return {
+    id,
+    stats,
+    async stop() {
+      await router.stop(config.RTB_SHUTDOWN_TIMEOUT_MS);
+      tracker.stop();
+      await publisher.drain();
+      await broker.close();
+    },
+  };
+}

@@ -1,0 +1,102 @@
+import {
+  DispatchMessage,
+  encodeMessage,
+  parseMessage,
+  startConsumer,
+  type Broker,
+  type Consumer,
+  type Logger,
+  type Publisher,
+  type StatusUpdate,
+} from "@rtb/runtime";
+import type { Tracker } from "./tracker.ts";
+
+export interface LeaderStats {
+  routed: number;
+  unroutable: number;
+  deadLettered: number;
+}
+
+/**
+ * The leader's one job: take a dispatch message from the outbox (single active consumer, so
+ * one leader is active and the others stand by), publish one job per unit into `rtb.jobs`
+ * by kind (mandatory: a kind that no agent has bound comes back), report `queued` (or the
+ * unroutable error) to the inbox, and only then ack the outbox message. A crash anywhere
+ * before the ack redelivers the message: jobs may be duplicated, never lost.
+ */
+export async function startRouter(deps: {
+  broker: Broker;
+  publisher: Publisher;
+  tracker: Tracker;
+  logger: Logger;
+  leaderId: string;
+  prefetch: number;
+  stats: LeaderStats;
+}): Promise<Consumer> {
+  const { broker, publisher, tracker, logger, stats } = deps;
+  const t = broker.topology;
+  const returned = new Set<string>();
+  publisher.onReturn((msg) => {
+    if (typeof msg.properties.messageId === "string") returned.add(msg.properties.messageId);
+  });
+
+  return startConsumer({
+    broker,
+    name: "outbox",
+    queue: t.box,
+    prefetch: deps.prefetch,
+    logger,
+    async onDelivery(d) {
+      const parsed = parseMessage(DispatchMessage, d.msg.content);
+      if (!parsed.ok) {
+        stats.deadLettered++;
+        logger.warn({ reason: parsed.reason, queue: t.box }, "dead-lettering an invalid dispatch message");
+        d.deadLetter();
+        return;
+      }
+      const units = parsed.value.units;
+      const ids = units.map((u) => `${u.unitId}:${u.attempt}`);
+      try {
+        // The broker sends basic.return before the confirm of the same message, so once
+        // every confirm is in, `returned` knows exactly which jobs found no queue.
+        await Promise.all(
+          units.map((u, i) =>
+            publisher.publish(
+              t.jobsExchange,
+              u.kind,
+              encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind: u.kind, payload: u.payload }),
+              { mandatory: true, messageId: ids[i] },
+            ),
+          ),
+        );
+        const at = new Date().toISOString();
+        const updates: StatusUpdate[] = units.map((u, i) => {
+          tracker.observe(u.kind);
+          if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
+          return {
+            unitId: u.unitId,
+            attempt: u.attempt,
+            status: "error",
+            at,
+            error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true },
+          };
+        });
+        await publisher.publish(
+          "",
+          t.inbox,
+          encodeMessage({ v: 1, type: "status", source: { service: "leader", id: deps.leaderId }, updates, utilization: tracker.snapshot() }),
+        );
+        const unroutable = updates.filter((u) => u.status === "error").length;
+        stats.routed += units.length - unroutable;
+        stats.unroutable += unroutable;
+        if (unroutable > 0) logger.warn({ units: unroutable }, "units of a kind no agent consumes: reported as errors");
+        d.ack();
+      } catch (err) {
+        logger.warn({ err: (err as Error).message, units: units.length }, "routing not confirmed; handing the message back");
+        d.requeue();
+      } finally {
+        for (const id of ids) returned.delete(id);
+      }
+    },
+  });
+}
