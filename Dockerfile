@@ -1,0 +1,37 @@
+# One image for all three rtb services; compose.yaml picks the entry point per service:
+#   node --import tsx services/api/src/main.ts       (the default CMD below)
+#   node --import tsx services/leader/src/main.ts
+#   node --import tsx services/agent/src/main.ts
+# The TypeScript sources run as they are, through tsx (a runtime dependency): no build step.
+#
+# Signals: compose runs the containers with `init: true` (docker-init, i.e. tini, as PID 1),
+# which forwards SIGTERM to node and reaps zombies. With plain `docker run`, pass --init.
+
+FROM node:24-bookworm-slim
+
+ENV NODE_ENV=production
+WORKDIR /app
+
+# Dependencies first, from the manifests only, so editing sources does not reinstall them.
+# Every workspace's package.json is needed for `npm ci` to match package-lock.json.
+COPY package.json package-lock.json ./
+COPY db/package.json db/
+COPY services/runtime/package.json services/runtime/
+COPY services/api/package.json services/api/
+COPY services/leader/package.json services/leader/
+COPY services/agent/package.json services/agent/
+RUN npm ci --omit=dev --no-audit --no-fund \
+ && npm cache clean --force
+
+# Then the sources. They stay owned by root (read-only to the app); tsx caches its
+# transforms under the OS temp directory, which the node user can write.
+COPY tsconfig.base.json tsconfig.json ./
+COPY db/ db/
+COPY services/ services/
+
+USER node
+
+# Only the api listens (RTB_API_HOST, port 8080); the leader and agents open no port.
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+CMD ["node", "--import", "tsx", "services/api/src/main.ts"]

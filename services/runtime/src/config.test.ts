@@ -1,0 +1,66 @@
+import { describe, expect, it } from "vitest";
+import { z } from "zod";
+import { ConfigError, bool, hostPort, int, loadConfig, nameList, oneOf, ratio } from "./config.ts";
+import { brokerConfig, brokerUrl } from "./broker-config.ts";
+
+const schema = z.object({
+  RTB_DB_HOST: hostPort("localhost:5432", 5432),
+  RTB_BROADCAST_MAX_QUEUE: int(50, { min: 1 }),
+  RTB_AGENT_ERROR_RATE: ratio(0.1),
+  RTB_FLAG: bool(false),
+  RTB_KIND: oneOf(["classic", "quorum"], "classic"),
+  RTB_AGENT_KINDS: nameList("simulate"),
+});
+
+function problem(env: Record<string, string>) {
+  try {
+    loadConfig(schema, env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("applies the documented defaults", () => {
+    expect(loadConfig(schema, {})).toEqual({
+      RTB_DB_HOST: { host: "localhost", port: 5432 },
+      RTB_BROADCAST_MAX_QUEUE: 50,
+      RTB_AGENT_ERROR_RATE: 0.1,
+      RTB_FLAG: false,
+      RTB_KIND: "classic",
+      RTB_AGENT_KINDS: ["simulate"],
+    });
+  });
+
+  it("parses host:port, a bare host and IPv6", () => {
+    expect(loadConfig(schema, { RTB_DB_HOST: "postgres:6543" }).RTB_DB_HOST).toEqual({ host: "postgres", port: 6543 });
+    expect(loadConfig(schema, { RTB_DB_HOST: "db.internal" }).RTB_DB_HOST).toEqual({ host: "db.internal", port: 5432 });
+    expect(loadConfig(schema, { RTB_DB_HOST: "[::1]:5433" }).RTB_DB_HOST).toEqual({ host: "::1", port: 5433 });
+  });
+
+  it("treats an empty value as unset", () => {
+    expect(loadConfig(schema, { RTB_BROADCAST_MAX_QUEUE: "" }).RTB_BROADCAST_MAX_QUEUE).toBe(50);
+  });
+
+  it("names the variable, the value and what is expected", () => {
+    const err = problem({ RTB_BROADCAST_MAX_QUEUE: "lots" });
+    expect(err.problems).toEqual([{ variable: "RTB_BROADCAST_MAX_QUEUE", value: "lots", expected: "expected an integer" }]);
+    expect(err.message).toContain('RTB_BROADCAST_MAX_QUEUE="lots"');
+  });
+
+  it("reports every bad variable at once", () => {
+    const err = problem({ RTB_DB_HOST: "db:99999", RTB_AGENT_ERROR_RATE: "2", RTB_FLAG: "maybe", RTB_KIND: "stream", RTB_AGENT_KINDS: "a b" });
+    expect(err.problems.map((p) => p.variable).sort()).toEqual(["RTB_AGENT_ERROR_RATE", "RTB_AGENT_KINDS", "RTB_DB_HOST", "RTB_FLAG", "RTB_KIND"]);
+  });
+
+  it("rejects values below the minimum", () => {
+    expect(problem({ RTB_BROADCAST_MAX_QUEUE: "0" }).problems[0]?.expected).toBe("expected an integer >= 1");
+  });
+
+  it("builds an AMQP URL with escaped credentials and vhost", () => {
+    const c = loadConfig(z.object(brokerConfig), { RTB_BROKER_HOST: "rabbit", RTB_BROKER_USER: "u@x", RTB_BROKER_PASSWORD: "p/w", RTB_BROKER_VHOST: "/" });
+    expect(brokerUrl(c)).toBe("amqp://u%40x:p%2Fw@rabbit:5672/%2F?heartbeat=15");
+  });
+});

@@ -1,0 +1,34 @@
+import { describe, expect, it } from "vitest";
+import { DispatchMessage, JobMessage, StatusMessage, encodeMessage, parseMessage } from "./messages.ts";
+
+const buf = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v));
+
+describe("message contracts", () => {
+  it("round-trips each message type", () => {
+    const dispatch = { v: 1, type: "dispatch", units: [{ unitId: 1, attempt: 1, kind: "simulate", payload: { n: 1 } }] } as const;
+    const job = { v: 1, type: "job", unitId: 1, attempt: 2, kind: "simulate", payload: null } as const;
+    const status = {
+      v: 1,
+      type: "status",
+      source: { service: "agent", id: "a1" },
+      updates: [{ unitId: 1, attempt: 2, status: "error", at: "2026-01-01T00:00:00.000Z", error: { message: "x", retryable: false } }],
+    } as const;
+    expect(parseMessage(DispatchMessage, encodeMessage(dispatch))).toEqual({ ok: true, value: dispatch });
+    expect(parseMessage(JobMessage, encodeMessage(job))).toEqual({ ok: true, value: job });
+    expect(parseMessage(StatusMessage, encodeMessage(status))).toEqual({ ok: true, value: status });
+  });
+
+  it("rejects a body that is not JSON", () => {
+    expect(parseMessage(StatusMessage, buf("{nope"))).toEqual({ ok: false, reason: "body is not valid JSON" });
+  });
+
+  it("rejects an unknown version, status or a bad id, naming the path", () => {
+    const base = { v: 1, type: "status", source: { service: "agent", id: "a" }, updates: [{ unitId: 1, attempt: 1, status: "queued", at: "2026-01-01T00:00:00Z" }] };
+    expect(parseMessage(StatusMessage, buf({ ...base, v: 2 }))).toMatchObject({ ok: false, reason: expect.stringContaining("v") });
+    const badStatus = parseMessage(StatusMessage, buf({ ...base, updates: [{ ...base.updates[0], status: "done" }] }));
+    expect(badStatus).toMatchObject({ ok: false, reason: expect.stringContaining("updates.0.status") });
+    const badId = parseMessage(StatusMessage, buf({ ...base, updates: [{ ...base.updates[0], unitId: -3 }] }));
+    expect(badId).toMatchObject({ ok: false, reason: expect.stringContaining("updates.0.unitId") });
+    expect(parseMessage(StatusMessage, buf({ ...base, updates: [] })).ok).toBe(false);
+  });
+});

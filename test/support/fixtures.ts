@@ -1,0 +1,143 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { inject } from "vitest";
+import { connect, type Channel, type ChannelModel } from "amqplib";
+import { createDb, type DbHandle } from "@rtb/db";
+import { createLogger, createTopology, type Logger, type Topology } from "@rtb/runtime";
+
+/**
+ * Per-test-file isolation: a database cloned from the run's migrated template, and broker
+ * names under a prefix of its own (RTB_BROKER_PREFIX), so files run in parallel and runs on
+ * one server never see each other's data.
+ */
+const servers = () => inject("rtbServers");
+
+export const testLogger = (service = "test"): Logger =>
+  createLogger({ service, level: (process.env.RTB_TEST_LOG_LEVEL as "silent" | undefined) ?? "silent", format: "json" });
+
+let counter = 0;
+const uniqueSuffix = () => `${process.pid}_${++counter}_${randomBytes(2).toString("hex")}`;
+
+/** Environment variables that point a service at this file's database and broker names. */
+export interface TestPlace {
+  env: Record<string, string>;
+  dbName: string;
+  prefix: string;
+  topology: Topology;
+}
+
+export async function createTestPlace(): Promise<TestPlace> {
+  const s = servers();
+  const suffix = uniqueSuffix();
+  const dbName = `rtb_${s.runId}_${suffix}`;
+  const admin = new pg.Client({ ...s.db, database: "postgres" });
+  await admin.connect();
+  try {
+    // Cloning needs the template to have no other session; concurrent clones can collide, so retry.
+    for (let i = 0; ; i++) {
+      try {
+        await admin.query(`CREATE DATABASE ${dbName} TEMPLATE ${s.template}`);
+        break;
+      } catch (err) {
+        if (i >= 20 || (err as { code?: string }).code !== "55006") throw err;
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+      }
+    }
+  } finally {
+    await admin.end();
+  }
+  const prefix = `${s.runId}.${suffix}.`;
+  return {
+    dbName,
+    prefix,
+    topology: createTopology({ prefix, box: "outbox", queueType: "classic", deliveryLimit: 20 }),
+    env: {
+      RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
+      RTB_DB_USER: s.db.user,
+      RTB_DB_PASSWORD: s.db.password,
+      RTB_DB_NAME: dbName,
+      RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
+      RTB_BROKER_USER: s.broker.user,
+      RTB_BROKER_PASSWORD: s.broker.password,
+      RTB_BROKER_VHOST: s.broker.vhost,
+      RTB_BROKER_PREFIX: prefix,
+      RTB_CONNECT_TIMEOUT_MS: "10000",
+      RTB_LOG_LEVEL: process.env.RTB_TEST_LOG_LEVEL ?? "warn",
+      RTB_LOG_FORMAT: "json",
+    },
+  };
+}
+
+/** Drop the file's database and delete its queues and exchanges. */
+export async function destroyTestPlace(place: TestPlace, kinds: string[] = ["simulate"]): Promise<void> {
+  const s = servers();
+  const conn = await rawBroker();
+  const t = place.topology;
+  for (const q of [t.box, t.inbox, t.dead, ...kinds.map((k) => t.jobQueue(k))]) {
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    await ch.deleteQueue(q).catch(() => {});
+    await ch.close().catch(() => {});
+  }
+  for (const x of [t.jobsExchange, t.deadExchange]) {
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    await ch.deleteExchange(x).catch(() => {});
+    await ch.close().catch(() => {});
+  }
+  await conn.close();
+  const admin = new pg.Client({ ...s.db, database: "postgres" });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${place.dbName} WITH (FORCE)`);
+  await admin.end();
+}
+
+/** A database handle on the file's database (for assertions and direct store calls). */
+export function openTestDb(place: TestPlace): DbHandle {
+  const s = servers();
+  return createDb(
+    {
+      RTB_DB_HOST: { host: s.db.host, port: s.db.port },
+      RTB_DB_USER: s.db.user,
+      RTB_DB_PASSWORD: s.db.password,
+      RTB_DB_NAME: place.dbName,
+      RTB_DB_POOL_SIZE: 5,
+    },
+    testLogger("db"),
+  );
+}
+
+/** A plain amqplib connection, for tests that publish or inspect raw messages. */
+export async function rawBroker(): Promise<ChannelModel> {
+  const b = servers().broker;
+  return connect(`amqp://${encodeURIComponent(b.user)}:${encodeURIComponent(b.password)}@${b.host}:${b.port}/${encodeURIComponent(b.vhost)}`);
+}
+
+/** Ready messages in a queue (0 when it does not exist). */
+export async function queueDepth(conn: ChannelModel, queue: string): Promise<number> {
+  const ch: Channel = await conn.createChannel();
+  ch.on("error", () => {});
+  try {
+    return (await ch.checkQueue(queue)).messageCount;
+  } catch {
+    return 0;
+  } finally {
+    await ch.close().catch(() => {});
+  }
+}
+
+/** Poll `fn` until it returns a truthy value, or fail with `what` after `timeoutMs`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T> | T, timeoutMs = 30_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

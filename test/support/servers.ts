@@ -1,0 +1,87 @@
+import { execFileSync } from "node:child_process";
+import { createConnection } from "node:net";
+
+/**
+ * Where the tests find PostgreSQL and RabbitMQ, in this order:
+ * 1. environment variables (RTB_TEST_DB_HOST, RTB_TEST_DB_USER, RTB_TEST_DB_PASSWORD,
+ *    RTB_TEST_BROKER_HOST, RTB_TEST_BROKER_USER, RTB_TEST_BROKER_PASSWORD, RTB_TEST_BROKER_VHOST);
+ * 2. localhost on the default ports;
+ * 3. containers started with testcontainers, where a Docker engine answers.
+ * With none of these, the run stops with a message saying what to start.
+ */
+export interface Servers {
+  db: { host: string; port: number; user: string; password: string };
+  broker: { host: string; port: number; user: string; password: string; vhost: string };
+  stop(): Promise<void>;
+}
+
+function splitHost(value: string, defaultPort: number) {
+  const [host, port] = value.split(":");
+  return { host: host || "localhost", port: port ? Number(port) : defaultPort };
+}
+
+export function reachable(host: string, port: number, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+function dockerAvailable(): boolean {
+  try {
+    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function findServers(env = process.env): Promise<Servers> {
+  const db = { ...splitHost(env.RTB_TEST_DB_HOST ?? "localhost:5432", 5432), user: env.RTB_TEST_DB_USER ?? "postgres", password: env.RTB_TEST_DB_PASSWORD ?? "" };
+  const broker = {
+    ...splitHost(env.RTB_TEST_BROKER_HOST ?? "localhost:5672", 5672),
+    user: env.RTB_TEST_BROKER_USER ?? "guest",
+    password: env.RTB_TEST_BROKER_PASSWORD ?? "guest",
+    vhost: env.RTB_TEST_BROKER_VHOST ?? "/",
+  };
+  const [dbUp, brokerUp] = await Promise.all([reachable(db.host, db.port), reachable(broker.host, broker.port)]);
+  if (dbUp && brokerUp) return { db, broker, stop: async () => {} };
+
+  if (!dockerAvailable()) {
+    const missing = [
+      dbUp ? null : `PostgreSQL at ${db.host}:${db.port} (set RTB_TEST_DB_HOST)`,
+      brokerUp ? null : `RabbitMQ at ${broker.host}:${broker.port} (set RTB_TEST_BROKER_HOST)`,
+    ].filter(Boolean);
+    throw new Error(
+      `The tests need a real PostgreSQL and RabbitMQ. Not reachable: ${missing.join("; ")}, and no Docker engine for testcontainers.\n` +
+        "Start them (for example `docker compose up -d postgres rabbit`, or the local services), or point the RTB_TEST_* variables at running ones.",
+    );
+  }
+  // Docker is there: start whatever is missing, and stop it after the run.
+  const { GenericContainer, Wait } = await import("testcontainers");
+  const started: { stop(): Promise<unknown> }[] = [];
+  if (!dbUp) {
+    const c = await new GenericContainer("postgres:17")
+      .withEnvironment({ POSTGRES_HOST_AUTH_METHOD: "trust" })
+      .withExposedPorts(5432)
+      .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 2))
+      .start();
+    started.push(c);
+    Object.assign(db, { host: c.getHost(), port: c.getMappedPort(5432), user: "postgres", password: "" });
+  }
+  if (!brokerUp) {
+    const c = await new GenericContainer("rabbitmq:4")
+      .withExposedPorts(5672)
+      .withWaitStrategy(Wait.forLogMessage(/Server startup complete/))
+      .start();
+    started.push(c);
+    Object.assign(broker, { host: c.getHost(), port: c.getMappedPort(5672), user: "guest", password: "guest", vhost: "/" });
+  }
+  return { db, broker, stop: async () => void (await Promise.all(started.map((c) => c.stop()))) };
+}
