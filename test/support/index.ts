@@ -1,2 +1,4 @@
 export * from "./fixtures.ts";
 export * from "./servers.ts";
+export * from "./system.ts";
+export * from "./invariants.ts";

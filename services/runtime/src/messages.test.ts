@@ -5,14 +5,14 @@ const buf = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringi
 
 describe("message contracts", () => {
   it("round-trips each message type", () => {
-    const dispatch = { v: 1, type: "dispatch", units: [{ unitId: 1, attempt: 1, kind: "simulate", payload: { n: 1 } }] } as const;
-    const job = { v: 1, type: "job", unitId: 1, attempt: 2, kind: "simulate", payload: null } as const;
-    const status = {
+    const dispatch: DispatchMessage = { v: 1, type: "dispatch", units: [{ unitId: 1, attempt: 1, kind: "simulate", payload: { n: 1 } }] };
+    const job: JobMessage = { v: 1, type: "job", unitId: 1, attempt: 2, kind: "simulate", payload: null };
+    const status: StatusMessage = {
       v: 1,
       type: "status",
       source: { service: "agent", id: "a1" },
       updates: [{ unitId: 1, attempt: 2, status: "error", at: "2026-01-01T00:00:00.000Z", error: { message: "x", retryable: false } }],
-    } as const;
+    };
     expect(parseMessage(DispatchMessage, encodeMessage(dispatch))).toEqual({ ok: true, value: dispatch });
     expect(parseMessage(JobMessage, encodeMessage(job))).toEqual({ ok: true, value: job });
     expect(parseMessage(StatusMessage, encodeMessage(status))).toEqual({ ok: true, value: status });

@@ -1,0 +1,91 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { sql } from "kysely";
+import { claimTopUp, nextInLine, nextRetryAt, setDispatching, type DbHandle } from "@rtb/db";
+import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+
+let place: TestPlace;
+let h: DbHandle;
+
+beforeAll(async () => {
+  place = await createTestPlace();
+  h = openTestDb(place);
+});
+afterAll(async () => {
+  await h.close();
+  await destroyTestPlace(place);
+});
+beforeEach(async () => {
+  await sql`TRUNCATE units, unit_events`.execute(h.db);
+  await setDispatching(h.db, true);
+});
+
+async function addUnits(rows: { group?: string; priority?: number; notBefore?: Date }[]): Promise<number[]> {
+  const inserted = await h.db
+    .insertInto("units")
+    .values(rows.map((r) => ({ kind: "simulate", group_name: r.group ?? "g", priority: r.priority ?? 0, payload: "{}", status: "pending" as const, max_attempts: 3, not_before: r.notBefore ?? null })))
+    .returning("id")
+    .execute();
+  return inserted.map((r) => r.id);
+}
+
+const outstanding = async () =>
+  (await h.db.selectFrom("units").select((eb) => eb.fn.countAll<number>().as("n")).where("status", "in", ["dispatched", "queued"]).executeTakeFirstOrThrow()).n;
+
+describe("top-up", () => {
+  it("fills the outbox up to the maximum and no further", async () => {
+    await addUnits(Array.from({ length: 10 }, () => ({})));
+    expect((await claimTopUp(h.db, 4)).units).toHaveLength(4);
+    expect((await claimTopUp(h.db, 4)).units).toHaveLength(0);
+    expect(await outstanding()).toBe(4);
+  });
+
+  it("never over-dispatches when many top-ups race", async () => {
+    await addUnits(Array.from({ length: 50 }, () => ({})));
+    const claims = await Promise.all(Array.from({ length: 12 }, () => claimTopUp(h.db, 7)));
+    expect(claims.reduce((n, c) => n + c.units.length, 0)).toBe(7);
+    expect(await outstanding()).toBe(7);
+  });
+
+  it("starts a new attempt and records a dispatched event per unit", async () => {
+    const [id] = await addUnits([{}]);
+    const claim = await claimTopUp(h.db, 5);
+    expect(claim.units).toEqual([{ unitId: id, attempt: 1, kind: "simulate", payload: {} }]);
+    const events = await h.db.selectFrom("unit_events").selectAll().where("unit_id", "=", id!).execute();
+    expect(events.map((e) => [e.status, e.attempt, e.source])).toEqual([["dispatched", 1, "api"]]);
+  });
+
+  it("dispatches nothing while dispatching is off", async () => {
+    await addUnits([{}, {}]);
+    await setDispatching(h.db, false);
+    expect(await claimTopUp(h.db, 5)).toMatchObject({ dispatching: false, units: [] });
+  });
+
+  it("takes exactly what GET /next previewed, in the same order", async () => {
+    await addUnits([{ group: "a" }, { group: "a" }, { group: "b", priority: 1 }, { group: "c" }, { group: "a" }, { group: "b" }]);
+    const preview = (await nextInLine(h.db, 4)).map((u) => u.id);
+    const claim = await claimTopUp(h.db, 4);
+    expect(claim.units.map((u) => u.unitId)).toEqual(preview);
+  });
+});
+
+describe("dispatch order", () => {
+  it("puts higher priority first, then round-robins groups, FIFO within a group", async () => {
+    const ids = await addUnits([
+      { group: "big" }, { group: "big" }, { group: "big" }, { group: "big" },
+      { group: "small" },
+      { group: "urgent", priority: 5 },
+      { group: "small" },
+    ]);
+    const [b1, b2, b3, b4, s1, u1, s2] = ids;
+    expect((await nextInLine(h.db, 10)).map((u) => u.id)).toEqual([u1, b1, s1, b2, s2, b3, b4]);
+  });
+
+  it("skips units whose retry backoff has not ended, and says when the next one ends", async () => {
+    const later = new Date(Date.now() + 60_000);
+    const [waiting, ready] = await addUnits([{ notBefore: later }, { notBefore: new Date(Date.now() - 1_000) }]);
+    expect((await nextInLine(h.db, 10)).map((u) => u.id)).toEqual([ready]);
+    expect((await claimTopUp(h.db, 10)).units.map((u) => u.unitId)).toEqual([ready]);
+    expect((await nextRetryAt(h.db))?.getTime()).toBe(later.getTime());
+    expect(waiting).toBeDefined();
+  });
+});

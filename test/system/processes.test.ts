@@ -1,0 +1,99 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createTestPlace, destroyTestPlace, waitFor, type TestPlace } from "@rtb/testing";
+
+/** The services as an operator runs them: real processes, real signals, real exit codes. */
+const root = fileURLToPath(new URL("../..", import.meta.url));
+let place: TestPlace;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  place = await createTestPlace();
+});
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill("SIGKILL");
+});
+afterAll(async () => {
+  await destroyTestPlace(place);
+});
+
+function run(entry: string, env: Record<string, string>) {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+describe("npm start", () => {
+  it("runs api, leader and two agents as processes, completes the backlog, and stops cleanly on Ctrl-C", async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const p = run("scripts/start.ts", {
+      ...place.env,
+      RTB_API_HOST: `127.0.0.1:${port}`,
+      RTB_SEED_UNITS: "30",
+      RTB_AGENT_WORK_MIN_MS: "1",
+      RTB_AGENT_WORK_MAX_MS: "10",
+      RTB_RETRY_BACKOFF_MS: "10",
+      RTB_LOG_LEVEL: "info",
+    });
+    await waitFor("the api to answer", async () => (await fetch(`${url}/healthz`)).ok, 30_000, 200);
+    const go = await (await fetch(`${url}/go/`)).json();
+    expect(go).toMatchObject({ dispatching: true });
+    const state = await waitFor("the backlog to drain", async () => {
+      const s = await (await fetch(`${url}/`)).json();
+      return s.done ? s : null;
+    }, 60_000, 200);
+    expect(state.counts.success + state.counts.error).toBe(30);
+    expect(state.leader.id).toBe("leader-1");
+    await waitFor("both agents to report", () => p.output().includes('"agentId":"agent-2"') && p.output().includes('"agentId":"agent-1"'));
+
+    p.child.kill("SIGINT");
+    expect(await p.exited).toBe(0);
+    expect(p.output()).toContain("all services stopped");
+    expect(p.output().match(/"msg":"stopped"/g)?.length).toBe(4);
+  });
+
+  it("stops everything with code 2 when a service's configuration is invalid", async () => {
+    const p = run("scripts/start.ts", { ...place.env, RTB_API_HOST: "127.0.0.1:1", RTB_BROADCAST_MAX_QUEUE: "lots" });
+    expect(await p.exited).toBe(2);
+    expect(p.output()).toContain('RTB_BROADCAST_MAX_QUEUE="lots": expected an integer');
+  });
+});
+
+describe("service start-up", () => {
+  it("refuses a bad variable at start, naming it, the value and what is expected", async () => {
+    const p = run("services/agent/src/main.ts", { ...place.env, RTB_AGENT_ERROR_RATE: "1.5" });
+    expect(await p.exited).toBe(2);
+    expect(p.output()).toContain('RTB_AGENT_ERROR_RATE="1.5": expected a number between 0 and 1');
+  });
+
+  it("retries an unreachable database with backoff, then exits non-zero naming the host and the variable", async () => {
+    const p = run("services/api/src/main.ts", { ...place.env, RTB_DB_HOST: "127.0.0.1:1", RTB_CONNECT_TIMEOUT_MS: "1500" });
+    expect(await p.exited).toBe(1);
+    expect(p.output()).toMatch(/cannot reach PostgreSQL; retrying/);
+    expect(p.output()).toContain("cannot reach PostgreSQL at 127.0.0.1:1");
+    expect(p.output()).toContain("RTB_DB_HOST");
+  });
+
+  it("retries an unreachable broker with backoff, then exits non-zero naming the host and the variable", async () => {
+    const p = run("services/leader/src/main.ts", { ...place.env, RTB_BROKER_HOST: "127.0.0.1:1", RTB_CONNECT_TIMEOUT_MS: "1500" });
+    expect(await p.exited).toBe(1);
+    expect(p.output()).toMatch(/cannot reach the broker; retrying with backoff/);
+    expect(p.output()).toContain("cannot reach RabbitMQ at 127.0.0.1:1 (RTB_BROKER_HOST)");
+  });
+});
