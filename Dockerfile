@@ -20,6 +20,7 @@ COPY services/runtime/package.json services/runtime/
 COPY services/api/package.json services/api/
 COPY services/leader/package.json services/leader/
 COPY services/agent/package.json services/agent/
+COPY test/package.json test/
 RUN npm ci --omit=dev --no-audit --no-fund \
  && npm cache clean --force
 
