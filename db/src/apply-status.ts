@@ -14,6 +14,8 @@ export interface ApplyResult {
   ignored: Partial<Record<IgnoreReason, number>>;
   /** Units that left dispatched/queued: the dispatcher has room again. */
   freed: number;
+  /** Units sent back to the backlog to be retried after their backoff. */
+  retries: number;
 }
 
 /**
@@ -75,11 +77,13 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     const ignored: ApplyResult["ignored"] = {};
     for (const { reason } of plan.ignored) ignored[reason] = (ignored[reason] ?? 0) + 1;
     let freed = 0;
+    let retries = 0;
     for (const [id, o] of plan.outcomes) {
       const before = units.get(id)?.status;
       if ((before === "dispatched" || before === "queued") && o.status !== "queued") freed++;
+      if (o.status === "pending") retries++;
     }
-    return { applied: plan.applied.length, ignored, freed };
+    return { applied: plan.applied.length, ignored, freed, retries };
   });
 }
 

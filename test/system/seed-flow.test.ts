@@ -121,4 +121,20 @@ describe("the seed flow", () => {
     expect(final.lastError).toMatch(/no agent consumes kind "nobody"/);
     expect(final.events.filter((e: { status: string; source: string }) => e.status === "error" && e.source.startsWith("leader:"))).toHaveLength(2);
   });
+
+  it("retries a failed unit when its backoff ends, without waiting for the reconcile tick", async () => {
+    // The cron never fires during the test: only the dispatcher's backoff timer can retry.
+    system = await startSystem(
+      place,
+      { RTB_SEED_UNITS: "1", RTB_RECONCILE_CRON: "0 0 1 1 *", RTB_AGENT_ERROR_RATE: "1", RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "5", RTB_RETRY_BACKOFF_MS: "50" },
+      1,
+    );
+    await system.get("/go");
+    const unit = await waitFor("the unit to use all its attempts", async () => {
+      const u = await system!.get("/units/1");
+      return u.status === "error" ? u : null;
+    });
+    expect(unit.attempt).toBe(3);
+    expect(unit.events.filter((e: { status: string }) => e.status === "dispatched")).toHaveLength(3);
+  });
 });

@@ -12,7 +12,7 @@ export interface InboxOptions {
   batchMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
-  /** Called after each committed batch that freed room in the outbox. */
+  /** Called after each committed batch that freed room in the outbox or scheduled a retry. */
   onFreed: () => void;
 }
 
@@ -72,7 +72,8 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
         for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
         if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
         for (const p of batch) p.d.ack();
-        if (result.freed > 0) opts.onFreed();
+        // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
+        if (result.freed > 0 || result.retries > 0) opts.onFreed();
         break;
       } catch (err) {
         const delay = Math.min(5_000, 100 * 2 ** attempt);

@@ -41,7 +41,6 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
     const expired = await expireProcessing(db, opts.processingTimeoutMs, applyOpts);
     if (expired.applied > 0) {
       logger.warn({ units: expired.applied }, "attempts timed out in processing; recorded as errors");
-      if (expired.freed > 0 || expired.applied > 0) dispatcher.trigger("processing timeout");
     }
 
     const ready = await broker
