@@ -1,18 +1,9 @@
-import { brokerUrl, connectBroker, createPublisher, createTopology, defaultInstanceId, type Logger } from "@rtb/runtime";
+import { connectBrokerFromConfig, createPublisher, defaultInstanceId, type BrokerSettings, type Logger } from "@rtb/runtime";
 import type { Handler } from "./handler.ts";
 import { startWorker, type AgentStats } from "./worker.ts";
 
 /** What an agent needs besides its handlers; AgentConfig satisfies it. */
-export interface AgentSettings {
-  RTB_BROKER_HOST: { host: string; port: number };
-  RTB_BROKER_USER: string;
-  RTB_BROKER_PASSWORD: string;
-  RTB_BROKER_VHOST: string;
-  RTB_BROKER_BOX: string;
-  RTB_BROKER_PREFIX: string;
-  RTB_BROKER_QUEUE_TYPE: "classic" | "quorum";
-  RTB_BROKER_DELIVERY_LIMIT: number;
-  RTB_CONNECT_TIMEOUT_MS: number;
+export interface AgentSettings extends BrokerSettings {
   RTB_AGENT_ID?: string | undefined;
   RTB_AGENT_CONCURRENCY: number;
   RTB_AGENT_TIMEOUT_MS: number;
@@ -32,14 +23,7 @@ export interface AgentService {
 export async function startAgent(config: AgentSettings, logger: Logger, handlers: ReadonlyMap<string, Handler>): Promise<AgentService> {
   const id = config.RTB_AGENT_ID ?? defaultInstanceId("agent");
   const log = logger.child({ agentId: id });
-  const topology = createTopology({
-    prefix: config.RTB_BROKER_PREFIX,
-    box: config.RTB_BROKER_BOX,
-    queueType: config.RTB_BROKER_QUEUE_TYPE,
-    deliveryLimit: config.RTB_BROKER_DELIVERY_LIMIT,
-  });
-  const hostLabel = `${config.RTB_BROKER_HOST.host}:${config.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`;
-  const broker = await connectBroker({ url: brokerUrl(config), hostLabel, topology, logger: log, connectTimeoutMs: config.RTB_CONNECT_TIMEOUT_MS });
+  const broker = await connectBrokerFromConfig(config, log);
   const publisher = await createPublisher(broker, "agent", log);
   const stats: AgentStats = { succeeded: 0, failed: 0, inFlight: 0, deadLettered: 0 };
   const worker = await startWorker({

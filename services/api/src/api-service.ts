@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { brokerUrl, connectBroker, createPublisher, createTopology, type Broker, type Consumer, type Logger } from "@rtb/runtime";
+import { connectBrokerFromConfig, createPublisher, type Broker, type Consumer, type Logger } from "@rtb/runtime";
 import type { Hono } from "hono";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -39,14 +39,8 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     const seeded = await seedIfEmpty(database.db, config.RTB_SEED_UNITS, config.RTB_MAX_ATTEMPTS);
     if (seeded > 0) logger.info({ units: seeded }, "backlog was empty: seeded it (RTB_SEED_UNITS)");
 
-    const topology = createTopology({
-      prefix: config.RTB_BROKER_PREFIX,
-      box: config.RTB_BROKER_BOX,
-      queueType: config.RTB_BROKER_QUEUE_TYPE,
-      deliveryLimit: config.RTB_BROKER_DELIVERY_LIMIT,
-    });
-    const hostLabel = `${config.RTB_BROKER_HOST.host}:${config.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`;
-    const broker = await connectBroker({ url: brokerUrl(config), hostLabel, topology, logger, connectTimeoutMs: config.RTB_CONNECT_TIMEOUT_MS });
+    const broker = await connectBrokerFromConfig(config, logger);
+    const topology = broker.topology;
     stops.push(() => broker.close());
 
     const stats = createStats();

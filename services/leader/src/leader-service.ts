@@ -1,4 +1,4 @@
-import { brokerUrl, connectBroker, createPublisher, createTopology, defaultInstanceId, type Logger } from "@rtb/runtime";
+import { connectBrokerFromConfig, createPublisher, defaultInstanceId, type Logger } from "@rtb/runtime";
 import type { LeaderConfig } from "./config.ts";
 import { startRouter, type LeaderStats } from "./router.ts";
 import { startTracker } from "./tracker.ts";
@@ -11,14 +11,8 @@ export interface LeaderService {
 
 export async function startLeaderService(config: LeaderConfig, logger: Logger): Promise<LeaderService> {
   const id = config.RTB_LEADER_ID ?? defaultInstanceId("leader");
-  const topology = createTopology({
-    prefix: config.RTB_BROKER_PREFIX,
-    box: config.RTB_BROKER_BOX,
-    queueType: config.RTB_BROKER_QUEUE_TYPE,
-    deliveryLimit: config.RTB_BROKER_DELIVERY_LIMIT,
-  });
-  const hostLabel = `${config.RTB_BROKER_HOST.host}:${config.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`;
-  const broker = await connectBroker({ url: brokerUrl(config), hostLabel, topology, logger, connectTimeoutMs: config.RTB_CONNECT_TIMEOUT_MS });
+  const broker = await connectBrokerFromConfig(config, logger);
+  const topology = broker.topology;
   const publisher = await createPublisher(broker, "leader", logger);
   const tracker = startTracker(broker, logger, config.RTB_TRACKER_REFRESH_MS);
   const stats: LeaderStats = { routed: 0, unroutable: 0, deadLettered: 0 };

@@ -1,5 +1,8 @@
 import { z } from "zod";
+import type { Logger } from "pino";
 import { hostPort, int, oneOf, text } from "./config.ts";
+import { connectBroker, type Broker } from "./broker.ts";
+import { createTopology, type Topology } from "./topology.ts";
 
 /** The broker variables every service reads. */
 export const brokerConfig = {
@@ -19,4 +22,23 @@ type BrokerEnv = { [K in keyof typeof brokerConfig]: z.output<(typeof brokerConf
 export function brokerUrl(c: Pick<BrokerEnv, "RTB_BROKER_HOST" | "RTB_BROKER_USER" | "RTB_BROKER_PASSWORD" | "RTB_BROKER_VHOST">): string {
   const host = c.RTB_BROKER_HOST.host.includes(":") ? `[${c.RTB_BROKER_HOST.host}]` : c.RTB_BROKER_HOST.host;
   return `amqp://${encodeURIComponent(c.RTB_BROKER_USER)}:${encodeURIComponent(c.RTB_BROKER_PASSWORD)}@${host}:${c.RTB_BROKER_HOST.port}/${encodeURIComponent(c.RTB_BROKER_VHOST)}?heartbeat=15`;
+}
+
+/** The broker settings every service has (the output of `brokerConfig`). */
+export type BrokerSettings = BrokerEnv;
+
+/** The topology these settings name. */
+export function topologyFromConfig(c: BrokerSettings): Topology {
+  return createTopology({ prefix: c.RTB_BROKER_PREFIX, box: c.RTB_BROKER_BOX, queueType: c.RTB_BROKER_QUEUE_TYPE, deliveryLimit: c.RTB_BROKER_DELIVERY_LIMIT });
+}
+
+/** Connect with these settings; messages name the host and the variable that sets it. */
+export function connectBrokerFromConfig(c: BrokerSettings, logger: Logger): Promise<Broker> {
+  return connectBroker({
+    url: brokerUrl(c),
+    hostLabel: `${c.RTB_BROKER_HOST.host}:${c.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`,
+    topology: topologyFromConfig(c),
+    logger,
+    connectTimeoutMs: c.RTB_CONNECT_TIMEOUT_MS,
+  });
 }

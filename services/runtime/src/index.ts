@@ -9,3 +9,4 @@ export * from "./publisher.ts";
 export * from "./consumer.ts";
 export * from "./shutdown.ts";
 export * from "./identity.ts";
+export * from "./run-service.ts";

@@ -1,0 +1,41 @@
+import type { Logger } from "pino";
+import { ConfigError, type Env } from "./config.ts";
+import { createLifecycle, type Lifecycle } from "./shutdown.ts";
+import { createLogger, type LoggerOptions } from "./logger.ts";
+
+interface ServiceBasics {
+  RTB_LOG_LEVEL: LoggerOptions["level"];
+  RTB_LOG_FORMAT: LoggerOptions["format"];
+  RTB_SHUTDOWN_TIMEOUT_MS: number;
+}
+
+/**
+ * What every service's main.ts does: validate the environment (a bad variable: its message
+ * on stderr, exit 2), create the logger and the lifecycle, start the service (failure: a
+ * fatal log line, exit 1), and stop it on SIGTERM/SIGINT.
+ */
+export async function runService<C extends ServiceBasics>(
+  service: string,
+  env: Env,
+  load: (env: Env) => C,
+  start: (config: C, logger: Logger, lifecycle: Lifecycle) => Promise<{ stop(): Promise<void> }>,
+): Promise<void> {
+  let config: C;
+  try {
+    config = load(env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`rtb ${service}: ${err.message}`);
+    process.exit(2);
+  }
+  const logger = createLogger({ service, level: config.RTB_LOG_LEVEL, format: config.RTB_LOG_FORMAT });
+  const lifecycle = createLifecycle(logger, config.RTB_SHUTDOWN_TIMEOUT_MS);
+  try {
+    const running = await start(config, logger, lifecycle);
+    lifecycle.onStop(service, () => running.stop());
+  } catch (err) {
+    if (lifecycle.signal.aborted) await lifecycle.shutdown(0, "stopped during start");
+    logger.fatal({ err: (err as Error).message }, `cannot start the ${service}`);
+    await lifecycle.shutdown(1, "start failed");
+  }
+}
