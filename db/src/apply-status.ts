@@ -71,6 +71,8 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           leader_reported_at: opts.leader.at,
         })
         .where("id", "=", true)
+        // A redelivered old report must not replace a newer one.
+        .where((eb) => eb.or([eb("leader_reported_at", "is", null), eb("leader_reported_at", "<=", opts.leader!.at)]))
         .execute();
     }
 

@@ -95,3 +95,12 @@ export async function ping(db: Db): Promise<boolean> {
     .then(() => true)
     .catch(() => false);
 }
+
+/**
+ * A data exception (SQLSTATE class 22: a NUL character, an out-of-range number, ...): the
+ * statement can never succeed with these values, so retrying it is pointless.
+ */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("22");
+}

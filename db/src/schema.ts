@@ -41,6 +41,12 @@ export interface UnitEventsTable {
   detail: Json | null;
 }
 
+/** When each group was last served: the memory of the round-robin across groups. */
+export interface UnitGroupsTable {
+  name: string;
+  last_served: number;
+}
+
 /** One row: the state shared by every api replica. */
 export interface ControlTable {
   id: Generated<boolean>;
@@ -49,11 +55,14 @@ export interface ControlTable {
   leader_id: string | null;
   leader_utilization: Json | null;
   leader_reported_at: Timestamp | null;
+  /** Counter behind unit_groups.last_served; advanced by every top-up. */
+  served_seq: Generated<number>;
 }
 
 export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
+  unit_groups: UnitGroupsTable;
   control: ControlTable;
 }
 

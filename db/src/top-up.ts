@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
 import { insertEvents } from "./apply-status.ts";
-import { nextInLine } from "./dispatch-order.ts";
+import { markGroupsServed, nextInLine } from "./dispatch-order.ts";
 
 /** Any constant will do; it only has to be the same in every api replica. */
 const TOP_UP_LOCK = 0x727462_01;
@@ -45,8 +45,9 @@ export async function claimTopUp(db: Db, maxQueue: number): Promise<TopUpClaim> 
     const free = maxQueue - outstanding;
     if (!control.dispatching || free <= 0) return { dispatching: control.dispatching, outstanding, units: [] };
 
-    const ids = (await nextInLine(trx, free)).map((u) => u.id);
-    if (ids.length === 0) return { dispatching: true, outstanding, units: [] };
+    const next = await nextInLine(trx, free);
+    if (next.length === 0) return { dispatching: true, outstanding, units: [] };
+    const ids = next.map((u) => u.id);
 
     const rows = await trx
       .updateTable("units")
@@ -56,10 +57,12 @@ export async function claimTopUp(db: Db, maxQueue: number): Promise<TopUpClaim> 
       .returning(["id", "attempt", "kind", "payload"])
       .execute();
     const byId = new Map(rows.map((r) => [r.id, r]));
-    const units = ids.flatMap((id) => {
-      const r = byId.get(id);
-      return r ? [{ unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload }] : [];
+    const taken = next.filter((u) => byId.has(u.id));
+    const units = taken.map((u) => {
+      const r = byId.get(u.id)!;
+      return { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload };
     });
+    await markGroupsServed(trx, taken.map((u) => u.group));
     const now = new Date();
     await insertEvents(
       trx,

@@ -15,7 +15,7 @@ afterAll(async () => {
   await destroyTestPlace(place);
 });
 beforeEach(async () => {
-  await sql`TRUNCATE units, unit_events`.execute(h.db);
+  await sql`TRUNCATE units, unit_events, unit_groups`.execute(h.db);
   await setDispatching(h.db, true);
 });
 
@@ -78,6 +78,19 @@ describe("dispatch order", () => {
     ]);
     const [b1, b2, b3, b4, s1, u1, s2] = ids;
     expect((await nextInLine(h.db, 10)).map((u) => u.id)).toEqual([u1, b1, s1, b2, s2, b3, b4]);
+  });
+
+  it("remembers whom it served: one-unit top-ups alternate between groups", async () => {
+    await addUnits([...Array.from({ length: 6 }, () => ({ group: "big" })), { group: "small" }, { group: "small" }]);
+    const served: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const [unit] = (await claimTopUp(h.db, 1)).units;
+      const row = await h.db.selectFrom("units").select("group_name").where("id", "=", unit!.unitId).executeTakeFirstOrThrow();
+      served.push(row.group_name);
+      // The unit finishes, which frees room for exactly one more.
+      await h.db.updateTable("units").set({ status: "success" }).where("id", "=", unit!.unitId).execute();
+    }
+    expect(served).toEqual(["big", "small", "big", "small"]);
   });
 
   it("skips units whose retry backoff has not ended, and says when the next one ends", async () => {

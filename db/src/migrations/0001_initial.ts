@@ -40,6 +40,14 @@ export async function up(db: Kysely<any>): Promise<void> {
     )`.execute(db);
   await sql`CREATE INDEX unit_events_by_unit ON unit_events (unit_id, id)`.execute(db);
 
+  // One row per group that has ever been dispatched from: when it was last served, so that
+  // round-robin across groups has a memory between top-ups (dispatch-order.ts).
+  await sql`
+    CREATE TABLE unit_groups (
+      name        text PRIMARY KEY,
+      last_served bigint NOT NULL
+    )`.execute(db);
+
   await sql`
     CREATE TABLE control (
       id                     boolean PRIMARY KEY DEFAULT true CHECK (id),
@@ -47,11 +55,12 @@ export async function up(db: Kysely<any>): Promise<void> {
       dispatching_changed_at timestamptz,
       leader_id              text,
       leader_utilization     jsonb,
-      leader_reported_at     timestamptz
+      leader_reported_at     timestamptz,
+      served_seq             bigint NOT NULL DEFAULT 0
     )`.execute(db);
   await sql`INSERT INTO control DEFAULT VALUES`.execute(db);
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
-  await sql`DROP TABLE control, unit_events, units`.execute(db);
+  await sql`DROP TABLE control, unit_groups, unit_events, units`.execute(db);
 }

@@ -29,9 +29,12 @@ export interface ApiService {
 export async function startApiService(config: ApiConfig, logger: Logger, opts: { listen?: boolean; signal?: AbortSignal } = {}): Promise<ApiService> {
   const database = createDb(config, logger);
   const stops: (() => Promise<void>)[] = [async () => database.close()];
-  const stop = async () => {
-    for (const fn of stops.reverse()) await fn().catch((err: unknown) => logger.warn({ err }, "stop step failed"));
-  };
+  let stopping: Promise<void> | undefined;
+  // Reverse start order; a second call waits for the first.
+  const stop = () =>
+    (stopping ??= (async () => {
+      for (const fn of [...stops].reverse()) await fn().catch((err: unknown) => logger.warn({ err }, "stop step failed"));
+    })());
   try {
     await waitForDatabase(database, config, logger, { deadlineMs: config.RTB_CONNECT_TIMEOUT_MS, signal: opts.signal });
     const migrated = await migrateToLatest(database.db);

@@ -68,7 +68,9 @@ export function createDispatcher(deps: {
   async function scheduleWake() {
     const at = await nextRetryAt(db);
     clearTimeout(wakeTimer);
-    if (at && !stopped) wakeTimer = setTimeout(() => trigger("retry backoff ended"), Math.max(0, at.getTime() - Date.now()) + 5);
+    // Capped: setTimeout overflows past ~24.8 days, and waking early only re-runs a top-up.
+    const delay = Math.min(60_000, Math.max(0, at ? at.getTime() - Date.now() : 0) + 5);
+    if (at && !stopped) wakeTimer = setTimeout(() => trigger("retry backoff ended"), delay);
   }
 
   function run(): Promise<number> {

@@ -1,4 +1,4 @@
-import { applyStatusUpdates, type Db, type ReportedUpdate } from "@rtb/db";
+import { applyStatusUpdates, isDataError, type Db, type ReportedUpdate } from "@rtb/db";
 import { parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
 import { countInto, type ApiStats } from "./stats.ts";
 
@@ -20,6 +20,23 @@ interface Pending {
   d: Delivery;
   message: StatusMessage;
   done: () => void;
+}
+
+/** Flatten a batch into reports (source stamped) and the newest leader utilization in it. */
+function collect(batch: Pending[]) {
+  const updates: ReportedUpdate[] = [];
+  let leader: { id: string; utilization: unknown; at: Date } | undefined;
+  for (const { message } of batch) {
+    const source = `${message.source.service}:${message.source.id}`;
+    for (const u of message.updates) {
+      updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error: u.error });
+    }
+    if (message.source.service === "leader" && message.utilization) {
+      const at = new Date(message.utilization.at);
+      if (!leader || at >= leader.at) leader = { id: message.source.id, utilization: message.utilization, at };
+    }
+  }
+  return { updates, leader };
 }
 
 /**
@@ -53,17 +70,24 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
     const batch = buffer;
     buffer = [];
     if (batch.length === 0) return;
-    const updates: ReportedUpdate[] = [];
-    let leader: { id: string; utilization: unknown; at: Date } | undefined;
-    for (const { message } of batch) {
-      const source = `${message.source.service}:${message.source.id}`;
-      for (const u of message.updates) {
-        updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error: u.error });
-      }
-      if (message.source.service === "leader" && message.utilization) {
-        leader = { id: message.source.id, utilization: message.utilization, at: new Date(message.utilization.at) };
+    if ((await applyRetrying(batch)) === "data_error") {
+      // Some report in the batch can never be stored (PostgreSQL refused its values): apply
+      // the messages one by one and dead-letter only those, so the rest are not held up.
+      for (const p of batch) {
+        if ((await applyRetrying([p])) === "data_error") {
+          countInto(stats.deadLettered, "unstorable_status_message");
+          logger.warn({ messageId: p.d.msg.properties.messageId }, "dead-lettering a status message PostgreSQL cannot store");
+          p.d.deadLetter();
+        }
       }
     }
+    // Stopped before a batch committed: it stays unacked; closing the channel returns it.
+    for (const p of batch) p.done();
+  }
+
+  /** Apply in one transaction and ack; retry other failures (database down) with backoff. */
+  async function applyRetrying(batch: Pending[]): Promise<"applied" | "data_error" | "stopped"> {
+    const { updates, leader } = collect(batch);
     for (let attempt = 1; !stopping.signal.aborted; attempt++) {
       try {
         const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader });
@@ -74,15 +98,15 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
         for (const p of batch) p.d.ack();
         // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
         if (result.freed > 0 || result.retries > 0) opts.onFreed();
-        break;
+        return "applied";
       } catch (err) {
+        if (isDataError(err)) return "data_error";
         const delay = Math.min(5_000, 100 * 2 ** attempt);
         logger.warn({ err, reports: updates.length, retryInMs: delay }, "cannot apply status reports; retrying (they stay unacked)");
         await sleep(delay, stopping.signal);
       }
     }
-    // Stopped before the batch committed: leave it unacked; closing the channel returns it.
-    for (const p of batch) p.done();
+    return "stopped";
   }
 
   const consumer = await startConsumer({

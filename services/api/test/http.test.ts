@@ -51,7 +51,7 @@ describe("before dispatching is on", () => {
     expect(ids(body.units)).toEqual([1, 2, 3]);
   });
 
-  it.each(["0", "-1", "abc", "1001", "2.5"])("GET /next?limit=%s is a 400 naming the field limit", async (limit) => {
+  it.each(["0", "-1", "abc", "1001", "2.5", "0x10", "1e3", ""])("GET /next?limit=%s is a 400 naming the field limit", async (limit) => {
     const { status, body } = await call(api, `/next?limit=${limit}`);
     expect(status).toBe(400);
     expect(body).toMatchObject({ error: "invalid_request", field: "limit" });
@@ -70,10 +70,16 @@ describe("before dispatching is on", () => {
     expect(body.error).toBe("not_found");
   });
 
-  it.each(["abc", "0", "-4", "1.5"])("GET /units/%s is a 400 naming the field id", async (id) => {
+  it.each(["abc", "0", "-4", "1.5", "0x1", "1e0"])("GET /units/%s is a 400 naming the field id", async (id) => {
     const { status, body } = await call(api, `/units/${id}`);
     expect(status).toBe(400);
     expect(body).toMatchObject({ error: "invalid_request", field: "id" });
+  });
+
+  it("HEAD /go does not start dispatching (405)", async () => {
+    const res = await api.app.request("/go", { method: "HEAD" });
+    expect(res.status).toBe(405);
+    expect((await call(api, "/")).body.dispatching).toBe(false);
   });
 
   it("an unknown route is a JSON 404", async () => {

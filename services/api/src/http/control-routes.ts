@@ -2,16 +2,9 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { nextInLine, setDispatching, summarize } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
-import { valid } from "./validation.ts";
+import { intParam, valid } from "./validation.ts";
 
-const nextQuery = z.object({
-  limit: z.coerce
-    .number({ message: "expected an integer" })
-    .int({ message: "expected an integer" })
-    .min(1, { message: "expected an integer between 1 and 1000" })
-    .max(1000, { message: "expected an integer between 1 and 1000" })
-    .default(10),
-});
+const nextQuery = z.object({ limit: intParam({ min: 1, max: 1000, defaultValue: 10 }) });
 
 /** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
 export function controlRoutes({ db, broker, dispatcher, stats, maxQueue }: AppDeps): Hono {
@@ -47,6 +40,8 @@ export function controlRoutes({ db, broker, dispatcher, stats, maxQueue }: AppDe
   });
 
   const go = async (c: Context) => {
+    // Hono answers HEAD with the GET handler; a HEAD (a link checker, `curl -I`) must not start anything.
+    if (c.req.method === "HEAD") return c.json({ error: "method_not_allowed", message: "use GET or POST /go" }, 405);
     const state = await setDispatching(db, true);
     const dispatchedNow = await dispatcher.topUp();
     return c.json({

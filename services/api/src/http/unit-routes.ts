@@ -2,11 +2,9 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { getUnit } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
-import { valid } from "./validation.ts";
+import { intParam, valid } from "./validation.ts";
 
-const idParam = z.object({
-  id: z.coerce.number({ message: "expected a positive integer" }).int({ message: "expected a positive integer" }).positive({ message: "expected a positive integer" }).max(Number.MAX_SAFE_INTEGER, { message: "expected a positive integer" }),
-});
+const idParam = z.object({ id: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER }) });
 
 /** GET /units/:id: the unit and its timeline. */
 export function unitRoutes({ db }: AppDeps): Hono {
