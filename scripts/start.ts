@@ -55,7 +55,9 @@ function launch(s: Service) {
   const child = spawn(process.execPath, ["--import", "tsx", s.entry], {
     cwd: root,
     env: { ...process.env, ...s.env },
-    stdio: "inherit",
+    // The IPC channel is a lifeline: if this launcher dies, even by SIGKILL, it closes and
+    // the service stops by itself (see createLifecycle), so no service is left orphaned.
+    stdio: ["inherit", "inherit", "inherit", "ipc"],
     detached: true,
   });
   s.child = child;
@@ -109,6 +111,8 @@ function onSignal(sig: NodeJS.Signals) {
 }
 process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
+// The terminal went away (window closed, ssh dropped): stop as for Ctrl-C.
+process.on("SIGHUP", onSignal);
 
 say(`starting api, leader and ${agents} agent(s); Ctrl-C stops them`);
 for (const s of services) launch(s);

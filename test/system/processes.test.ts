@@ -71,6 +71,16 @@ describe("npm start", () => {
     expect(p.output().match(/"msg":"stopped"/g)?.length).toBe(4);
   });
 
+  it("leaves no orphan: services stop by themselves when the launcher is killed with SIGKILL", async () => {
+    const port = await freePort();
+    const p = run("scripts/start.ts", { ...place.env, RTB_API_HOST: `127.0.0.1:${port}`, RTB_SEED_UNITS: "0", RTB_LOG_LEVEL: "info" });
+    await waitFor("the api to answer", async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 30_000, 200);
+    await waitFor("all four services to be ready", () => (p.output().match(/"msg":"(agent ready|leader ready|api listening)/g)?.length ?? 0) >= 4, 30_000, 100);
+    p.child.kill("SIGKILL");
+    await waitFor("all four services to stop", () => p.output().match(/"reason":"launcher exited"/g)?.length === 4, 30_000, 100);
+    await waitFor("the api's port to close", async () => !(await fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)), 15_000, 100);
+  });
+
   it("stops everything with code 2 when a service's configuration is invalid", async () => {
     const p = run("scripts/start.ts", { ...place.env, RTB_API_HOST: "127.0.0.1:1", RTB_BROADCAST_MAX_QUEUE: "lots" });
     expect(await p.exited).toBe(2);

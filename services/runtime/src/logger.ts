@@ -19,7 +19,7 @@ export function createLogger({ service, level, format }: LoggerOptions): Logger 
       ? {
           transport: {
             target: "pino-pretty",
-            options: { colorize: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname,service", messageFormat: "[{service}] {msg}" },
+            options: { colorize: true, singleLine: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname,service", messageFormat: "[{service}] {msg}" },
           },
         }
       : {}),

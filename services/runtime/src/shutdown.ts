@@ -45,6 +45,9 @@ export function createLifecycle(logger: Logger, timeoutMs: number): Lifecycle {
   }
 
   for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void shutdown(0, sig));
+  // Started by a launcher with an IPC channel (npm start): its end closing means the launcher
+  // is gone, whatever killed it. Stop gracefully rather than run on as an orphan.
+  if (process.send) process.on("disconnect", () => void shutdown(0, "launcher exited"));
   process.on("unhandledRejection", (err) => {
     logger.fatal({ err }, "unhandled rejection");
     void shutdown(1, "unhandledRejection");

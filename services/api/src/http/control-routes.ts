@@ -7,7 +7,7 @@ import { intParam, valid } from "./validation.ts";
 const nextQuery = z.object({ limit: intParam({ min: 1, max: 1000, defaultValue: 10 }) });
 
 /** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
-export function controlRoutes({ db, broker, dispatcher, stats, maxQueue }: AppDeps): Hono {
+export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue }: AppDeps): Hono {
   const app = new Hono();
 
   app.get("/", async (c) => {
@@ -43,6 +43,7 @@ export function controlRoutes({ db, broker, dispatcher, stats, maxQueue }: AppDe
     // Hono answers HEAD with the GET handler; a HEAD (a link checker, `curl -I`) must not start anything.
     if (c.req.method === "HEAD") return c.json({ error: "method_not_allowed", message: "use GET or POST /go" }, 405);
     const state = await setDispatching(db, true);
+    if (state.changed) logger.info("dispatching turned on (GET /go)");
     const dispatchedNow = await dispatcher.topUp();
     return c.json({
       dispatching: true,
