@@ -49,7 +49,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           status = c.status,
           not_before = c.not_before,
           result = COALESCE(c.result, u.result),
-          last_error = COALESCE(c.last_error, u.last_error),
+          last_error = CASE WHEN c.status = 'success' THEN NULL ELSE COALESCE(c.last_error, u.last_error) END,
           updated_at = now()
         FROM unnest(
           ${sql.val(changed.map(([id]) => id))}::bigint[],

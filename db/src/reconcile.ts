@@ -46,3 +46,13 @@ export async function expireProcessing(db: Db, timeoutMs: number, opts: ApplyOpt
     opts,
   );
 }
+
+/** Units `queued` (routed to a job queue) for longer than `olderThanMs`, oldest first. */
+export async function staleQueued(db: Db, olderThanMs: number, limit: number): Promise<{ unitId: number; attempt: number; kind: string }[]> {
+  const { rows } = await sql<{ id: number; attempt: number; kind: string }>`
+    SELECT id, attempt, kind FROM units
+    WHERE status = 'queued' AND updated_at < now() - make_interval(secs => ${olderThanMs / 1000})
+    ORDER BY updated_at
+    LIMIT ${limit}`.execute(db);
+  return rows.map((r) => ({ unitId: r.id, attempt: r.attempt, kind: r.kind }));
+}

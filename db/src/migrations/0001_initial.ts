@@ -4,7 +4,7 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`
     CREATE TABLE units (
       id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-      kind          text NOT NULL,
+      kind          text NOT NULL CHECK (kind ~ '^[A-Za-z0-9_.-]{1,100}$'),
       group_name    text NOT NULL DEFAULT 'default',
       priority      integer NOT NULL DEFAULT 0,
       payload       jsonb NOT NULL DEFAULT '{}',

@@ -24,18 +24,24 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   const id = config.RTB_AGENT_ID ?? defaultInstanceId("agent");
   const log = logger.child({ agentId: id });
   const broker = await connectBrokerFromConfig(config, log);
-  const publisher = await createPublisher(broker, "agent", log);
   const stats: AgentStats = { succeeded: 0, failed: 0, inFlight: 0, deadLettered: 0 };
-  const worker = await startWorker({
-    broker,
-    publisher,
-    logger: log,
-    agentId: id,
-    handlers,
-    concurrency: config.RTB_AGENT_CONCURRENCY,
-    timeoutMs: config.RTB_AGENT_TIMEOUT_MS,
-    stats,
-  });
+  let publisher, worker;
+  try {
+    publisher = await createPublisher(broker, "agent", log);
+    worker = await startWorker({
+      broker,
+      publisher,
+      logger: log,
+      agentId: id,
+      handlers,
+      concurrency: config.RTB_AGENT_CONCURRENCY,
+      timeoutMs: config.RTB_AGENT_TIMEOUT_MS,
+      stats,
+    });
+  } catch (err) {
+    await broker.close();
+    throw err;
+  }
   log.info({ kinds: [...handlers.keys()], concurrency: config.RTB_AGENT_CONCURRENCY }, "agent ready");
   return {
     id,

@@ -1,5 +1,6 @@
 import {
   assertJobQueue,
+  sleep,
   encodeMessage,
   JobMessage,
   parseMessage,
@@ -90,6 +91,9 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       d.ack();
     } catch (err) {
       log.warn({ err: (err as Error).message }, "status report not confirmed; handing the job back");
+      // Not at once: while the broker is recovering, an immediate requeue spins (and on a
+      // quorum queue would spend the job's delivery limit in milliseconds).
+      await sleep(1_000, shutdown.signal);
       d.requeue();
     } finally {
       opts.stats.inFlight--;

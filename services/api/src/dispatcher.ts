@@ -88,10 +88,10 @@ export function createDispatcher(deps: {
           logger.warn({ err }, "top-up failed; the next trigger or reconcile tick retries");
         }
       } while (queued && !stopped);
-      return total;
-    })().finally(() => {
+      // Cleared in the same step as the last `queued` check, so no trigger can slip between.
       running = null;
-    });
+      return total;
+    })();
     return running;
   }
 

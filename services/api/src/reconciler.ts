@@ -1,5 +1,5 @@
 import { schedule, type ScheduledTask } from "node-cron";
-import { claimStaleDispatched, expireProcessing, type Db } from "@rtb/db";
+import { applyStatusUpdates, claimStaleDispatched, expireProcessing, staleQueued, type Db } from "@rtb/db";
 import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { ApiStats } from "./stats.ts";
@@ -30,7 +30,11 @@ export interface Reconciler {
  * 2. units `dispatched` longer than RTB_DISPATCH_TIMEOUT_MS are published again, but only when
  *    the outbox has no ready messages: while messages wait there (no leader running), the
  *    units are not lost, and re-publishing would only flood the broker with duplicates;
- * 3. a top-up, which also releases retries whose backoff has ended.
+ * 3. units `queued` longer than RTB_DISPATCH_TIMEOUT_MS while their kind's job queue has no
+ *    job waiting: their job was lost (a queue purged or deleted, a broker that lost it), so
+ *    the attempt is recorded as a retryable error. While jobs wait (agents busy or absent),
+ *    nothing is touched;
+ * 4. a top-up, which also releases retries whose backoff has ended.
  */
 export function startReconciler(opts: ReconcilerOptions): Reconciler {
   const { db, broker, dispatcher, stats, logger } = opts;
@@ -55,7 +59,28 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
         await dispatcher.publish(stale);
       }
     }
+    await expireLostJobs(applyOpts);
     dispatcher.trigger("reconcile");
+  }
+
+  async function expireLostJobs(applyOpts: { retryBaseMs: number; retryMaxMs: number }) {
+    const stale = await staleQueued(db, opts.dispatchTimeoutMs, opts.maxQueue);
+    const now = new Date();
+    for (const kind of new Set(stale.map((u) => u.kind))) {
+      const waiting = await broker
+        .withChannel((ch) => ch.checkQueue(broker.topology.jobQueue(kind)))
+        .then((q) => q.messageCount)
+        .catch((err: unknown) => ((err as { code?: number }).code === 404 ? 0 : null));
+      if (waiting !== 0) continue;
+      const lost = stale.filter((u) => u.kind === kind);
+      const message = `job lost: queued for over ${opts.dispatchTimeoutMs} ms while ${broker.topology.jobQueue(kind)} had no job waiting (RTB_DISPATCH_TIMEOUT_MS)`;
+      const result = await applyStatusUpdates(
+        db,
+        lost.map((u) => ({ unitId: u.unitId, attempt: u.attempt, status: "error" as const, at: now, source: "reconciler", error: { message, retryable: true } })),
+        applyOpts,
+      );
+      if (result.applied > 0) logger.warn({ kind, units: result.applied }, "queued units whose job was lost; recorded as errors to retry");
+    }
   }
 
   function tick(): Promise<void> {

@@ -5,7 +5,7 @@ import type { ApiService } from "@rtb/api";
 import { builtinHandlers, loadAgentConfig, startAgent } from "@rtb/agent";
 import type { DbHandle } from "@rtb/db";
 import { loadLeaderConfig, startLeaderService } from "@rtb/leader";
-import { DispatchMessage } from "@rtb/runtime";
+import { assertJobQueue, DispatchMessage } from "@rtb/runtime";
 import { createTestPlace, destroyTestPlace, openTestDb, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
@@ -153,5 +153,41 @@ describe("an attempt stuck in processing", () => {
     unit = await getUnit(api, 1);
     expect(unit).toMatchObject({ status: "pending", attempt: 1, result: null });
     expect(eventStatuses(unit)).toEqual(["dispatched", "queued", "processing", "error"]);
+  });
+});
+
+describe("a queued unit whose job was lost", () => {
+  const ctx = setup({ RTB_BROADCAST_MAX_QUEUE: "3", RTB_DISPATCH_TIMEOUT_MS: "100" });
+
+  it("is recorded as a retryable error when its job queue has nothing waiting, but left alone while jobs wait", async () => {
+    const api = await ctx.start();
+    const leader = await startLeaderService(loadLeaderConfig({ ...ctx.place.env, RTB_LEADER_ID: "leader-t" }), testLogger("leader"));
+    running.push(leader);
+    // The agents' queue exists (so routing works), but no agent consumes it.
+    const ch = await conn.createChannel();
+    await assertJobQueue(ch, ctx.place.topology, "simulate");
+    await call(api, "/go");
+    const queuedIds = async () =>
+      (await ctx.db.db.selectFrom("units").select("id").where("status", "=", "queued").orderBy("id").execute()).map((r) => r.id);
+    await waitFor("three units queued", async () => (await queuedIds()).length === 3);
+    await waitFor("them to be older than the timeout", async () => {
+      const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM units WHERE status = 'queued' AND updated_at < now() - interval '150 ms'`.execute(ctx.db.db);
+      return rows[0]!.n === 3;
+    });
+
+    // Jobs are waiting in jobs.simulate: nothing is lost, nothing changes.
+    await api.reconciler.tick();
+    const ids = await queuedIds();
+    expect(ids).toHaveLength(3);
+
+    // The jobs vanish (a purge, a lost queue): the attempt is errored and the unit retried.
+    await ch.purgeQueue(ctx.place.topology.jobQueue("simulate"));
+    await api.reconciler.tick();
+    for (const id of ids) {
+      const unit = await getUnit(api, id);
+      expect(unit.status).toBe("pending");
+      expect(unit.events.at(-1)).toMatchObject({ status: "error", attempt: 1, source: "reconciler", detail: { retryable: true, message: expect.stringContaining("job lost") } });
+    }
+    await ch.close();
   });
 });

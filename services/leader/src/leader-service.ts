@@ -13,10 +13,17 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
   const id = config.RTB_LEADER_ID ?? defaultInstanceId("leader");
   const broker = await connectBrokerFromConfig(config, logger);
   const topology = broker.topology;
-  const publisher = await createPublisher(broker, "leader", logger);
   const tracker = startTracker(broker, logger, config.RTB_TRACKER_REFRESH_MS);
   const stats: LeaderStats = { routed: 0, unroutable: 0, deadLettered: 0 };
-  const router = await startRouter({ broker, publisher, tracker, logger, leaderId: id, prefetch: config.RTB_LEADER_PREFETCH, stats });
+  let publisher, router;
+  try {
+    publisher = await createPublisher(broker, "leader", logger);
+    router = await startRouter({ broker, publisher, tracker, logger, leaderId: id, prefetch: config.RTB_LEADER_PREFETCH, stats });
+  } catch (err) {
+    tracker.stop();
+    await broker.close();
+    throw err;
+  }
   logger.info({ leaderId: id, outbox: topology.box }, "leader ready (active when it holds the outbox's single active consumer)");
   return {
     id,

@@ -1,7 +1,7 @@
 import {
-  DispatchMessage,
   encodeMessage,
-  parseMessage,
+  parseDispatch,
+  sleep,
   startConsumer,
   type Broker,
   type Consumer,
@@ -47,14 +47,18 @@ export async function startRouter(deps: {
     prefetch: deps.prefetch,
     logger,
     async onDelivery(d) {
-      const parsed = parseMessage(DispatchMessage, d.msg.content);
+      const parsed = parseDispatch(d.msg.content);
       if (!parsed.ok) {
         stats.deadLettered++;
         logger.warn({ reason: parsed.reason, queue: t.box }, "dead-lettering an invalid dispatch message");
         d.deadLetter();
         return;
       }
-      const units = parsed.value.units;
+      if (parsed.unidentified > 0) {
+        stats.deadLettered += parsed.unidentified;
+        logger.warn({ units: parsed.unidentified }, "dropping dispatched units without a valid unitId/attempt");
+      }
+      const units = parsed.units;
       const ids = units.map((u) => `${u.unitId}:${u.attempt}`);
       try {
         // The broker sends basic.return before the confirm of the same message, so once
@@ -70,6 +74,14 @@ export async function startRouter(deps: {
           ),
         );
         const at = new Date().toISOString();
+        // A unit that fails its schema can never be routed: a permanent error, reported.
+        const rejected: StatusUpdate[] = parsed.invalid.map((u) => ({
+          unitId: u.unitId,
+          attempt: u.attempt,
+          status: "error",
+          at,
+          error: { message: `invalid unit in dispatch message: ${u.reason}`, retryable: false },
+        }));
         const updates: StatusUpdate[] = units.map((u, i) => {
           tracker.observe(u.kind);
           if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
@@ -81,18 +93,24 @@ export async function startRouter(deps: {
             error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true },
           };
         });
-        await publisher.publish(
-          "",
-          t.inbox,
-          encodeMessage({ v: 1, type: "status", source: { service: "leader", id: deps.leaderId }, updates, utilization: tracker.snapshot() }),
-        );
-        const unroutable = updates.filter((u) => u.status === "error").length;
+        const reports = [...updates, ...rejected];
+        if (reports.length > 0) {
+          await publisher.publish(
+            "",
+            t.inbox,
+            encodeMessage({ v: 1, type: "status", source: { service: "leader", id: deps.leaderId }, updates: reports, utilization: tracker.snapshot() }),
+          );
+        }
+        const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;
         stats.routed += units.length - unroutable;
         stats.unroutable += unroutable;
         if (unroutable > 0) logger.warn({ units: unroutable }, "units of a kind no agent consumes: reported as errors");
         d.ack();
       } catch (err) {
         logger.warn({ err: (err as Error).message, units: units.length }, "routing not confirmed; handing the message back");
+        // Not at once: while the broker is recovering, an immediate requeue spins (and on a
+        // quorum queue would spend the message's delivery limit in milliseconds).
+        await sleep(1_000);
         d.requeue();
       } finally {
         for (const id of ids) returned.delete(id);

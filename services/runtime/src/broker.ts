@@ -54,8 +54,13 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
     }
   }
 
+  // At most one pending re-run per attachment, however many failures asked for one.
+  const pendingReattach = new Set<string>();
   function scheduleReattach(name: string, conn: ChannelModel) {
+    if (pendingReattach.has(name)) return;
+    pendingReattach.add(name);
     setTimeout(() => {
+      pendingReattach.delete(name);
       const fn = attachments.get(name);
       // Only on the same live connection: a new connection runs every attachment anyway.
       if (!closing && fn && current === conn) void runAttachment(name, fn, conn);
@@ -68,6 +73,14 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
       maxDelay: 10_000,
       waitForConnect: false,
       setup: async (conn: ChannelModel) => {
+        // amqplib binds its own listeners only after setup resolves: until then a dropped
+        // socket would be an unhandled 'error' (a crash), and a silently dead connection
+        // would be adopted as the current one. Watch for both here.
+        let lost = false;
+        conn.on("error", (err: Error) => logger.warn({ err: err.message }, "broker connection error during setup"));
+        conn.once("close", () => {
+          lost = true;
+        });
         const ch = await conn.createChannel();
         try {
           await assertTopology(ch, topology);
@@ -77,6 +90,11 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
         current = conn;
         // Iterating the live map also picks up attachments registered during this loop.
         for (const [name, fn] of attachments) await runAttachment(name, fn, conn);
+        if (lost) {
+          current = null;
+          // Rejecting makes amqplib count this as a failed connect and schedule another.
+          throw new BrokerUnavailableError("broker connection lost during setup");
+        }
       },
     },
   });
@@ -106,7 +124,8 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
       new Promise((_, reject) => {
         timer = setTimeout(
           () => reject(new BrokerUnavailableError(`cannot reach RabbitMQ at ${opts.hostLabel} after ${opts.connectTimeoutMs} ms`)),
-          Math.max(opts.connectTimeoutMs, 1),
+          // 0 means "one attempt": give that attempt a moment to complete.
+          Math.max(opts.connectTimeoutMs, 2_000),
         );
       }),
     ]);
@@ -146,6 +165,7 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
     },
     async close() {
       closing = true;
+      current = null;
       attachments.clear();
       await model.close().catch(() => {});
     },

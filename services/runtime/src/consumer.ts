@@ -46,7 +46,10 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
     const ch = await conn.createChannel();
     ch.on("error", (err: Error) => logger.warn({ err: err.message, consumer: opts.name }, "consumer channel error"));
     ch.on("close", () => {
-      if (active?.ch === ch) active = null;
+      // Only the live consumer's channel asks for a re-run; a channel that failed during the
+      // attachment is retried by the broker already (one retry, not two).
+      if (active?.ch !== ch) return;
+      active = null;
       if (!stopping) broker.reattach(attachment);
     });
     await ch.prefetch(opts.prefetch);
@@ -69,6 +72,8 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
       void work.finally(() => inHand.delete(work));
     });
     active = { ch, tag: consumerTag };
+    // stop() ran while this attachment was in progress: don't leave a live consumer behind.
+    if (stopping) await ch.close().catch(() => {});
   });
 
   return {

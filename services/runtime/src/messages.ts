@@ -65,6 +65,36 @@ export const StatusMessage = z.object({
 });
 export type StatusMessage = z.infer<typeof StatusMessage>;
 
+/**
+ * A dispatch message, unit by unit: one unit that fails its schema must not take the others
+ * down with it. Invalid units that can still be identified are returned so the leader can
+ * report them as permanent errors (otherwise they would sit in `dispatched` forever).
+ */
+const DispatchEnvelope = z.object({ v: z.literal(1), type: z.literal("dispatch"), units: z.array(z.unknown()).min(1).max(10_000) });
+const UnitRef = z.object({ unitId, attempt });
+
+export type ParsedDispatch =
+  | { ok: true; units: DispatchedUnit[]; invalid: { unitId: number; attempt: number; reason: string }[]; unidentified: number }
+  | { ok: false; reason: string };
+
+export function parseDispatch(body: Buffer): ParsedDispatch {
+  const envelope = parseMessage(DispatchEnvelope, body);
+  if (!envelope.ok) return envelope;
+  const result = { ok: true as const, units: [] as DispatchedUnit[], invalid: [] as { unitId: number; attempt: number; reason: string }[], unidentified: 0 };
+  for (const raw of envelope.value.units) {
+    const unit = DispatchedUnit.safeParse(raw);
+    if (unit.success) {
+      result.units.push(unit.data);
+      continue;
+    }
+    const ref = UnitRef.safeParse(raw);
+    const issue = unit.error.issues[0];
+    if (ref.success) result.invalid.push({ ...ref.data, reason: `${issue?.path.join(".") || "unit"}: ${issue?.message ?? "invalid"}` });
+    else result.unidentified++;
+  }
+  return result;
+}
+
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; reason: string };
 
 /** Decode a message body: JSON first, then the schema. Never throws. */

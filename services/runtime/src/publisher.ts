@@ -26,7 +26,8 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
     ch.on("error", (err: Error) => logger.warn({ err: err.message, publisher: name }, "publish channel error"));
     ch.on("return", (msg: Message) => returnHandlers.forEach((fn) => fn(msg)));
     ch.on("close", () => {
-      if (channel === ch) channel = null;
+      if (channel !== ch) return;
+      channel = null;
       broker.reattach(`publisher:${name}`);
     });
     channel = ch;

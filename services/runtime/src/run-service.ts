@@ -34,7 +34,8 @@ export async function runService<C extends ServiceBasics>(
     const running = await start(config, logger, lifecycle);
     lifecycle.onStop(service, () => running.stop());
   } catch (err) {
-    if (lifecycle.signal.aborted) await lifecycle.shutdown(0, "stopped during start");
+    // Interrupted by a signal while starting: the shutdown under way exits (0).
+    if (lifecycle.signal.aborted) return;
     logger.fatal({ err: (err as Error).message }, `cannot start the ${service}`);
     await lifecycle.shutdown(1, "start failed");
   }
