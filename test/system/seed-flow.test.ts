@@ -67,6 +67,9 @@ describe("the seed flow", () => {
     const outstanding = await s.stop();
 
     expect(final.counts.success + final.counts.error).toBe(100);
+    // Every attempt was dispatched once, and nothing needed the reconciler.
+    const attempts = await h.db.selectFrom("units").select((eb) => eb.fn.sum<number>("attempt").as("n")).executeTakeFirstOrThrow();
+    expect(final.publishes).toEqual({ dispatched: Number(attempts.n), republished: 0, unconfirmed: 0 });
     expect(final.counts.error).toBeLessThan(100);
     expect(Math.max(...outstanding)).toBeLessThanOrEqual(10);
     expect(Math.max(...outstanding)).toBe(10);

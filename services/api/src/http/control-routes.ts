@@ -29,6 +29,7 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
       leader: summary.leader,
       deadLetters: { waiting: deadLetters, rejectedByThisApi: stats.deadLettered },
       reports: { applied: stats.applied, ignored: stats.ignored },
+      publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures },
       broker: { connected: broker.connected, reconnects: broker.reconnects },
     });
   });
