@@ -11,7 +11,7 @@ export interface Dispatcher {
   /** Run a top-up now and wait for it (used by GET /go and tests). */
   topUp(): Promise<number>;
   /** Publish units that are already `dispatched` in the database (the reconciler's re-publish). */
-  publish(units: ClaimedUnit[]): Promise<boolean>;
+  publish(units: ClaimedUnit[]): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -34,7 +34,7 @@ export function createDispatcher(deps: {
   let stopped = false;
   let wakeTimer: NodeJS.Timeout | undefined;
 
-  async function publish(units: ClaimedUnit[]): Promise<boolean> {
+  async function publish(units: ClaimedUnit[]): Promise<void> {
     const sends: Promise<void>[] = [];
     for (let i = 0; i < units.length; i += UNITS_PER_MESSAGE) {
       const batch = units.slice(i, i + UNITS_PER_MESSAGE);
@@ -48,9 +48,7 @@ export function createDispatcher(deps: {
         { err: (failed[0] as PromiseRejectedResult).reason?.message, messages: failed.length },
         "outbox publish not confirmed; the reconciler will publish those units again",
       );
-      return false;
     }
-    return true;
   }
 
   async function runOnce(): Promise<number> {

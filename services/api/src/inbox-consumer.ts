@@ -91,7 +91,6 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
     for (let attempt = 1; !stopping.signal.aborted; attempt++) {
       try {
         const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader });
-        stats.inboxBatches++;
         stats.applied += result.applied;
         for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
         if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");

@@ -47,11 +47,8 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
       logger.warn({ units: expired.applied }, "attempts timed out in processing; recorded as errors");
     }
 
-    const ready = await broker
-      .withChannel((ch) => ch.checkQueue(broker.topology.box))
-      .then((q) => q.messageCount)
-      .catch(() => null);
-    if (ready === 0) {
+    const outbox = await broker.inspectQueue(broker.topology.box);
+    if (outbox?.exists && outbox.messages === 0) {
       const stale = await claimStaleDispatched(db, opts.dispatchTimeoutMs, opts.maxQueue);
       if (stale.length > 0) {
         logger.warn({ units: stale.length }, "re-publishing units whose dispatch was never acknowledged");
@@ -67,11 +64,8 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
     const stale = await staleQueued(db, opts.dispatchTimeoutMs, opts.maxQueue);
     const now = new Date();
     for (const kind of new Set(stale.map((u) => u.kind))) {
-      const waiting = await broker
-        .withChannel((ch) => ch.checkQueue(broker.topology.jobQueue(kind)))
-        .then((q) => q.messageCount)
-        .catch((err: unknown) => ((err as { code?: number }).code === 404 ? 0 : null));
-      if (waiting !== 0) continue;
+      // A deleted job queue holds no job either.
+      if ((await broker.inspectQueue(broker.topology.jobQueue(kind)))?.messages !== 0) continue;
       const lost = stale.filter((u) => u.kind === kind);
       const message = `job lost: queued for over ${opts.dispatchTimeoutMs} ms while ${broker.topology.jobQueue(kind)} had no job waiting (RTB_DISPATCH_TIMEOUT_MS)`;
       const result = await applyStatusUpdates(

@@ -6,7 +6,6 @@ export interface ApiStats {
   dispatched: number;
   republished: number;
   publishFailures: number;
-  inboxBatches: number;
 }
 
 export const createStats = (): ApiStats => ({
@@ -16,7 +15,6 @@ export const createStats = (): ApiStats => ({
   dispatched: 0,
   republished: 0,
   publishFailures: 0,
-  inboxBatches: 0,
 });
 
 export function countInto(target: Record<string, number>, key: string, n = 1): void {

@@ -22,9 +22,8 @@ export function startTracker(broker: Broker, logger: Logger, refreshMs: number):
     try {
       const next: Utilization["kinds"] = {};
       for (const kind of kinds) {
-        // A passive check of a queue that does not exist closes its channel: one channel each.
-        const q = await broker.withChannel((ch) => ch.checkQueue(broker.topology.jobQueue(kind))).catch(() => null);
-        if (q) next[kind] = { ready: q.messageCount, consumers: q.consumerCount };
+        const q = await broker.inspectQueue(broker.topology.jobQueue(kind));
+        if (q?.exists) next[kind] = { ready: q.messages, consumers: q.consumers };
       }
       current = { at: new Date().toISOString(), kinds: next };
     } catch (err) {

@@ -14,6 +14,12 @@ export class BrokerUnavailableError extends Error {
   override name = "BrokerUnavailableError";
 }
 
+export interface QueueState {
+  exists: boolean;
+  messages: number;
+  consumers: number;
+}
+
 export interface Broker {
   readonly topology: Topology;
   readonly connected: boolean;
@@ -22,8 +28,11 @@ export interface Broker {
   attach(name: string, fn: Attachment): Promise<void>;
   /** Re-run one attachment on the current connection (after its channel was closed by an error). */
   reattach(name: string): void;
-  /** A short-lived channel on the current connection, for passive checks (queue depth). */
-  withChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T>;
+  /**
+   * A passive look at a queue: ready messages and consumers. A queue that does not exist
+   * holds nothing (`exists: false`); null when the broker cannot be asked right now.
+   */
+  inspectQueue(queue: string): Promise<QueueState | null>;
   close(): Promise<void>;
 }
 
@@ -152,15 +161,19 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
     reattach(name) {
       if (current) scheduleReattach(name, current);
     },
-    async withChannel(fn) {
-      if (!current) throw new BrokerUnavailableError(`not connected to RabbitMQ at ${opts.hostLabel}`);
-      const ch = await current.createChannel();
-      // A passive check on a missing queue closes the channel with an error; don't let it escape.
-      ch.on("error", () => {});
+    async inspectQueue(queue) {
+      if (!current) return null;
+      let ch: Channel | undefined;
       try {
-        return await fn(ch);
+        // A short-lived channel: a passive check on a missing queue closes it with a 404.
+        ch = await current.createChannel();
+        ch.on("error", () => {});
+        const q = await ch.checkQueue(queue);
+        return { exists: true, messages: q.messageCount, consumers: q.consumerCount };
+      } catch (err) {
+        return (err as { code?: number }).code === 404 ? { exists: false, messages: 0, consumers: 0 } : null;
       } finally {
-        await ch.close().catch(() => {});
+        await ch?.close().catch(() => {});
       }
     },
     async close() {

@@ -13,10 +13,7 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   app.get("/", async (c) => {
     const [summary, deadLetters] = await Promise.all([
       summarize(db),
-      broker
-        .withChannel((ch) => ch.checkQueue(broker.topology.dead))
-        .then((q) => q.messageCount)
-        .catch(() => null),
+      broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)),
     ]);
     return c.json({
       counts: summary.counts,
