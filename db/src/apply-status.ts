@@ -6,7 +6,16 @@ export interface ApplyOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   /** The leader's latest view of the job tracker, stored with the batch. */
-  leader?: { id: string; utilization: unknown; at: Date };
+  leader?: { id: string; utilization: unknown; at: Date; firstAt?: Date };
+  /** Senders of the batch's messages (heartbeats included), recorded as seen now. */
+  instances?: readonly ServiceInstanceReport[];
+}
+
+export interface ServiceInstanceReport {
+  service: "api" | "leader" | "agent";
+  id: string;
+  startedAt: Date;
+  deadLettered: number;
 }
 
 export interface ApplyResult {
@@ -61,6 +70,10 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
         WHERE u.id = c.id`.execute(trx);
       await insertEvents(trx, plan.applied);
     }
+    const touched = plan.touched.filter((id) => !plan.outcomes.has(id));
+    if (touched.length > 0) {
+      await sql`UPDATE units SET updated_at = now() WHERE id = ANY(${sql.val(touched)}::bigint[]) AND status = 'processing'`.execute(trx);
+    }
 
     if (opts.leader) {
       await trx
@@ -69,12 +82,16 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           leader_id: opts.leader.id,
           leader_utilization: JSON.stringify(opts.leader.utilization),
           leader_reported_at: opts.leader.at,
+          // A different leader than last time took over the outbox (failover or restart).
+          leader_since: sql`CASE WHEN leader_id IS DISTINCT FROM ${opts.leader.id} THEN ${opts.leader.firstAt ?? opts.leader.at}::timestamptz ELSE leader_since END`,
         })
         .where("id", "=", true)
         // A redelivered old report must not replace a newer one.
         .where((eb) => eb.or([eb("leader_reported_at", "is", null), eb("leader_reported_at", "<=", opts.leader!.at)]))
         .execute();
     }
+
+    if (opts.instances?.length) await recordInstances(trx, opts.instances);
 
     const ignored: ApplyResult["ignored"] = {};
     for (const { reason } of plan.ignored) ignored[reason] = (ignored[reason] ?? 0) + 1;
@@ -111,4 +128,30 @@ export async function insertEvents(db: Db, events: readonly NewEvent[]): Promise
       ${sql.val(events.map((e) => e.source))}::text[],
       ${sql.val(events.map((e) => (e.detail ? JSON.stringify(e.detail) : null)))}::jsonb[]
     )`.execute(db);
+}
+
+/**
+ * Upsert the service instances seen in a batch: last_seen is the api's clock (not the
+ * sender's), and counters only grow, so a redelivered old heartbeat changes nothing.
+ */
+export async function recordInstances(db: Db, instances: readonly ServiceInstanceReport[]): Promise<void> {
+  // One row per instance, in key order (concurrent api replicas lock rows in the same order).
+  const byKey = new Map<string, ServiceInstanceReport>();
+  for (const i of instances) {
+    const key = `${i.service}\u0000${i.id}\u0000${i.startedAt.toISOString()}`;
+    const seen = byKey.get(key);
+    if (!seen || i.deadLettered > seen.deadLettered) byKey.set(key, i);
+  }
+  const rows = [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
+  await sql`
+    INSERT INTO service_instances (service, id, started_at, last_seen, dead_lettered)
+    SELECT s, i, st, now(), d FROM unnest(
+      ${sql.val(rows.map((r) => r.service))}::text[],
+      ${sql.val(rows.map((r) => r.id))}::text[],
+      ${sql.val(rows.map((r) => r.startedAt))}::timestamptz[],
+      ${sql.val(rows.map((r) => r.deadLettered))}::bigint[]
+    ) AS x(s, i, st, d)
+    ON CONFLICT (service, id, started_at) DO UPDATE SET
+      last_seen = GREATEST(service_instances.last_seen, EXCLUDED.last_seen),
+      dead_lettered = GREATEST(service_instances.dead_lettered, EXCLUDED.dead_lettered)`.execute(db);
 }

@@ -104,3 +104,17 @@ export function isDataError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" && code.startsWith("22");
 }
+
+/**
+ * The database cannot be reached right now (refused, reset, shutting down, starting up, a
+ * connection exception): worth retrying later, and an HTTP 503 rather than a 500.
+ */
+export function isUnavailableError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === "string" ? e.code : "";
+  if (["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EPIPE"].includes(code)) return true;
+  // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot connect now.
+  if (code.startsWith("08") || ["57P01", "57P02", "57P03"].includes(code)) return true;
+  const message = typeof e?.message === "string" ? e.message : "";
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(message);
+}

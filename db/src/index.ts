@@ -10,3 +10,4 @@ export * from "./reconcile.ts";
 export * from "./seed.ts";
 export * from "./control.ts";
 export * from "./units.ts";
+export * from "./instances.ts";

@@ -55,8 +55,20 @@ export interface ControlTable {
   leader_id: string | null;
   leader_utilization: Json | null;
   leader_reported_at: Timestamp | null;
+  /** When leader_id first reported after a different leader (or none). */
+  leader_since: Timestamp | null;
   /** Counter behind unit_groups.last_served; advanced by every top-up. */
   served_seq: Generated<number>;
+}
+
+/** A leader, agent or api process lifetime, as last seen by an api. */
+export interface ServiceInstancesTable {
+  service: "api" | "leader" | "agent";
+  id: string;
+  started_at: Timestamp;
+  last_seen: Timestamp;
+  /** Messages this instance dead-lettered (its own running count). */
+  dead_lettered: number;
 }
 
 export interface Database {
@@ -64,6 +76,7 @@ export interface Database {
   unit_events: UnitEventsTable;
   unit_groups: UnitGroupsTable;
   control: ControlTable;
+  service_instances: ServiceInstancesTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

@@ -20,6 +20,14 @@ describe("status transitions", () => {
     expect(p.ignored.map((i) => i.reason)).toEqual(["not_forward"]);
   });
 
+  it("a second `processing` for the running attempt (a redelivered job) restarts its timeout, with no new event", () => {
+    const p = plan(unit({ status: "processing" }), [report({ status: "processing", source: "agent:b" })]);
+    expect(p.applied).toHaveLength(0);
+    expect(p.touched).toEqual([1]);
+    expect(plan(unit({ status: "processing", attempt: 2 }), [report({ status: "processing" })]).touched).toEqual([]);
+    expect(plan(unit({ status: "queued" }), [report({ status: "queued" })]).touched).toEqual([]);
+  });
+
   it("ignores a report of an earlier attempt (stale)", () => {
     const p = plan(unit({ attempt: 2 }), [report({ attempt: 1, status: "success" })]);
     expect(p.applied).toHaveLength(0);

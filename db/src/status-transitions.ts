@@ -55,6 +55,12 @@ export interface Plan {
   ignored: { update: ReportedUpdate; reason: IgnoreReason }[];
   /** New row values per unit that changed. */
   outcomes: Map<number, UnitOutcome>;
+  /**
+   * Units whose current attempt was reported `processing` again (a job redelivered to another
+   * agent after the first one died): no new event, but the processing timeout starts over,
+   * so the reconciler does not expire the new run on the dead agent's clock.
+   */
+  touched: number[];
 }
 
 /** Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped. */
@@ -67,7 +73,7 @@ export function planTransitions(
   updates: readonly ReportedUpdate[],
   opts: { now: Date; retryBaseMs: number; retryMaxMs: number },
 ): Plan {
-  const plan: Plan = { applied: [], ignored: [], outcomes: new Map() };
+  const plan: Plan = { applied: [], ignored: [], outcomes: new Map(), touched: [] };
   const state = new Map<number, UnitState>();
   // Within a batch, lower ranks first, so that `processing` and `success` delivered together
   // (or reordered by a redelivery) both reach the timeline. Stable, so equal ranks keep order.
@@ -88,6 +94,7 @@ export function planTransitions(
       continue;
     }
     if (RANK[u.status] <= RANK[current.status as RankedStatus]) {
+      if (u.status === "processing" && current.status === "processing") plan.touched.push(u.unitId);
       plan.ignored.push({ update: u, reason: "not_forward" });
       continue;
     }

@@ -64,7 +64,7 @@ export interface Summary {
   outstanding: number;
   dispatching: boolean;
   dispatchingSince: Date | null;
-  leader: { id: string; utilization: unknown; reportedAt: Date } | null;
+  leader: { id: string; activeSince: Date | null; utilization: unknown; reportedAt: Date } | null;
 }
 
 /** Counts per status and the shared control state. (A full count: fine for a backlog of thousands.) */
@@ -83,7 +83,7 @@ export async function summarize(db: Db): Promise<Summary> {
     dispatchingSince: control.dispatching_changed_at,
     leader:
       control.leader_id && control.leader_reported_at
-        ? { id: control.leader_id, utilization: control.leader_utilization, reportedAt: control.leader_reported_at }
+        ? { id: control.leader_id, activeSince: control.leader_since, utilization: control.leader_utilization, reportedAt: control.leader_reported_at }
         : null,
   };
 }

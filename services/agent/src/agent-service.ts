@@ -1,4 +1,4 @@
-import { connectBrokerFromConfig, createPublisher, defaultInstanceId, type BrokerSettings, type Logger } from "@rtb/runtime";
+import { budget, within, connectBrokerFromConfig, createPublisher, defaultInstanceId, startHeartbeat, type BrokerSettings, type Heartbeat, type Logger } from "@rtb/runtime";
 import type { Handler } from "./handler.ts";
 import { startWorker, type AgentStats } from "./worker.ts";
 
@@ -8,6 +8,8 @@ export interface AgentSettings extends BrokerSettings {
   RTB_AGENT_CONCURRENCY: number;
   RTB_AGENT_TIMEOUT_MS: number;
   RTB_SHUTDOWN_TIMEOUT_MS: number;
+  /** Default 5000. */
+  RTB_HEARTBEAT_MS?: number;
 }
 
 export interface AgentService {
@@ -25,20 +27,22 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   const log = logger.child({ agentId: id });
   const broker = await connectBrokerFromConfig(config, log);
   const stats: AgentStats = { succeeded: 0, failed: 0, inFlight: 0, deadLettered: 0 };
-  let publisher, worker;
+  let publisher, worker, heartbeat: Heartbeat | undefined;
   try {
     publisher = await createPublisher(broker, "agent", log);
+    heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
     worker = await startWorker({
       broker,
       publisher,
       logger: log,
-      agentId: id,
+      heartbeat,
       handlers,
       concurrency: config.RTB_AGENT_CONCURRENCY,
       timeoutMs: config.RTB_AGENT_TIMEOUT_MS,
       stats,
     });
   } catch (err) {
+    heartbeat?.stop();
     await broker.close();
     throw err;
   }
@@ -47,9 +51,12 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
     id,
     stats,
     async stop() {
-      await worker.stop(config.RTB_SHUTDOWN_TIMEOUT_MS);
-      await publisher.drain();
-      await broker.close();
+      const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
+      // Jobs in hand finish (or are handed back); then confirms and the connection.
+      await worker.stop(left(1_000));
+      heartbeat.stop();
+      await within(publisher.drain(), left(500));
+      await within(broker.close(), left());
     },
   };
 }

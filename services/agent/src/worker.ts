@@ -8,6 +8,7 @@ import {
   type Broker,
   type Consumer,
   type Delivery,
+  type Heartbeat,
   type Logger,
   type Publisher,
   type StatusUpdate,
@@ -25,7 +26,7 @@ export interface WorkerOptions {
   broker: Broker;
   publisher: Publisher;
   logger: Logger;
-  agentId: string;
+  heartbeat: Heartbeat;
   handlers: ReadonlyMap<string, Handler>;
   /** Jobs in hand per kind (the consumer's prefetch). */
   concurrency: number;
@@ -61,7 +62,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     await opts.publisher.publish(
       "",
       broker.topology.inbox,
-      encodeMessage({ v: 1, type: "status", source: { service: "agent", id: opts.agentId }, updates: [update] }),
+      encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update], counters: opts.heartbeat.counters() }),
     );
   }
 
@@ -69,6 +70,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     const parsed = parseMessage(JobMessage, d.msg.content);
     if (!parsed.ok) {
       opts.stats.deadLettered++;
+      opts.heartbeat.deadLettered();
       logger.warn({ reason: parsed.reason }, "dead-lettering an invalid job message");
       d.deadLetter();
       return;
@@ -125,7 +127,8 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     async stop(deadlineMs) {
       // Stop intake and let jobs in hand finish until the deadline; then abort the handlers
       // (their jobs are handed back) and close the channels.
-      const abortTimer = setTimeout(() => shutdown.abort(), Math.max(0, deadlineMs - 1_000));
+      // The last fifth of the time is for reporting and handing back what was cut short.
+      const abortTimer = setTimeout(() => shutdown.abort(), Math.floor(deadlineMs * 0.8));
       await Promise.all(consumers.map((c) => c.stop(deadlineMs)));
       clearTimeout(abortTimer);
     },

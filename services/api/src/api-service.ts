@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { connectBrokerFromConfig, createPublisher, type Broker, type Consumer, type Logger } from "@rtb/runtime";
+import { budget, connectBrokerFromConfig, createPublisher, defaultInstanceId, within, type Broker, type Consumer, type Logger } from "@rtb/runtime";
 import type { Hono } from "hono";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -28,12 +28,17 @@ export interface ApiService {
  */
 export async function startApiService(config: ApiConfig, logger: Logger, opts: { listen?: boolean; signal?: AbortSignal } = {}): Promise<ApiService> {
   const database = createDb(config, logger);
-  const stops: (() => Promise<void>)[] = [async () => database.close()];
+  const apiId = config.RTB_API_ID ?? defaultInstanceId("api");
+  const startedAt = new Date();
+  // Stop steps get the time left (RTB_SHUTDOWN_TIMEOUT_MS); none may wait longer than that.
+  type Left = (reserveMs?: number) => number;
+  const stops: ((left: Left) => Promise<unknown>)[] = [async (left) => within(database.close(), left())];
   let stopping: Promise<void> | undefined;
   // Reverse start order; a second call waits for the first.
   const stop = () =>
     (stopping ??= (async () => {
-      for (const fn of [...stops].reverse()) await fn().catch((err: unknown) => logger.warn({ err }, "stop step failed"));
+      const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
+      for (const fn of [...stops].reverse()) await fn(left).catch((err: unknown) => logger.warn({ err }, "stop step failed"));
     })());
   try {
     await waitForDatabase(database, config, logger, { deadlineMs: config.RTB_CONNECT_TIMEOUT_MS, signal: opts.signal });
@@ -44,13 +49,13 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
 
     const broker = await connectBrokerFromConfig(config, logger);
     const topology = broker.topology;
-    stops.push(() => broker.close());
+    stops.push((left) => within(broker.close(), left()));
 
     const stats = createStats();
     const publisher = await createPublisher(broker, "outbox", logger);
-    stops.push(() => publisher.drain());
+    stops.push((left) => within(publisher.drain(), left()));
     const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, stats, logger });
-    stops.push(() => dispatcher.stop());
+    stops.push((left) => within(dispatcher.stop(), left(500)));
 
     const inbox: Consumer = await startInboxConsumer({
       db: database.db,
@@ -63,7 +68,8 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
       onFreed: () => dispatcher.trigger("inbox batch"),
     });
-    stops.push(() => inbox.stop(config.RTB_SHUTDOWN_TIMEOUT_MS));
+    // Most of the budget: the batch in hand is applied and acked, or handed back.
+    stops.push((left) => inbox.stop(left(1_500)));
 
     const reconciler = startReconciler({
       db: database.db,
@@ -77,15 +83,16 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
+      self: () => ({ service: "api", id: apiId, startedAt, deadLettered: Object.values(stats.deadLettered).reduce((a, b) => a + b, 0) }),
     });
-    stops.push(() => reconciler.stop());
+    stops.push((left) => within(reconciler.stop(), left(2_000)));
 
     const app = createApp({ db: database.db, broker, dispatcher, stats, logger, maxQueue: config.RTB_BROADCAST_MAX_QUEUE });
     let address: ApiService["address"] = null;
     if (opts.listen) {
       const server = await listen(app, config.RTB_API_HOST.host, config.RTB_API_HOST.port);
       address = { host: config.RTB_API_HOST.host, port: (server.address() as { port: number }).port };
-      stops.push(() => closeServer(server));
+      stops.push((left) => within(closeServer(server), left(2_000)));
       logger.info({ url: `http://${address.host === "0.0.0.0" ? "localhost" : address.host}:${address.port}/` }, "api listening");
     }
     // Dispatching may already be on (it survives restarts): resume.

@@ -8,6 +8,7 @@ export const apiConfigSchema = z.object({
   ...brokerConfig,
   ...logConfig,
   RTB_API_HOST: hostPort("0.0.0.0:8080", 8080),
+  RTB_API_ID: z.string().min(1).max(200).optional(),
   RTB_BROADCAST_MAX_QUEUE: int(50, { min: 1, max: 100_000 }),
   RTB_SEED_UNITS: int(100, { min: 0, max: 10_000_000 }),
   RTB_MAX_ATTEMPTS: int(3, { min: 1, max: 1000 }),

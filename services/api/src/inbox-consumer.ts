@@ -1,4 +1,4 @@
-import { applyStatusUpdates, isDataError, type Db, type ReportedUpdate } from "@rtb/db";
+import { applyStatusUpdates, isDataError, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
 import { parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
 import { countInto, type ApiStats } from "./stats.ts";
 
@@ -22,21 +22,35 @@ interface Pending {
   done: () => void;
 }
 
-/** Flatten a batch into reports (source stamped) and the newest leader utilization in it. */
+/** Flatten a batch into reports (source stamped), the newest leader utilization and the senders. */
 function collect(batch: Pending[]) {
   const updates: ReportedUpdate[] = [];
-  let leader: { id: string; utilization: unknown; at: Date } | undefined;
+  const instances: ServiceInstanceReport[] = [];
+  let leader: { id: string; utilization: unknown; at: Date; firstAt: Date } | undefined;
+  const firstReport = new Map<string, Date>();
   for (const { message } of batch) {
     const source = `${message.source.service}:${message.source.id}`;
+    if (message.source.startedAt) {
+      instances.push({
+        service: message.source.service,
+        id: message.source.id,
+        startedAt: new Date(message.source.startedAt),
+        deadLettered: message.counters?.deadLettered ?? 0,
+      });
+    }
     for (const u of message.updates) {
       updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error: u.error });
     }
     if (message.source.service === "leader" && message.utilization) {
       const at = new Date(message.utilization.at);
-      if (!leader || at >= leader.at) leader = { id: message.source.id, utilization: message.utilization, at };
+      const first = firstReport.get(message.source.id);
+      if (!first || at < first) firstReport.set(message.source.id, at);
+      if (!leader || at >= leader.at) leader = { id: message.source.id, utilization: message.utilization, at, firstAt: at };
     }
   }
-  return { updates, leader };
+  // A leader that takes over has been active since its earliest report in the batch.
+  if (leader) leader.firstAt = firstReport.get(leader.id) ?? leader.at;
+  return { updates, leader, instances };
 }
 
 /**
@@ -87,10 +101,10 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
 
   /** Apply in one transaction and ack; retry other failures (database down) with backoff. */
   async function applyRetrying(batch: Pending[]): Promise<"applied" | "data_error" | "stopped"> {
-    const { updates, leader } = collect(batch);
+    const { updates, leader, instances } = collect(batch);
     for (let attempt = 1; !stopping.signal.aborted; attempt++) {
       try {
-        const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader });
+        const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances });
         stats.applied += result.applied;
         for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
         if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");

@@ -1,5 +1,5 @@
 import { schedule, type ScheduledTask } from "node-cron";
-import { applyStatusUpdates, claimStaleDispatched, expireProcessing, staleQueued, type Db } from "@rtb/db";
+import { applyStatusUpdates, claimStaleDispatched, expireProcessing, recordInstances, staleQueued, type Db, type ServiceInstanceReport } from "@rtb/db";
 import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { ApiStats } from "./stats.ts";
@@ -16,6 +16,8 @@ export interface ReconcilerOptions {
   processingTimeoutMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** This api instance, recorded as seen on every pass (GET / lists the replicas alive). */
+  self: () => ServiceInstanceReport;
 }
 
 export interface Reconciler {
@@ -35,12 +37,14 @@ export interface Reconciler {
  *    the attempt is recorded as a retryable error. While jobs wait (agents busy or absent),
  *    nothing is touched;
  * 4. a top-up, which also releases retries whose backoff has ended.
+ * Each pass also records this api as alive (service_instances), with its dead-letter count.
  */
 export function startReconciler(opts: ReconcilerOptions): Reconciler {
   const { db, broker, dispatcher, stats, logger } = opts;
   let current: Promise<void> | null = null;
 
   async function pass() {
+    await recordInstances(db, [opts.self()]);
     const applyOpts = { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs };
     const expired = await expireProcessing(db, opts.processingTimeoutMs, applyOpts);
     if (expired.applied > 0) {

@@ -122,3 +122,39 @@ describe("the leader's reports", () => {
     expect((await getUnit(api, 7)).status).toBe("queued");
   });
 });
+
+describe("who is alive", () => {
+  it("a different leader's first report moves activeSince; the same leader's later reports keep it", async () => {
+    const report = (id: string, at: Date) =>
+      statusMessage([], { service: "leader", id }, { utilization: { at: at.toISOString(), kinds: {} } });
+    const t0 = new Date(Date.now() + 1_000);
+    await send(report("leader-a", t0), report("leader-a", new Date(t0.getTime() + 1_000)));
+    await waitFor("leader-a's second report", async () => (await call(api, "/")).body.leader?.reportedAt === new Date(t0.getTime() + 1_000).toISOString());
+    expect((await call(api, "/")).body.leader).toMatchObject({ id: "leader-a", activeSince: t0.toISOString() });
+
+    const t1 = new Date(t0.getTime() + 5_000);
+    await send(report("leader-b", t1), report("leader-a", new Date(t0.getTime() + 2_000)));
+    await waitFor("the standby to be shown active", async () => (await call(api, "/")).body.leader?.id === "leader-b");
+    await new Promise((r) => setTimeout(r, 200));
+    // The old leader's late report (older than leader-b's) does not take the place back.
+    expect((await call(api, "/")).body.leader).toMatchObject({ id: "leader-b", activeSince: t1.toISOString(), reportedAt: t1.toISOString() });
+  });
+
+  it("heartbeats list the leaders and agents seen recently, and sum their dead letters per service across restarts", async () => {
+    const beat = (service: string, id: string, startedAt: string, deadLettered: number) =>
+      statusMessage([], { service, id, startedAt } as never, { counters: { deadLettered } });
+    await send(
+      beat("agent", "agent-9", "2026-01-01T00:00:00.000Z", 2),
+      beat("agent", "agent-9", "2026-01-01T00:00:00.000Z", 1), // redelivered older heartbeat: totals never go down
+      beat("agent", "agent-9", "2026-01-02T00:00:00.000Z", 3), // the same agent after a restart
+      beat("leader", "leader-9", "2026-01-01T00:00:00.000Z", 4),
+    );
+    const body = await waitFor("GET / to list the agent's two lifetimes", async () => {
+      const b = (await call(api, "/")).body;
+      return b.services.agents.filter((a: { id: string }) => a.id === "agent-9").length === 2 && b.services.leaders.length > 0 ? b : null;
+    });
+    expect(body.services.agents.filter((a: { id: string }) => a.id === "agent-9").map((a: { deadLettered: number }) => a.deadLettered)).toEqual([3, 2]);
+    expect(body.services.leaders).toContainEqual(expect.objectContaining({ id: "leader-9", deadLettered: 4 }));
+    expect(body.deadLetters.byService).toMatchObject({ agent: 5, leader: 4 });
+  });
+});

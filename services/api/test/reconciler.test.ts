@@ -156,6 +156,31 @@ describe("an attempt stuck in processing", () => {
   });
 });
 
+describe("a job redelivered to another agent", () => {
+  const ctx = setup({ RTB_PROCESSING_TIMEOUT_MS: "1500" });
+
+  it("restarts the processing timeout with the new agent's report, so its run is not expired on the dead agent's clock", async () => {
+    const api = await ctx.start();
+    await call(api, "/go");
+    await publishRaw(conn, ctx.place.topology.inbox, statusMessage([{ unitId: 1, attempt: 1, status: "processing" }], { service: "agent", id: "dies" }));
+    await waitFor("unit 1 to be processing", async () => (await getUnit(api, 1)).status === "processing");
+    // Most of the timeout passes on the first agent, which then dies; the job goes to another.
+    await waitFor("1 s in processing", async () => (await olderThan(ctx.db, "processing", "updated_at", 1_000)) === 1, 5_000);
+    await publishRaw(conn, ctx.place.topology.inbox, statusMessage([{ unitId: 1, attempt: 1, status: "processing" }], { service: "agent", id: "takes-over" }));
+    await waitFor("the timeout to restart", async () => (await olderThan(ctx.db, "processing", "updated_at", 1_000)) === 0);
+    await new Promise((r) => setTimeout(r, 600)); // past the first agent's deadline
+    await api.reconciler.tick();
+    const unit = await getUnit(api, 1);
+    expect(unit.status).toBe("processing");
+    expect(eventStatuses(unit)).toEqual(["dispatched", "processing"]);
+
+    // A new agent that then hangs is still caught once its own timeout has passed.
+    await waitFor("the new run's timeout to pass", async () => (await olderThan(ctx.db, "processing", "updated_at", 1_500)) === 1, 5_000);
+    await api.reconciler.tick();
+    expect(eventStatuses(await getUnit(api, 1))).toEqual(["dispatched", "processing", "error"]);
+  });
+});
+
 describe("a queued unit whose job was lost", () => {
   const ctx = setup({ RTB_BROADCAST_MAX_QUEUE: "3", RTB_DISPATCH_TIMEOUT_MS: "100" });
 

@@ -1,4 +1,4 @@
-import { connectBrokerFromConfig, createPublisher, defaultInstanceId, type Logger } from "@rtb/runtime";
+import { budget, within, connectBrokerFromConfig, createPublisher, defaultInstanceId, startHeartbeat, type Heartbeat, type Logger } from "@rtb/runtime";
 import type { LeaderConfig } from "./config.ts";
 import { startRouter, type LeaderStats } from "./router.ts";
 import { startTracker } from "./tracker.ts";
@@ -15,11 +15,13 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
   const topology = broker.topology;
   const tracker = startTracker(broker, logger, config.RTB_TRACKER_REFRESH_MS);
   const stats: LeaderStats = { routed: 0, unroutable: 0, deadLettered: 0 };
-  let publisher, router;
+  let publisher, router, heartbeat: Heartbeat | undefined;
   try {
     publisher = await createPublisher(broker, "leader", logger);
-    router = await startRouter({ broker, publisher, tracker, logger, leaderId: id, prefetch: config.RTB_LEADER_PREFETCH, stats });
+    heartbeat = startHeartbeat({ service: "leader", id, publisher, topology, everyMs: config.RTB_HEARTBEAT_MS, logger });
+    router = await startRouter({ broker, publisher, tracker, heartbeat, logger, prefetch: config.RTB_LEADER_PREFETCH, stats });
   } catch (err) {
+    heartbeat?.stop();
     tracker.stop();
     await broker.close();
     throw err;
@@ -29,10 +31,13 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
     id,
     stats,
     async stop() {
-      await router.stop(config.RTB_SHUTDOWN_TIMEOUT_MS);
+      const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
+      // Messages in hand are routed and acked, or handed back; then confirms and the connection.
+      await router.stop(left(1_000));
+      heartbeat.stop();
       tracker.stop();
-      await publisher.drain();
-      await broker.close();
+      await within(publisher.drain(), left(500));
+      await within(broker.close(), left());
     },
   };
 }

@@ -5,6 +5,7 @@ import {
   startConsumer,
   type Broker,
   type Consumer,
+  type Heartbeat,
   type Logger,
   type Publisher,
   type StatusUpdate,
@@ -28,14 +29,17 @@ export async function startRouter(deps: {
   broker: Broker;
   publisher: Publisher;
   tracker: Tracker;
+  heartbeat: Heartbeat;
   logger: Logger;
-  leaderId: string;
   prefetch: number;
   stats: LeaderStats;
 }): Promise<Consumer> {
-  const { broker, publisher, tracker, logger, stats } = deps;
+  const { broker, publisher, tracker, heartbeat, logger, stats } = deps;
   const t = broker.topology;
   const returned = new Set<string>();
+  // Message ids are unique per delivery, so two deliveries of the same unit (a duplicate
+  // after a fault) never see each other's returns.
+  let deliveries = 0;
   publisher.onReturn((msg) => {
     if (typeof msg.properties.messageId === "string") returned.add(msg.properties.messageId);
   });
@@ -50,16 +54,19 @@ export async function startRouter(deps: {
       const parsed = parseDispatch(d.msg.content);
       if (!parsed.ok) {
         stats.deadLettered++;
+        heartbeat.deadLettered();
         logger.warn({ reason: parsed.reason, queue: t.box }, "dead-lettering an invalid dispatch message");
         d.deadLetter();
         return;
       }
       if (parsed.unidentified > 0) {
         stats.deadLettered += parsed.unidentified;
+        heartbeat.deadLettered(parsed.unidentified);
         logger.warn({ units: parsed.unidentified }, "dropping dispatched units without a valid unitId/attempt");
       }
       const units = parsed.units;
-      const ids = units.map((u) => `${u.unitId}:${u.attempt}`);
+      const delivery = ++deliveries;
+      const ids = units.map((u) => `${delivery}:${u.unitId}:${u.attempt}`);
       try {
         // The broker sends basic.return before the confirm of the same message, so once
         // every confirm is in, `returned` knows exactly which jobs found no queue.
@@ -98,7 +105,7 @@ export async function startRouter(deps: {
           await publisher.publish(
             "",
             t.inbox,
-            encodeMessage({ v: 1, type: "status", source: { service: "leader", id: deps.leaderId }, updates: reports, utilization: tracker.snapshot() }),
+            encodeMessage({ v: 1, type: "status", source: heartbeat.source, updates: reports, utilization: tracker.snapshot(), counters: heartbeat.counters() }),
           );
         }
         const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;

@@ -1,6 +1,7 @@
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Logger } from "pino";
 import type { Broker } from "./broker.ts";
+import { within } from "./shutdown.ts";
 
 /** One delivery, with the settle operations bound to the channel it arrived on. */
 export interface Delivery {
@@ -37,9 +38,18 @@ export interface ConsumerOptions {
 export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
   const { broker, logger } = opts;
   const attachment = `consumer:${opts.name}`;
-  const inHand = new Set<Promise<void>>();
+  /** Deliveries being handled, per channel they arrived on (each must be settled there). */
+  const inHand = new Map<Channel, Set<Promise<void>>>();
   let stopping = false;
   let active: { ch: Channel; tag: string } | null = null;
+
+  const allInHand = () => [...inHand.values()].flatMap((s) => [...s]);
+
+  /** Close `ch` once every delivery taken on it is settled (acks must go out on it). */
+  async function retire(ch: Channel) {
+    await Promise.allSettled([...(inHand.get(ch) ?? [])]);
+    await ch.close().catch(() => {});
+  }
 
   await broker.attach(attachment, async (conn) => {
     if (stopping) return;
@@ -56,9 +66,13 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
     if (opts.prepare) await opts.prepare(ch);
     const { consumerTag } = await ch.consume(opts.queue, (msg) => {
       if (msg === null) {
-        // The broker cancelled us (queue deleted, or a failover): consume again on a new channel.
+        // The broker cancelled us (queue deleted, a quorum leader moved): subscribe again on a
+        // new channel at once, and close this one only when the deliveries in hand are settled,
+        // so work that is running is not redelivered to someone else meanwhile.
         logger.warn({ queue: opts.queue }, "consumer cancelled by the broker; re-subscribing");
-        void ch.close().catch(() => {});
+        if (active?.ch === ch) active = null;
+        if (!stopping) broker.reattach(attachment);
+        void retire(ch);
         return;
       }
       const d = bindDelivery(ch, msg);
@@ -68,8 +82,13 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
           logger.error({ err, queue: opts.queue }, "delivery handler failed; requeueing");
           d.requeue();
         });
-      inHand.add(work);
-      void work.finally(() => inHand.delete(work));
+      let mine = inHand.get(ch);
+      if (!mine) inHand.set(ch, (mine = new Set()));
+      mine.add(work);
+      void work.finally(() => {
+        mine.delete(work);
+        if (mine.size === 0 && inHand.get(ch) === mine && active?.ch !== ch) inHand.delete(ch);
+      });
     });
     active = { ch, tag: consumerTag };
     // stop() ran while this attachment was in progress: don't leave a live consumer behind.
@@ -78,17 +97,15 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
 
   return {
     async stop(deadlineMs) {
+      const deadline = Date.now() + deadlineMs;
       stopping = true;
       const a = active;
-      if (a) await a.ch.cancel(a.tag).catch(() => {});
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        Promise.allSettled([...inHand]),
-        new Promise((resolve) => (timer = setTimeout(resolve, deadlineMs))),
-      ]);
-      clearTimeout(timer);
-      // Closing the channel hands anything still unacked back to the queue.
-      if (a) await a.ch.close().catch(() => {});
+      // Every step is bounded: a blocked broker must not hold the shutdown past its deadline.
+      if (a) await within(a.ch.cancel(a.tag), deadlineMs);
+      await within(Promise.allSettled(allInHand()), deadline - Date.now());
+      // Closing the channels hands anything still unacked back to the queue.
+      const channels = new Set([...inHand.keys(), ...(a ? [a.ch] : [])]);
+      await within(Promise.allSettled([...channels].map((ch) => ch.close())), 1_000);
     },
   };
 }

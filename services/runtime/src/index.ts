@@ -10,3 +10,4 @@ export * from "./consumer.ts";
 export * from "./shutdown.ts";
 export * from "./identity.ts";
 export * from "./run-service.ts";
+export * from "./heartbeat.ts";

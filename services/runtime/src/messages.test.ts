@@ -29,6 +29,11 @@ describe("message contracts", () => {
     expect(badStatus).toMatchObject({ ok: false, reason: expect.stringContaining("updates.0.status") });
     const badId = parseMessage(StatusMessage, buf({ ...base, updates: [{ ...base.updates[0], unitId: -3 }] }));
     expect(badId).toMatchObject({ ok: false, reason: expect.stringContaining("updates.0.unitId") });
-    expect(parseMessage(StatusMessage, buf({ ...base, updates: [] })).ok).toBe(false);
+    expect(parseMessage(StatusMessage, buf({ ...base, counters: { deadLettered: -1 } }))).toMatchObject({ ok: false, reason: expect.stringContaining("counters.deadLettered") });
+  });
+
+  it("accepts a heartbeat: no updates, the sender's lifetime and its counters", () => {
+    const beat = { v: 1, type: "status", source: { service: "agent", id: "a", startedAt: "2026-01-01T00:00:00Z" }, updates: [], counters: { deadLettered: 2 } };
+    expect(parseMessage(StatusMessage, buf(beat))).toEqual({ ok: true, value: beat });
   });
 });

@@ -55,13 +55,26 @@ export const Utilization = z.object({
 });
 export type Utilization = z.infer<typeof Utilization>;
 
-/** leader, agents -> inbox -> api */
+/** Who sent a status message: `startedAt` tells one process lifetime from the next. */
+export const Source = z.object({
+  service: z.enum(["leader", "agent", "api"]),
+  id: z.string().min(1).max(200),
+  startedAt: z.iso.datetime({ offset: true }).optional(),
+});
+export type Source = z.infer<typeof Source>;
+
+/**
+ * leader, agents -> inbox -> api. With no updates it is a heartbeat: the sender is alive,
+ * and its running counters are current (they are stored per process lifetime).
+ */
 export const StatusMessage = z.object({
   v: z.literal(1),
   type: z.literal("status"),
-  source: z.object({ service: z.enum(["leader", "agent", "api"]), id: z.string().min(1).max(200) }),
-  updates: z.array(StatusUpdate).min(1).max(10_000),
+  source: Source,
+  updates: z.array(StatusUpdate).max(10_000),
+  /** Only on the active leader's routing reports, never on heartbeats. */
   utilization: Utilization.optional(),
+  counters: z.object({ deadLettered: z.number().int().min(0) }).optional(),
 });
 export type StatusMessage = z.infer<typeof StatusMessage>;
 

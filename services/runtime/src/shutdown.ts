@@ -91,3 +91,29 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", done, { once: true });
   });
 }
+
+/**
+ * Wait for `p`, but no longer than `ms`: stop steps use it so that a blocked broker or
+ * database cannot hold a shutdown past RTB_SHUTDOWN_TIMEOUT_MS. Resolves `false` on timeout.
+ */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms)))),
+  ]);
+  clearTimeout(timer);
+  return done;
+}
+
+/**
+ * A shutdown's time budget. Stop steps that wait for work in hand take `left() - reserve`,
+ * so the steps after them (flush confirms, close connections) still fit in RTB_SHUTDOWN_TIMEOUT_MS.
+ */
+export function budget(ms: number): { left(reserveMs?: number): number } {
+  const end = Date.now() + ms;
+  return { left: (reserveMs = 0) => Math.max(0, end - Date.now() - reserveMs) };
+}

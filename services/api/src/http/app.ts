@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
-import type { Db } from "@rtb/db";
+import { isUnavailableError, type Db } from "@rtb/db";
 import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
 import type { ApiStats } from "../stats.ts";
@@ -31,6 +31,11 @@ export function createApp(deps: AppDeps): Hono {
       return c.json({ error: "invalid_request", field: err.field, message: err.message }, 400);
     }
     if (err instanceof HTTPException) return c.json({ error: "http_error", message: err.message }, err.status);
+    if (isUnavailableError(err)) {
+      deps.logger.warn({ err: err.message, path: c.req.path }, "request failed: PostgreSQL unavailable");
+      c.header("Retry-After", "5");
+      return c.json({ error: "database_unavailable", message: `PostgreSQL is not reachable (${err.message}); retry shortly` }, 503);
+    }
     deps.logger.error({ err, path: c.req.path }, "request failed");
     return c.json({ error: "internal", message: "internal error; see the api log" }, 500);
   });

@@ -1,6 +1,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import { nextInLine, setDispatching, summarize } from "@rtb/db";
+import { deadLetteredByService, nextInLine, recentInstances, setDispatching, summarize } from "@rtb/db";
+import { SEEN_RECENTLY_MS } from "@rtb/runtime";
 import type { AppDeps } from "./app.ts";
 import { intParam, valid } from "./validation.ts";
 
@@ -11,10 +12,14 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   const app = new Hono();
 
   app.get("/", async (c) => {
-    const [summary, deadLetters] = await Promise.all([
+    const [summary, deadLetters, instances, deadByService] = await Promise.all([
       summarize(db),
       broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)),
+      recentInstances(db, SEEN_RECENTLY_MS),
+      deadLetteredByService(db),
     ]);
+    const seen = (service: string) =>
+      instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt, lastSeen, deadLettered }));
     return c.json({
       counts: summary.counts,
       total: summary.total,
@@ -24,7 +29,8 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
       dispatchingSince: summary.dispatchingSince,
       done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
       leader: summary.leader,
-      deadLetters: { waiting: deadLetters, rejectedByThisApi: stats.deadLettered },
+      services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
+      deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: stats.deadLettered },
       reports: { applied: stats.applied, ignored: stats.ignored },
       publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures },
       broker: { connected: broker.connected, reconnects: broker.reconnects },

@@ -1,0 +1,68 @@
+import type { Logger } from "pino";
+import { int } from "./config.ts";
+import { encodeMessage, type Source } from "./messages.ts";
+import type { Publisher } from "./publisher.ts";
+import type { Topology } from "./topology.ts";
+
+/**
+ * How often leaders and agents tell the api they are alive (with their counters). At most
+ * 10 s: GET / lists the instances seen in the last 30 s (SEEN_RECENTLY_MS).
+ */
+export const heartbeatConfig = { RTB_HEARTBEAT_MS: int(5_000, { min: 100, max: 10_000 }) };
+export const SEEN_RECENTLY_MS = 30_000;
+
+export interface Heartbeat {
+  /** Who we are, for every status message this process sends. */
+  readonly source: Source;
+  counters(): { deadLettered: number };
+  /** Count a message this process dead-lettered, and report it soon. */
+  deadLettered(n?: number): void;
+  stop(): void;
+}
+
+/**
+ * A leader's or agent's heartbeat: an empty status message to the inbox every `everyMs`,
+ * carrying this process lifetime (`source.startedAt`) and its running counters. The api
+ * records it per lifetime (service_instances), so GET / shows who is alive and how many
+ * messages each dead-lettered, across restarts. A heartbeat that is not confirmed is simply
+ * sent again next time: counters are totals, never deltas.
+ */
+export function startHeartbeat(opts: {
+  service: Source["service"];
+  id: string;
+  publisher: Publisher;
+  topology: Topology;
+  everyMs: number;
+  logger: Logger;
+}): Heartbeat {
+  const source: Source = { service: opts.service, id: opts.id, startedAt: new Date().toISOString() };
+  let deadLettered = 0;
+  let soon: NodeJS.Timeout | undefined;
+
+  function beat() {
+    opts.publisher
+      .publish("", opts.topology.inbox, encodeMessage({ v: 1, type: "status", source, updates: [], counters: { deadLettered } }))
+      .catch((err: unknown) => opts.logger.debug({ err: (err as Error).message }, "heartbeat not confirmed; the next one repeats it"));
+  }
+
+  const timer = setInterval(beat, opts.everyMs);
+  timer.unref();
+  // The first one at once: the api knows about this instance before its first report.
+  beat();
+
+  return {
+    source,
+    counters: () => ({ deadLettered }),
+    deadLettered(n = 1) {
+      deadLettered += n;
+      soon ??= setTimeout(() => {
+        soon = undefined;
+        beat();
+      }, 200);
+    },
+    stop() {
+      clearInterval(timer);
+      clearTimeout(soon);
+    },
+  };
+}
