@@ -11,3 +11,4 @@ export * from "./seed.ts";
 export * from "./control.ts";
 export * from "./units.ts";
 export * from "./instances.ts";
+export * from "./invariants.ts";

@@ -1,3 +1,4 @@
 export * from "./config.ts";
 export * from "./api-service.ts";
 export type { ApiStats } from "./stats.ts";
+export * from "./check.ts";

@@ -1,4 +1,4 @@
-import type { Channel } from "amqplib";
+import type { Channel, ChannelModel } from "amqplib";
 
 /**
  * The broker topology (docs/architecture.md). Every service asserts it at start and after
@@ -65,4 +65,19 @@ export async function assertJobQueue(ch: Channel, t: Topology, kind: string): Pr
   await ch.assertQueue(queue, workQueueArgs(t));
   await ch.bindQueue(queue, t.jobsExchange, kind);
   return queue;
+}
+
+/**
+ * Delete every queue and exchange of a topology (a test's or a chaos run's own names), one
+ * short-lived channel each: deleting something that is not there closes the channel.
+ */
+export async function deleteTopology(conn: ChannelModel, t: Topology, kinds: readonly string[]): Promise<void> {
+  const each = async (fn: (ch: Channel) => Promise<unknown>) => {
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    await fn(ch).catch(() => {});
+    await ch.close().catch(() => {});
+  };
+  for (const q of [t.box, t.inbox, t.dead, ...kinds.map((k) => t.jobQueue(k))]) await each((ch) => ch.deleteQueue(q));
+  for (const x of [t.jobsExchange, t.deadExchange]) await each((ch) => ch.deleteExchange(x));
 }

@@ -1,0 +1,106 @@
+import { sql } from "kysely";
+import type { Db } from "./database.ts";
+import { UNIT_STATUSES, type UnitStatus } from "./schema.ts";
+
+/** One broken rule, with a few of the units concerned (the count says how many in all). */
+export interface Violation {
+  rule: string;
+  message: string;
+  count: number;
+  units: number[];
+}
+
+export interface StuckUnits {
+  /** dispatched, with no re-publish for longer than the dispatch timeout + grace */
+  dispatched: { id: number; attempt: number; sinceMs: number }[];
+  /** queued (routed to a job queue) for longer than the dispatch timeout + grace, per kind */
+  queued: { id: number; attempt: number; kind: string; sinceMs: number }[];
+  /** processing for longer than the processing timeout + grace */
+  processing: { id: number; attempt: number; sinceMs: number }[];
+}
+
+const SAMPLE = 10;
+
+/**
+ * The rules every run must keep, read from PostgreSQL alone (docs/architecture.md,
+ * "Invariants"): per attempt exactly one `dispatched` event and at most one terminal event,
+ * exactly one for every finished attempt; a unit in success/error has its terminal event; a
+ * unit in `error` with attempts left failed permanently; the timeline has as many attempts
+ * as the unit's counter. Set-based SQL, so it runs against a live system of any size.
+ */
+export async function checkTimelines(db: Db): Promise<Violation[]> {
+  const { rows } = await sql<{ rule: string; count: number; units: number[] }>`
+    WITH attempts AS (
+      SELECT e.unit_id, e.attempt,
+             count(*) FILTER (WHERE e.status = 'dispatched') AS dispatched,
+             count(*) FILTER (WHERE e.status IN ('success', 'error')) AS terminal,
+             bool_or((e.detail->>'retryable')::boolean) FILTER (WHERE e.status = 'error') AS retryable
+      FROM unit_events e GROUP BY e.unit_id, e.attempt
+    ),
+    per_unit AS (
+      SELECT u.id, u.status, u.attempt, u.max_attempts,
+             count(a.attempt) AS attempts,
+             count(*) FILTER (WHERE a.dispatched <> 1) AS bad_dispatched,
+             count(*) FILTER (WHERE a.terminal > 1) AS many_terminal,
+             count(*) FILTER (WHERE a.attempt < u.attempt AND a.terminal <> 1) AS unfinished_earlier,
+             bool_or(a.terminal = 1) FILTER (WHERE a.attempt = u.attempt) AS current_terminal,
+             bool_or(a.retryable) FILTER (WHERE a.attempt = u.attempt) AS current_retryable
+      FROM units u LEFT JOIN attempts a ON a.unit_id = u.id
+      GROUP BY u.id
+    ),
+    broken AS (
+      SELECT id, 'one_dispatch_per_attempt' AS rule FROM per_unit WHERE bad_dispatched > 0
+      UNION ALL SELECT id, 'at_most_one_terminal_per_attempt' FROM per_unit WHERE many_terminal > 0
+      UNION ALL SELECT id, 'finished_attempts_have_one_terminal' FROM per_unit WHERE unfinished_earlier > 0
+      UNION ALL SELECT id, 'timeline_matches_attempts' FROM per_unit WHERE attempts <> attempt
+      UNION ALL SELECT id, 'terminal_status_has_event' FROM per_unit WHERE status IN ('success', 'error') AND current_terminal IS NOT TRUE
+      UNION ALL SELECT id, 'error_only_when_final' FROM per_unit WHERE status = 'error' AND attempt < max_attempts AND current_retryable IS NOT FALSE
+    )
+    SELECT rule, count(*)::int AS count, (array_agg(id ORDER BY id))[1:${SAMPLE}] AS units FROM broken GROUP BY rule ORDER BY rule`.execute(db);
+  const messages: Record<string, string> = {
+    one_dispatch_per_attempt: "an attempt without exactly one `dispatched` event",
+    at_most_one_terminal_per_attempt: "an attempt with more than one terminal (success/error) event",
+    finished_attempts_have_one_terminal: "an earlier attempt that never got its terminal event",
+    timeline_matches_attempts: "the timeline's attempts differ from the unit's attempt counter",
+    terminal_status_has_event: "a unit in success/error without the terminal event of its current attempt",
+    error_only_when_final: "a unit in error with attempts left that did not fail permanently",
+  };
+  return rows.map((r) => ({ rule: r.rule, message: messages[r.rule] ?? r.rule, count: r.count, units: r.units }));
+}
+
+/** Counts per status, read exactly (the checker is not the hot path). */
+export async function countByStatus(db: Db): Promise<Record<UnitStatus, number>> {
+  const rows = await db.selectFrom("units").select(["status", (eb) => eb.fn.countAll<number>().as("n")]).groupBy("status").execute();
+  const counts = Object.fromEntries(UNIT_STATUSES.map((s) => [s, 0])) as Record<UnitStatus, number>;
+  for (const r of rows) counts[r.status] = r.n;
+  return counts;
+}
+
+/** dispatched + queued right now: the number RTB_BROADCAST_MAX_QUEUE bounds. */
+export async function outstandingNow(db: Db): Promise<number> {
+  const row = await db
+    .selectFrom("units")
+    .select((eb) => eb.fn.countAll<number>().as("n"))
+    .where("status", "in", ["dispatched", "queued"])
+    .executeTakeFirstOrThrow();
+  return row.n;
+}
+
+/** In-flight units older than their timeout plus `graceMs` (the reconciler should have acted). */
+export async function stuckUnits(db: Db, opts: { dispatchTimeoutMs: number; processingTimeoutMs: number; graceMs: number }): Promise<StuckUnits> {
+  const { rows } = await sql<{ id: number; attempt: number; kind: string; status: string; since_ms: number }>`
+    SELECT id, attempt, kind, status,
+           (extract(epoch FROM now() - CASE WHEN status = 'dispatched' THEN dispatched_at ELSE updated_at END) * 1000)::bigint AS since_ms
+    FROM units
+    WHERE (status = 'dispatched' AND dispatched_at < now() - make_interval(secs => ${(opts.dispatchTimeoutMs + opts.graceMs) / 1000}))
+       OR (status = 'queued' AND updated_at < now() - make_interval(secs => ${(opts.dispatchTimeoutMs + opts.graceMs) / 1000}))
+       OR (status = 'processing' AND updated_at < now() - make_interval(secs => ${(opts.processingTimeoutMs + opts.graceMs) / 1000}))
+    ORDER BY id
+    LIMIT 1000`.execute(db);
+  const pick = (status: string) => rows.filter((r) => r.status === status);
+  return {
+    dispatched: pick("dispatched").map((r) => ({ id: r.id, attempt: r.attempt, sinceMs: r.since_ms })),
+    queued: pick("queued").map((r) => ({ id: r.id, attempt: r.attempt, kind: r.kind, sinceMs: r.since_ms })),
+    processing: pick("processing").map((r) => ({ id: r.id, attempt: r.attempt, sinceMs: r.since_ms })),
+  };
+}

@@ -1,0 +1,326 @@
+/**
+ * `npm run chaos`: the whole system (an api, leaders, agents, each its own process) over
+ * thousands of units while random services are killed (SIGKILL) or stopped (SIGTERM) and
+ * restarted, again and again. Then it lets the run drain, runs the invariant checker
+ * (services/api/src/check.ts) and prints a summary. Exit 0 when nothing was lost and every
+ * invariant held, 1 otherwise, 2 on a bad flag.
+ *
+ * It works in a database and under broker names of its own (rtb_chaos_<id>, chaos.<id>.),
+ * dropped at the end unless --keep, so it never touches the data of a running rtb.
+ * The PostgreSQL and RabbitMQ servers are the ones RTB_DB_* and RTB_BROKER_* name.
+ *
+ *   npm run chaos                                   # 3000 units, 60 s of faults
+ *   npm run chaos -- --units 20000 --duration 600   # longer
+ *   npm run chaos -- --broker-restarts              # also restart RabbitMQ (disrupts its other users)
+ */
+import { exec, spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs, promisify } from "node:util";
+import pg from "pg";
+import { checkSystem, sampleOutstanding } from "@rtb/api";
+import { connectionOptions, createDb, dbConfig, type DbHandle } from "@rtb/db";
+import { connect } from "amqplib";
+import { brokerConfig, brokerUrl, connectBrokerFromConfig, createLogger, deleteTopology, loadConfig, topologyFromConfig, type Broker } from "@rtb/runtime";
+import { z } from "zod";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const sh = promisify(exec);
+
+const flags = {
+  units: { type: "string", default: "3000" },
+  agents: { type: "string", default: "4" },
+  leaders: { type: "string", default: "2" },
+  duration: { type: "string", default: "60" },
+  "max-queue": { type: "string", default: "50" },
+  "every-min": { type: "string", default: "1" },
+  "every-max": { type: "string", default: "4" },
+  "drain-timeout": { type: "string", default: "180" },
+  "broker-restarts": { type: "boolean", default: false },
+  keep: { type: "boolean", default: false },
+  help: { type: "boolean", default: false },
+} as const;
+
+let opts: { units: number; agents: number; leaders: number; duration: number; maxQueue: number; everyMin: number; everyMax: number; drainTimeout: number; brokerRestarts: boolean; keep: boolean };
+try {
+  const { values: v } = parseArgs({ options: flags });
+  if (v.help) {
+    console.log("usage: npm run chaos -- [--units N] [--agents N] [--leaders N] [--duration S] [--max-queue N] [--every-min S] [--every-max S] [--drain-timeout S] [--broker-restarts] [--keep]");
+    process.exit(0);
+  }
+  const num = (name: keyof typeof flags, min: number) => {
+    const n = Number(v[name]);
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name}="${String(v[name])}": expected a number >= ${min}`);
+    return n;
+  };
+  opts = {
+    units: num("units", 1),
+    agents: num("agents", 1),
+    leaders: num("leaders", 1),
+    duration: num("duration", 0),
+    maxQueue: num("max-queue", 1),
+    everyMin: num("every-min", 0.1),
+    everyMax: num("every-max", 0.1),
+    drainTimeout: num("drain-timeout", 1),
+    brokerRestarts: v["broker-restarts"],
+    keep: v.keep,
+  };
+  if (opts.everyMax < opts.everyMin) throw new Error("--every-max must be >= --every-min");
+} catch (err) {
+  console.error(`rtb chaos: ${(err as Error).message}`);
+  process.exit(2);
+}
+
+const servers = loadConfig(z.object({ ...dbConfig, ...brokerConfig }), process.env);
+const runId = `${Date.now().toString(36)}${process.pid.toString(36)}`;
+const dbName = `rtb_chaos_${runId}`;
+const prefix = `chaos.${runId}.`;
+const logDir = join(tmpdir(), `rtb-chaos-${runId}`);
+mkdirSync(logDir, { recursive: true });
+const say = (msg: string) => console.log(`[chaos ${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
+const started = Date.now();
+
+const DISPATCH_TIMEOUT_MS = 3_000;
+const PROCESSING_TIMEOUT_MS = 15_000;
+const port = await freePort();
+const env: Record<string, string> = {
+  ...(process.env as Record<string, string>),
+  RTB_DB_NAME: dbName,
+  RTB_BROKER_PREFIX: prefix,
+  RTB_API_HOST: `127.0.0.1:${port}`,
+  RTB_SEED_UNITS: String(opts.units),
+  RTB_BROADCAST_MAX_QUEUE: String(opts.maxQueue),
+  RTB_AGENT_WORK_MIN_MS: "5",
+  RTB_AGENT_WORK_MAX_MS: "60",
+  RTB_AGENT_ERROR_RATE: "0.1",
+  RTB_AGENT_TIMEOUT_MS: "5000",
+  RTB_RETRY_BACKOFF_MS: "50",
+  RTB_RETRY_BACKOFF_MAX_MS: "1000",
+  RTB_DISPATCH_TIMEOUT_MS: String(DISPATCH_TIMEOUT_MS),
+  RTB_PROCESSING_TIMEOUT_MS: String(PROCESSING_TIMEOUT_MS),
+  RTB_RECONCILE_CRON: "*/1 * * * * *",
+  RTB_SHUTDOWN_TIMEOUT_MS: "3000",
+  RTB_HEARTBEAT_MS: "1000",
+  RTB_CONNECT_TIMEOUT_MS: "60000",
+  RTB_LOG_LEVEL: "info",
+  RTB_LOG_FORMAT: "json",
+};
+
+// ---- the services, each its own process -------------------------------------------------
+
+interface Service {
+  name: string;
+  entry: string;
+  env: Record<string, string>;
+  child?: ChildProcess;
+  ready: boolean;
+  starts: number;
+}
+const services: Service[] = [
+  { name: "api", entry: "services/api/src/main.ts", env: { RTB_API_ID: "api" }, ready: false, starts: 0 },
+  ...Array.from({ length: opts.leaders }, (_, i) => ({ name: `leader-${i + 1}`, entry: "services/leader/src/main.ts", env: { RTB_LEADER_ID: `leader-${i + 1}` }, ready: false, starts: 0 })),
+  ...Array.from({ length: opts.agents }, (_, i) => ({ name: `agent-${i + 1}`, entry: "services/agent/src/main.ts", env: { RTB_AGENT_ID: `agent-${i + 1}` }, ready: false, starts: 0 })),
+];
+const READY = /"msg":"(api listening|leader ready|agent ready)/;
+const faults: Record<string, number> = {};
+let recoveries = 0;
+let unexpectedExits = 0;
+let stopping = false;
+
+function launch(s: Service) {
+  s.ready = false;
+  s.starts++;
+  const log = createWriteStream(join(logDir, `${s.name}.log`), { flags: "a" });
+  const child = spawn(process.execPath, ["--import", "tsx", s.entry], { cwd: root, env: { ...env, ...s.env }, stdio: ["ignore", "pipe", "pipe"] });
+  s.child = child;
+  let buffered = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    log.write(chunk);
+    if (s.ready) return;
+    buffered += chunk.toString();
+    if (READY.test(buffered)) {
+      s.ready = true;
+      buffered = "";
+      if (s.starts > 1) recoveries++;
+    }
+  });
+  child.stderr!.pipe(log);
+  child.on("exit", (code, signal) => {
+    if (s.child === child) s.child = undefined;
+    s.ready = false;
+    log.end();
+    // A service that stops by itself (not killed by us) is a finding, unless we are stopping.
+    if (!stopping && !child.killedByChaos) {
+      unexpectedExits++;
+      say(`${s.name} exited on its own (${signal ?? `code ${code}`}); see ${join(logDir, `${s.name}.log`)}; restarting`);
+      setTimeout(() => launch(s), 500);
+    }
+  });
+}
+declare module "node:child_process" {
+  interface ChildProcess {
+    killedByChaos?: boolean;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port: p } = srv.address() as { port: number };
+      srv.close(() => resolve(p));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const random = (min: number, max: number) => min + Math.random() * (max - min);
+const api = (path: string): Promise<any> => fetch(`http://127.0.0.1:${port}${path}`).then((r) => r.json());
+
+async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs: number, everyMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await Promise.resolve(fn()).catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+async function kill(s: Service, signal: "SIGKILL" | "SIGTERM") {
+  const child = s.child;
+  if (!child) return;
+  child.killedByChaos = true;
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  child.kill(signal);
+  const code = await exited;
+  faults[`${signal} ${s.name.replace(/-\d+$/, "")}`] = (faults[`${signal} ${s.name.replace(/-\d+$/, "")}`] ?? 0) + 1;
+  if (signal === "SIGTERM" && code !== 0) {
+    unexpectedExits++;
+    say(`${s.name} exited with code ${code} after SIGTERM (expected 0)`);
+  }
+}
+
+async function restartBroker() {
+  faults["restart rabbitmq"] = (faults["restart rabbitmq"] ?? 0) + 1;
+  const down = Math.round(random(1, 5));
+  say(`restarting RabbitMQ (down ${down} s)`);
+  await sh(process.env.RTB_CHAOS_BROKER_STOP ?? "rabbitmqctl stop_app");
+  await sleep(down * 1000);
+  await sh(process.env.RTB_CHAOS_BROKER_START ?? "rabbitmqctl start_app && rabbitmqctl await_startup");
+}
+
+// ---- the run -------------------------------------------------------------------------------
+
+const logger = createLogger({ service: "chaos", level: "silent", format: "json" });
+let database: DbHandle | undefined;
+let broker: Broker | undefined;
+let exitCode = 1;
+process.on("SIGINT", () => {
+  say("interrupted: stopping");
+  stopping = true;
+  for (const s of services) s.child?.kill("SIGKILL");
+  void cleanup().then(() => process.exit(130));
+});
+
+try {
+  say(`${opts.units} units, ${opts.leaders} leader(s), ${opts.agents} agent(s), max queue ${opts.maxQueue}, ${opts.duration} s of faults; database ${dbName}, logs in ${logDir}`);
+  for (const s of services) launch(s);
+  await until("every service to be ready", () => services.every((s) => s.ready), 90_000);
+  database = createDb({ ...servers, RTB_DB_NAME: dbName, RTB_DB_POOL_SIZE: 2 }, logger);
+  const sampler = sampleOutstanding(database.db, 50);
+  await api("/go");
+  say("dispatching (GET /go); injecting faults");
+
+  const faultsUntil = Date.now() + opts.duration * 1000;
+  const restarts: Promise<void>[] = [];
+  while (Date.now() < faultsUntil) {
+    await sleep(random(opts.everyMin, opts.everyMax) * 1000);
+    if (Date.now() >= faultsUntil) break;
+    if (opts.brokerRestarts && Math.random() < 0.1) {
+      await restartBroker();
+      continue;
+    }
+    const up = services.filter((s) => s.child);
+    if (up.length === 0) continue;
+    const victim = up[Math.floor(Math.random() * up.length)]!;
+    const signal = Math.random() < 0.7 ? "SIGKILL" : "SIGTERM";
+    say(`${signal} ${victim.name}`);
+    await kill(victim, signal);
+    // Back after a while; meanwhile the others carry on (or, for the api, the broker holds the reports).
+    restarts.push(sleep(random(200, 3_000)).then(() => launch(victim)));
+  }
+  await Promise.all(restarts);
+  say("faults over; waiting for every service and for the backlog to drain");
+  await until("every service to be ready again", () => services.every((s) => s.ready), 90_000);
+  await until("every unit to be terminal", async () => (await api("/")).done === true, opts.drainTimeout * 1000, 500);
+  await sampler.stop();
+
+  broker = await connectBrokerFromConfig({ ...servers, RTB_BROKER_PREFIX: prefix, RTB_CONNECT_TIMEOUT_MS: 10_000 }, logger);
+  // Wait for late duplicates (a job re-run after a kill) to be consumed before checking the queues.
+  await until("the job queues to drain", async () => (await broker!.inspectQueue(broker!.topology.jobQueue("simulate")))?.messages === 0, 30_000, 500).catch(() => {});
+  const report = await checkSystem({
+    db: database.db,
+    broker,
+    maxQueue: opts.maxQueue,
+    dispatchTimeoutMs: DISPATCH_TIMEOUT_MS,
+    processingTimeoutMs: PROCESSING_TIMEOUT_MS,
+    observedPeak: sampler.peak,
+    expectDone: true,
+  });
+  const state = await api("/");
+  const lost = report.counts.pending + report.counts.dispatched + report.counts.queued + report.counts.processing;
+  const injected = Object.values(faults).reduce((a, b) => a + b, 0);
+
+  console.log("");
+  console.log("chaos summary");
+  console.log(`  units        ${report.total} (success ${report.counts.success}, error ${report.counts.error})`);
+  console.log(`  faults       ${injected}: ${Object.entries(faults).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
+  console.log(`  recoveries   ${recoveries} service restarts came back ready; ${unexpectedExits} unexpected exit(s)`);
+  console.log(`  services     ${state.services.leaders.length} leader(s) and ${state.services.agents.length} agent(s) alive; active leader ${state.leader?.id ?? "none"} since ${state.leader?.activeSince ?? "?"}`);
+  console.log(`  dead letters ${report.queues.dead?.messages ?? "?"} waiting`);
+  console.log(`  max queue    peak outstanding ${sampler.peak} of ${opts.maxQueue} over ${sampler.samples} samples`);
+  console.log(`  time         ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  for (const note of report.notes) console.log(`  note         ${note}`);
+  for (const v of report.violations) console.log(`  VIOLATION    ${v.rule}: ${v.message} (${v.count}; e.g. units ${v.units.join(", ")})`);
+  console.log(`  lost         ${lost}`);
+  console.log(report.ok && lost === 0 && unexpectedExits === 0 ? "  result       ok: nothing lost, every invariant held" : "  result       FAILED");
+  exitCode = report.ok && lost === 0 && unexpectedExits === 0 ? 0 : 1;
+} catch (err) {
+  say(`failed: ${(err as Error).message}`);
+  exitCode = 1;
+} finally {
+  stopping = true;
+  await Promise.all(
+    services.map(async (s) => {
+      const child = s.child;
+      if (!child) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      await Promise.race([exited, sleep(10_000).then(() => child.kill("SIGKILL"))]);
+    }),
+  );
+  await cleanup();
+}
+process.exit(exitCode);
+
+async function cleanup() {
+  await broker?.close().catch(() => {});
+  await database?.close().catch(() => {});
+  if (opts.keep) {
+    say(`kept database ${dbName} and broker names ${prefix}*`);
+    return;
+  }
+  // Drop what this run created: its database and its queues and exchanges.
+  const admin = new pg.Client(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, "postgres"));
+  await admin.connect().then(
+    () => admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).finally(() => admin.end()),
+    () => {},
+  );
+  const conn = await connect(brokerUrl(servers)).catch(() => null);
+  if (conn) {
+    await deleteTopology(conn, topologyFromConfig({ ...servers, RTB_BROKER_PREFIX: prefix }), ["simulate"]);
+    await conn.close().catch(() => {});
+  }
+}

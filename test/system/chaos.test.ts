@@ -1,0 +1,38 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { inject, expect, it } from "vitest";
+
+/**
+ * `npm run chaos`, short: random SIGKILLs and SIGTERMs of the api, two leaders and three
+ * agents over 300 units, then the invariant checker. The command runs in a database and
+ * under broker names of its own, like every test.
+ */
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+it("loses nothing while random services are killed and restarted, and says so", async () => {
+  const s = inject("rtbServers");
+  const child = spawn(process.execPath, ["--import", "tsx", "scripts/chaos.ts", "--units", "300", "--duration", "15", "--agents", "3", "--max-queue", "20", "--every-min", "1", "--every-max", "2"], {
+    cwd: root,
+    env: {
+      ...process.env,
+      RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
+      RTB_DB_USER: s.db.user,
+      RTB_DB_PASSWORD: s.db.password,
+      RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
+      RTB_BROKER_USER: s.broker.user,
+      RTB_BROKER_PASSWORD: s.broker.password,
+      RTB_BROKER_VHOST: s.broker.vhost,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  expect(output).toContain("chaos summary");
+  expect(output).toMatch(/faults {7}[1-9]\d*: /);
+  expect(output).toContain("lost         0");
+  expect(output).toMatch(/units {8}300 /);
+  expect(output).not.toContain("VIOLATION");
+  expect(code, output).toBe(0);
+}, 300_000);
