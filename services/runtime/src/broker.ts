@@ -3,8 +3,8 @@ import type { Logger } from "pino";
 import { assertTopology, type Topology } from "./topology.ts";
 
 /**
- * One AMQP connection per process, with amqplib's opt-in recovery (exponential backoff with
- * jitter). Channels do not survive a reconnect, so each part of a service registers an
+ * Two AMQP connections per process (consume, publish), each with amqplib's opt-in recovery
+ * (exponential backoff with jitter). Channels do not survive a reconnect, so each part of a service registers an
  * `attach` function that opens its channels and consumers; the broker runs every attachment
  * after the topology is asserted, on the first connection and on every reconnect.
  */
@@ -25,7 +25,8 @@ export interface Broker {
   readonly connected: boolean;
   /** Number of successful connections after the first. */
   readonly reconnects: number;
-  attach(name: string, fn: Attachment): Promise<void>;
+  /** Register `fn` on the consuming (default) or the publishing connection. */
+  attach(name: string, fn: Attachment, role?: "consume" | "publish"): Promise<void>;
   /** Re-run one attachment on the current connection (after its channel was closed by an error). */
   reattach(name: string): void;
   /**
@@ -47,7 +48,71 @@ export interface ConnectBrokerOptions {
 }
 
 export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker> {
-  const { logger, topology } = opts;
+  // Two connections, as RabbitMQ advises: when a resource alarm blocks publishing, it blocks
+  // the connections that publish; consumers on their own connection keep acking and draining
+  // queues, which is what lets the alarm clear. One shared connection would stall both.
+  const consume = await openLink(opts, "consume");
+  let publish: Link;
+  try {
+    publish = await openLink(opts, "publish");
+  } catch (err) {
+    await consume.close();
+    throw err;
+  }
+  const links = { consume, publish };
+  const roleOf = new Map<string, Role>();
+
+  return {
+    topology: opts.topology,
+    get connected() {
+      return consume.current() !== null && publish.current() !== null;
+    },
+    get reconnects() {
+      return consume.reconnects() + publish.reconnects();
+    },
+    async attach(name, fn, role = "consume") {
+      roleOf.set(name, role);
+      await links[role].attach(name, fn);
+    },
+    reattach(name) {
+      links[roleOf.get(name) ?? "consume"].reattach(name);
+    },
+    async inspectQueue(queue) {
+      const conn = consume.current();
+      if (!conn) return null;
+      let ch: Channel | undefined;
+      try {
+        // A short-lived channel: a passive check on a missing queue closes it with a 404.
+        ch = await conn.createChannel();
+        ch.on("error", () => {});
+        const q = await ch.checkQueue(queue);
+        return { exists: true, messages: q.messageCount, consumers: q.consumerCount };
+      } catch (err) {
+        return (err as { code?: number }).code === 404 ? { exists: false, messages: 0, consumers: 0 } : null;
+      } finally {
+        await ch?.close().catch(() => {});
+      }
+    },
+    async close() {
+      await Promise.all([publish.close(), consume.close()]);
+    },
+  };
+}
+
+type Role = "consume" | "publish";
+
+interface Link {
+  current(): ChannelModel | null;
+  reconnects(): number;
+  attach(name: string, fn: Attachment): Promise<void>;
+  reattach(name: string): void;
+  close(): Promise<void>;
+}
+
+/** One recovering connection and the attachments that live on it. */
+async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
+  const { topology } = opts;
+  const logger = opts.logger.child({ connection: role });
   const attachments = new Map<string, Attachment>();
   let current: ChannelModel | null = null;
   let reconnects = 0;
@@ -77,6 +142,7 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
   }
 
   const model: RecoveringChannelModel = await connect(opts.url, {
+    clientProperties: { connection_name: `rtb ${role}` },
     recovery: {
       initialDelay: 250,
       maxDelay: 10_000,
@@ -122,8 +188,8 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
   model.on("connect-failed", (err: Error) => {
     logger.warn({ broker: opts.hostLabel, err: err.message }, "cannot reach the broker; retrying with backoff");
   });
-  model.on("blocked", (reason: string) => logger.warn({ reason }, "broker blocked publishing (resource alarm)"));
-  model.on("unblocked", () => logger.info("broker unblocked publishing"));
+  model.on("blocked", (reason: string) => logger.warn({ reason }, "broker blocked this connection (resource alarm)"));
+  model.on("unblocked", () => logger.info("broker unblocked this connection"));
   model.on("error", (err: Error) => logger.warn({ err: err.message }, "broker connection error"));
 
   let timer: NodeJS.Timeout | undefined;
@@ -147,34 +213,14 @@ export async function connectBroker(opts: ConnectBrokerOptions): Promise<Broker>
   }
 
   return {
-    topology,
-    get connected() {
-      return current !== null;
-    },
-    get reconnects() {
-      return reconnects;
-    },
+    current: () => current,
+    reconnects: () => reconnects,
     async attach(name, fn) {
       attachments.set(name, fn);
       if (current) await runAttachment(name, fn, current);
     },
     reattach(name) {
       if (current) scheduleReattach(name, current);
-    },
-    async inspectQueue(queue) {
-      if (!current) return null;
-      let ch: Channel | undefined;
-      try {
-        // A short-lived channel: a passive check on a missing queue closes it with a 404.
-        ch = await current.createChannel();
-        ch.on("error", () => {});
-        const q = await ch.checkQueue(queue);
-        return { exists: true, messages: q.messageCount, consumers: q.consumerCount };
-      } catch (err) {
-        return (err as { code?: number }).code === 404 ? { exists: false, messages: 0, consumers: 0 } : null;
-      } finally {
-        await ch?.close().catch(() => {});
-      }
     },
     async close() {
       closing = true;

@@ -31,7 +31,7 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
       broker.reattach(`publisher:${name}`);
     });
     channel = ch;
-  });
+  }, "publish");
 
   return {
     publish(exchange, routingKey, body, options) {
