@@ -3,7 +3,7 @@ import pg from "pg";
 import { inject } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbHandle } from "@rtb/db";
-import { createLogger, createTopology, type Logger, type Topology } from "@rtb/runtime";
+import { createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
 
 /**
  * Per-test-file isolation: a database cloned from the run's migrated template, and broker
@@ -72,19 +72,7 @@ export async function createTestPlace(): Promise<TestPlace> {
 export async function destroyTestPlace(place: TestPlace, kinds: string[] = ["simulate"]): Promise<void> {
   const s = servers();
   const conn = await rawBroker();
-  const t = place.topology;
-  for (const q of [t.box, t.inbox, t.dead, ...kinds.map((k) => t.jobQueue(k))]) {
-    const ch = await conn.createChannel();
-    ch.on("error", () => {});
-    await ch.deleteQueue(q).catch(() => {});
-    await ch.close().catch(() => {});
-  }
-  for (const x of [t.jobsExchange, t.deadExchange]) {
-    const ch = await conn.createChannel();
-    ch.on("error", () => {});
-    await ch.deleteExchange(x).catch(() => {});
-    await ch.close().catch(() => {});
-  }
+  await deleteTopology(conn, place.topology, kinds);
   await conn.close();
   const admin = new pg.Client({ ...s.db, database: "postgres" });
   await admin.connect();

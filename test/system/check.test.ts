@@ -35,7 +35,8 @@ function check(...args: string[]): Promise<{ code: number | null; output: string
 it("passes a live system, then names each broken rule and exits 1", async () => {
   // An api dispatches 5 of its 10 units and stops: they wait in the outbox for a leader.
   const api = await startApiService(loadApiConfig({ ...place.env, RTB_SEED_UNITS: "10", RTB_BROADCAST_MAX_QUEUE: "5", RTB_RECONCILE_CRON: "0 0 1 1 *" }), testLogger("api"));
-  expect((await (await api.app.request("/go")).json()).dispatchedNow).toBe(5);
+  const go = (await (await api.app.request("/go")).json()) as { dispatchedNow: number };
+  expect(go.dispatchedNow).toBe(5);
   await api.stop();
   await waitFor("the dispatch timeout to pass", async () => {
     const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM units WHERE dispatched_at < now() - interval '300 ms'`.execute(db.db);
