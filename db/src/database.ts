@@ -25,8 +25,11 @@ export function connectionOptions(c: DbConfig, database = c.RTB_DB_NAME): pg.Poo
 
 export function createDb(c: DbConfig, logger: Logger): DbHandle {
   const pool = new pg.Pool({ ...connectionOptions(c), max: c.RTB_DB_POOL_SIZE, connectionTimeoutMillis: 5_000 });
-  // An idle client that loses its server emits here; without a listener it would crash the process.
+  // A client that loses its server (a restart, a failover) emits 'error': an idle one on the
+  // pool, a checked-out one (mid-transaction) on itself, where pg-pool has no listener then.
+  // Without these the process would crash; the query in progress fails and is retried.
   pool.on("error", (err) => logger.warn({ err: err.message }, "idle database connection lost"));
+  pool.on("connect", (client) => client.on("error", (err) => logger.warn({ err: err.message }, "database connection lost")));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,

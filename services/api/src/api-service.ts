@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { budget, connectBrokerFromConfig, createPublisher, defaultInstanceId, within, type Broker, type Consumer, type Logger } from "@rtb/runtime";
+import { budget, connectBrokerFromConfig, createPublisher, defaultInstanceId, within, type Broker, type Logger } from "@rtb/runtime";
 import type { Hono } from "hono";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -57,7 +57,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, stats, logger });
     stops.push((left) => within(dispatcher.stop(), left(500)));
 
-    const inbox: Consumer = await startInboxConsumer({
+    const inbox = await startInboxConsumer({
       db: database.db,
       broker,
       stats,
@@ -83,6 +83,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
+      inboxHealthyForMs: () => inbox.healthyForMs(),
       self: () => ({ service: "api", id: apiId, startedAt, deadLettered: Object.values(stats.deadLettered).reduce((a, b) => a + b, 0) }),
     });
     stops.push((left) => within(reconciler.stop(), left(2_000)));

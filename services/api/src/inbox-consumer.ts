@@ -60,12 +60,24 @@ function collect(batch: Pending[]) {
  * them), so a crash at any point loses nothing: unacked deliveries are redelivered, and
  * re-applying a report changes nothing (status-transitions.ts).
  */
-export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> {
+export interface InboxConsumer extends Consumer {
+  /**
+   * How long every report that reached this api has been applied without delay: 0 while
+   * applying fails (the database is down), then the time since it recovered (or started).
+   * The reconciler only judges a unit stale over a window in which its reports, had there
+   * been any, would have been applied.
+   */
+  healthyForMs(): number;
+}
+
+export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsumer> {
   const { db, stats, logger } = opts;
   let buffer: Pending[] = [];
   let timer: NodeJS.Timeout | undefined;
   let chain: Promise<void> = Promise.resolve();
   const stopping = new AbortController();
+  let healthySince = Date.now();
+  let failing = false;
 
   function scheduleFlush() {
     if (buffer.length >= opts.prefetch) {
@@ -109,11 +121,16 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
         for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
         if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
         for (const p of batch) p.d.ack();
+        if (failing) {
+          failing = false;
+          healthySince = Date.now();
+        }
         // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
         if (result.freed > 0 || result.retries > 0) opts.onFreed();
         return "applied";
       } catch (err) {
         if (isDataError(err)) return "data_error";
+        failing = true;
         const delay = Math.min(5_000, 100 * 2 ** attempt);
         logger.warn({ err, reports: updates.length, retryInMs: delay }, "cannot apply status reports; retrying (they stay unacked)");
         await sleep(delay, stopping.signal);
@@ -144,6 +161,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<Consumer> 
   });
 
   return {
+    healthyForMs: () => (failing ? 0 : Date.now() - healthySince),
     async stop(deadlineMs) {
       // Flush what is buffered, then stop; an in-progress DB retry is cut short by the abort.
       clearTimeout(timer);

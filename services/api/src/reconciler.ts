@@ -18,6 +18,8 @@ export interface ReconcilerOptions {
   retryMaxMs: number;
   /** This api instance, recorded as seen on every pass (GET / lists the replicas alive). */
   self: () => ServiceInstanceReport;
+  /** How long the inbox has applied every report without delay (InboxConsumer.healthyForMs). */
+  inboxHealthyForMs: () => number;
 }
 
 export interface Reconciler {
@@ -38,6 +40,13 @@ export interface Reconciler {
  *    nothing is touched;
  * 4. a top-up, which also releases retries whose backoff has ended.
  * Each pass also records this api as alive (service_instances), with its dead-letter count.
+ *
+ * Steps 1-3 judge a unit by the reports that did NOT arrive, so each runs only once the inbox
+ * has applied reports without delay for the whole timeout: after an api restart or a
+ * database outage, the reports that waited in the inbox are applied first (otherwise a unit
+ * whose success is still in the inbox would be recorded as lost). And a queued unit is
+ * declared lost only when two passes in a row see it so, which closes the few milliseconds
+ * between an agent taking its job and its `processing` report being applied.
  */
 export function startReconciler(opts: ReconcilerOptions): Reconciler {
   const { db, broker, dispatcher, stats, logger } = opts;
@@ -46,9 +55,17 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
   async function pass() {
     await recordInstances(db, [opts.self()]);
     const applyOpts = { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs };
-    const expired = await expireProcessing(db, opts.processingTimeoutMs, applyOpts);
-    if (expired.applied > 0) {
-      logger.warn({ units: expired.applied }, "attempts timed out in processing; recorded as errors");
+    const healthyFor = opts.inboxHealthyForMs();
+    if (healthyFor >= opts.processingTimeoutMs) {
+      const expired = await expireProcessing(db, opts.processingTimeoutMs, applyOpts);
+      if (expired.applied > 0) {
+        logger.warn({ units: expired.applied }, "attempts timed out in processing; recorded as errors");
+      }
+    }
+    if (healthyFor < opts.dispatchTimeoutMs) {
+      suspects.clear();
+      dispatcher.trigger("reconcile");
+      return;
     }
 
     const outbox = await broker.inspectQueue(broker.topology.box);
@@ -64,13 +81,20 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
     dispatcher.trigger("reconcile");
   }
 
+  // Queued units seen without a job on the previous pass: `unitId:attempt`.
+  let suspects = new Set<string>();
+
   async function expireLostJobs(applyOpts: { retryBaseMs: number; retryMaxMs: number }) {
     const stale = await staleQueued(db, opts.dispatchTimeoutMs, opts.maxQueue);
     const now = new Date();
+    const seen = new Set<string>();
     for (const kind of new Set(stale.map((u) => u.kind))) {
       // A deleted job queue holds no job either.
       if ((await broker.inspectQueue(broker.topology.jobQueue(kind)))?.messages !== 0) continue;
-      const lost = stale.filter((u) => u.kind === kind);
+      const candidates = stale.filter((u) => u.kind === kind);
+      for (const u of candidates) seen.add(`${u.unitId}:${u.attempt}`);
+      const lost = candidates.filter((u) => suspects.has(`${u.unitId}:${u.attempt}`));
+      if (lost.length === 0) continue;
       const message = `job lost: queued for over ${opts.dispatchTimeoutMs} ms while ${broker.topology.jobQueue(kind)} had no job waiting (RTB_DISPATCH_TIMEOUT_MS)`;
       const result = await applyStatusUpdates(
         db,
@@ -79,6 +103,7 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
       );
       if (result.applied > 0) logger.warn({ kind, units: result.applied }, "queued units whose job was lost; recorded as errors to retry");
     }
+    suspects = seen;
   }
 
   function tick(): Promise<void> {

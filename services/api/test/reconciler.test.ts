@@ -205,8 +205,11 @@ describe("a queued unit whose job was lost", () => {
     const ids = await queuedIds();
     expect(ids).toHaveLength(3);
 
-    // The jobs vanish (a purge, a lost queue): the attempt is errored and the unit retried.
+    // The jobs vanish (a purge, a lost queue): once two passes in a row see no job, the
+    // attempt is errored and the unit retried.
     await ch.purgeQueue(ctx.place.topology.jobQueue("simulate"));
+    await api.reconciler.tick();
+    expect(await queuedIds()).toEqual(ids);
     await api.reconciler.tick();
     for (const id of ids) {
       const unit = await getUnit(api, id);
