@@ -42,7 +42,10 @@ function collect(batch: Pending[]) {
       updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error: u.error });
     }
     if (message.source.service === "leader" && message.utilization) {
-      const at = new Date(message.utilization.at);
+      // When the leader reported: its updates' time, not the tracker's (a standby that just
+      // took over still carries the snapshot it made at start).
+      const at = message.updates.reduce((max, u) => (new Date(u.at) > max ? new Date(u.at) : max), new Date(0));
+      if (message.updates.length === 0) at.setTime(new Date(message.utilization.at).getTime());
       const first = firstReport.get(message.source.id);
       if (!first || at < first) firstReport.set(message.source.id, at);
       if (!leader || at >= leader.at) leader = { id: message.source.id, utilization: message.utilization, at, firstAt: at };
