@@ -61,6 +61,7 @@ function launch(s: Service) {
     detached: true,
   });
   s.child = child;
+  say(`${s.name} started (pid ${child.pid})`);
   child.on("exit", (code, signal) => {
     s.child = undefined;
     if (stopping) {

@@ -2,3 +2,5 @@ export * from "./fixtures.ts";
 export * from "./servers.ts";
 export * from "./system.ts";
 export * from "./invariants.ts";
+export * from "./processes.ts";
+export * from "./server-control.ts";

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { createConnection } from "node:net";
+import { createConnection, createServer } from "node:net";
 
 /**
  * Where the tests find PostgreSQL and RabbitMQ, in this order:
@@ -8,12 +8,17 @@ import { createConnection } from "node:net";
  * 2. localhost on the default ports;
  * 3. containers started with testcontainers, where a Docker engine answers.
  * With none of these, the run stops with a message saying what to start.
+ * `origin` says which, for the tests that restart a server (server-control.ts).
  */
 export interface Servers {
   db: { host: string; port: number; user: string; password: string };
   broker: { host: string; port: number; user: string; password: string; vhost: string };
+  origin: { db: ServerOrigin; broker: ServerOrigin };
   stop(): Promise<void>;
 }
+
+/** Where a server came from: an RTB_TEST_* variable, this machine's default port, or a container started for the run. */
+export type ServerOrigin = { kind: "env"; variable: string } | { kind: "localhost" } | { kind: "container"; containerId: string };
 
 function splitHost(value: string, defaultPort: number) {
   const [host, port] = value.split(":");
@@ -30,6 +35,18 @@ export function reachable(host: string, port: number, timeoutMs = 1_000): Promis
     socket.setTimeout(timeoutMs, () => done(false));
     socket.once("connect", () => done(true));
     socket.once("error", () => done(false));
+  });
+}
+
+/** A free TCP port on this machine (for a container's fixed host port, which survives a container restart). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
   });
 }
 
@@ -50,8 +67,12 @@ export async function findServers(env = process.env): Promise<Servers> {
     password: env.RTB_TEST_BROKER_PASSWORD ?? "guest",
     vhost: env.RTB_TEST_BROKER_VHOST ?? "/",
   };
+  const origin: Servers["origin"] = {
+    db: env.RTB_TEST_DB_HOST ? { kind: "env", variable: "RTB_TEST_DB_HOST" } : { kind: "localhost" },
+    broker: env.RTB_TEST_BROKER_HOST ? { kind: "env", variable: "RTB_TEST_BROKER_HOST" } : { kind: "localhost" },
+  };
   const [dbUp, brokerUp] = await Promise.all([reachable(db.host, db.port), reachable(broker.host, broker.port)]);
-  if (dbUp && brokerUp) return { db, broker, stop: async () => {} };
+  if (dbUp && brokerUp) return { db, broker, origin, stop: async () => {} };
 
   if (!dockerAvailable()) {
     const missing = [
@@ -63,25 +84,28 @@ export async function findServers(env = process.env): Promise<Servers> {
         "Start them (for example `docker compose up -d postgres rabbit`, or the local services), or point the RTB_TEST_* variables at running ones.",
     );
   }
-  // Docker is there: start whatever is missing, and stop it after the run.
+  // Docker is there: start whatever is missing, and stop it after the run. The host ports are
+  // fixed (not Docker's random ones) so that a container restarted by a test keeps its port.
   const { GenericContainer, Wait } = await import("testcontainers");
   const started: { stop(): Promise<unknown> }[] = [];
   if (!dbUp) {
     const c = await new GenericContainer("postgres:17")
       .withEnvironment({ POSTGRES_HOST_AUTH_METHOD: "trust" })
-      .withExposedPorts(5432)
+      .withExposedPorts({ container: 5432, host: await freePort() })
       .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 2))
       .start();
     started.push(c);
     Object.assign(db, { host: c.getHost(), port: c.getMappedPort(5432), user: "postgres", password: "" });
+    origin.db = { kind: "container", containerId: c.getId() };
   }
   if (!brokerUp) {
     const c = await new GenericContainer("rabbitmq:4")
-      .withExposedPorts(5672)
+      .withExposedPorts({ container: 5672, host: await freePort() })
       .withWaitStrategy(Wait.forLogMessage(/Server startup complete/))
       .start();
     started.push(c);
     Object.assign(broker, { host: c.getHost(), port: c.getMappedPort(5672), user: "guest", password: "guest", vhost: "/" });
+    origin.broker = { kind: "container", containerId: c.getId() };
   }
-  return { db, broker, stop: async () => void (await Promise.all(started.map((c) => c.stop()))) };
+  return { db, broker, origin, stop: async () => void (await Promise.all(started.map((c) => c.stop()))) };
 }

@@ -1,45 +1,18 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, waitFor, type TestPlace } from "@rtb/testing";
+import { createTestPlace, destroyTestPlace, freePort, getJson, killAll, run, waitFor, type TestPlace } from "@rtb/testing";
 
 /** The services as an operator runs them: real processes, real signals, real exit codes. */
-const root = fileURLToPath(new URL("../..", import.meta.url));
 let place: TestPlace;
-const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   place = await createTestPlace();
 });
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill("SIGKILL");
+afterEach(async () => {
+  await killAll();
 });
 afterAll(async () => {
   await destroyTestPlace(place);
 });
-
-function run(entry: string, env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  children.push(child);
-  let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return { child, exited, output: () => output };
-}
-
-// Test code reads the api's JSON loosely; the api's own tests check its shape.
-const getJson = async (url: string): Promise<any> => (await fetch(url)).json();
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 describe("npm start", () => {
   it("runs api, leader and two agents as processes, completes the backlog, and stops cleanly on Ctrl-C", async () => {

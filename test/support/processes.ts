@@ -1,0 +1,409 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { sql } from "kysely";
+import { expect } from "vitest";
+import type { DbHandle } from "@rtb/db";
+import { openTestDb, queueDepth, rawBroker, waitFor, type TestPlace } from "./fixtures.ts";
+import { checkInvariants } from "./invariants.ts";
+
+/**
+ * The services as an operator runs them: real processes (`node --import tsx <entry>`), real
+ * signals, real exit codes. `run` starts one entry point; `startCluster` runs a named set of
+ * services (api, leaders, agents) on a test file's database and broker names, so fault tests
+ * can kill, signal and restart them and then check that nothing was lost (`expectSettled`).
+ */
+
+export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface Proc {
+  child: ChildProcess;
+  pid: number;
+  /** The exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
+  /** The exit code and the signal. */
+  exit: Promise<Exit>;
+  running(): boolean;
+  /** stdout and stderr, interleaved as they arrived. */
+  output(): string;
+}
+
+const spawned = new Set<Proc>();
+
+/** Start `entry` (a path under the repository) as `node --import tsx entry`, capturing its output. */
+export function run(entry: string, env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, ["--import", "tsx", entry], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  let exited = false;
+  const exit = new Promise<Exit>((resolve) =>
+    child.on("exit", (code, signal) => {
+      exited = true;
+      resolve({ code, signal });
+    }),
+  );
+  const p: Proc = { child, pid: child.pid!, exit, exited: exit.then((e) => e.code), running: () => !exited, output: () => output };
+  spawned.add(p);
+  void exit.then(() => spawned.delete(p));
+  return p;
+}
+
+/** SIGKILL every process `run` started that is still running, and wait for them to exit. */
+export async function killAll(): Promise<void> {
+  const left = [...spawned];
+  for (const p of left) p.child.kill("SIGKILL");
+  await Promise.all(left.map((p) => p.exit));
+}
+
+/** Wait for `p` to exit, failing after `timeoutMs` (a generous bound, not a measurement). */
+export async function exitWithin(p: Proc, timeoutMs: number, what = `process ${p.pid}`): Promise<Exit> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not exit within ${timeoutMs} ms; its output:\n${p.output().slice(-4000)}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([p.exit, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.once("error", reject);
+  });
+}
+
+// Test code reads the api's JSON loosely; the api's own tests check its shape.
+export const getJson = async (url: string): Promise<any> => {
+  // Bounded, so a hung api fails the poll (and the test says so) instead of hanging it.
+  const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  if (!res.ok && res.status !== 404 && res.status !== 400) throw new Error(`GET ${url}: ${res.status} ${await res.text()}`);
+  return res.json();
+};
+
+/** The JSON log lines in `output` (other lines skipped). */
+export function logLines(output: string): Record<string, any>[] {
+  const lines: Record<string, any>[] = [];
+  for (const line of output.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      lines.push(JSON.parse(line));
+    } catch {
+      // a line cut by the capture; not a log record
+    }
+  }
+  return lines;
+}
+
+/** Service names: "api", "leader-<x>" (RTB_LEADER_ID) or "agent-<x>" (RTB_AGENT_ID). */
+export type ServiceName = "api" | `leader-${string}` | `agent-${string}`;
+
+const entries = { api: "services/api/src/main.ts", leader: "services/leader/src/main.ts", agent: "services/agent/src/main.ts" } as const;
+const readyLine = { api: /"msg":"api listening"/g, leader: /"msg":"leader ready/g, agent: /"msg":"agent ready"/g } as const;
+const kindOf = (name: string) => (name === "api" ? "api" : name.startsWith("leader-") ? "leader" : name.startsWith("agent-") ? "agent" : null);
+
+/** Fast settings for fault runs: small backlog and bound, quick agents, a reconciler every second. */
+export const faultDefaults: Record<string, string> = {
+  RTB_LOG_LEVEL: "info",
+  RTB_SEED_UNITS: "300",
+  RTB_BROADCAST_MAX_QUEUE: "20",
+  RTB_AGENT_CONCURRENCY: "4",
+  RTB_AGENT_WORK_MIN_MS: "20",
+  RTB_AGENT_WORK_MAX_MS: "60",
+  RTB_AGENT_ERROR_RATE: "0.05",
+  RTB_RETRY_BACKOFF_MS: "10",
+  RTB_RECONCILE_CRON: "*/1 * * * * *",
+  RTB_DISPATCH_TIMEOUT_MS: "3000",
+  RTB_SHUTDOWN_TIMEOUT_MS: "3000",
+  RTB_TRACKER_REFRESH_MS: "200",
+};
+
+/**
+ * A fault test's own limit: well above its normal run (about 10 s), so that when something
+ * hangs, the harness's bounded waits fail first and print what they saw.
+ */
+export const faultTestTimeout = 90_000;
+
+export interface Sampler {
+  /** Highest dispatched + queued seen so far. */
+  readonly peak: number;
+  readonly samples: number;
+  stop(): Promise<{ peak: number; samples: number }>;
+}
+
+/** Sample `dispatched + queued` from PostgreSQL every `everyMs`, recording the peak, until stopped. */
+export function sampleOutstanding(place: TestPlace, everyMs = 50): Sampler {
+  const h = openTestDb(place);
+  let peak = 0;
+  let samples = 0;
+  let running = true;
+  let wake: () => void = () => {};
+  const loop = (async () => {
+    while (running) {
+      try {
+        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM units WHERE status IN ('dispatched','queued')`.execute(h.db);
+        peak = Math.max(peak, rows[0]!.n);
+        samples++;
+      } catch {
+        // the database is being dropped at the end of a failed test
+      }
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, everyMs);
+      });
+    }
+    await h.close();
+  })();
+  return {
+    get peak() {
+      return peak;
+    },
+    get samples() {
+      return samples;
+    },
+    async stop() {
+      running = false;
+      wake();
+      await loop;
+      return { peak, samples };
+    },
+  };
+}
+
+export interface Cluster {
+  readonly place: TestPlace;
+  /** The environment every service gets (place.env, faultDefaults, the test's overrides). */
+  readonly env: Record<string, string>;
+  /** The api's base URL (a free port, kept across api restarts). */
+  readonly url: string;
+  readonly maxQueue: number;
+  /** Units the api seeds at its first start. */
+  readonly total: number;
+  /** A database handle on the test's database, for assertions. */
+  readonly db: DbHandle["db"];
+  /** Outstanding units sampled since the cluster was created. */
+  readonly sampler: Sampler;
+  /** Start a service and wait for its ready line. `env` overrides are remembered for restarts. */
+  start(name: ServiceName, env?: Record<string, string>): Promise<Proc>;
+  /** Run `npm start`'s launcher (scripts/start.ts) with this cluster's environment, and wait until every service is ready. */
+  startLauncher(env?: Record<string, string>): Promise<Proc>;
+  /** The current (last started) process of a service. */
+  proc(name: string): Proc;
+  /** The output of every process a service has run as, in order. */
+  output(name: string): string;
+  /** Send `signal` (default SIGKILL) and wait for the process to exit (up to `timeoutMs`). */
+  kill(name: ServiceName, signal?: NodeJS.Signals, timeoutMs?: number): Promise<Exit>;
+  /** Start a service again, with the environment it had. */
+  restart(name: ServiceName): Promise<Proc>;
+  /** GET a path on the api and parse the JSON. */
+  get(path: string): Promise<any>;
+  /** Poll GET / until `pred` holds; returns that state. */
+  waitState(what: string, pred: (state: any) => unknown, timeoutMs?: number): Promise<any>;
+  /** Poll GET / until the backlog is done. */
+  waitDone(timeoutMs?: number): Promise<any>;
+  /** Ready messages in a queue of this cluster. */
+  depth(queue: string): Promise<number>;
+  /** SIGKILL whatever still runs (the launcher's services too), stop the sampler, close the database handle. */
+  stopAll(): Promise<void>;
+}
+
+/**
+ * A set of services run as processes on `place`, with `faultDefaults` overridden by `env`.
+ * Start them by name: `await c.start("api"); await c.start("leader-a"); await c.start("agent-1")`.
+ */
+export async function startCluster(place: TestPlace, env: Record<string, string> = {}): Promise<Cluster> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const shared: Record<string, string> = { ...place.env, ...faultDefaults, ...env, RTB_API_HOST: `127.0.0.1:${port}` };
+  const handle = openTestDb(place);
+  const sampler = sampleOutstanding(place);
+  const procs = new Map<string, Proc[]>();
+  const envs = new Map<string, Record<string, string>>();
+  let broker: Awaited<ReturnType<typeof rawBroker>> | undefined;
+
+  const current = (name: string) => {
+    const p = procs.get(name)?.at(-1);
+    if (!p) throw new Error(`${name} was never started`);
+    return p;
+  };
+
+  async function waitReady(name: string, p: Proc, line: RegExp, count = 1) {
+    const deadline = Date.now() + 30_000;
+    while ((p.output().match(line)?.length ?? 0) < count) {
+      // A process that exited is not coming back: fail at once, with its output.
+      if (!p.running()) throw new Error(`${name} exited before it was ready; its output:\n${p.output().slice(-4000)}`);
+      if (Date.now() > deadline) throw new Error(`timed out after 30000 ms waiting for ${name} to be ready; its output:\n${p.output().slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async function launch(name: string, extra: Record<string, string>): Promise<Proc> {
+    const kind = kindOf(name);
+    if (!kind) throw new Error(`unknown service name ${name}: use "api", "leader-<x>" or "agent-<x>"`);
+    if (procs.get(name)?.at(-1)?.running()) throw new Error(`${name} is already running`);
+    const id: Record<string, string> = kind === "leader" ? { RTB_LEADER_ID: name } : kind === "agent" ? { RTB_AGENT_ID: name } : {};
+    const p = run(entries[kind], { ...shared, ...extra, ...id });
+    procs.set(name, [...(procs.get(name) ?? []), p]);
+    await waitReady(name, p, readyLine[kind]);
+    return p;
+  }
+
+  const cluster: Cluster = {
+    place,
+    env: shared,
+    url,
+    maxQueue: Number(shared.RTB_BROADCAST_MAX_QUEUE!),
+    total: Number(shared.RTB_SEED_UNITS),
+    db: handle.db,
+    sampler,
+    start(name, extra = {}) {
+      envs.set(name, extra);
+      return launch(name, extra);
+    },
+    async startLauncher(extra = {}) {
+      const p = run("scripts/start.ts", { ...shared, ...extra });
+      procs.set("launcher", [...(procs.get("launcher") ?? []), p]);
+      const agents = Number(extra.RTB_AGENTS ?? shared.RTB_AGENTS ?? 2);
+      await waitReady("the launcher's services", p, /"msg":"(agent ready|leader ready|api listening)/g, agents + 2);
+      return p;
+    },
+    proc: current,
+    output: (name) => (procs.get(name) ?? []).map((p) => p.output()).join(""),
+    async kill(name, signal = "SIGKILL", timeoutMs = 30_000) {
+      const p = current(name);
+      if (!p.running()) throw new Error(`${name} is not running`);
+      p.child.kill(signal);
+      return exitWithin(p, timeoutMs, `${name} (${signal})`);
+    },
+    restart(name) {
+      return launch(name, envs.get(name) ?? {});
+    },
+    get: (path) => getJson(`${url}${path}`),
+    async waitState(what, pred, timeoutMs = 40_000) {
+      try {
+        return await waitFor(
+          what,
+          async () => {
+            const s = await cluster.get("/");
+            return pred(s) ? s : null;
+          },
+          timeoutMs,
+          100,
+        );
+      } catch (err) {
+        throw new Error(`${(err as Error).message}\n${await diagnose(cluster, [...procs.keys()])}`);
+      }
+    },
+    waitDone(timeoutMs = 40_000) {
+      return cluster.waitState("every unit to finish (GET / done)", (s) => s.done === true, timeoutMs);
+    },
+    async depth(queue) {
+      broker ??= await rawBroker();
+      return queueDepth(broker, queue);
+    },
+    async stopAll() {
+      // The services of a launcher still running, by their latest pid (an earlier one died, and
+      // a launcher that exited by itself did so after all its services had).
+      const launcherPids = new Map<string, number>();
+      for (const p of (procs.get("launcher") ?? []).filter((l) => l.running())) {
+        for (const m of p.output().matchAll(/\[start\] (\S+) started \(pid (\d+)\)/g)) launcherPids.set(m[1]!, Number(m[2]));
+      }
+      const all = [...procs.values()].flat();
+      for (const p of all) if (p.running()) p.child.kill("SIGKILL");
+      await Promise.all(all.map((p) => p.exit));
+      // The launcher's services stop by themselves when it dies (their IPC channel closes); make sure.
+      for (const pid of launcherPids.values()) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      await sampler.stop();
+      await handle.close();
+      await broker?.close().catch(() => {});
+    },
+  };
+  return cluster;
+}
+
+/** What a test that timed out needs to see: the api's state, units not finished, each service's warnings. */
+async function diagnose(cluster: Cluster, names: string[]): Promise<string> {
+  const parts: string[] = [];
+  parts.push(`GET /: ${await cluster.get("/").then((s) => JSON.stringify(s), (err: Error) => `unavailable (${err.message})`)}`);
+  const stuck = await sql<{ id: number; status: string; attempt: number; events: unknown }>`
+    SELECT u.id, u.status, u.attempt,
+      (SELECT json_agg(json_build_object('attempt', e.attempt, 'status', e.status, 'source', e.source, 'at', e.at) ORDER BY e.id) FROM unit_events e WHERE e.unit_id = u.id) AS events
+    FROM units u WHERE u.status NOT IN ('success','error','cancelled') ORDER BY u.updated_at LIMIT 5`
+    .execute(cluster.db)
+    .then((r) => r.rows, (err: Error) => `unavailable (${err.message})`);
+  parts.push(`units not finished (oldest first): ${JSON.stringify(stuck)}`);
+  for (const name of names) {
+    const p = cluster.proc(name);
+    const state = p.running() ? `running (pid ${p.pid})` : `exited (${p.child.exitCode ?? p.child.signalCode})`;
+    const warnings = logLines(cluster.output(name)).filter((l) => typeof l.level === "number" && l.level >= 40);
+    parts.push(`${name}: ${state}; ${warnings.length} warnings/errors; last: ${warnings.slice(-5).map((l) => JSON.stringify(l)).join("\n  ")}`);
+  }
+  return parts.join("\n");
+}
+
+/** Units in `processing` whose current attempt was started by `agentId` (from the timeline). */
+export async function unitsHeldBy(db: DbHandle["db"], agentId: string): Promise<{ id: number; attempt: number }[]> {
+  const { rows } = await sql<{ id: number; attempt: number }>`
+    SELECT u.id, u.attempt FROM units u
+    WHERE u.status = 'processing' AND EXISTS (
+      SELECT 1 FROM unit_events e
+      WHERE e.unit_id = u.id AND e.attempt = u.attempt AND e.status = 'processing' AND e.source = ${`agent:${agentId}`})
+    ORDER BY u.id`.execute(db);
+  return rows;
+}
+
+/** Who recorded the terminal (success/error) event of each (unit, attempt). */
+export async function finishedBy(db: DbHandle["db"], units: { id: number; attempt: number }[]): Promise<Map<number, string>> {
+  const out = new Map<number, string>();
+  for (const u of units) {
+    const { rows } = await sql<{ source: string }>`
+      SELECT source FROM unit_events WHERE unit_id = ${u.id} AND attempt = ${u.attempt} AND status IN ('success','error')`.execute(db);
+    if (rows[0]) out.set(u.id, rows[0].source);
+  }
+  return out;
+}
+
+/**
+ * After a fault run: wait for the backlog to drain, then check that no unit was lost or
+ * double-counted. Every seeded unit is success or error; the timeline invariants hold; the
+ * outstanding units never exceeded RTB_BROADCAST_MAX_QUEUE in any sample; the outbox and the
+ * job queue hold no ready message (duplicates from a fault are worked off); nothing was
+ * dead-lettered. Returns the final GET /. (The one place to swap in a fuller checker.)
+ */
+export async function expectSettled(cluster: Cluster, timeoutMs = 40_000): Promise<any> {
+  const state = await cluster.waitDone(timeoutMs);
+  const t = cluster.place.topology;
+  await waitFor(
+    "the outbox and the job queue to hold no ready message",
+    async () => (await cluster.depth(t.box)) === 0 && (await cluster.depth(t.jobQueue("simulate"))) === 0,
+    30_000,
+    100,
+  );
+  const { peak, samples } = await cluster.sampler.stop();
+
+  expect(state.total).toBe(cluster.total);
+  expect(state.counts.success + state.counts.error).toBe(cluster.total);
+  expect(state.counts).toMatchObject({ pending: 0, dispatched: 0, queued: 0, processing: 0 });
+  expect(await checkInvariants(cluster.db)).toEqual([]);
+  expect(samples).toBeGreaterThan(0);
+  expect(peak).toBeLessThanOrEqual(cluster.maxQueue);
+  expect(await cluster.depth(t.dead)).toBe(0);
+  return state;
+}

@@ -1,0 +1,94 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  createTestPlace,
+  destroyTestPlace,
+  expectSettled,
+  faultTestTimeout,
+  finishedBy,
+  startCluster,
+  unitsHeldBy,
+  waitFor,
+  type Cluster,
+  type TestPlace,
+} from "@rtb/testing";
+
+/** Agents dying or stopping with jobs in hand, as real processes: no unit is lost. */
+let place: TestPlace;
+let cluster: Cluster | undefined;
+
+beforeEach(async () => {
+  place = await createTestPlace();
+});
+afterEach(async () => {
+  await cluster?.stopAll();
+  cluster = undefined;
+  if (place) await destroyTestPlace(place);
+});
+
+describe("an agent that dies", () => {
+  it("kill -9 while it holds units: its unacked jobs go to the other agent and finish; nothing stays processing", async () => {
+    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "300", RTB_AGENT_CONCURRENCY: "4" }));
+    await c.start("api");
+    await c.start("leader-1");
+    // agent-1 is slow, so it always has units in hand; agent-2 is quick.
+    await c.start("agent-1", { RTB_AGENT_WORK_MIN_MS: "200", RTB_AGENT_WORK_MAX_MS: "400" });
+    await c.start("agent-2");
+    expect(await c.get("/go")).toMatchObject({ dispatching: true, changed: true });
+
+    // Mid-run, agent-1 has units in processing.
+    await waitFor("agent-1 to hold units, mid-run", async () => (await unitsHeldBy(c.db, "agent-1")).length >= 2 && (await c.get("/")).counts.success >= 20, 30_000);
+    const held = await unitsHeldBy(c.db, "agent-1");
+    expect(await c.kill("agent-1", "SIGKILL")).toEqual({ code: null, signal: "SIGKILL" });
+
+    await expectSettled(c);
+    // What agent-1 held was redelivered by the broker and finished by agent-2, not repaired by
+    // the reconciler (a unit whose result agent-1 had reported just before it died keeps agent-1's name).
+    const by = await finishedBy(c.db, held);
+    expect(new Set(by.keys())).toEqual(new Set(held.map((u) => u.id)));
+    const sources = [...by.values()];
+    expect(sources.every((s) => s === "agent:agent-1" || s === "agent:agent-2")).toBe(true);
+    expect(sources.filter((s) => s === "agent:agent-2").length).toBeGreaterThan(0);
+  }, faultTestTimeout);
+});
+
+describe("an agent stopped with SIGTERM", () => {
+  it("finishes the jobs in hand, exits 0 within RTB_SHUTDOWN_TIMEOUT_MS, and the run completes", async () => {
+    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "200", RTB_SHUTDOWN_TIMEOUT_MS: "5000" }));
+    await c.start("api");
+    await c.start("leader-1");
+    // agent-1's jobs take well under the time it has to finish them on SIGTERM (4 s of 5 s).
+    await c.start("agent-1", { RTB_AGENT_WORK_MIN_MS: "500", RTB_AGENT_WORK_MAX_MS: "1000" });
+    await c.start("agent-2");
+    await c.get("/go");
+
+    await waitFor("agent-1 to hold units", async () => (await unitsHeldBy(c.db, "agent-1")).length >= 2, 30_000);
+    const held = await unitsHeldBy(c.db, "agent-1");
+    // Exit code 0 (not 1): it stopped before the lifecycle's hard deadline (timeout + 2 s).
+    expect(await c.kill("agent-1", "SIGTERM", 5_000 + 15_000)).toEqual({ code: 0, signal: null });
+    expect(c.output("agent-1")).toContain('"msg":"stopped"');
+
+    await expectSettled(c);
+    // agent-1 finished what it held before exiting.
+    const by = await finishedBy(c.db, held);
+    expect([...by.values()]).toEqual(held.map(() => "agent:agent-1"));
+  }, faultTestTimeout);
+
+  it("hands back jobs that cannot finish before the deadline; another agent finishes them", async () => {
+    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "200", RTB_SHUTDOWN_TIMEOUT_MS: "2000" }));
+    await c.start("api");
+    await c.start("leader-1");
+    // agent-1's jobs would take far longer than its shutdown allows.
+    await c.start("agent-1", { RTB_AGENT_WORK_MIN_MS: "20000", RTB_AGENT_WORK_MAX_MS: "20000" });
+    await c.start("agent-2");
+    await c.get("/go");
+
+    await waitFor("agent-1 to hold its 4 jobs", async () => (await unitsHeldBy(c.db, "agent-1")).length === 4, 30_000);
+    const held = await unitsHeldBy(c.db, "agent-1");
+    expect(await c.kill("agent-1", "SIGTERM", 2_000 + 15_000)).toEqual({ code: 0, signal: null });
+
+    await expectSettled(c);
+    // No error was recorded for the cut-short attempts: they were handed back and agent-2 finished them.
+    const by = await finishedBy(c.db, held);
+    expect([...by.values()]).toEqual(held.map(() => "agent:agent-2"));
+  }, faultTestTimeout);
+});
