@@ -1,6 +1,6 @@
 export * from "./fixtures.ts";
 export * from "./servers.ts";
 export * from "./system.ts";
-export * from "./invariants.ts";
 export * from "./processes.ts";
+export * from "./runs.ts";
 export * from "./server-control.ts";

@@ -2,10 +2,11 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "kysely";
-import { expect } from "vitest";
+import { loadApiConfig, sampleOutstanding } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
-import { openTestDb, queueDepth, rawBroker, waitFor, type TestPlace } from "./fixtures.ts";
-import { checkInvariants } from "./invariants.ts";
+import { connectBrokerFromConfig, type Broker } from "@rtb/runtime";
+import { openTestDb, testLogger, waitFor, type TestPlace } from "./fixtures.ts";
+import { expectRunSettled, type Sampler } from "./runs.ts";
 
 /**
  * The services as an operator runs them: real processes (`node --import tsx <entry>`), real
@@ -135,52 +136,6 @@ export const faultDefaults: Record<string, string> = {
  */
 export const faultTestTimeout = 90_000;
 
-export interface Sampler {
-  /** Highest dispatched + queued seen so far. */
-  readonly peak: number;
-  readonly samples: number;
-  stop(): Promise<{ peak: number; samples: number }>;
-}
-
-/** Sample `dispatched + queued` from PostgreSQL every `everyMs`, recording the peak, until stopped. */
-export function sampleOutstanding(place: TestPlace, everyMs = 50): Sampler {
-  const h = openTestDb(place);
-  let peak = 0;
-  let samples = 0;
-  let running = true;
-  let wake: () => void = () => {};
-  const loop = (async () => {
-    while (running) {
-      try {
-        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM units WHERE status IN ('dispatched','queued')`.execute(h.db);
-        peak = Math.max(peak, rows[0]!.n);
-        samples++;
-      } catch {
-        // the database is being dropped at the end of a failed test
-      }
-      await new Promise<void>((r) => {
-        wake = r;
-        setTimeout(r, everyMs);
-      });
-    }
-    await h.close();
-  })();
-  return {
-    get peak() {
-      return peak;
-    },
-    get samples() {
-      return samples;
-    },
-    async stop() {
-      running = false;
-      wake();
-      await loop;
-      return { peak, samples };
-    },
-  };
-}
-
 export interface Cluster {
   readonly place: TestPlace;
   /** The environment every service gets (place.env, faultDefaults, the test's overrides). */
@@ -192,8 +147,10 @@ export interface Cluster {
   readonly total: number;
   /** A database handle on the test's database, for assertions. */
   readonly db: DbHandle["db"];
-  /** Outstanding units sampled since the cluster was created. */
+  /** Outstanding units sampled since the cluster was created (the product's sampler). */
   readonly sampler: Sampler;
+  /** A broker connection on the cluster's names, for checks (opened on first use). */
+  broker(): Promise<Broker>;
   /** Start a service and wait for its ready line. `env` overrides are remembered for restarts. */
   start(name: ServiceName, env?: Record<string, string>): Promise<Proc>;
   /** Run `npm start`'s launcher (scripts/start.ts) with this cluster's environment, and wait until every service is ready. */
@@ -214,7 +171,7 @@ export interface Cluster {
   waitDone(timeoutMs?: number): Promise<any>;
   /** Ready messages in a queue of this cluster. */
   depth(queue: string): Promise<number>;
-  /** SIGKILL whatever still runs (the launcher's services too), stop the sampler, close the database handle. */
+  /** SIGKILL whatever still runs (the launcher's services too), stop the sampler, close the database handle and the broker. */
   stopAll(): Promise<void>;
 }
 
@@ -227,10 +184,15 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
   const url = `http://127.0.0.1:${port}`;
   const shared: Record<string, string> = { ...place.env, ...faultDefaults, ...env, RTB_API_HOST: `127.0.0.1:${port}` };
   const handle = openTestDb(place);
-  const sampler = sampleOutstanding(place);
+  const sampler = sampleOutstanding(handle.db);
   const procs = new Map<string, Proc[]>();
   const envs = new Map<string, Record<string, string>>();
-  let broker: Awaited<ReturnType<typeof rawBroker>> | undefined;
+  let broker: Promise<Broker> | undefined;
+  const brokerOnce = () =>
+    (broker ??= connectBrokerFromConfig(loadApiConfig(shared), testLogger("check")).catch((err: unknown) => {
+      broker = undefined;
+      throw err;
+    }));
 
   const current = (name: string) => {
     const p = procs.get(name)?.at(-1);
@@ -267,6 +229,7 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
     total: Number(shared.RTB_SEED_UNITS),
     db: handle.db,
     sampler,
+    broker: brokerOnce,
     start(name, extra = {}) {
       envs.set(name, extra);
       return launch(name, extra);
@@ -309,8 +272,9 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
       return cluster.waitState("every unit to finish (GET / done)", (s) => s.done === true, timeoutMs);
     },
     async depth(queue) {
-      broker ??= await rawBroker();
-      return queueDepth(broker, queue);
+      const q = await (await brokerOnce()).inspectQueue(queue);
+      if (!q) throw new Error(`the broker did not say how deep ${queue} is (not connected)`);
+      return q.messages;
     },
     async stopAll() {
       // The services of a launcher still running, by their latest pid (an earlier one died, and
@@ -332,7 +296,7 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
       }
       await sampler.stop();
       await handle.close();
-      await broker?.close().catch(() => {});
+      await broker?.then((b) => b.close()).catch(() => {});
     },
   };
   return cluster;
@@ -381,29 +345,13 @@ export async function finishedBy(db: DbHandle["db"], units: { id: number; attemp
 }
 
 /**
- * After a fault run: wait for the backlog to drain, then check that no unit was lost or
- * double-counted. Every seeded unit is success or error; the timeline invariants hold; the
- * outstanding units never exceeded RTB_BROADCAST_MAX_QUEUE in any sample; the outbox and the
- * job queue hold no ready message (duplicates from a fault are worked off); nothing was
- * dead-lettered. Returns the final GET /. (The one place to swap in a fuller checker.)
+ * After a fault run: wait for the backlog to drain (GET / done), then check it with the
+ * product's checker (`expectRunSettled`: checkSystem expecting the run done, with the peak the
+ * cluster's sampler saw; every seeded unit success or error; the queues worked off; nothing
+ * dead-lettered). Returns the final GET /.
  */
 export async function expectSettled(cluster: Cluster, timeoutMs = 40_000): Promise<any> {
   const state = await cluster.waitDone(timeoutMs);
-  const t = cluster.place.topology;
-  await waitFor(
-    "the outbox and the job queue to hold no ready message",
-    async () => (await cluster.depth(t.box)) === 0 && (await cluster.depth(t.jobQueue("simulate"))) === 0,
-    30_000,
-    100,
-  );
-  const { peak, samples } = await cluster.sampler.stop();
-
-  expect(state.total).toBe(cluster.total);
-  expect(state.counts.success + state.counts.error).toBe(cluster.total);
-  expect(state.counts).toMatchObject({ pending: 0, dispatched: 0, queued: 0, processing: 0 });
-  expect(await checkInvariants(cluster.db)).toEqual([]);
-  expect(samples).toBeGreaterThan(0);
-  expect(peak).toBeLessThanOrEqual(cluster.maxQueue);
-  expect(await cluster.depth(t.dead)).toBe(0);
+  await expectRunSettled({ db: cluster.db, broker: await cluster.broker(), env: cluster.env, sampler: cluster.sampler, total: cluster.total });
   return state;
 }
