@@ -5,7 +5,8 @@ import { sql } from "kysely";
 import { loadApiConfig, sampleOutstanding } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
 import { connectBrokerFromConfig, type Broker } from "@rtb/runtime";
-import { openTestDb, testLogger, waitFor, type TestPlace } from "./fixtures.ts";
+import { afterEach, beforeEach } from "vitest";
+import { createTestPlace, destroyTestPlace, openTestDb, testLogger, waitFor, type TestPlace } from "./fixtures.ts";
 import { expectRunSettled, type Sampler } from "./runs.ts";
 
 /**
@@ -354,4 +355,32 @@ export async function expectSettled(cluster: Cluster, timeoutMs = 40_000): Promi
   const state = await cluster.waitDone(timeoutMs);
   await expectRunSettled({ db: cluster.db, broker: await cluster.broker(), env: cluster.env, sampler: cluster.sampler, total: cluster.total });
   return state;
+}
+
+/**
+ * For a file of fault tests: a fresh place (database + broker names) before each test, and
+ * after it the cluster stopped (whatever still runs is killed) and the place dropped.
+ */
+export function clusterPerTest(): { readonly place: TestPlace; start(env?: Record<string, string>): Promise<Cluster> } {
+  let place: TestPlace | undefined;
+  let cluster: Cluster | undefined;
+  beforeEach(async () => {
+    place = await createTestPlace();
+  });
+  afterEach(async () => {
+    await cluster?.stopAll();
+    cluster = undefined;
+    if (place) await destroyTestPlace(place);
+    place = undefined;
+  });
+  return {
+    get place() {
+      if (!place) throw new Error("clusterPerTest: the place exists only inside a test");
+      return place;
+    },
+    async start(env = {}) {
+      cluster = await startCluster(this.place, env);
+      return cluster;
+    },
+  };
 }

@@ -1,33 +1,12 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import {
-  createTestPlace,
-  destroyTestPlace,
-  expectSettled,
-  faultTestTimeout,
-  finishedBy,
-  startCluster,
-  unitsHeldBy,
-  waitFor,
-  type Cluster,
-  type TestPlace,
-} from "@rtb/testing";
+import { describe, expect, it } from "vitest";
+import { clusterPerTest, expectSettled, faultTestTimeout, finishedBy, unitsHeldBy, waitFor } from "@rtb/testing";
 
 /** Agents dying or stopping with jobs in hand, as real processes: no unit is lost. */
-let place: TestPlace;
-let cluster: Cluster | undefined;
-
-beforeEach(async () => {
-  place = await createTestPlace();
-});
-afterEach(async () => {
-  await cluster?.stopAll();
-  cluster = undefined;
-  if (place) await destroyTestPlace(place);
-});
+const run = clusterPerTest();
 
 describe("an agent that dies", () => {
   it("kill -9 while it holds units: its unacked jobs go to the other agent and finish; nothing stays processing", async () => {
-    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "300", RTB_AGENT_CONCURRENCY: "4" }));
+    const c = await run.start({ RTB_SEED_UNITS: "300", RTB_AGENT_CONCURRENCY: "4" });
     await c.start("api");
     await c.start("leader-1");
     // agent-1 is slow, so it always has units in hand; agent-2 is quick.
@@ -53,7 +32,7 @@ describe("an agent that dies", () => {
 
 describe("an agent stopped with SIGTERM", () => {
   it("finishes the jobs in hand, exits 0 within RTB_SHUTDOWN_TIMEOUT_MS, and the run completes", async () => {
-    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "200", RTB_SHUTDOWN_TIMEOUT_MS: "5000" }));
+    const c = await run.start({ RTB_SEED_UNITS: "200", RTB_SHUTDOWN_TIMEOUT_MS: "5000" });
     await c.start("api");
     await c.start("leader-1");
     // agent-1's jobs take well under the time it has to finish them on SIGTERM (4 s of 5 s).
@@ -74,7 +53,7 @@ describe("an agent stopped with SIGTERM", () => {
   }, faultTestTimeout);
 
   it("hands back jobs that cannot finish before the deadline; another agent finishes them", async () => {
-    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "200", RTB_SHUTDOWN_TIMEOUT_MS: "2000" }));
+    const c = await run.start({ RTB_SEED_UNITS: "200", RTB_SHUTDOWN_TIMEOUT_MS: "2000" });
     await c.start("api");
     await c.start("leader-1");
     // agent-1's jobs would take far longer than its shutdown allows.

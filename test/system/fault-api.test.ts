@@ -1,18 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, expectSettled, faultTestTimeout, startCluster, waitFor, type Cluster, type TestPlace } from "@rtb/testing";
+import { describe, expect, it } from "vitest";
+import { clusterPerTest, expectSettled, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
 
 /** The api dying or stopping mid-run, as a real process: reports wait in the broker, nothing is lost. */
-let place: TestPlace;
-let cluster: Cluster | undefined;
-
-beforeEach(async () => {
-  place = await createTestPlace();
-});
-afterEach(async () => {
-  await cluster?.stopAll();
-  cluster = undefined;
-  if (place) await destroyTestPlace(place);
-});
+const run = clusterPerTest();
 
 const env = { RTB_SEED_UNITS: "300", RTB_AGENT_WORK_MIN_MS: "50", RTB_AGENT_WORK_MAX_MS: "150" };
 
@@ -27,21 +17,21 @@ async function startAll(c: Cluster) {
 
 describe("the api", () => {
   it("kill -9 mid-run, then a restart: the inbox waited in the broker, top-ups resume without /go, nothing lost, never over the bound", async () => {
-    const c = (cluster = await startCluster(place, env));
+    const c = await run.start(env);
     await startAll(c);
     expect(await c.kill("api", "SIGKILL")).toEqual({ code: null, signal: "SIGKILL" });
 
     // While the api is down, the agents work off what was routed and their reports wait in the inbox.
-    await waitFor("status reports to wait in the inbox", async () => (await c.depth(place.topology.inbox)) > 0, 30_000, 100);
-    await waitFor("the routed jobs to be worked off", async () => (await c.depth(place.topology.jobQueue("simulate"))) === 0, 30_000, 100);
-    const waiting = await c.depth(place.topology.inbox);
+    await waitFor("status reports to wait in the inbox", async () => (await c.depth(run.place.topology.inbox)) > 0, 30_000, 100);
+    await waitFor("the routed jobs to be worked off", async () => (await c.depth(run.place.topology.jobQueue("simulate"))) === 0, 30_000, 100);
+    const waiting = await c.depth(run.place.topology.inbox);
     expect(waiting).toBeGreaterThan(0);
 
     await c.restart("api");
     // Dispatching was on in PostgreSQL: the new api resumes by itself (nobody calls /go again).
     const resumed = await c.get("/");
     expect(resumed).toMatchObject({ dispatching: true, total: 300 });
-    await waitFor("the waiting reports to be applied", async () => (await c.depth(place.topology.inbox)) === 0, 30_000, 100);
+    await waitFor("the waiting reports to be applied", async () => (await c.depth(run.place.topology.inbox)) === 0, 30_000, 100);
     expect((await c.get("/")).reports.applied).toBeGreaterThan(0);
 
     await expectSettled(c);
@@ -51,7 +41,7 @@ describe("the api", () => {
   }, faultTestTimeout);
 
   it("SIGTERM mid-run: exits 0 within RTB_SHUTDOWN_TIMEOUT_MS; after a restart the run completes with nothing lost", async () => {
-    const c = (cluster = await startCluster(place, env));
+    const c = await run.start(env);
     await startAll(c);
     const shutdownMs = Number(c.env.RTB_SHUTDOWN_TIMEOUT_MS);
     expect(await c.kill("api", "SIGTERM", shutdownMs + 15_000)).toEqual({ code: 0, signal: null });

@@ -1,25 +1,15 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, exitWithin, expectSettled, faultTestTimeout, logLines, startCluster, unitsHeldBy, waitFor, type Cluster, type TestPlace } from "@rtb/testing";
+import { describe, expect, it } from "vitest";
+import { clusterPerTest, exitWithin, expectSettled, faultTestTimeout, logLines, unitsHeldBy, waitFor } from "@rtb/testing";
 
 /** `npm start` (scripts/start.ts) restarts a service that dies, and the run loses nothing. */
-let place: TestPlace;
-let cluster: Cluster | undefined;
-
-beforeEach(async () => {
-  place = await createTestPlace();
-});
-afterEach(async () => {
-  await cluster?.stopAll();
-  cluster = undefined;
-  if (place) await destroyTestPlace(place);
-});
+const run = clusterPerTest();
 
 const pidsOf = (output: string, name: string) => [...output.matchAll(new RegExp(`\\[start\\] ${name} started \\(pid (\\d+)\\)`, "g"))].map((m) => Number(m[1]));
 const readyAgents = (output: string, id: string) => logLines(output).filter((l) => l.msg === "agent ready" && l.agentId === id).length;
 
 describe("the launcher", () => {
   it("restarts an agent killed with SIGKILL; the run completes; Ctrl-C then stops everything with exit 0", async () => {
-    const c = (cluster = await startCluster(place, { RTB_SEED_UNITS: "200", RTB_AGENT_WORK_MIN_MS: "100", RTB_AGENT_WORK_MAX_MS: "200" }));
+    const c = await run.start({ RTB_SEED_UNITS: "200", RTB_AGENT_WORK_MIN_MS: "100", RTB_AGENT_WORK_MAX_MS: "200" });
     const launcher = await c.startLauncher();
     const [pid] = pidsOf(launcher.output(), "agent-1");
     expect(pid).toEqual(expect.any(Number));

@@ -1,19 +1,9 @@
 import { sql } from "kysely";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, expectSettled, faultTestTimeout, startCluster, waitFor, type Cluster, type TestPlace } from "@rtb/testing";
+import { describe, expect, it } from "vitest";
+import { clusterPerTest, expectSettled, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
 
 /** The leader dying or stopping mid-stream, as a real process: the run completes, nothing lost. */
-let place: TestPlace;
-let cluster: Cluster | undefined;
-
-beforeEach(async () => {
-  place = await createTestPlace();
-});
-afterEach(async () => {
-  await cluster?.stopAll();
-  cluster = undefined;
-  if (place) await destroyTestPlace(place);
-});
+const run = clusterPerTest();
 
 // Slow enough that the run is still going when the leader is hit.
 const env = { RTB_SEED_UNITS: "300", RTB_AGENT_WORK_MIN_MS: "50", RTB_AGENT_WORK_MAX_MS: "150" };
@@ -24,7 +14,7 @@ async function midStream(c: Cluster, leaderId: string) {
 
 describe("the leader", () => {
   it("kill -9 with a standby running: the standby takes over and the run completes", async () => {
-    const c = (cluster = await startCluster(place, env));
+    const c = await run.start(env);
     await c.start("api");
     // leader-a subscribes first, so it is the outbox's single active consumer; leader-b stands by.
     await c.start("leader-a");
@@ -49,7 +39,7 @@ describe("the leader", () => {
   }, faultTestTimeout);
 
   it("kill -9 with no standby, then a restart: messages wait in the outbox, are not re-published, and the run resumes", async () => {
-    const c = (cluster = await startCluster(place, env));
+    const c = await run.start(env);
     await c.start("api");
     await c.start("leader-1");
     await c.start("agent-1");
@@ -75,14 +65,14 @@ describe("the leader", () => {
     const stalled = await c.get("/");
     expect(stalled.publishes.republished).toBe(0);
     expect(stalled.done).toBe(false);
-    expect(await c.depth(place.topology.box)).toBeGreaterThan(0);
+    expect(await c.depth(run.place.topology.box)).toBeGreaterThan(0);
 
     await c.restart("leader-1");
     await expectSettled(c);
   }, faultTestTimeout);
 
   it("SIGTERM: exits 0 within RTB_SHUTDOWN_TIMEOUT_MS, loses nothing it held, and the run completes after a restart", async () => {
-    const c = (cluster = await startCluster(place, env));
+    const c = await run.start(env);
     await c.start("api");
     await c.start("leader-1");
     await c.start("agent-1");
