@@ -278,7 +278,7 @@ try {
   console.log(`  units        ${report.total} (success ${report.counts.success}, error ${report.counts.error})`);
   console.log(`  faults       ${injected}: ${Object.entries(faults).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
   console.log(`  recoveries   ${recoveries} service restarts came back ready; ${unexpectedExits} unexpected exit(s)`);
-  console.log(`  services     ${state.services.leaders.length} leader(s) and ${state.services.agents.length} agent(s) alive; active leader ${state.leader?.id ?? "none"} since ${state.leader?.activeSince ?? "?"}`);
+  console.log(`  services     ${state.services.leaders.length} leader(s) and ${state.services.agents.length} agent(s) seen in the last 30 s (killed lifetimes included); active leader ${state.leader?.id ?? "none"} since ${state.leader?.activeSince ?? "?"}`);
   console.log(`  dead letters ${report.queues.dead?.messages ?? "?"} waiting`);
   console.log(`  max queue    peak outstanding ${sampler.peak} of ${opts.maxQueue} over ${sampler.samples} samples`);
   console.log(`  time         ${((Date.now() - started) / 1000).toFixed(1)} s`);
