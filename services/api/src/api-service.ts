@@ -88,7 +88,15 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     });
     stops.push((left) => within(reconciler.stop(), left(2_000)));
 
-    const app = createApp({ db: database.db, broker, dispatcher, stats, logger, maxQueue: config.RTB_BROADCAST_MAX_QUEUE });
+    const app = createApp({
+      db: database.db,
+      broker,
+      dispatcher,
+      stats,
+      logger,
+      maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
+      auth: { token: config.RTB_API_TOKEN, reads: config.RTB_API_TOKEN_READS },
+    });
     let address: ApiService["address"] = null;
     if (opts.listen) {
       const server = await listen(app, config.RTB_API_HOST.host, config.RTB_API_HOST.port);

@@ -1,6 +1,6 @@
 import { validate as validCron } from "node-cron";
 import { z } from "zod";
-import { brokerConfig, hostPort, int, loadConfig, logConfig, type Env } from "@rtb/runtime";
+import { bool, brokerConfig, hostPort, int, loadConfig, logConfig, type Env } from "@rtb/runtime";
 import { dbConfig } from "@rtb/db";
 
 export const apiConfigSchema = z.object({
@@ -9,6 +9,8 @@ export const apiConfigSchema = z.object({
   ...logConfig,
   RTB_API_HOST: hostPort("0.0.0.0:8080", 8080),
   RTB_API_ID: z.string().min(1).max(200).optional(),
+  RTB_API_TOKEN: z.string().min(16, { message: "expected a token of at least 16 characters (e.g. openssl rand -hex 32)" }).max(1_000).optional(),
+  RTB_API_TOKEN_READS: bool(false),
   RTB_BROADCAST_MAX_QUEUE: int(50, { min: 1, max: 100_000 }),
   RTB_SEED_UNITS: int(100, { min: 0, max: 10_000_000 }),
   RTB_MAX_ATTEMPTS: int(3, { min: 1, max: 1000 }),

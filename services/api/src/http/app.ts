@@ -8,8 +8,10 @@ import { InvalidRequestError } from "./validation.ts";
 import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
+import { bearerAuth, type AuthOptions } from "./auth.ts";
 
 export interface AppDeps {
+  auth: AuthOptions;
   db: Db;
   broker: Broker;
   dispatcher: Dispatcher;
@@ -21,6 +23,7 @@ export interface AppDeps {
 /** The HTTP surface: one sub-app per resource, one error handler, JSON everywhere. */
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
+  app.use(bearerAuth(deps.auth));
   app.route("/", controlRoutes(deps));
   app.route("/units", unitRoutes(deps));
   app.route("/", healthRoutes(deps));

@@ -59,5 +59,21 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   };
   app.on(["GET", "POST"], ["/go", "/go/"], go);
 
+  // Stop dispatching: units in flight finish, nothing new goes out. POST only: a paused
+  // system is an operator's decision, not something a link checker should make.
+  app.on("POST", ["/pause", "/pause/"], async (c) => {
+    const state = await setDispatching(db, false);
+    if (state.changed) logger.info("dispatching paused (POST /pause)");
+    const summary = await summarize(db);
+    return c.json({
+      dispatching: false,
+      changed: state.changed,
+      since: state.since,
+      inFlight: summary.outstanding + summary.counts.processing,
+      message: state.changed ? "dispatching is paused; units in flight will finish" : "dispatching was already paused",
+    });
+  });
+  app.on(["GET", "HEAD"], ["/pause", "/pause/"], (c) => c.json({ error: "method_not_allowed", message: "use POST /pause" }, 405));
+
   return app;
 }
