@@ -10,11 +10,14 @@ const nextQuery = z.object({ limit: intParam({ min: 1, max: 1000, defaultValue: 
 /** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
 export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue }: AppDeps): Hono {
   const app = new Hono();
+  // The dead queue's depth, read at most once a second however often GET / is polled (each
+  // read opens a channel on the broker).
+  const deadDepth = memoize(1_000, () => broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)));
 
   app.get("/", async (c) => {
     const [summary, deadLetters, instances, deadByService] = await Promise.all([
       summarize(db),
-      broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)),
+      deadDepth(),
       recentInstances(db, SEEN_RECENTLY_MS),
       deadLetteredByService(db),
     ]);
@@ -76,4 +79,17 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   app.on(["GET", "HEAD"], ["/pause", "/pause/"], (c) => c.json({ error: "method_not_allowed", message: "use POST /pause" }, 405));
 
   return app;
+}
+
+/** The last value of `fn` for `ttlMs`; concurrent callers share one call in flight. */
+function memoize<T>(ttlMs: number, fn: () => Promise<T>): () => Promise<T> {
+  let last: { at: number; value: Promise<T> } | null = null;
+  return () => {
+    if (last && Date.now() - last.at < ttlMs) return last.value;
+    const value = fn();
+    last = { at: Date.now(), value };
+    // A failed read is not kept.
+    value.catch(() => (last = null));
+    return value;
+  };
 }
