@@ -79,3 +79,21 @@ it("dead-letters a malformed dispatch message and keeps consuming", async () => 
   await waitFor("both bad messages in the dead queue", async () => (await queueDepth(conn, place.topology.dead)) === deadBefore + 2);
   expect(leader.stats.deadLettered).toBe(2);
 });
+
+it("refuses at once, saying why, to start on a broker whose outbox was declared with other arguments", async () => {
+  const other = await createTestPlace();
+  const c = await conn.createChannel();
+  // An outbox from another installation: classic, without single active consumer.
+  await c.assertQueue(other.topology.box, { durable: true });
+  await c.close();
+  try {
+    const failure = await startLeaderService(loadLeaderConfig({ ...other.env, RTB_CONNECT_TIMEOUT_MS: "30000" }), testLogger("leader")).then(
+      () => null,
+      (err: Error) => err,
+    );
+    // Not "cannot reach RabbitMQ" after RTB_CONNECT_TIMEOUT_MS: retrying cannot fix it.
+    expect(failure?.message).toMatch(/refused the topology: .*PRECONDITION_FAILED.*check RTB_BROKER_QUEUE_TYPE/);
+  } finally {
+    await destroyTestPlace(other);
+  }
+});

@@ -118,6 +118,11 @@ async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
   let reconnects = 0;
   let connectedOnce = false;
   let closing = false;
+  // The broker refused our topology (406 PRECONDITION_FAILED: a queue declared before with
+  // other arguments). Retrying cannot fix that, so the first connection fails at once, saying so.
+  let refuseTopology: (err: Error) => void = () => {};
+  const topologyRefused = new Promise<never>((_, reject) => (refuseTopology = reject));
+  topologyRefused.catch(() => {});
 
   async function runAttachment(name: string, fn: Attachment, conn: ChannelModel) {
     try {
@@ -157,8 +162,21 @@ async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
           lost = true;
         });
         const ch = await conn.createChannel();
+        ch.on("error", () => {});
         try {
           await assertTopology(ch, topology);
+        } catch (err) {
+          if ((err as { code?: number }).code === 406) {
+            const refused = new BrokerUnavailableError(
+              `RabbitMQ at ${opts.hostLabel} refused the topology: ${(err as Error).message}. A queue or exchange exists with other ` +
+                "arguments than this service declares: check RTB_BROKER_QUEUE_TYPE, RTB_BROKER_DELIVERY_LIMIT and RTB_BROKER_PREFIX " +
+                "against the services that declared it, or delete the old queue",
+            );
+            logger.error({ err: (err as Error).message }, "broker refused the topology");
+            refuseTopology(refused);
+            throw refused;
+          }
+          throw err;
         } finally {
           await ch.close().catch(() => {});
         }
@@ -196,6 +214,7 @@ async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
   try {
     await Promise.race([
       model.waitForConnect(),
+      topologyRefused,
       new Promise((_, reject) => {
         timer = setTimeout(
           () => reject(new BrokerUnavailableError(`cannot reach RabbitMQ at ${opts.hostLabel} after ${opts.connectTimeoutMs} ms`)),
