@@ -191,12 +191,15 @@ async function until(what: string, fn: () => Promise<boolean> | boolean, timeout
 async function kill(s: Service, signal: "SIGKILL" | "SIGTERM") {
   const child = s.child;
   if (!child) return;
+  // A process still loading its modules has no signal handlers yet: SIGTERM ends it like
+  // SIGKILL would. Only a ready service owes us a clean exit 0.
+  const wasReady = s.ready;
   child.killedByChaos = true;
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   child.kill(signal);
   const code = await exited;
   faults[`${signal} ${s.name.replace(/-\d+$/, "")}`] = (faults[`${signal} ${s.name.replace(/-\d+$/, "")}`] ?? 0) + 1;
-  if (signal === "SIGTERM" && code !== 0) {
+  if (signal === "SIGTERM" && wasReady && code !== 0) {
     unexpectedExits++;
     say(`${s.name} exited with code ${code} after SIGTERM (expected 0)`);
   }
