@@ -384,3 +384,15 @@ export function clusterPerTest(): { readonly place: TestPlace; start(env?: Recor
     },
   };
 }
+
+/** A run slow enough to still be going when a fault hits it (300 units of 50-150 ms each). */
+export const midRunEnv = { RTB_SEED_UNITS: "300", RTB_AGENT_WORK_MIN_MS: "50", RTB_AGENT_WORK_MAX_MS: "150" };
+
+/** Start the api, `leaders` in order (the first becomes the outbox's active consumer), agent-1 and agent-2; then GET /go. */
+export async function startAllAndGo(c: Cluster, leaders: ServiceName[] = ["leader-1"]): Promise<any> {
+  await c.start("api");
+  for (const id of leaders) await c.start(id);
+  await c.start("agent-1");
+  await c.start("agent-2");
+  return c.get("/go");
+}

@@ -1,17 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { clusterPerTest, expectSettled, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
+import { clusterPerTest, expectSettled, midRunEnv, startAllAndGo, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
 
 /** The api dying or stopping mid-run, as a real process: reports wait in the broker, nothing is lost. */
 const run = clusterPerTest();
 
-const env = { RTB_SEED_UNITS: "300", RTB_AGENT_WORK_MIN_MS: "50", RTB_AGENT_WORK_MAX_MS: "150" };
+const env = midRunEnv;
 
 async function startAll(c: Cluster) {
-  await c.start("api");
-  await c.start("leader-1");
-  await c.start("agent-1");
-  await c.start("agent-2");
-  expect(await c.get("/go")).toMatchObject({ dispatching: true, changed: true });
+  expect(await startAllAndGo(c)).toMatchObject({ dispatching: true, changed: true });
   await c.waitState("the run to be under way", (s) => s.counts.success >= 30 && s.counts.pending > 0);
 }
 

@@ -1,12 +1,11 @@
 import { sql } from "kysely";
 import { describe, expect, it } from "vitest";
-import { clusterPerTest, expectSettled, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
+import { clusterPerTest, expectSettled, midRunEnv, startAllAndGo, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
 
 /** The leader dying or stopping mid-stream, as a real process: the run completes, nothing lost. */
 const run = clusterPerTest();
 
-// Slow enough that the run is still going when the leader is hit.
-const env = { RTB_SEED_UNITS: "300", RTB_AGENT_WORK_MIN_MS: "50", RTB_AGENT_WORK_MAX_MS: "150" };
+const env = midRunEnv;
 
 async function midStream(c: Cluster, leaderId: string) {
   return c.waitState(`${leaderId} to be routing, mid-run`, (s) => s.leader?.id === leaderId && s.counts.success >= 30 && s.counts.pending > 0);
@@ -15,13 +14,8 @@ async function midStream(c: Cluster, leaderId: string) {
 describe("the leader", () => {
   it("kill -9 with a standby running: the standby takes over and the run completes", async () => {
     const c = await run.start(env);
-    await c.start("api");
     // leader-a subscribes first, so it is the outbox's single active consumer; leader-b stands by.
-    await c.start("leader-a");
-    await c.start("leader-b");
-    await c.start("agent-1");
-    await c.start("agent-2");
-    await c.get("/go");
+    await startAllAndGo(c, ["leader-a", "leader-b"]);
 
     const before = await midStream(c, "leader-a");
     expect(before.leader.id).toBe("leader-a");
@@ -40,11 +34,7 @@ describe("the leader", () => {
 
   it("kill -9 with no standby, then a restart: messages wait in the outbox, are not re-published, and the run resumes", async () => {
     const c = await run.start(env);
-    await c.start("api");
-    await c.start("leader-1");
-    await c.start("agent-1");
-    await c.start("agent-2");
-    await c.get("/go");
+    await startAllAndGo(c);
 
     await midStream(c, "leader-1");
     await c.kill("leader-1", "SIGKILL");
@@ -73,11 +63,7 @@ describe("the leader", () => {
 
   it("SIGTERM: exits 0 within RTB_SHUTDOWN_TIMEOUT_MS, loses nothing it held, and the run completes after a restart", async () => {
     const c = await run.start(env);
-    await c.start("api");
-    await c.start("leader-1");
-    await c.start("agent-1");
-    await c.start("agent-2");
-    await c.get("/go");
+    await startAllAndGo(c);
 
     await midStream(c, "leader-1");
     const shutdownMs = Number(c.env.RTB_SHUTDOWN_TIMEOUT_MS);
