@@ -153,18 +153,15 @@ function launch(s: Service) {
     s.ready = false;
     log.end();
     // A service that stops by itself (not killed by us) is a finding, unless we are stopping.
-    if (!stopping && !child.killedByChaos) {
+    if (!stopping && !killedByUs.has(child)) {
       unexpectedExits++;
       say(`${s.name} exited on its own (${signal ?? `code ${code}`}); see ${join(logDir, `${s.name}.log`)}; restarting`);
       setTimeout(() => launch(s), 500);
     }
   });
 }
-declare module "node:child_process" {
-  interface ChildProcess {
-    killedByChaos?: boolean;
-  }
-}
+const killedByUs = new WeakSet<ChildProcess>();
+const countFault = (what: string) => (faults[what] = (faults[what] ?? 0) + 1);
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -194,11 +191,11 @@ async function kill(s: Service, signal: "SIGKILL" | "SIGTERM") {
   // A process still loading its modules has no signal handlers yet: SIGTERM ends it like
   // SIGKILL would. Only a ready service owes us a clean exit 0.
   const wasReady = s.ready;
-  child.killedByChaos = true;
+  killedByUs.add(child);
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   child.kill(signal);
   const code = await exited;
-  faults[`${signal} ${s.name.replace(/-\d+$/, "")}`] = (faults[`${signal} ${s.name.replace(/-\d+$/, "")}`] ?? 0) + 1;
+  countFault(`${signal} ${s.name.replace(/-\d+$/, "")}`);
   if (signal === "SIGTERM" && wasReady && code !== 0) {
     unexpectedExits++;
     say(`${s.name} exited with code ${code} after SIGTERM (expected 0)`);
@@ -206,7 +203,7 @@ async function kill(s: Service, signal: "SIGKILL" | "SIGTERM") {
 }
 
 async function restartBroker() {
-  faults["restart rabbitmq"] = (faults["restart rabbitmq"] ?? 0) + 1;
+  countFault("restart rabbitmq");
   const down = Math.round(random(1, 5));
   say(`restarting RabbitMQ (down ${down} s)`);
   await sh(process.env.RTB_CHAOS_BROKER_STOP ?? "rabbitmqctl stop_app");

@@ -2,6 +2,7 @@ import { sql } from "kysely";
 import type { Db } from "./database.ts";
 import { insertEvents } from "./apply-status.ts";
 import { markGroupsServed, nextInLine } from "./dispatch-order.ts";
+import { outstandingNow } from "./invariants.ts";
 
 /** Any constant will do; it only has to be the same in every api replica. */
 const TOP_UP_LOCK = 0x727462_01;
@@ -37,11 +38,7 @@ export async function claimTopUp(db: Db, maxQueue: number): Promise<TopUpClaim> 
   return db.transaction().execute(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(${TOP_UP_LOCK})`.execute(trx);
     const control = await trx.selectFrom("control").select("dispatching").executeTakeFirstOrThrow();
-    const { outstanding } = await trx
-      .selectFrom("units")
-      .select((eb) => eb.fn.countAll<number>().as("outstanding"))
-      .where("status", "in", ["dispatched", "queued"])
-      .executeTakeFirstOrThrow();
+    const outstanding = await outstandingNow(trx);
     const free = maxQueue - outstanding;
     if (!control.dispatching || free <= 0) return { dispatching: control.dispatching, outstanding, units: [] };
 

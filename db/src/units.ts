@@ -1,5 +1,6 @@
 import type { Db } from "./database.ts";
-import { UNIT_STATUSES, type UnitStatus } from "./schema.ts";
+import type { UnitStatus } from "./schema.ts";
+import { countByStatus } from "./invariants.ts";
 
 export interface UnitEvent {
   attempt: number;
@@ -69,15 +70,10 @@ export interface Summary {
 
 /** Counts per status and the shared control state. (A full count: fine for a backlog of thousands.) */
 export async function summarize(db: Db): Promise<Summary> {
-  const [rows, control] = await Promise.all([
-    db.selectFrom("units").select(["status", (eb) => eb.fn.countAll<number>().as("n")]).groupBy("status").execute(),
-    db.selectFrom("control").selectAll().executeTakeFirstOrThrow(),
-  ]);
-  const counts = Object.fromEntries(UNIT_STATUSES.map((s) => [s, 0])) as Record<UnitStatus, number>;
-  for (const r of rows) counts[r.status] = r.n;
+  const [counts, control] = await Promise.all([countByStatus(db), db.selectFrom("control").selectAll().executeTakeFirstOrThrow()]);
   return {
     counts,
-    total: rows.reduce((sum, r) => sum + r.n, 0),
+    total: Object.values(counts).reduce((sum, n) => sum + n, 0),
     outstanding: counts.dispatched + counts.queued,
     dispatching: control.dispatching,
     dispatchingSince: control.dispatching_changed_at,

@@ -62,7 +62,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     await opts.publisher.publish(
       "",
       broker.topology.inbox,
-      encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update], counters: opts.heartbeat.counters() }),
+      encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }),
     );
   }
 

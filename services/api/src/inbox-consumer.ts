@@ -30,7 +30,8 @@ function collect(batch: Pending[]) {
   const firstReport = new Map<string, Date>();
   for (const { message } of batch) {
     const source = `${message.source.service}:${message.source.id}`;
-    if (message.source.startedAt) {
+    // Heartbeats (no updates) say who is alive; reports need no upsert of their own.
+    if (message.updates.length === 0 && message.source.startedAt) {
       instances.push({
         service: message.source.service,
         id: message.source.id,
@@ -44,8 +45,7 @@ function collect(batch: Pending[]) {
     if (message.source.service === "leader" && message.utilization) {
       // When the leader reported: its updates' time, not the tracker's (a standby that just
       // took over still carries the snapshot it made at start).
-      const at = message.updates.reduce((max, u) => (new Date(u.at) > max ? new Date(u.at) : max), new Date(0));
-      if (message.updates.length === 0) at.setTime(new Date(message.utilization.at).getTime());
+      const at = new Date(message.updates.length ? Math.max(...message.updates.map((u) => Date.parse(u.at))) : message.utilization.at);
       const first = firstReport.get(message.source.id);
       if (!first || at < first) firstReport.set(message.source.id, at);
       if (!leader || at >= leader.at) leader = { id: message.source.id, utilization: message.utilization, at, firstAt: at };

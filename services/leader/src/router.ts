@@ -105,7 +105,7 @@ export async function startRouter(deps: {
           await publisher.publish(
             "",
             t.inbox,
-            encodeMessage({ v: 1, type: "status", source: heartbeat.source, updates: reports, utilization: tracker.snapshot(), counters: heartbeat.counters() }),
+            encodeMessage({ v: 1, type: "status", source: heartbeat.source, updates: reports, utilization: tracker.snapshot() }),
           );
         }
         const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;

@@ -14,7 +14,6 @@ export const SEEN_RECENTLY_MS = 30_000;
 export interface Heartbeat {
   /** Who we are, for every status message this process sends. */
   readonly source: Source;
-  counters(): { deadLettered: number };
   /** Count a message this process dead-lettered, and report it soon. */
   deadLettered(n?: number): void;
   stop(): void;
@@ -52,7 +51,6 @@ export function startHeartbeat(opts: {
 
   return {
     source,
-    counters: () => ({ deadLettered }),
     deadLettered(n = 1) {
       deadLettered += n;
       soon ??= setTimeout(() => {

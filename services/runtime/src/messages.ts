@@ -74,6 +74,7 @@ export const StatusMessage = z.object({
   updates: z.array(StatusUpdate).max(10_000),
   /** Only on the active leader's routing reports, never on heartbeats. */
   utilization: Utilization.optional(),
+  /** Heartbeats only: the sender's running totals. */
   counters: z.object({ deadLettered: z.number().int().min(0) }).optional(),
 });
 export type StatusMessage = z.infer<typeof StatusMessage>;
