@@ -34,9 +34,11 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
   type Left = (reserveMs?: number) => number;
   const stops: ((left: Left) => Promise<unknown>)[] = [async (left) => within(database.close(), left())];
   let stopping: Promise<void> | undefined;
+  const closing = new AbortController();
   // Reverse start order; a second call waits for the first.
   const stop = () =>
     (stopping ??= (async () => {
+      closing.abort();
       const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
       for (const fn of [...stops].reverse()) await fn(left).catch((err: unknown) => logger.warn({ err }, "stop step failed"));
     })());
@@ -96,6 +98,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       logger,
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
       auth: { token: config.RTB_API_TOKEN, reads: config.RTB_API_TOKEN_READS },
+      closing: closing.signal,
     });
     let address: ApiService["address"] = null;
     if (opts.listen) {

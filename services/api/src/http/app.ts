@@ -9,6 +9,7 @@ import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { bearerAuth, type AuthOptions } from "./auth.ts";
+import { dashboardRoutes } from "./dashboard.ts";
 
 export interface AppDeps {
   auth: AuthOptions;
@@ -18,6 +19,8 @@ export interface AppDeps {
   stats: ApiStats;
   logger: Logger;
   maxQueue: number;
+  /** Aborted when the api starts stopping: long-lived responses (GET /events) end then. */
+  closing: AbortSignal;
 }
 
 /** The HTTP surface: one sub-app per resource, one error handler, JSON everywhere. */
@@ -27,6 +30,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/", controlRoutes(deps));
   app.route("/units", unitRoutes(deps));
   app.route("/", healthRoutes(deps));
+  app.route("/", dashboardRoutes(deps));
 
   app.notFound((c) => c.json({ error: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

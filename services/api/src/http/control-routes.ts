@@ -4,6 +4,7 @@ import { deadLetteredByService, nextInLine, recentInstances, setDispatching, sum
 import { SEEN_RECENTLY_MS } from "@rtb/runtime";
 import type { AppDeps } from "./app.ts";
 import { intParam, valid } from "./validation.ts";
+import { dashboardPage, prefersHtml } from "./dashboard.ts";
 
 const nextQuery = z.object({ limit: intParam({ min: 1, max: 1000, defaultValue: 10 }) });
 
@@ -15,6 +16,7 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   const deadDepth = memoize(1_000, () => broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)));
 
   app.get("/", async (c) => {
+    if (prefersHtml(c)) return dashboardPage(c);
     const [summary, deadLetters, instances, deadByService] = await Promise.all([
       summarize(db),
       deadDepth(),
