@@ -35,7 +35,11 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
              count(*) FILTER (WHERE e.status = 'dispatched') AS dispatched,
              count(*) FILTER (WHERE e.status IN ('success', 'error')) AS terminal,
              bool_or((e.detail->>'retryable')::boolean) FILTER (WHERE e.status = 'error') AS retryable
-      FROM unit_events e GROUP BY e.unit_id, e.attempt
+      FROM unit_events e
+      -- Operator actions (a cancel, a retry: status cancelled/pending) are in the timeline too,
+      -- but they are not part of an attempt's dispatch.
+      WHERE e.status IN ('dispatched', 'queued', 'processing', 'success', 'error')
+      GROUP BY e.unit_id, e.attempt
     ),
     per_unit AS (
       SELECT u.id, u.status, u.attempt, u.max_attempts,
@@ -92,9 +96,7 @@ export async function stuckUnits(db: Db, opts: { dispatchTimeoutMs: number; proc
     SELECT id, attempt, kind, status,
            (extract(epoch FROM now() - CASE WHEN status = 'dispatched' THEN dispatched_at ELSE updated_at END) * 1000)::bigint AS since_ms
     FROM units
-    WHERE (status = 'dispatched' AND dispatched_at < now() - make_interval(secs => ${(opts.dispatchTimeoutMs + opts.graceMs) / 1000}))
-       OR (status = 'queued' AND updated_at < now() - make_interval(secs => ${(opts.dispatchTimeoutMs + opts.graceMs) / 1000}))
-       OR (status = 'processing' AND updated_at < now() - make_interval(secs => ${(opts.processingTimeoutMs + opts.graceMs) / 1000}))
+    WHERE ${isStuck(opts)}
     ORDER BY id
     LIMIT 1000`.execute(db);
   const pick = (status: string) => rows.filter((r) => r.status === status);
@@ -103,4 +105,18 @@ export async function stuckUnits(db: Db, opts: { dispatchTimeoutMs: number; proc
     queued: pick("queued").map((r) => ({ id: r.id, attempt: r.attempt, kind: r.kind, sinceMs: r.since_ms })),
     processing: pick("processing").map((r) => ({ id: r.id, attempt: r.attempt, sinceMs: r.since_ms })),
   };
+}
+
+/**
+ * In flight for longer than its timeout plus `graceMs`: `dispatched` since its dispatch,
+ * `queued` or `processing` since its last report. One definition for the checker and for
+ * GET /units?stuck=true.
+ */
+export function isStuck(opts: { dispatchTimeoutMs: number; processingTimeoutMs: number; graceMs: number }) {
+  const dispatchSecs = (opts.dispatchTimeoutMs + opts.graceMs) / 1000;
+  const processingSecs = (opts.processingTimeoutMs + opts.graceMs) / 1000;
+  return sql<boolean>`(
+       (status = 'dispatched' AND dispatched_at < now() - make_interval(secs => ${dispatchSecs}))
+    OR (status = 'queued' AND updated_at < now() - make_interval(secs => ${dispatchSecs}))
+    OR (status = 'processing' AND updated_at < now() - make_interval(secs => ${processingSecs})))`;
 }

@@ -1,6 +1,7 @@
 import type { Db } from "./database.ts";
-import type { UnitStatus } from "./schema.ts";
-import { countByStatus } from "./invariants.ts";
+import { sql } from "kysely";
+import type { UnitRow, UnitStatus } from "./schema.ts";
+import { countByStatus, isStuck } from "./invariants.ts";
 
 export interface UnitEvent {
   attempt: number;
@@ -39,6 +40,13 @@ export async function getUnit(db: Db, id: number): Promise<(Unit & { events: Uni
     .orderBy("id")
     .execute();
   return {
+    ...toUnit(row),
+    events: events.map((e) => ({ attempt: e.attempt, status: e.status, at: e.at, recordedAt: e.recorded_at, source: e.source, detail: e.detail })),
+  };
+}
+
+export function toUnit(row: UnitRow): Unit {
+  return {
     id: row.id,
     kind: row.kind,
     group: row.group_name,
@@ -54,8 +62,186 @@ export async function getUnit(db: Db, id: number): Promise<(Unit & { events: Uni
     lastError: row.last_error,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
-    events: events.map((e) => ({ attempt: e.attempt, status: e.status, at: e.at, recordedAt: e.recorded_at, source: e.source, detail: e.detail })),
   };
+}
+
+export interface NewUnit {
+  kind: string;
+  group: string;
+  priority: number;
+  payload: unknown;
+  /** The producer's idempotency key; null for none. */
+  ref: string | null;
+  maxAttempts: number;
+}
+
+export interface Enqueued {
+  id: number;
+  ref: string | null;
+  status: UnitStatus;
+  /** false: a unit with this ref already existed, and this is it (nothing was written). */
+  created: boolean;
+}
+
+/**
+ * Insert units in one statement (one round trip however many), in the given order so that
+ * ids, and with them first-in-first-out within a group, follow it. A `ref` that already
+ * exists is not inserted again: its entry is the existing unit, with `created: false`. The
+ * same ref twice in one call is one unit. Results are in input order.
+ *
+ * Ids are drawn from the sequence in the input CTE, so each input row knows its id before
+ * the insert, and the rows that ON CONFLICT skipped are the ones missing from RETURNING.
+ */
+export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<Enqueued[]> {
+  if (units.length === 0) return [];
+  // The same ref twice in one call: the later entries are the first one's unit.
+  const firstWithRef = new Map<string, number>();
+  const distinct: NewUnit[] = [];
+  const slot: number[] = units.map((u) => {
+    if (u.ref !== null) {
+      const seen = firstWithRef.get(u.ref);
+      if (seen !== undefined) return seen;
+      firstWithRef.set(u.ref, distinct.length);
+    }
+    distinct.push(u);
+    return distinct.length - 1;
+  });
+
+  const run = () =>
+    sql<{ ord: string; id: number | null; status: UnitStatus | null; created: boolean }>`
+      WITH input AS (
+        SELECT t.*, nextval(pg_get_serial_sequence('units', 'id')) AS id
+        FROM unnest(
+          ${sql.val(distinct.map((u) => u.kind))}::text[],
+          ${sql.val(distinct.map((u) => u.group))}::text[],
+          ${sql.val(distinct.map((u) => u.priority))}::int[],
+          ${sql.val(distinct.map((u) => JSON.stringify(u.payload ?? {})))}::jsonb[],
+          ${sql.val(distinct.map((u) => u.ref))}::text[],
+          ${sql.val(distinct.map((u) => u.maxAttempts))}::int[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, ord)
+      ),
+      inserted AS (
+        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts)
+        OVERRIDING SYSTEM VALUE
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts FROM input ORDER BY ord
+        ON CONFLICT (ref) DO NOTHING
+        RETURNING id
+      )
+      SELECT i.ord, COALESCE(n.id, u.id) AS id, CASE WHEN n.id IS NOT NULL THEN 'pending' ELSE u.status END AS status,
+             n.id IS NOT NULL AS created
+      FROM input i
+      LEFT JOIN inserted n ON n.id = i.id
+      LEFT JOIN units u ON n.id IS NULL AND u.ref = i.ref
+      ORDER BY i.ord`.execute(db);
+
+  let { rows } = await run();
+  // A ref inserted by a concurrent transaction that committed after this statement began: it
+  // was skipped, but this statement's snapshot cannot see it. Run again; now it is visible.
+  if (rows.some((r) => r.id === null)) ({ rows } = await run());
+  const results = rows.map((r, i): Enqueued => {
+    if (r.id === null) throw new Error(`unit with ref ${distinct[i]!.ref} was neither inserted nor found`);
+    return { id: Number(r.id), ref: distinct[i]!.ref, status: r.status!, created: r.created };
+  });
+  // A repeated entry is not a second creation: only the first entry of a unit says created.
+  const answered = new Set<number>();
+  return slot.map((s) => {
+    const first = !answered.has(s);
+    answered.add(s);
+    return first ? results[s]! : { ...results[s]!, created: false };
+  });
+}
+
+export interface UnitFilter {
+  statuses?: readonly UnitStatus[];
+  kind?: string;
+  group?: string;
+  /** Only units in flight for longer than their timeout (the reconciler's business). */
+  stuck?: { dispatchTimeoutMs: number; processingTimeoutMs: number };
+  /** Keyset pagination: units with an id below this one. */
+  beforeId?: number;
+  limit: number;
+}
+
+/** Units newest first, filtered; `nextBeforeId` continues the listing (null: no more). */
+export async function listUnits(db: Db, f: UnitFilter): Promise<{ units: Unit[]; nextBeforeId: number | null }> {
+  let q = db.selectFrom("units").selectAll();
+  if (f.statuses?.length) q = q.where("status", "in", [...f.statuses]);
+  if (f.kind !== undefined) q = q.where("kind", "=", f.kind);
+  if (f.group !== undefined) q = q.where("group_name", "=", f.group);
+  if (f.stuck) q = q.where(isStuck({ ...f.stuck, graceMs: 0 }));
+  if (f.beforeId !== undefined) q = q.where("id", "<", f.beforeId);
+  const rows = await q.orderBy("id", "desc").limit(f.limit + 1).execute();
+  const more = rows.length > f.limit;
+  const page = more ? rows.slice(0, f.limit) : rows;
+  return { units: page.map(toUnit), nextBeforeId: more ? page[page.length - 1]!.id : null };
+}
+
+/** What an operator's action on one unit came to. */
+export type UnitAction = { outcome: "done"; unit: Unit } | { outcome: "not_found" } | { outcome: "conflict"; unit: Unit };
+
+/** The source of operator actions in a unit's timeline. */
+export const OPERATOR = "operator";
+
+/**
+ * Change one unit's status if it is in one of `from`, and record the action in its timeline
+ * (event status `to`, the unit's current attempt), in one statement. The row lock taken by
+ * the UPDATE orders this against a concurrent top-up, which re-checks `status = 'pending'`.
+ */
+async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], to: "pending" | "cancelled", action: string): Promise<UnitAction> {
+  const { rows } = await sql<UnitRow>`
+    WITH before AS (SELECT id, status FROM units WHERE id = ${id} FOR UPDATE),
+    changed AS (
+      UPDATE units u SET ${setFor(to)}
+      FROM before b
+      WHERE u.id = b.id AND b.status = ANY(${sql.val(from)}::text[])
+      RETURNING u.*, b.status AS before_status
+    ),
+    logged AS (
+      INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+      SELECT id, attempt, ${to}, now(), ${OPERATOR}, jsonb_build_object('action', ${action}::text, 'from', before_status) FROM changed
+    )
+    SELECT * FROM changed`.execute(db);
+  if (rows[0]) {
+    const { before_status: _, ...row } = rows[0] as UnitRow & { before_status: string };
+    return { outcome: "done", unit: toUnit(row) };
+  }
+  const current = await db.selectFrom("units").selectAll().where("id", "=", id).executeTakeFirst();
+  return current ? { outcome: "conflict", unit: toUnit(current) } : { outcome: "not_found" };
+}
+
+/**
+ * Back to the backlog: eligible at once, with at least one attempt left (a unit that used up
+ * its attempts gets one more). The next dispatch is a new attempt.
+ */
+const RETRY_SET = sql`status = 'pending', not_before = NULL, max_attempts = GREATEST(u.max_attempts, u.attempt + 1), updated_at = now()`;
+const CANCEL_SET = sql`status = 'cancelled', not_before = NULL, updated_at = now()`;
+const setFor = (to: "pending" | "cancelled") => (to === "pending" ? RETRY_SET : CANCEL_SET);
+
+/** The statuses an operator may retry from. */
+export const RETRYABLE_STATUSES: readonly UnitStatus[] = ["error", "cancelled"];
+
+/** POST /units/:id/retry: an errored or cancelled unit goes back to the backlog. */
+export const retryUnit = (db: Db, id: number) => actOnUnit(db, id, RETRYABLE_STATUSES, "pending", "retry");
+
+/** POST /units/:id/cancel: a pending unit (never dispatched, or waiting for its retry) is cancelled. */
+export const cancelUnit = (db: Db, id: number) => actOnUnit(db, id, ["pending"], "cancelled", "cancel");
+
+/** POST /units/redrive: every errored unit (of a kind, of a group) back to the backlog, in one statement. */
+export async function redriveErrors(db: Db, f: { kind?: string; group?: string } = {}): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    WITH changed AS (
+      UPDATE units u SET ${RETRY_SET}
+      WHERE status = 'error'
+        ${f.kind !== undefined ? sql`AND kind = ${f.kind}` : sql``}
+        ${f.group !== undefined ? sql`AND group_name = ${f.group}` : sql``}
+      RETURNING id, attempt
+    ),
+    logged AS (
+      INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+      SELECT id, attempt, 'pending', now(), ${OPERATOR}, '{"action":"redrive","from":"error"}'::jsonb FROM changed
+    )
+    SELECT count(*)::int AS n FROM changed`.execute(db);
+  return rows[0]?.n ?? 0;
 }
 
 export interface Summary {
