@@ -99,6 +99,13 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
       auth: { token: config.RTB_API_TOKEN, reads: config.RTB_API_TOKEN_READS },
       closing: closing.signal,
+      settings: {
+        maxBatch: config.RTB_API_MAX_BATCH,
+        maxBodyBytes: config.RTB_API_MAX_BODY_BYTES,
+        maxAttempts: config.RTB_MAX_ATTEMPTS,
+        dispatchTimeoutMs: config.RTB_DISPATCH_TIMEOUT_MS,
+        processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
+      },
     });
     let address: ApiService["address"] = null;
     if (opts.listen) {

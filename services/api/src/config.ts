@@ -11,6 +11,8 @@ export const apiConfigSchema = z.object({
   RTB_API_ID: z.string().min(1).max(200).optional(),
   RTB_API_TOKEN: z.string().min(16, { message: "expected a token of at least 16 characters (e.g. openssl rand -hex 32)" }).max(1_000).optional(),
   RTB_API_TOKEN_READS: bool(false),
+  RTB_API_MAX_BATCH: int(10_000, { min: 1, max: 100_000 }),
+  RTB_API_MAX_BODY_BYTES: int(16 * 1024 * 1024, { min: 1024, max: 1024 * 1024 * 1024 }),
   RTB_BROADCAST_MAX_QUEUE: int(50, { min: 1, max: 100_000 }),
   RTB_SEED_UNITS: int(100, { min: 0, max: 10_000_000 }),
   RTB_MAX_ATTEMPTS: int(3, { min: 1, max: 1000 }),

@@ -13,17 +13,23 @@ export function startApi(place: TestPlace, env: Record<string, string> = {}): Pr
   return startApiService(config, testLogger("api"));
 }
 
-/** GET (or another method) through the Hono app; the status and the parsed JSON body. */
-export async function call(api: ApiService, path: string, method = "GET"): Promise<{ status: number; body: any }> {
-  const res = await api.app.request(path, { method });
+/**
+ * GET (or another method) through the Hono app; the status and the parsed JSON body. A
+ * `body` that is not a string is sent as JSON.
+ */
+export async function call(api: ApiService, path: string, method = "GET", body?: unknown): Promise<{ status: number; body: any }> {
+  const init: RequestInit = { method };
+  if (body !== undefined) {
+    init.body = typeof body === "string" ? body : JSON.stringify(body);
+    init.headers = { "content-type": "application/json" };
+  }
+  const res = await api.app.request(path, init);
   const text = await res.text();
-  let body: unknown;
   try {
-    body = JSON.parse(text);
+    return { status: res.status, body: JSON.parse(text) };
   } catch {
     throw new Error(`${method} ${path} answered ${res.status} with a body that is not JSON: ${text.slice(0, 200)}`);
   }
-  return { status: res.status, body };
 }
 
 export interface UnitView {

@@ -1,20 +1,29 @@
 import { Hono, type Context } from "hono";
-import { z } from "zod";
 import { deadLetteredByService, nextInLine, recentInstances, setDispatching, summarize } from "@rtb/db";
 import { SEEN_RECENTLY_MS } from "@rtb/runtime";
 import type { AppDeps } from "./app.ts";
-import { intParam, valid } from "./validation.ts";
+import { valid } from "./validation.ts";
+import type { ApiDocs } from "./openapi.ts";
+import { errorBody, goResult, nextQuery, nextResult, pauseResult, stateView } from "./schemas.ts";
 import { dashboardPage, prefersHtml } from "./dashboard.ts";
 
-const nextQuery = z.object({ limit: intParam({ min: 1, max: 1000, defaultValue: 10 }) });
+const tags = ["control"];
 
 /** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
-export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue }: AppDeps): Hono {
+export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue }: AppDeps, docs: ApiDocs): Hono {
   const app = new Hono();
   // The dead queue's depth, read at most once a second however often GET / is polled (each
   // read opens a channel on the broker).
   const deadDepth = memoize(1_000, () => broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)));
 
+  docs.add({
+    method: "get",
+    path: "/",
+    tags,
+    auth: "read",
+    summary: "The state of things (JSON); a browser (Accept: text/html) gets the live dashboard",
+    responses: { 200: { description: "Counts, flow control, leader, services seen, dead letters, counters.", schema: stateView } },
+  });
   app.get("/", async (c) => {
     if (prefersHtml(c)) return dashboardPage(c);
     const [summary, deadLetters, instances, deadByService] = await Promise.all([
@@ -42,6 +51,15 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
     });
   });
 
+  docs.add({
+    method: "get",
+    path: "/next",
+    tags,
+    auth: "read",
+    summary: "The backlog in dispatch order: exactly what the next top-ups will take",
+    query: nextQuery,
+    responses: { 200: { description: "The next units, in order.", schema: nextResult }, 400: { description: "A bad limit.", schema: errorBody } },
+  });
   app.get("/next", valid("query", nextQuery), async (c) => {
     const { limit } = c.req.valid("query");
     const units = await nextInLine(db, limit);
@@ -62,10 +80,28 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
       message: state.changed ? "dispatching is on" : "dispatching was already on",
     });
   };
+  for (const method of ["get", "post"] as const) {
+    docs.add({
+      method,
+      path: "/go",
+      tags,
+      auth: "change",
+      summary: "Start dispatching (GET too, for browsers and curl); the state is shared by api replicas and survives restarts",
+      responses: { 200: { description: "Dispatching is on; a top-up ran.", schema: goResult } },
+    });
+  }
   app.on(["GET", "POST"], ["/go", "/go/"], go);
 
   // Stop dispatching: units in flight finish, nothing new goes out. POST only: a paused
   // system is an operator's decision, not something a link checker should make.
+  docs.add({
+    method: "post",
+    path: "/pause",
+    tags,
+    auth: "change",
+    summary: "Stop dispatching: units in flight finish, nothing new goes out",
+    responses: { 200: { description: "Dispatching is off.", schema: pauseResult } },
+  });
   app.on("POST", ["/pause", "/pause/"], async (c) => {
     const state = await setDispatching(db, false);
     if (state.changed) logger.info("dispatching paused (POST /pause)");

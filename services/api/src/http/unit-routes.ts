@@ -1,19 +1,160 @@
-import { Hono } from "hono";
-import { z } from "zod";
-import { getUnit } from "@rtb/db";
+import { Hono, type Context } from "hono";
+import { cancelUnit, enqueueUnits, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
-import { intParam, valid } from "./validation.ts";
+import type { ApiDocs } from "./openapi.ts";
+import {
+  conflictBody,
+  enqueuedBatch,
+  enqueuedOne,
+  errorBody,
+  idParam,
+  listUnitsQuery,
+  redriveBody,
+  redriveResult,
+  unitActionResult,
+  unitPage,
+  unitSchemas,
+  unitWithTimeline,
+} from "./schemas.ts";
+import { parsed, readJson, valid } from "./validation.ts";
 
-const idParam = z.object({ id: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER }) });
+const tags = ["units"];
+const invalid = { description: "A field is invalid: `field` names it, `message` says why. Nothing was written.", schema: errorBody };
+const notFound = { description: "No unit with this id.", schema: errorBody };
 
-/** GET /units/:id: the unit and its timeline. */
-export function unitRoutes({ db }: AppDeps): Hono {
+/**
+ * /units: enqueue (one or a batch, idempotent by ref), list with filters and keyset
+ * pagination, one unit with its timeline, and the operator's retry, cancel and redrive.
+ */
+export function unitRoutes(deps: AppDeps, docs: ApiDocs): Hono {
+  const { db, dispatcher, settings } = deps;
+  const { newUnit, batch } = unitSchemas(settings);
   const app = new Hono();
+
+  docs.add({
+    method: "post",
+    path: "/units",
+    tags,
+    auth: "change",
+    summary: "Enqueue one unit, or a batch of them",
+    description:
+      `The body is one unit, or an array of up to ${settings.maxBatch} (RTB_API_MAX_BATCH) inserted in one round trip to the database, ` +
+      `in order. A unit whose ref already exists is returned as it is, never duplicated. Bodies above ${settings.maxBodyBytes} bytes ` +
+      "(RTB_API_MAX_BODY_BYTES) are refused with 413. A request with any invalid unit writes nothing.",
+    body: { schema: newUnit.or(batch), required: true },
+    responses: {
+      200: { description: "One unit whose ref already existed: that unit (created: false).", schema: enqueuedOne },
+      201: { description: "Created: one unit (`{created, unit}`), or a batch (`{created, existing, units}`).", schema: enqueuedOne.or(enqueuedBatch) },
+      400: invalid,
+      413: { description: "The body is larger than RTB_API_MAX_BODY_BYTES.", schema: errorBody },
+    },
+  });
+  app.post("/", async (c) => {
+    // One schema or the other by shape, so that an error names the unit and the field
+    // (`[3].kind`); a union's error could not say which.
+    const body = await readJson(c);
+    const one = !Array.isArray(body);
+    const units = one ? [parsed(newUnit, body)] : parsed(batch, body);
+    const results = await enqueueUnits(db, units.map(toNewUnit));
+    const created = results.filter((r) => r.created).length;
+    if (created > 0) dispatcher.trigger("units enqueued");
+    if (one) {
+      const unit = (await getUnit(db, results[0]!.id))!;
+      const { events: _, ...view } = unit;
+      return c.json({ created: results[0]!.created, unit: view }, results[0]!.created ? 201 : 200);
+    }
+    return c.json({ created, existing: results.length - created, units: results }, 201);
+  });
+
+  docs.add({
+    method: "get",
+    path: "/units",
+    tags,
+    auth: "read",
+    summary: "List units, newest first, with filters and keyset pagination",
+    query: listUnitsQuery,
+    responses: { 200: { description: "A page of units.", schema: unitPage }, 400: invalid },
+  });
+  app.get("/", valid("query", listUnitsQuery), async (c) => {
+    const q = c.req.valid("query");
+    const page = await listUnits(db, {
+      statuses: q.status,
+      kind: q.kind,
+      group: q.group,
+      stuck: q.stuck ? { dispatchTimeoutMs: settings.dispatchTimeoutMs, processingTimeoutMs: settings.processingTimeoutMs } : undefined,
+      beforeId: q.after,
+      limit: q.limit,
+    });
+    return c.json({ units: page.units, nextCursor: page.nextBeforeId === null ? null : String(page.nextBeforeId) });
+  });
+
+  docs.add({
+    method: "post",
+    path: "/units/redrive",
+    tags,
+    auth: "change",
+    summary: "Redrive: every errored unit (optionally of one kind or group) back to the backlog",
+    description: "Each gets at least one more attempt; the action is recorded in each unit's timeline.",
+    body: { schema: redriveBody, required: false },
+    responses: { 200: { description: "How many units went back to the backlog.", schema: redriveResult }, 400: invalid },
+  });
+  app.post("/redrive", async (c) => {
+    const filter = parsed(redriveBody, await readJson(c, { whenEmpty: {} }));
+    const retried = await redriveErrors(db, filter);
+    if (retried > 0) dispatcher.trigger("redrive");
+    return c.json({ retried });
+  });
+
+  docs.add({
+    method: "get",
+    path: "/units/:id",
+    tags,
+    auth: "read",
+    summary: "One unit and its timeline",
+    params: idParam,
+    responses: { 200: { description: "The unit, with every event of every attempt.", schema: unitWithTimeline }, 400: invalid, 404: notFound },
+  });
   app.get("/:id", valid("param", idParam), async (c) => {
     const { id } = c.req.valid("param");
     const unit = await getUnit(db, id);
-    if (!unit) return c.json({ error: "not_found", message: `no unit with id ${id}` }, 404);
+    if (!unit) return unknownUnit(c, id);
     return c.json(unit);
   });
+
+  const action = (verb: "retry" | "cancel", summary: string, allowed: string, run: typeof retryUnit) => {
+    docs.add({
+      method: "post",
+      path: `/units/:id/${verb}`,
+      tags,
+      auth: "change",
+      summary,
+      params: idParam,
+      responses: {
+        200: { description: "Done; the unit as it is now.", schema: unitActionResult },
+        400: invalid,
+        404: notFound,
+        409: { description: `The unit is not ${allowed}; \`unit\` shows it as it is.`, schema: conflictBody },
+      },
+    });
+    app.post(`/:id/${verb}`, valid("param", idParam), async (c) => {
+      const { id } = c.req.valid("param");
+      const result: UnitAction = await run(db, id);
+      if (result.outcome === "not_found") return unknownUnit(c, id);
+      if (result.outcome === "conflict") {
+        return c.json({ error: "conflict", field: "status", message: `unit ${id} is ${result.unit.status}; only ${allowed} units can be ${verb === "retry" ? "retried" : "cancelled"}`, unit: result.unit }, 409);
+      }
+      if (verb === "retry") dispatcher.trigger("unit retried");
+      return c.json({ unit: result.unit });
+    });
+  };
+  action("retry", "Retry an errored or cancelled unit: back to the backlog, with at least one more attempt", "error or cancelled", retryUnit);
+  action("cancel", "Cancel a pending unit (never dispatched, or waiting for its retry)", "pending", cancelUnit);
+
   return app;
 }
+
+
+const unknownUnit = (c: Context, id: number) => c.json({ error: "not_found", field: "id", message: `no unit with id ${id}` }, 404);
+
+type ParsedUnit = { kind: string; group: string; priority: number; payload: unknown; ref?: string | undefined; maxAttempts: number };
+const toNewUnit = (u: ParsedUnit): NewUnit => ({ kind: u.kind, group: u.group, priority: u.priority, payload: u.payload, ref: u.ref ?? null, maxAttempts: u.maxAttempts });

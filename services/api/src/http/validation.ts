@@ -1,5 +1,5 @@
 import { validator } from "hono/validator";
-import type { ValidationTargets } from "hono";
+import type { Context, ValidationTargets } from "hono";
 import { z } from "zod";
 
 /** A request that does not match its schema: 400, naming the field and the reason. */
@@ -14,12 +14,43 @@ export class InvalidRequestError extends Error {
 
 /** Hono validator middleware over a zod schema; handlers see only valid, typed input. */
 export function valid<T extends keyof ValidationTargets, S extends z.ZodType>(target: T, schema: S) {
-  return validator(target, (value): z.output<S> => {
-    const result = schema.safeParse(value);
-    if (result.success) return result.data;
-    const issue = result.error.issues[0];
-    throw new InvalidRequestError(issue?.path.join(".") || target, issue?.message ?? "invalid");
-  });
+  return validator(target, (value): z.output<S> => check(schema, value, target));
+}
+
+/**
+ * The request's body parsed as JSON: malformed JSON or a missing body is an
+ * InvalidRequestError naming `body`. The size limit is enforced before this, by bodyLimit in
+ * app.ts. Validate the value with `parsed`.
+ */
+export async function readJson(c: Context, opts: { whenEmpty?: unknown } = {}): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === "") {
+    if (opts.whenEmpty === undefined) throw new InvalidRequestError("body", "expected a JSON body");
+    return opts.whenEmpty;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new InvalidRequestError("body", `malformed JSON: ${(err as Error).message}`);
+  }
+}
+
+/** `value` checked against `schema`; the first issue is an InvalidRequestError naming its field (`[3].kind`). */
+export const parsed = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => check(schema, value, "body");
+
+function check<S extends z.ZodType>(schema: S, value: unknown, whole: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  if (!issue) throw new InvalidRequestError(whole, "invalid");
+  const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]!] : issue.path;
+  const message = issue.code === "unrecognized_keys" ? `unknown field (${issue.message})` : issue.message;
+  throw new InvalidRequestError(fieldName(path) || whole, message);
+}
+
+/** ["units", 3, "kind"] -> "units[3].kind"; [3, "kind"] -> "[3].kind". */
+export function fieldName(path: readonly PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("");
 }
 
 /**
