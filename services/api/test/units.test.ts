@@ -322,6 +322,8 @@ describe("GET /openapi.json", () => {
     expect(new RegExp(one.properties.kind.pattern).test("has space")).toBe(false);
     const list = body.paths["/units"].get.parameters.map((p: any) => p.name);
     expect(list).toEqual(["status", "kind", "group", "stuck", "limit", "after"]);
+    const limit = body.paths["/units"].get.parameters.find((p: any) => p.name === "limit");
+    expect(limit.schema).toMatchObject({ type: "integer", minimum: 1, maximum: 1000, default: 50 });
     expect(body.paths["/units/{id}/retry"].post.responses).toHaveProperty("409");
   });
 });

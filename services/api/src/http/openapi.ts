@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { INTEGER_PARAMS } from "./validation.ts";
 
 /**
  * The OpenAPI document, built from the same zod schemas that validate requests: every route
@@ -37,7 +38,7 @@ export class ApiDocs {
         summary: op.summary,
         ...(op.description ? { description: op.description } : {}),
         tags: op.tags,
-        operationId: `${op.method}${path.replace(/[{}]/g, "").replace(/\/+(\w)?/g, (_, c: string | undefined) => (c ? c.toUpperCase() : ""))}` || op.method,
+        operationId: operationId(op.method, op.path),
         parameters: [...parameters(op.params, "path"), ...parameters(op.query, "query")],
         ...(op.body
           ? {
@@ -86,6 +87,22 @@ function parameters(schema: z.ZodObject | undefined, where: "path" | "query"): o
 }
 
 function jsonSchema(schema: z.ZodType, io: "input" | "output"): object {
-  const { $schema: _, ...rest } = z.toJSONSchema(schema, { io, unrepresentable: "any", target: "draft-2020-12" }) as Record<string, unknown>;
+  const { $schema: _, ...rest } = z.toJSONSchema(schema, {
+    io,
+    unrepresentable: "any",
+    target: "draft-2020-12",
+    override: (ctx) => {
+      const integer = INTEGER_PARAMS.get(ctx.zodSchema as unknown as z.ZodType);
+      if (!integer) return;
+      for (const key of Object.keys(ctx.jsonSchema)) if (key !== "description") delete ctx.jsonSchema[key];
+      Object.assign(ctx.jsonSchema, integer);
+    },
+  }) as Record<string, unknown>;
   return rest;
+}
+
+/** get /units/:id/retry -> getUnitsIdRetry; get / -> getRoot. */
+function operationId(method: string, path: string): string {
+  const words = path.split(/[^A-Za-z0-9]+/).filter(Boolean);
+  return method + (words.length ? words.map((w) => w[0]!.toUpperCase() + w.slice(1)).join("") : "Root");
 }

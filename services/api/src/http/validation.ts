@@ -59,10 +59,14 @@ export function fieldName(path: readonly PropertyKey[]): string {
  */
 export function intParam(opts: { min: number; max: number; defaultValue?: number }) {
   const message = `expected an integer between ${opts.min} and ${opts.max}`;
-  const schema = z
-    .string()
-    .regex(/^-?\d+$/, { message })
+  const digits = z.string().regex(/^-?\d+$/, { message });
+  // In the OpenAPI document it is the integer it stands for (a query string carries text).
+  INTEGER_PARAMS.set(digits, { type: "integer", minimum: opts.min, maximum: opts.max, ...(opts.defaultValue === undefined ? {} : { default: opts.defaultValue }) });
+  const schema = digits
     .transform(Number)
     .pipe(z.number().int().min(opts.min, { message }).max(opts.max, { message }));
   return opts.defaultValue === undefined ? schema : schema.optional().transform((v) => v ?? opts.defaultValue!);
 }
+
+/** The JSON schema of each intParam's text, for openapi.ts. */
+export const INTEGER_PARAMS = new WeakMap<z.ZodType, Record<string, unknown>>();
