@@ -12,3 +12,4 @@ export * from "./control.ts";
 export * from "./units.ts";
 export * from "./instances.ts";
 export * from "./invariants.ts";
+export * from "./activity.ts";
