@@ -1,0 +1,64 @@
+import { deadLetteredByService, recentInstances, summarize } from "@rtb/db";
+import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
+import type { AppDeps } from "./app.ts";
+
+export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue">;
+
+/**
+ * The state of things: the body of GET / (as JSON) and of the `state` event of GET /events.
+ * One builder, so the dashboard and curl never disagree.
+ */
+export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps) {
+  const [summary, deadLetters, instances, deadByService] = await Promise.all([
+    summarize(db),
+    deadDepth(broker),
+    recentInstances(db, SEEN_RECENTLY_MS),
+    deadLetteredByService(db),
+  ]);
+  const seen = (service: string) =>
+    instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt, lastSeen, deadLettered }));
+  return {
+    counts: summary.counts,
+    total: summary.total,
+    outstanding: summary.outstanding,
+    maxQueue,
+    dispatching: summary.dispatching,
+    dispatchingSince: summary.dispatchingSince,
+    done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
+    leader: summary.leader,
+    services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
+    deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: { ...stats.deadLettered } },
+    reports: { applied: stats.applied, ignored: { ...stats.ignored } },
+    publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures },
+    broker: { connected: broker.connected, reconnects: broker.reconnects },
+  };
+}
+
+export type StateSnapshot = Awaited<ReturnType<typeof stateSnapshot>>;
+
+// The dead queue's depth, read at most once a second per broker however often GET / is
+// polled and however many dashboards are open (each read opens a channel on the broker).
+// Keyed by the broker, so each api in a process (the tests run several) has its own.
+const deadDepths = new WeakMap<Broker, () => Promise<number | null>>();
+
+function deadDepth(broker: Broker): Promise<number | null> {
+  let read = deadDepths.get(broker);
+  if (!read) {
+    read = memoize(1_000, () => broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)));
+    deadDepths.set(broker, read);
+  }
+  return read();
+}
+
+/** The last value of `fn` for `ttlMs`; concurrent callers share one call in flight. */
+function memoize<T>(ttlMs: number, fn: () => Promise<T>): () => Promise<T> {
+  let last: { at: number; value: Promise<T> } | null = null;
+  return () => {
+    if (last && Date.now() - last.at < ttlMs) return last.value;
+    const value = fn();
+    last = { at: Date.now(), value };
+    // A failed read is not kept.
+    value.catch(() => (last = null));
+    return value;
+  };
+}
