@@ -1,0 +1,401 @@
+// The rtb dashboard: plain browser JavaScript, no build step. Everything it shows comes from
+// the api's server-sent events (GET /events); Go and Pause POST to /go and /pause; a unit's
+// timeline is GET /units/:id. Data is put on the page as text nodes only, never as HTML.
+
+const STATUSES = ["pending", "dispatched", "queued", "processing", "success", "error", "cancelled"];
+const $ = (id) => document.getElementById(id);
+const SVG = "http://www.w3.org/2000/svg";
+
+/** An element with attributes (class, data-*, aria-*, on* handlers) and children (strings become text). */
+function h(tag, attrs = {}, ...children) {
+  const el = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+
+const nf = new Intl.NumberFormat();
+const num = (n) => (n === null || n === undefined ? "–" : nf.format(n));
+const badge = (status) => h("span", { class: `badge s-${status}` }, status);
+
+// The server's clock, as seen through its snapshots: "5 s ago" is judged by it, not by a
+// browser whose clock may be off.
+let clockSkewMs = 0;
+const serverNow = () => Date.now() + clockSkewMs;
+
+function ago(iso) {
+  if (!iso) return "–";
+  const s = Math.max(0, Math.round((serverNow() - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "–");
+const clockMs = (iso) => {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+};
+
+// ---- live connection ------------------------------------------------------------------
+
+function setConn(state, text) {
+  $("conn").dataset.state = state;
+  $("conn-text").textContent = text;
+}
+
+let source = null;
+function connect() {
+  setConn("connecting", source ? "reconnecting…" : "connecting…");
+  source = new EventSource("/events");
+  source.addEventListener("open", () => setConn("live", "live"));
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (a 401, a 503 while the api restarts): EventSource gives up; we do not.
+      setConn("down", "disconnected · retrying");
+      source.close();
+      setTimeout(connect, 5_000);
+    } else {
+      setConn("connecting", "reconnecting…");
+    }
+  });
+  source.addEventListener("state", (e) => renderState(JSON.parse(e.data)));
+  source.addEventListener("throughput", (e) => renderThroughput(JSON.parse(e.data)));
+  source.addEventListener("units", (e) => renderUnits(JSON.parse(e.data).units));
+  source.addEventListener("problem", (e) => renderProblem(JSON.parse(e.data)));
+}
+
+// ---- state ------------------------------------------------------------------------------
+
+let lastState = null;
+
+function renderState(s) {
+  lastState = s;
+  $("updated").textContent = clock(new Date().toISOString());
+  $("updated").dateTime = new Date().toISOString();
+
+  // Counts per status, and a bar of the whole backlog split by status.
+  const counts = $("counts");
+  if (!counts.children.length) {
+    for (const st of STATUSES) {
+      counts.append(h("li", { class: `count-card c-${st}` }, badge(st), h("strong", { class: "count-value", "data-count": st }, "–")));
+    }
+  }
+  for (const st of STATUSES) counts.querySelector(`[data-count="${st}"]`).textContent = num(s.counts[st]);
+  $("total").textContent = num(s.total);
+  const finished = s.counts.success + s.counts.error + s.counts.cancelled;
+  $("done-pct").textContent = s.total ? `${Math.floor((finished / s.total) * 100)}%` : "–";
+  $("done-note").textContent = s.done && s.total ? " · all done" : "";
+  const bar = $("progress");
+  bar.replaceChildren(
+    ...STATUSES.filter((st) => s.counts[st] > 0).map((st) => {
+      const seg = h("span", { class: `seg s-${st}`, title: `${st}: ${num(s.counts[st])}` });
+      seg.style.flexGrow = String(s.counts[st]);
+      return seg;
+    }),
+  );
+  bar.setAttribute("aria-label", STATUSES.map((st) => `${st} ${s.counts[st]}`).join(", "));
+
+  // The gauge: outstanding (dispatched + queued) against the maximum the api keeps out.
+  const frac = s.maxQueue ? Math.min(1, s.outstanding / s.maxQueue) : 0;
+  // The gap (200) is longer than the arc, so the dash is drawn once; a round cap would still
+  // draw a dot for an empty dash, hence hidden at zero.
+  $("gauge-value").setAttribute("stroke-dasharray", `${(frac * 100).toFixed(2)} 200`);
+  $("gauge-value").setAttribute("visibility", frac > 0 ? "visible" : "hidden");
+  $("gauge-value").dataset.level = frac >= 1 ? "full" : frac >= 0.75 ? "high" : "ok";
+  $("gauge-number").textContent = num(s.outstanding);
+  $("gauge-caption").textContent = `of ${num(s.maxQueue)}`;
+  $("processing-now").textContent = num(s.counts.processing);
+
+  // Dispatching switch.
+  const pill = $("dispatching");
+  pill.dataset.on = String(s.dispatching);
+  pill.textContent = `${s.dispatching ? "dispatching" : "paused"}${s.dispatchingSince ? ` since ${clock(s.dispatchingSince)}` : ""}`;
+  $("go").disabled = busy || s.dispatching;
+  $("pause").disabled = busy || !s.dispatching;
+
+  renderServices(s);
+  renderDead(s);
+  renderReports(s);
+}
+
+function renderServices(s) {
+  const l = s.leader;
+  const leader = $("leader");
+  if (!l) {
+    leader.replaceChildren(h("p", { class: "muted" }, "No leader has routed anything yet."));
+  } else {
+    const kinds = Object.entries(l.utilization?.kinds ?? {});
+    leader.replaceChildren(
+      h(
+        "p",
+        { class: "leader" },
+        h("span", { class: "muted" }, "active leader "),
+        h("strong", { "data-leader": l.id }, l.id),
+        h("span", { class: "muted" }, ` · since ${clock(l.activeSince)} · reported ${ago(l.reportedAt)}`),
+      ),
+      kinds.length
+        ? h(
+            "table",
+            { class: "mini" },
+            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "kind"), h("th", { scope: "col" }, "jobs waiting"), h("th", { scope: "col" }, "agents"))),
+            h("tbody", {}, kinds.map(([k, u]) => h("tr", {}, h("td", {}, k), h("td", {}, num(u.ready)), h("td", {}, num(u.consumers))))),
+          )
+        : null,
+    );
+  }
+  const chips = (id, list) => {
+    $(`${id}-count`).textContent = String(list.length);
+    $(id).replaceChildren(
+      ...(list.length
+        ? list.map((i) => h("li", { class: "chip", title: `started ${clock(i.startedAt)} · dead-lettered ${i.deadLettered}` }, h("span", { class: "dot ok" }), i.id, h("span", { class: "muted" }, ` ${ago(i.lastSeen)}`)))
+        : [h("li", { class: "muted" }, "none seen in the last 30 s")]),
+    );
+  };
+  chips("agents", s.services.agents);
+  chips("leaders", s.services.leaders);
+  chips("apis", s.services.apis);
+  $("broker").textContent = `broker ${s.broker.connected ? "connected" : "DISCONNECTED"} · ${s.broker.reconnects} reconnects`;
+}
+
+function renderDead(s) {
+  const d = s.deadLetters;
+  $("dead-waiting").textContent = d.waiting === null ? "?" : num(d.waiting);
+  $("dead-waiting").dataset.alert = String((d.waiting ?? 0) > 0);
+  $("dead-by").replaceChildren(...Object.entries(d.byService).flatMap(([k, v]) => [h("dt", {}, `by ${k}s`), h("dd", { "data-alert": String(v > 0) }, num(v))]));
+  const rejected = Object.entries(d.rejectedByThisApi);
+  $("dead-rejected").textContent = rejected.length ? `rejected by this api: ${rejected.map(([k, v]) => `${k} ${v}`).join(", ")}` : "";
+}
+
+function renderReports(s) {
+  const ignored = Object.values(s.reports.ignored).reduce((a, b) => a + b, 0);
+  const rows = [
+    ["reports applied", num(s.reports.applied)],
+    ["reports ignored", `${num(ignored)}${ignored ? ` (${Object.entries(s.reports.ignored).map(([k, v]) => `${k} ${v}`).join(", ")})` : ""}`],
+    ["units dispatched", num(s.publishes.dispatched)],
+    ["re-published", num(s.publishes.republished)],
+    ["unconfirmed", num(s.publishes.unconfirmed)],
+  ];
+  $("reports").replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+function renderProblem(p) {
+  $("problem").hidden = !p;
+  $("problem").textContent = p ? p.message : "";
+}
+
+// ---- throughput -------------------------------------------------------------------------
+
+function renderThroughput(t) {
+  clockSkewMs = Date.parse(t.now) - Date.now();
+  const W = 600, H = 170, top = 14, bottom = 20, left = 34;
+  const n = t.buckets.length;
+  const max = Math.max(1, ...t.buckets.map((b) => b.success + b.error));
+  const scale = niceCeil(max);
+  const bw = (W - left) / n;
+  const y = (v) => H - bottom - (v / scale) * (H - top - bottom);
+  const covered = Date.parse(t.coveredFrom);
+  const svg = $("tp-chart");
+  const parts = [];
+  for (const frac of [0, 0.5, 1]) {
+    const v = scale * frac;
+    parts.push(h("svg:line", { class: "grid-line", x1: left, x2: W, y1: y(v), y2: y(v) }));
+    parts.push(h("svg:text", { class: "axis", x: left - 6, y: y(v) + 4, "text-anchor": "end" }, num(Math.round(v))));
+  }
+  t.buckets.forEach((b, i) => {
+    const x = left + i * bw + 1;
+    const g = h("svg:g", { class: Date.parse(b.at) + t.bucketMs <= covered ? "bucket partial" : "bucket" });
+    g.append(h("svg:title", {}, `${clock(b.at)}: ${b.success} success, ${b.error} error`));
+    if (b.success) g.append(h("svg:rect", { class: "bar s-success", x, width: Math.max(1, bw - 2), y: y(b.success), height: y(0) - y(b.success) }));
+    if (b.error) g.append(h("svg:rect", { class: "bar s-error", x, width: Math.max(1, bw - 2), y: y(b.success + b.error), height: y(0) - y(b.error) }));
+    parts.push(g);
+  });
+  const minutes = Math.round((n * t.bucketMs) / 60_000);
+  for (const [frac, label] of [[0, `−${minutes} min`], [0.5, `−${minutes / 2} min`], [1, "now"]]) {
+    parts.push(h("svg:text", { class: "axis", x: left + frac * (W - left), y: H - 4, "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle" }, label));
+  }
+  svg.replaceChildren(...parts);
+
+  const perMinute = Math.round(60_000 / t.bucketMs);
+  const lastMinute = t.buckets.slice(-perMinute).reduce((a, b) => a + b.success + b.error, 0);
+  const total = t.buckets.reduce((a, b) => ({ s: a.s + b.success, e: a.e + b.error }), { s: 0, e: 0 });
+  $("tp-rate").textContent = num(lastMinute);
+  $("tp-summary").textContent = `attempts finished per ${t.bucketMs / 1000} s over the last ${minutes} minutes: ${num(total.s)} success, ${num(total.e)} error`;
+}
+
+/** 1, 2, 5, 10, 20, 50, ... at or above v. */
+function niceCeil(v) {
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((m) => m * p).find((c) => c >= v);
+}
+
+// ---- recent units and the timeline -------------------------------------------------------
+
+let lastUnits = [];
+
+function renderUnits(units) {
+  const body = $("units-body");
+  const openId = Number($("timeline").dataset.unit);
+  const before = lastUnits.find((u) => u.id === openId);
+  lastUnits = units;
+  $("units-empty").hidden = units.length > 0;
+  body.replaceChildren(
+    ...units.map((u) =>
+      h(
+        "tr",
+        { "data-unit": u.id, onclick: () => openTimeline(u.id) },
+        h("td", {}, h("button", { type: "button", class: "link", "aria-label": `Timeline of unit ${u.id}`, onclick: (e) => (e.stopPropagation(), openTimeline(u.id)) }, `#${u.id}`)),
+        h("td", {}, badge(u.status)),
+        h("td", { class: "num" }, `${u.attempt} / ${u.maxAttempts}`),
+        h("td", {}, u.kind),
+        h("td", {}, u.group),
+        h("td", {}, h("span", { class: "muted" }, `${u.lastEvent.status} · ${u.lastEvent.source}`)),
+        h("td", { class: "muted nowrap" }, h("time", { datetime: u.lastEvent.at, title: clockMs(u.lastEvent.at) }, ago(u.lastEvent.at))),
+      ),
+    ),
+  );
+  // The open timeline follows its unit.
+  const now = units.find((u) => u.id === openId);
+  if ($("timeline").open && now && (!before || before.lastEvent.at !== now.lastEvent.at || before.status !== now.status)) loadTimeline(openId);
+}
+
+async function openTimeline(id) {
+  const dlg = $("timeline");
+  dlg.dataset.unit = String(id);
+  $("tl-title").textContent = `Unit #${id}`;
+  $("tl-summary").replaceChildren(h("p", { class: "muted" }, "loading…"));
+  $("tl-events").replaceChildren();
+  if (!dlg.open) dlg.showModal();
+  await loadTimeline(id);
+}
+
+async function loadTimeline(id) {
+  let unit;
+  try {
+    const res = await fetch(`/units/${id}`, { headers: { Accept: "application/json", ...authHeader() } });
+    unit = await res.json();
+    if (!res.ok) throw new Error(unit.message ?? `HTTP ${res.status}`);
+  } catch (err) {
+    $("tl-summary").replaceChildren(h("p", { class: "banner" }, `Could not load unit ${id}: ${err.message}`));
+    return;
+  }
+  if (Number($("timeline").dataset.unit) !== id) return; // another unit was opened meanwhile
+  $("tl-title").textContent = `Unit #${unit.id}`;
+  $("tl-summary").replaceChildren(
+    h(
+      "dl",
+      { class: "kv" },
+      h("dt", {}, "status"),
+      h("dd", {}, badge(unit.status)),
+      h("dt", {}, "attempt"),
+      h("dd", {}, `${unit.attempt} of ${unit.maxAttempts}`),
+      h("dt", {}, "kind · group"),
+      h("dd", {}, `${unit.kind} · ${unit.group}`),
+      h("dt", {}, "priority"),
+      h("dd", {}, String(unit.priority)),
+      unit.notBefore ? [h("dt", {}, "not before"), h("dd", {}, clockMs(unit.notBefore))] : null,
+      unit.lastError ? [h("dt", {}, "last error"), h("dd", { class: "err" }, unit.lastError)] : null,
+      unit.result !== null && unit.result !== undefined ? [h("dt", {}, "result"), h("dd", {}, h("code", {}, JSON.stringify(unit.result)))] : null,
+    ),
+  );
+  $("tl-events").replaceChildren(
+    ...(unit.events.length
+      ? unit.events.map((e, i) =>
+          h(
+            "li",
+            { class: `tl-item s-${e.status}`, "data-status": e.status },
+            h("span", { class: "tl-marker", "aria-hidden": "true" }),
+            h(
+              "div",
+              { class: "tl-body" },
+              h("div", { class: "tl-line" }, badge(e.status), h("span", { class: "muted" }, ` attempt ${e.attempt}`), h("time", { class: "tl-at", datetime: e.at }, clockMs(e.at))),
+              h("div", { class: "muted small" }, e.source, i > 0 ? ` · +${fmtMs(Date.parse(e.at) - Date.parse(unit.events[i - 1].at))}` : ""),
+              e.detail ? h("pre", { class: "detail" }, JSON.stringify(e.detail, null, 2)) : null,
+            ),
+          ),
+        )
+      : [h("li", { class: "muted" }, "No events yet: the unit has not been dispatched.")]),
+  );
+}
+
+const fmtMs = (ms) => (Math.abs(ms) < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
+
+$("tl-close").addEventListener("click", () => $("timeline").close());
+$("timeline").addEventListener("close", () => delete $("timeline").dataset.unit);
+// A click on the backdrop (outside the panel) closes it too.
+$("timeline").addEventListener("click", (e) => {
+  if (e.target === $("timeline")) $("timeline").close();
+});
+
+// ---- Go / Pause -------------------------------------------------------------------------
+
+let busy = false;
+const TOKEN_KEY = "rtb.token";
+const authHeader = () => {
+  const t = sessionStorage.getItem(TOKEN_KEY);
+  return t ? { Authorization: `Bearer ${t}` } : {};
+};
+let retryAfterToken = null;
+
+async function control(path) {
+  busy = true;
+  $("go").disabled = $("pause").disabled = true;
+  try {
+    const res = await fetch(path, { method: "POST", headers: { Accept: "application/json", ...authHeader() } });
+    const body = await res.json().catch(() => ({}));
+    if (res.status === 401) {
+      retryAfterToken = path;
+      $("token-form").hidden = false;
+      $("token").focus();
+      toast(body.message ?? "unauthorized");
+      return;
+    }
+    if (!res.ok) throw new Error(body.message ?? `HTTP ${res.status}`);
+    toast(body.message + (body.dispatchedNow ? ` · ${body.dispatchedNow} dispatched now` : ""));
+    if (lastState) renderState({ ...lastState, dispatching: body.dispatching, dispatchingSince: body.since });
+  } catch (err) {
+    toast(`${path} failed: ${err.message}`, true);
+  } finally {
+    busy = false;
+    if (lastState) renderState(lastState);
+    else $("go").disabled = $("pause").disabled = false;
+  }
+}
+
+let toastTimer = 0;
+function toast(text, bad = false) {
+  const t = $("toast");
+  t.textContent = text;
+  t.dataset.bad = String(bad);
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (t.hidden = true), 4_000);
+}
+
+$("go").addEventListener("click", () => control("/go"));
+$("pause").addEventListener("click", () => control("/pause"));
+$("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value);
+  $("token").value = "";
+  $("token-form").hidden = true;
+  if (retryAfterToken) control(retryAfterToken);
+  retryAfterToken = null;
+});
+$("token-cancel").addEventListener("click", () => {
+  $("token-form").hidden = true;
+  retryAfterToken = null;
+});
+
+// "5 s ago" keeps counting between snapshots.
+setInterval(() => {
+  for (const t of document.querySelectorAll("#units-body time")) t.textContent = ago(t.getAttribute("datetime"));
+}, 1_000);
+
+$("curl").textContent = `curl -s ${location.origin}/`;
+connect();
