@@ -1,0 +1,187 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Browser, Page } from "playwright-core";
+import { loadApiConfig, startApiService, type ApiService } from "@rtb/api";
+import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
+import { builtinHandlers, loadAgentConfig, startAgent, type AgentService } from "@rtb/agent";
+import { createTestPlace, destroyTestPlace, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { NEVER } from "./support.ts";
+import { launchChromium, readEvents, waitForText, type PageGlobals } from "./browser.ts";
+
+// A real api on a port, a real leader and two agents, a backlog of 40 units with dispatching
+// off, and a real headless Chromium on the dashboard. The agents take 300-600 ms a unit, 4 at
+// a time, so the run lasts seconds: the page must follow it live, without a reload.
+const UNITS = 40;
+const BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+let place: TestPlace;
+let api: ApiService;
+let leader: LeaderService;
+const agents: AgentService[] = [];
+let browser: Browser;
+let base: string;
+
+beforeAll(async () => {
+  place = await createTestPlace();
+  const env = { ...place.env, RTB_SEED_UNITS: String(UNITS), RTB_RECONCILE_CRON: NEVER, RTB_BROADCAST_MAX_QUEUE: "10" };
+  // Port 0 (any free port) is not a valid RTB_API_HOST for an operator; the test sets it after validation.
+  const config = { ...loadApiConfig(env), RTB_API_HOST: { host: "127.0.0.1", port: 0 } };
+  api = await startApiService(config, testLogger("api"), { listen: true });
+  base = `http://127.0.0.1:${api.address!.port}`;
+  leader = await startLeaderService(loadLeaderConfig({ ...env, RTB_LEADER_ID: "leader-d" }), testLogger("leader"));
+  const agentConfig = loadAgentConfig({ ...env, RTB_AGENT_ERROR_RATE: "0", RTB_AGENT_CONCURRENCY: "2", RTB_AGENT_WORK_MIN_MS: "300", RTB_AGENT_WORK_MAX_MS: "600" });
+  for (const id of ["agent-d1", "agent-d2"]) {
+    agents.push(await startAgent({ ...agentConfig, RTB_AGENT_ID: id }, testLogger("agent"), builtinHandlers(agentConfig)));
+  }
+  browser = await launchChromium();
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await Promise.all(agents.map((a) => a.stop()));
+  await leader?.stop();
+  await api?.stop();
+  if (place) await destroyTestPlace(place);
+});
+
+describe("GET / content negotiation", () => {
+  it.each([
+    ["curl's default", "*/*"],
+    ["a script", "application/json"],
+    ["no Accept header", null],
+    ["JSON preferred over HTML", "application/json, text/html;q=0.5"],
+  ])("answers JSON to %s", async (_what, accept) => {
+    const res = await fetch(`${base}/`, { headers: accept === null ? {} : { Accept: accept } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+    expect(res.headers.get("vary")).toMatch(/accept/i);
+    expect(await res.json()).toMatchObject({ total: UNITS, dispatching: false, counts: { pending: UNITS } });
+  });
+
+  it("answers a browser with the dashboard page, whose script and style are served too", async () => {
+    const res = await fetch(`${base}/`, { headers: { Accept: BROWSER_ACCEPT } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/html/);
+    expect(res.headers.get("content-security-policy")).toContain("script-src 'self'");
+    const html = await res.text();
+    for (const asset of ["/dashboard/dashboard.js", "/dashboard/dashboard.css"]) {
+      expect(html).toContain(asset);
+      const a = await fetch(base + asset);
+      expect(a.status, asset).toBe(200);
+      const etag = a.headers.get("etag")!;
+      expect((await fetch(base + asset, { headers: { "If-None-Match": etag } })).status).toBe(304);
+    }
+  });
+});
+
+describe("GET /events", () => {
+  it("streams a state event at once (the same JSON as GET /), then throughput and recent units", async () => {
+    const res = await fetch(`${base}/events`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const seen = new Set<string>();
+    const { events, raw } = await readEvents(res, (e) => (seen.add(e.event), seen.has("state") && seen.has("throughput") && seen.has("units")));
+    expect(raw.startsWith("retry: ")).toBe(true);
+    const state = JSON.parse(events.find((e) => e.event === "state")!.data);
+    const json = (await (await fetch(`${base}/`)).json()) as Record<string, unknown>;
+    expect(Object.keys(state).sort()).toEqual(Object.keys(json).sort());
+    expect(state).toMatchObject({ total: UNITS, counts: { pending: UNITS }, maxQueue: 10, dispatching: false });
+    const throughput = JSON.parse(events.find((e) => e.event === "throughput")!.data);
+    expect(throughput.buckets).toHaveLength(60);
+    expect(throughput.bucketMs).toBe(10_000);
+    expect(JSON.parse(events.find((e) => e.event === "units")!.data)).toEqual({ units: [] });
+  });
+});
+
+describe("the dashboard in a real browser", () => {
+  let page: Page;
+  const pageErrors: string[] = [];
+
+  it("loads, shows the backlog, and follows a run live after Go, without a reload", async () => {
+    page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    page.on("pageerror", (err) => pageErrors.push(err.message));
+    page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
+    await page.goto(`${base}/`);
+    await page.locator('#conn[data-state="live"]').waitFor({ timeout: 30_000 });
+    await waitForText(page, '[data-count="pending"]', String(UNITS));
+    await waitForText(page, '[data-count="success"]', "0");
+    await waitForText(page, "#dispatching", "paused");
+    expect(await page.locator("#go").isEnabled()).toBe(true);
+
+    // Every value the success count takes from now on, as the page shows it.
+    await page.evaluate(() => {
+      const { document, window, MutationObserver } = globalThis as unknown as PageGlobals;
+      const el = document.querySelector('[data-count="success"]');
+      window.seenSuccess = [];
+      new MutationObserver(() => window.seenSuccess.push(el.textContent ?? "")).observe(el, { childList: true, characterData: true, subtree: true });
+    });
+    const loads: string[] = [];
+    page.on("framenavigated", (f) => f === page.mainFrame() && loads.push(f.url()));
+
+    await page.locator("#go").click();
+    await waitForText(page, '[data-count="success"]', String(UNITS), 90_000);
+    await waitForText(page, '[data-count="pending"]', "0");
+    await page.locator("#done-note", { hasText: "all done" }).waitFor();
+
+    expect(loads, "the page reloaded").toEqual([]);
+    const seen: string[] = await page.evaluate(() => (globalThis as unknown as PageGlobals).window.seenSuccess);
+    // The count moved through values between 0 and the total: pushed by the stream as the run went.
+    expect(seen.some((v) => Number(v) > 0 && Number(v) < UNITS), `success counts shown: ${seen.join(", ")}`).toBe(true);
+    expect(await page.locator("#dispatching").getAttribute("data-on")).toBe("true");
+    await page.locator("#agents li.chip", { hasText: "agent-d1" }).waitFor();
+    await page.locator('[data-leader="leader-d"]').waitFor();
+    await page.locator("#units-body tr").first().waitFor();
+    // The throughput chart has bars.
+    await waitFor("throughput bars", () => page.locator("#tp-chart rect.s-success").count());
+  });
+
+  it("opens a unit's timeline from the recent units table", async () => {
+    const rows = await page.locator("#units-body tr[data-unit]").evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute("data-unit"))));
+    expect(rows.length).toBeGreaterThan(0);
+    // A unit whose timeline has all four steps (an agent's `processing` may arrive before the
+    // leader's `queued`, and then `queued` is ignored, by design).
+    const timelines = await Promise.all(rows.map(async (id) => ({ id, body: (await (await fetch(`${base}/units/${id}`)).json()) as { events: { status: string }[] } })));
+    const full = timelines.find((t) => ["dispatched", "queued", "processing", "success"].every((s) => t.body.events.some((e) => e.status === s)));
+    const pick = full ?? timelines[0]!;
+    await page.locator(`#units-body tr[data-unit="${pick.id}"] td`).nth(3).click();
+    const dialog = page.locator("#timeline");
+    await dialog.waitFor({ state: "visible" });
+    await waitForText(page, "#tl-title", `Unit #${pick.id}`);
+    await page.locator('#tl-events li[data-status="success"]').waitFor();
+    const shown = await page.locator("#tl-events li[data-status]").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-status")));
+    expect(shown).toEqual(pick.body.events.map((e) => e.status));
+    expect(shown).toEqual(expect.arrayContaining(["dispatched", "processing", "success"]));
+    if (full) expect(shown).toContain("queued");
+
+    const shot = join(tmpdir(), `rtb-dashboard-${process.pid}-${Date.now()}.png`);
+    await page.screenshot({ path: shot });
+    console.log(`dashboard screenshot (timeline open): ${shot}`);
+    await page.keyboard.press("Escape");
+    await dialog.waitFor({ state: "hidden" });
+    const overview = join(tmpdir(), `rtb-dashboard-overview-${process.pid}-${Date.now()}.png`);
+    await page.screenshot({ path: overview, fullPage: true });
+    console.log(`dashboard screenshot: ${overview}`);
+  });
+
+  it("pauses from the page", async () => {
+    await page.locator("#pause").click();
+    await page.locator('#dispatching[data-on="false"]').waitFor();
+    const state = (await (await fetch(`${base}/`)).json()) as { dispatching: boolean };
+    expect(state.dispatching).toBe(false);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("ends open event streams when the api stops, so the stop does not hang", async () => {
+    const res = await fetch(`${base}/events`);
+    // A kept-alive socket would hold server.close() until the keep-alive timeout.
+    expect(res.headers.get("connection")).toBe("close");
+    const reading = readEvents(res, () => false);
+    await page.locator('#conn[data-state="live"]').waitFor();
+    await api.stop();
+    const { events } = await reading;
+    expect(events.some((e) => e.event === "state")).toBe(true);
+    // The page notices.
+    await page.locator('#conn:not([data-state="live"])').waitFor({ timeout: 30_000 });
+  });
+});
