@@ -1,4 +1,4 @@
-import { sql } from "kysely";
+import { CompiledQuery, sql } from "kysely";
 import type { Db } from "./database.ts";
 
 /**
@@ -24,7 +24,26 @@ export interface BacklogEntry {
 }
 
 export async function nextInLine(db: Db, limit: number): Promise<BacklogEntry[]> {
-  const { rows } = await sql<{ id: number; kind: string; group_name: string; priority: number; attempt: number; created_at: Date }>`
+  const { rows } = await nextInLineQuery(limit).execute(db);
+  return rows.map((r) => ({
+    id: r.id,
+    kind: r.kind,
+    group: r.group_name,
+    priority: r.priority,
+    attempt: r.attempt,
+    createdAt: r.created_at,
+  }));
+}
+
+/** The plan PostgreSQL runs for nextInLine (EXPLAIN ANALYZE), line by line: for the benchmark. */
+export async function explainNextInLine(db: Db, limit: number): Promise<string[]> {
+  const q = nextInLineQuery(limit).compile(db);
+  const { rows } = await db.executeQuery<{ "QUERY PLAN": string }>(CompiledQuery.raw(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${q.sql}`, [...q.parameters]));
+  return rows.map((r) => r["QUERY PLAN"]);
+}
+
+function nextInLineQuery(limit: number) {
+  return sql<{ id: number; kind: string; group_name: string; priority: number; attempt: number; created_at: Date }>`
     SELECT b.id, b.kind, b.group_name, b.priority, b.attempt, b.created_at
     FROM (
       SELECT id, kind, group_name, priority, attempt, created_at,
@@ -34,15 +53,7 @@ export async function nextInLine(db: Db, limit: number): Promise<BacklogEntry[]>
     ) AS b
     LEFT JOIN unit_groups AS g ON g.name = b.group_name
     ORDER BY b.priority DESC, b.turn, g.last_served ASC NULLS FIRST, b.id
-    LIMIT ${limit}`.execute(db);
-  return rows.map((r) => ({
-    id: r.id,
-    kind: r.kind,
-    group: r.group_name,
-    priority: r.priority,
-    attempt: r.attempt,
-    createdAt: r.created_at,
-  }));
+    LIMIT ${limit}`;
 }
 
 /**

@@ -7,7 +7,7 @@ export const apiConfigSchema = z.object({
   ...dbConfig,
   ...brokerConfig,
   ...logConfig,
-  RTB_API_HOST: hostPort("0.0.0.0:8080", 8080),
+  RTB_API_HOST: hostPort("0.0.0.0:8080", 8080, { anyPort: true }),
   RTB_API_ID: z.string().min(1).max(200).optional(),
   RTB_API_TOKEN: z.string().min(16, { message: "expected a token of at least 16 characters (e.g. openssl rand -hex 32)" }).max(1_000).optional(),
   RTB_API_TOKEN_READS: bool(false),

@@ -42,16 +42,19 @@ export interface HostPort {
   port: number;
 }
 
-/** `host:port` (or `[v6]:port`, or a bare host that takes the default port). */
-export function hostPort(defaultValue: string, defaultPort: number) {
+/**
+ * `host:port` (or `[v6]:port`, or a bare host that takes the default port). With `anyPort`,
+ * port 0 is allowed: a listener takes any free port (tests, benchmarks).
+ */
+export function hostPort(defaultValue: string, defaultPort: number, { anyPort = false } = {}) {
   return z
     .string()
     .default(defaultValue)
     .transform((value, ctx): HostPort => {
       const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(value.trim());
       const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
-      if (!match?.[1] || !Number.isInteger(port) || port < 1 || port > 65535) {
-        ctx.addIssue({ code: "custom", message: `expected host:port (for example localhost:${defaultPort})` });
+      if (!match?.[1] || !Number.isInteger(port) || port < (anyPort ? 0 : 1) || port > 65535) {
+        ctx.addIssue({ code: "custom", message: `expected host:port (for example localhost:${defaultPort}${anyPort ? "; port 0 for any free port" : ""})` });
         return z.NEVER;
       }
       return { host: match[1].replace(/^\[|\]$/g, ""), port };
