@@ -20,3 +20,33 @@ export async function seedIfEmpty(db: Db, count: number, maxAttempts: number): P
     return Number(numAffectedRows ?? 0);
   });
 }
+
+export interface SeedOptions {
+  count: number;
+  /** Must match the kind rule of the units table (`^[A-Za-z0-9_.-]{1,100}$`). */
+  kind: string;
+  /** Units are spread round-robin over `customer-1` .. `customer-<groups>`. */
+  groups: number;
+  priority: number;
+  maxAttempts: number;
+}
+
+/**
+ * Add `count` units to the backlog, whatever is there already (`rtb seed`). One set-based
+ * statement, so a million units is one round trip; the ids come back as a range, not as rows.
+ * Each unit's payload is `{ n }`, its position in this seed (1 .. count).
+ */
+export async function seedUnits(db: Db, opts: SeedOptions): Promise<{ created: number; firstId: number | null; lastId: number | null }> {
+  if (opts.count <= 0) return { created: 0, firstId: null, lastId: null };
+  const { rows } = await sql<{ created: number; firstId: number | null; lastId: number | null }>`
+    WITH created AS (
+      INSERT INTO units (kind, group_name, priority, payload, max_attempts)
+      SELECT ${opts.kind}, 'customer-' || (1 + (i - 1) % ${opts.groups}::int), ${opts.priority}::int, jsonb_build_object('n', i), ${opts.maxAttempts}::int
+      FROM generate_series(1, ${opts.count}::int) AS i
+      ORDER BY i
+      RETURNING id
+    )
+    SELECT count(*)::int AS created, min(id) AS "firstId", max(id) AS "lastId" FROM created`.execute(db);
+  const row = rows[0]!;
+  return { created: row.created, firstId: row.firstId, lastId: row.lastId };
+}
