@@ -14,40 +14,48 @@ export interface Throughput {
    * `maxEvents` events (the buckets before it are then undercounted).
    */
   coveredFrom: Date;
+  /** Pass it back as `afterId` on the next call: events up to it have left the window. */
+  nextAfterId: number;
 }
 
 /**
  * Terminal events per bucket over the last `windowMs`, from the timeline.
  *
- * unit_events has no index on recorded_at, and a filter on it alone would read the whole
- * table once a second. Ids grow with recorded_at (both are taken as the row is inserted), so
- * the scan is bounded by id instead: only the newest `maxEvents` rows are read, through the
- * primary key, and `coveredFrom` says how far back that reached.
+ * Called once a second while a dashboard is open, on a table that only grows, so the scan is
+ * bounded by id, through the primary key: ids grow with recorded_at (both are taken as the
+ * row is inserted), so the window is the table's tail. At most the newest `maxEvents` rows
+ * are read (`coveredFrom` says how far back that reached); and a caller that polls passes
+ * the previous call's `nextAfterId`, so a tick reads only the rows still in the window. (Not the
+ * BRIN index on recorded_at: until its newest ranges are summarised by a vacuum, a BRIN scan
+ * reads every unsummarised page, which on an insert-only table can be most of it.)
  */
 export async function terminalThroughput(
   db: Db,
-  opts: { windowMs: number; bucketMs: number; maxEvents?: number },
+  opts: { windowMs: number; bucketMs: number; maxEvents?: number; afterId?: number },
 ): Promise<Throughput> {
   const { windowMs, bucketMs, maxEvents = 100_000 } = opts;
-  const { rows } = await sql<{ now: Date; low_id: number; oldest: Date | null; bucket: number | null; success: number; error: number }>`
-    WITH bounds AS (
-      SELECT now() AS now, coalesce(max(id), 0) - ${maxEvents}::bigint AS low_id FROM unit_events
-    ), recent AS (
-      SELECT e.status, e.recorded_at FROM unit_events e, bounds b
-      WHERE e.id > b.low_id AND e.recorded_at >= b.now - make_interval(secs => ${windowMs / 1000})
+  // A constant, not a subquery, so the planner knows how few rows the id range holds.
+  const top = await sql<{ max: number | null }>`SELECT max(id) AS max FROM unit_events`.execute(db);
+  const maxId = top.rows[0]?.max ?? 0;
+  const lowId = Math.max(opts.afterId ?? 0, maxId - maxEvents);
+  const { rows } = await sql<{ now: Date; first_id: number | null; oldest: Date | null; bucket: number | null; success: number; error: number }>`
+    WITH recent AS (
+      SELECT id, status, recorded_at FROM unit_events
+      WHERE id > ${lowId}::bigint AND recorded_at >= now() - make_interval(secs => ${windowMs / 1000})
+    ), first AS (
+      SELECT id, recorded_at FROM recent ORDER BY id LIMIT 1
     ), counted AS (
       SELECT floor(extract(epoch FROM recorded_at) * 1000 / ${bucketMs})::bigint AS bucket,
              count(*) FILTER (WHERE status = 'success')::int AS success,
              count(*) FILTER (WHERE status = 'error')::int AS error
       FROM recent WHERE status IN ('success', 'error') GROUP BY 1
     )
-    SELECT b.now, b.low_id,
-           (SELECT recorded_at FROM unit_events WHERE id > b.low_id ORDER BY id LIMIT 1) AS oldest,
+    SELECT now() AS now, (SELECT id FROM first) AS first_id, (SELECT recorded_at FROM first) AS oldest,
            c.bucket, coalesce(c.success, 0) AS success, coalesce(c.error, 0) AS error
-    FROM bounds b LEFT JOIN counted c ON true`.execute(db);
-  const first = rows[0];
-  if (!first) throw new Error("throughput query returned no row");
-  const now = first.now;
+    FROM (SELECT 1) one LEFT JOIN counted c ON true`.execute(db);
+  const head = rows[0];
+  if (!head) throw new Error("throughput query returned no row");
+  const now = head.now;
   const last = Math.floor(now.getTime() / bucketMs);
   const n = Math.max(1, Math.ceil(windowMs / bucketMs));
   const counts = new Map(rows.filter((r) => r.bucket !== null).map((r) => [Number(r.bucket), r]));
@@ -57,9 +65,17 @@ export async function terminalThroughput(
     return { at: new Date(b * bucketMs), success: c?.success ?? 0, error: c?.error ?? 0 };
   });
   const windowStart = new Date(now.getTime() - windowMs);
-  // Truncated only when rows older than the bound exist and the oldest row read is inside the window.
-  const truncated = first.low_id > 0 && first.oldest !== null && first.oldest > windowStart;
-  return { now, bucketMs, buckets, coveredFrom: truncated && first.oldest ? first.oldest : windowStart };
+  // Undercounted only when the cap cut the scan short of rows that are still in the window.
+  const cut = lowId === maxId - maxEvents && lowId > 0 && head.oldest !== null && head.oldest.getTime() - windowStart.getTime() > bucketMs;
+  return {
+    now,
+    bucketMs,
+    buckets,
+    coveredFrom: cut && head.oldest ? head.oldest : windowStart,
+    // Nothing in the window: the next events come after the newest one, give or take the
+    // transactions in progress now (their ids were taken earlier, they commit later).
+    nextAfterId: head.first_id !== null ? head.first_id - 1 : Math.max(0, maxId - 10_000),
+  };
 }
 
 export interface ActiveUnit {

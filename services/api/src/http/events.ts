@@ -45,6 +45,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
   const latest = new Map<string, string>();
   let polling = false;
   let failing = false;
+  let throughputAfter: number | undefined;
 
   const publish = (event: string, data: unknown) => {
     latest.set(event, JSON.stringify(data));
@@ -55,11 +56,16 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
     try {
       const [state, throughput, units] = await Promise.all([
         stateSnapshot(deps),
-        terminalThroughput(deps.db, { windowMs: THROUGHPUT_WINDOW_MS, bucketMs: THROUGHPUT_BUCKET_MS }),
+        terminalThroughput(deps.db, { windowMs: THROUGHPUT_WINDOW_MS, bucketMs: THROUGHPUT_BUCKET_MS, afterId: throughputAfter }),
         recentlyActiveUnits(deps.db, RECENT_UNITS),
       ]);
+      // The next tick reads only what is still in the window; not after a capped read, which
+      // must be redone from the cap to see the window fill in.
+      const complete = throughput.coveredFrom.getTime() <= throughput.now.getTime() - THROUGHPUT_WINDOW_MS;
+      throughputAfter = complete ? throughput.nextAfterId : undefined;
+      const { nextAfterId: _, ...chart } = throughput;
       publish("state", state);
-      publish("throughput", throughput);
+      publish("throughput", chart);
       publish("units", { units });
       if (failing) {
         failing = false;
@@ -93,6 +99,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
       // A snapshot kept while nobody listens would be stale for the next client.
       latest.clear();
       failing = false;
+      throughputAfter = undefined;
     }
   }
 
