@@ -1,20 +1,18 @@
 import { Hono, type Context } from "hono";
-import { deadLetteredByService, nextInLine, recentInstances, setDispatching, summarize } from "@rtb/db";
-import { SEEN_RECENTLY_MS } from "@rtb/runtime";
+import { nextInLine, setDispatching, summarize } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
 import { valid } from "./validation.ts";
 import type { ApiDocs } from "./openapi.ts";
 import { errorBody, goResult, nextQuery, nextResult, pauseResult, stateView } from "./schemas.ts";
 import { dashboardPage, prefersHtml } from "./dashboard.ts";
+import { stateSnapshot } from "./state.ts";
 
 const tags = ["control"];
 
 /** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
-export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue }: AppDeps, docs: ApiDocs): Hono {
+export function controlRoutes(deps: AppDeps, docs: ApiDocs): Hono {
+  const { db, dispatcher, logger } = deps;
   const app = new Hono();
-  // The dead queue's depth, read at most once a second however often GET / is polled (each
-  // read opens a channel on the broker).
-  const deadDepth = memoize(1_000, () => broker.inspectQueue(broker.topology.dead).then((q) => (q?.exists ? q.messages : null)));
 
   docs.add({
     method: "get",
@@ -26,29 +24,7 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   });
   app.get("/", async (c) => {
     if (prefersHtml(c)) return dashboardPage(c);
-    const [summary, deadLetters, instances, deadByService] = await Promise.all([
-      summarize(db),
-      deadDepth(),
-      recentInstances(db, SEEN_RECENTLY_MS),
-      deadLetteredByService(db),
-    ]);
-    const seen = (service: string) =>
-      instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt, lastSeen, deadLettered }));
-    return c.json({
-      counts: summary.counts,
-      total: summary.total,
-      outstanding: summary.outstanding,
-      maxQueue,
-      dispatching: summary.dispatching,
-      dispatchingSince: summary.dispatchingSince,
-      done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
-      leader: summary.leader,
-      services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
-      deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: stats.deadLettered },
-      reports: { applied: stats.applied, ignored: stats.ignored },
-      publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures },
-      broker: { connected: broker.connected, reconnects: broker.reconnects },
-    });
+    return c.json(await stateSnapshot(deps));
   });
 
   docs.add({
@@ -117,17 +93,4 @@ export function controlRoutes({ db, broker, dispatcher, stats, logger, maxQueue 
   app.on(["GET", "HEAD"], ["/pause", "/pause/"], (c) => c.json({ error: "method_not_allowed", message: "use POST /pause" }, 405));
 
   return app;
-}
-
-/** The last value of `fn` for `ttlMs`; concurrent callers share one call in flight. */
-function memoize<T>(ttlMs: number, fn: () => Promise<T>): () => Promise<T> {
-  let last: { at: number; value: Promise<T> } | null = null;
-  return () => {
-    if (last && Date.now() - last.at < ttlMs) return last.value;
-    const value = fn();
-    last = { at: Date.now(), value };
-    // A failed read is not kept.
-    value.catch(() => (last = null));
-    return value;
-  };
 }
