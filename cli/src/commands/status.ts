@@ -1,0 +1,59 @@
+import type { SystemState } from "../api-types.ts";
+import { STATUSES } from "../api-types.ts";
+import type { Command, Context } from "../command.ts";
+import { ago, count } from "../format.ts";
+import { fields, paintStatus, table } from "../output.ts";
+
+export const status: Command = {
+  name: "status",
+  summary: "the state of things: counts per status, dispatching, leader, agents, dead letters",
+  usage: "rtb status [--json]",
+  help: "  --json   GET / exactly as the api answers it",
+  options: {},
+  positionals: { min: 0, max: 0 },
+  async run(ctx) {
+    const state = await ctx.api().get<SystemState>("/");
+    if (ctx.json) return ctx.out.json(state);
+    renderStatus(ctx, state);
+  },
+};
+
+function renderStatus({ out }: Context, s: SystemState): void {
+  const now = Date.now();
+  const rows = STATUSES.map((st) => [paintStatus(out, st), count(s.counts[st] ?? 0)]);
+  rows.push([out.paint("total", "bold"), count(s.total)]);
+  table(out, [{ header: "status" }, { header: "units", align: "right" }], rows);
+  out.line();
+
+  const dispatching = s.dispatching ? out.paint("on", "green") : out.paint("paused", "yellow");
+  const leader = s.leader
+    ? `${s.leader.id} (active since ${ago(s.leader.activeSince, now)}, last report ${ago(s.leader.reportedAt, now)})`
+    : out.paint("none has reported yet", "dim");
+  const names = (list: { id: string }[]) => (list.length ? `${list.length}: ${list.map((i) => i.id).join(", ")}` : "0");
+  const dead = s.deadLetters;
+  const byService = Object.entries(dead.byService)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${count(n)}`)
+    .join(", ");
+  fields(out, [
+    ["dispatching", `${dispatching}${s.dispatchingSince ? ` (since ${ago(s.dispatchingSince, now)})` : ""}`],
+    ["outstanding", `${count(s.outstanding)} / ${count(s.maxQueue)} (dispatched + queued / RTB_BROADCAST_MAX_QUEUE)`],
+    ["done", s.done ? out.paint("yes: nothing pending or in flight", "green") : "no"],
+    ["leader", leader],
+    ["apis", names(s.services.apis)],
+    ["leaders", names(s.services.leaders)],
+    ["agents", names(s.services.agents)],
+    ["dead letters", `${dead.waiting === null ? "?" : count(dead.waiting)} waiting${byService ? ` (dead-lettered by ${byService})` : ""}`],
+    ["broker", s.broker.connected ? `connected (${s.broker.reconnects} reconnects)` : out.paint("disconnected", "red")],
+  ]);
+
+  const kinds = Object.entries(s.leader?.utilization?.kinds ?? {});
+  if (kinds.length > 0) {
+    out.line();
+    table(
+      out,
+      [{ header: "kind" }, { header: "jobs waiting", align: "right" }, { header: "agents", align: "right" }],
+      kinds.map(([kind, u]) => [kind, count(u.ready), count(u.consumers)]),
+    );
+  }
+}

@@ -1,0 +1,41 @@
+import type { Unit, UnitEvent } from "../api-types.ts";
+import { intArg, type Command } from "../command.ts";
+import { oneLine, timestamp } from "../format.ts";
+import { fields, paintStatus, table } from "../output.ts";
+
+export const unit: Command = {
+  name: "unit",
+  summary: "one unit and its timeline",
+  usage: "rtb unit <id> [--json]",
+  help: "  --json   GET /units/<id> exactly as the api answers it",
+  options: {},
+  positionals: { min: 1, max: 1 },
+  async run(ctx, _values, [idArg]) {
+    const id = intArg(idArg, "<id>", { min: 1 });
+    const u = await ctx.api().get<Unit & { events: UnitEvent[] }>(`/units/${id}`);
+    if (ctx.json) return ctx.out.json(u);
+    const { out } = ctx;
+    out.line(out.paint(`unit ${u.id}`, "bold"));
+    fields(out, [
+      ["status", `${paintStatus(out, u.status)} (attempt ${u.attempt} of ${u.maxAttempts})`],
+      ["kind", u.kind],
+      ["group", u.group],
+      ["priority", String(u.priority)],
+      ["ref", u.ref ?? "-"],
+      ["payload", oneLine(u.payload, 200)],
+      ["result", oneLine(u.result, 200)],
+      ["last error", u.lastError ?? "-"],
+      ["not before", timestamp(u.notBefore)],
+      ["dispatched", timestamp(u.dispatchedAt)],
+      ["created", timestamp(u.createdAt)],
+      ["updated", timestamp(u.updatedAt)],
+    ]);
+    out.line();
+    if (u.events.length === 0) return out.line("no events yet: the unit has never been dispatched");
+    table(
+      out,
+      [{ header: "attempt", align: "right" }, { header: "status" }, { header: "at" }, { header: "source" }, { header: "detail" }],
+      u.events.map((e) => [String(e.attempt), paintStatus(out, e.status), timestamp(e.at), e.source, e.detail == null ? "" : oneLine(e.detail, 80)]),
+    );
+  },
+};
