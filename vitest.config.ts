@@ -20,6 +20,7 @@ export default defineConfig({
       project("api", "services/api"),
       project("leader", "services/leader"),
       project("agent", "services/agent"),
+      project("cli", "cli"),
       { extends: true as const, test: { name: "system", include: ["test/system/**/*.test.ts"] } },
       // Phase 2: tests that stop and restart the shared PostgreSQL and RabbitMQ. vitest runs
       // the groups one after another (lowest groupOrder first, each waiting for the one before
