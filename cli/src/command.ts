@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import type { ParseArgsConfig } from "node:util";
 import type { ApiClient } from "./api-client.ts";
 import type { Output } from "./output.ts";
@@ -16,6 +17,8 @@ export type Values = Record<string, string | boolean | string[] | undefined>;
 
 export interface Context {
   out: Output;
+  /** For `rtb enqueue --file -`. */
+  stdin: Readable;
   /** The api, built on first use (migrate and seed never touch it). */
   api(): ApiClient;
   env: Record<string, string | undefined>;

@@ -1,3 +1,4 @@
+import type { Readable } from "node:stream";
 import { parseArgs } from "node:util";
 import { ApiError, createApiClient, describeApiError, UnreachableError, type ApiClient } from "./api-client.ts";
 import { ConfigurationError, UsageError, type Command, type Context, type Values } from "./command.ts";
@@ -6,6 +7,7 @@ import { createOutput, type Output, type Writer } from "./output.ts";
 
 export interface RunDeps {
   env: Record<string, string | undefined>;
+  stdin: Readable;
   stdout: Writer;
   stderr: Writer;
   /** Aborted by Ctrl-C. */
@@ -51,7 +53,7 @@ export async function run(argv: string[], deps: RunDeps): Promise<number> {
     if (positionals.length < min || positionals.length > max) {
       throw new UsageError(max === 0 ? `takes no arguments, got ${JSON.stringify(positionals.join(" "))}` : `expected ${min === max ? min : `${min} or more`} argument${max === 1 ? "" : "s"}, got ${positionals.length}`);
     }
-    const ctx: Context = { out, env: deps.env, signal: deps.signal, json: values.json === true, api: lazyApi(deps) };
+    const ctx: Context = { out, stdin: deps.stdin, env: deps.env, signal: deps.signal, json: values.json === true, api: lazyApi(deps) };
     return (await command.run(ctx, values, positionals)) ?? 0;
   } catch (err) {
     return fail(out, command, err, deps.signal);

@@ -1,4 +1,4 @@
-import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { ApiError } from "../api-client.ts";
 import type { EnqueueBatchAnswer, EnqueueOneAnswer, NewUnit } from "../api-types.ts";
@@ -57,11 +57,15 @@ export const enqueue: Command = {
     const format = str(values.format);
     if (format !== "auto" && format !== "json" && format !== "ndjson") throw new UsageError(`--format: expected json or ndjson, got ${JSON.stringify(format)}`);
     const chunkSize = intArg(values["chunk-size"], "--chunk-size", { min: 1, max: MAX_CHUNK });
-    const stream: Readable = file === "-" ? process.stdin : createReadStream(file);
-    // A missing file is reported before anything is read or sent.
-    if (file !== "-") await new Promise<void>((resolve, reject) => stream.once("open", () => resolve()).once("error", reject)).catch((err: Error) => {
-      throw new UsageError(`--file ${file}: ${err.message}`);
-    });
+    // A file that cannot be opened is a usage error, reported before anything is sent.
+    const stream: Readable =
+      file === "-"
+        ? ctx.stdin
+        : (
+            await open(file).catch((err: Error) => {
+              throw new UsageError(`--file ${file}: ${err.message}`);
+            })
+          ).createReadStream();
     return enqueueFile(ctx, readUnits(stream, format, file === "-" ? "" : file), defaults, chunkSize);
   },
 };

@@ -91,7 +91,7 @@ async function waitUntilDrained(ctx: Context, opts: { intervalMs: number; timeou
   for (;;) {
     let note = "";
     try {
-      state = await ctx.api().get<SystemState>("/", undefined);
+      state = await ctx.api().get<SystemState>("/");
       const c = state.counts;
       progress.add({ at: Date.now(), done: c.success + c.error + c.cancelled, total: state.total });
       if (state.done) {
