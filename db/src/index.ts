@@ -13,3 +13,6 @@ export * from "./units.ts";
 export * from "./instances.ts";
 export * from "./invariants.ts";
 export * from "./activity.ts";
+export * from "./tallies.ts";
+export * from "./fair-share.ts";
+export * from "./groups.ts";

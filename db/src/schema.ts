@@ -41,10 +41,32 @@ export interface UnitEventsTable {
   detail: Json | null;
 }
 
-/** When each group was last served: the memory of the round-robin across groups. */
+/**
+ * Per group: when it was last served (the memory of the round-robin across groups) and the
+ * operator's settings for its fair share.
+ */
 export interface UnitGroupsTable {
   name: string;
-  last_served: number;
+  last_served: number | null;
+  /** Its share relative to other groups' (default 1): weight 2 gets twice the units in flight. */
+  weight: Generated<number>;
+  /** At most this many units in flight (dispatched, queued, processing); null: no limit. */
+  max_in_flight: number | null;
+}
+
+/** Deltas of the count of units per status, written by triggers (migration 0004). */
+export interface StatusTalliesTable {
+  id: Generated<number>;
+  status: UnitStatus;
+  n: number;
+}
+
+/** Deltas of the count of ready units (pending, no backoff) per group and priority. */
+export interface ReadyTalliesTable {
+  id: Generated<number>;
+  group_name: string;
+  priority: number;
+  n: number;
 }
 
 /** One row: the state shared by every api replica. */
@@ -75,6 +97,8 @@ export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
   unit_groups: UnitGroupsTable;
+  status_tallies: StatusTalliesTable;
+  ready_tallies: ReadyTalliesTable;
   control: ControlTable;
   service_instances: ServiceInstancesTable;
 }

@@ -1,7 +1,8 @@
 import type { Db } from "./database.ts";
 import { sql } from "kysely";
 import type { UnitRow, UnitStatus } from "./schema.ts";
-import { countByStatus, isStuck } from "./invariants.ts";
+import { isStuck } from "./invariants.ts";
+import { tallyByStatus } from "./tallies.ts";
 
 export interface UnitEvent {
   attempt: number;
@@ -254,9 +255,9 @@ export interface Summary {
   leader: { id: string; activeSince: Date | null; utilization: unknown; reportedAt: Date } | null;
 }
 
-/** Counts per status and the shared control state. (A full count: fine for a backlog of thousands.) */
+/** Counts per status (from the tallies: exact, and cheap at any size) and the shared control state. */
 export async function summarize(db: Db): Promise<Summary> {
-  const [counts, control] = await Promise.all([countByStatus(db), db.selectFrom("control").selectAll().executeTakeFirstOrThrow()]);
+  const [counts, control] = await Promise.all([tallyByStatus(db), db.selectFrom("control").selectAll().executeTakeFirstOrThrow()]);
   return {
     counts,
     total: Object.values(counts).reduce((sum, n) => sum + n, 0),

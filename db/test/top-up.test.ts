@@ -15,7 +15,7 @@ afterAll(async () => {
   await destroyTestPlace(place);
 });
 beforeEach(async () => {
-  await sql`TRUNCATE units, unit_events, unit_groups`.execute(h.db);
+  await sql`TRUNCATE units, unit_events, unit_groups, status_tallies, ready_tallies`.execute(h.db);
   await setDispatching(h.db, true);
 });
 

@@ -2,10 +2,12 @@ import type { Migration } from "kysely";
 import * as m0001 from "./0001_initial.ts";
 import * as m0002 from "./0002_service_instances.ts";
 import * as m0003 from "./0003_operator_surface.ts";
+import * as m0004 from "./0004_fair_share.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
 export const migrations: Record<string, Migration> = {
   "0001_initial": m0001,
   "0002_service_instances": m0002,
   "0003_operator_surface": m0003,
+  "0004_fair_share": m0004,
 };

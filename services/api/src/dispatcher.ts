@@ -1,6 +1,9 @@
-import { claimTopUp, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
+import { claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
 import { encodeMessage, type Logger, type Publisher, type Topology } from "@rtb/runtime";
 import type { ApiStats } from "./stats.ts";
+
+/** How often the top-up folds the tallies' deltas together (db/src/tallies.ts). */
+const TALLY_COMPACT_MS = 1_000;
 
 /** Units per outbox message; the leader splits each message into one job per unit. */
 const UNITS_PER_MESSAGE = 100;
@@ -33,6 +36,7 @@ export function createDispatcher(deps: {
   let queued = false;
   let stopped = false;
   let wakeTimer: NodeJS.Timeout | undefined;
+  let lastCompacted = 0;
 
   async function publish(units: ClaimedUnit[]): Promise<void> {
     const sends: Promise<void>[] = [];
@@ -60,6 +64,11 @@ export function createDispatcher(deps: {
     }
     // Room left but nothing eligible: wake when the earliest retry backoff ends.
     if (claim.dispatching && claim.outstanding + claim.units.length < maxQueue) await scheduleWake();
+    // Fold the tallies' deltas at most once a second, so that reading them stays cheap.
+    if (Date.now() - lastCompacted >= TALLY_COMPACT_MS) {
+      lastCompacted = Date.now();
+      await compactTallies(db);
+    }
     return claim.units.length;
   }
 
