@@ -8,6 +8,7 @@ import type { ApiStats } from "../stats.ts";
 import { InvalidRequestError } from "./validation.ts";
 import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
+import { groupRoutes } from "./group-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { bearerAuth, type AuthOptions } from "./auth.ts";
 import { dashboardRoutes } from "./dashboard.ts";
@@ -61,6 +62,7 @@ export function createApp(deps: AppDeps): Hono {
   );
   app.route("/", controlRoutes(deps, docs));
   app.route("/units", unitRoutes(deps, docs));
+  app.route("/groups", groupRoutes(deps, docs));
   app.route("/", healthRoutes(deps, docs));
   app.route("/", dashboardRoutes(deps));
   docs.add({

@@ -8,7 +8,7 @@ import { INTEGER_PARAMS } from "./validation.ts";
  * every route Hono serves is documented.)
  */
 export interface Operation {
-  method: "get" | "post" | "head";
+  method: "get" | "post" | "put" | "head";
   /** Hono style: /units/:id */
   path: string;
   summary: string;

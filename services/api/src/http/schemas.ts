@@ -19,6 +19,7 @@ export interface RequestLimits {
 
 const kind = z.string().regex(KIND, { message: "expected 1 to 100 letters, digits, '_', '.' or '-'" }).describe("What the unit is; agents consume by kind.");
 const group = z.string().min(1).max(200).describe("Who the unit is for (a customer, a tenant): dispatch shares fairly across groups.");
+export const groupName = group;
 
 export function unitSchemas(limits: RequestLimits) {
   const newUnit = z
@@ -151,3 +152,22 @@ export const nextResult = z.object({
 });
 export const goResult = z.object({ dispatching: z.literal(true), changed: z.boolean(), since: time.nullable(), dispatchedNow: z.number().int(), message: z.string() });
 export const pauseResult = z.object({ dispatching: z.literal(false), changed: z.boolean(), since: time.nullable(), inFlight: z.number().int(), message: z.string() });
+
+export const groupBody = z
+  .strictObject({
+    weight: z.number().positive().max(1_000_000).optional().describe("Its share relative to the others' (default 1): weight 2 keeps twice as many units in flight."),
+    maxInFlight: z.number().int().min(1).nullable().optional().describe("At most this many units dispatched, queued or processing; null: no limit."),
+  })
+  .refine((b) => b.weight !== undefined || b.maxInFlight !== undefined, { message: "expected weight and/or maxInFlight" });
+export const groupView = z.object({
+  name: z.string(),
+  weight: z.number(),
+  maxInFlight: z.number().int().nullable(),
+  ready: z.number().int().describe("Pending units past any retry backoff."),
+  inFlight: z.number().int().describe("dispatched + queued + processing"),
+});
+export const groupPage = z.object({ groups: z.array(groupView), nextCursor: z.string().nullable().describe("Pass as `after` for the next page.") });
+export const listGroupsQuery = z.strictObject({
+  limit: intParam({ min: 1, max: 1000, defaultValue: 100 }).describe("Groups per page, 1 to 1000 (default 100)."),
+  after: group.optional().describe("The nextCursor of the previous page."),
+});
