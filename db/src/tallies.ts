@@ -21,23 +21,30 @@ export async function tallyByStatus(db: Db): Promise<Record<UnitStatus, number>>
 }
 
 /**
- * Fold each tally's deltas into one row per key (and drop the keys that sum to zero), so
- * reading a tally stays cheap. One statement per tally, atomic: a reader sees the deltas or
- * their sum, never both. Safe to run concurrently (another api replica): a delta is deleted
- * by one statement only, and that statement adds it back into its sum. Returns the rows left.
+ * Fold the deltas of each key that has more than one row into one row (and drop the keys
+ * that sum to zero), so reading a tally stays cheap. Only the keys written since the last
+ * fold are rewritten: the cost follows the activity, not the number of groups. One statement
+ * per tally, atomic: a reader sees the deltas or their sum, never both. Safe to run
+ * concurrently (another api replica): a delta is deleted by one statement only, and that
+ * statement adds it back into its sum. Returns the keys folded.
  */
 export async function compactTallies(db: Db): Promise<{ status: number; ready: number }> {
   const status = await sql<{ n: number }>`
-    WITH gone AS (DELETE FROM status_tallies RETURNING status, n),
+    WITH busy AS (SELECT status FROM status_tallies GROUP BY status HAVING count(*) > 1 OR sum(n) = 0),
+    gone AS (DELETE FROM status_tallies t USING busy WHERE t.status = busy.status RETURNING t.status, t.n),
     kept AS (INSERT INTO status_tallies (status, n) SELECT status, sum(n) FROM gone GROUP BY status HAVING sum(n) <> 0 RETURNING 1)
-    SELECT count(*)::int AS n FROM kept`.execute(db);
+    SELECT count(*)::int AS n FROM busy`.execute(db);
   const ready = await sql<{ n: number }>`
-    WITH gone AS (DELETE FROM ready_tallies RETURNING group_name, priority, n),
+    WITH busy AS (SELECT group_name, priority FROM ready_tallies GROUP BY group_name, priority HAVING count(*) > 1 OR sum(n) = 0),
+    gone AS (
+      DELETE FROM ready_tallies t USING busy WHERE t.group_name = busy.group_name AND t.priority = busy.priority
+      RETURNING t.group_name, t.priority, t.n
+    ),
     kept AS (
       INSERT INTO ready_tallies (group_name, priority, n)
       SELECT group_name, priority, sum(n) FROM gone GROUP BY group_name, priority HAVING sum(n) <> 0 RETURNING 1
     )
-    SELECT count(*)::int AS n FROM kept`.execute(db);
+    SELECT count(*)::int AS n FROM busy`.execute(db);
   return { status: status.rows[0]?.n ?? 0, ready: ready.rows[0]?.n ?? 0 };
 }
 
