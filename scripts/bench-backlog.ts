@@ -17,13 +17,11 @@
  */
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import pg from "pg";
-import { connect } from "amqplib";
-import { z } from "zod";
 import { loadApiConfig, startApiService } from "@rtb/api";
 import { sql } from "kysely";
-import { claimTopUp, compactTallies, connectionOptions, dbConfig, explainNextInLine } from "@rtb/db";
-import { brokerConfig, brokerUrl, createLogger, deleteTopology, loadConfig, topologyFromConfig } from "@rtb/runtime";
+import { claimTopUp, compactTallies, explainNextInLine } from "@rtb/db";
+import { createLogger } from "@rtb/runtime";
+import { scratchPlace } from "./scratch-place.ts";
 
 const flags = {
   units: { type: "string", default: "1000000" },
@@ -64,10 +62,8 @@ try {
   process.exit(2);
 }
 
-const servers = loadConfig(z.object({ ...dbConfig, ...brokerConfig }), process.env);
-const runId = `${Date.now().toString(36)}${process.pid.toString(36)}`;
-const dbName = `rtb_bench_${runId}`;
-const prefix = `bench.${runId}.`;
+const place = scratchPlace("bench");
+const { servers, dbName, prefix } = place;
 const say = (msg: string) => console.log(`[bench] ${msg}`);
 
 const config = loadApiConfig({
@@ -160,16 +156,7 @@ try {
 } finally {
   await api.stop();
   if (!opts.keep) {
-    const admin = new pg.Client(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, "postgres"));
-    await admin.connect().then(
-      () => admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).finally(() => admin.end()),
-      () => {},
-    );
-    const conn = await connect(brokerUrl(servers)).catch(() => null);
-    if (conn) {
-      await deleteTopology(conn, topologyFromConfig({ ...servers, RTB_BROKER_PREFIX: prefix }), ["simulate"]);
-      await conn.close();
-    }
+    await place.drop();
   } else {
     say(`kept database ${dbName} and broker names ${prefix}*`);
   }

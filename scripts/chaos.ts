@@ -20,12 +20,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
-import pg from "pg";
 import { checkSystem, sampleOutstanding } from "@rtb/api";
-import { connectionOptions, createDb, dbConfig, type DbHandle } from "@rtb/db";
-import { connect } from "amqplib";
-import { brokerConfig, brokerUrl, connectBrokerFromConfig, createLogger, deleteTopology, loadConfig, topologyFromConfig, type Broker } from "@rtb/runtime";
-import { z } from "zod";
+import { createDb, type DbHandle } from "@rtb/db";
+import { connectBrokerFromConfig, createLogger, type Broker } from "@rtb/runtime";
+import { scratchPlace } from "./scratch-place.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const sh = promisify(exec);
@@ -74,10 +72,8 @@ try {
   process.exit(2);
 }
 
-const servers = loadConfig(z.object({ ...dbConfig, ...brokerConfig }), process.env);
-const runId = `${Date.now().toString(36)}${process.pid.toString(36)}`;
-const dbName = `rtb_chaos_${runId}`;
-const prefix = `chaos.${runId}.`;
+const place = scratchPlace("chaos");
+const { servers, runId, dbName, prefix } = place;
 const logDir = join(tmpdir(), `rtb-chaos-${runId}`);
 mkdirSync(logDir, { recursive: true });
 const say = (msg: string) => console.log(`[chaos ${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
@@ -313,14 +309,5 @@ async function cleanup() {
     return;
   }
   // Drop what this run created: its database and its queues and exchanges.
-  const admin = new pg.Client(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, "postgres"));
-  await admin.connect().then(
-    () => admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).finally(() => admin.end()),
-    () => {},
-  );
-  const conn = await connect(brokerUrl(servers)).catch(() => null);
-  if (conn) {
-    await deleteTopology(conn, topologyFromConfig({ ...servers, RTB_BROKER_PREFIX: prefix }), ["simulate"]);
-    await conn.close().catch(() => {});
-  }
+  await place.drop();
 }

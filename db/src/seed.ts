@@ -12,12 +12,9 @@ export async function seedIfEmpty(db: Db, count: number, maxAttempts: number): P
   if (count <= 0) return 0;
   return db.transaction().execute(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(${SEED_LOCK})`.execute(trx);
-    const { numAffectedRows } = await sql`
-      INSERT INTO units (kind, group_name, priority, payload, max_attempts)
-      SELECT 'simulate', 'customer-' || (1 + (i - 1) % 5), 0, jsonb_build_object('n', i), ${maxAttempts}
-      FROM generate_series(1, ${count}) AS i
-      WHERE NOT EXISTS (SELECT 1 FROM units)`.execute(trx);
-    return Number(numAffectedRows ?? 0);
+    if (await trx.selectFrom("units").select("id").limit(1).executeTakeFirst()) return 0;
+    const { created } = await seedUnits(trx, { count, kind: "simulate", groups: 5, priority: 0, maxAttempts });
+    return created;
   });
 }
 

@@ -28,9 +28,10 @@ export interface TopUpClaim {
  *   them can never both see the same free room and over-dispatch. It is released at commit.
  * - Outstanding (dispatched + queued) is counted under that lock; every path that makes a
  *   unit outstanding goes through here, so the count cannot grow behind our back.
- * - The units are chosen by the one dispatch-order query (dispatch-order.ts), then moved to
- *   `dispatched` with a new attempt. `status = 'pending'` in the UPDATE re-checks each row
- *   under its row lock, so a unit cancelled meanwhile is skipped, never dispatched.
+ * - The units are chosen by nextInLine, exactly as GET /next previews them (dispatch-order.ts,
+ *   fair-share.ts), then moved to `dispatched` with a new attempt. `status = 'pending'` in
+ *   the UPDATE re-checks each row under its row lock, so a unit cancelled meanwhile is
+ *   skipped, never dispatched.
  *
  * The caller publishes the returned units only after this has committed.
  */

@@ -31,9 +31,15 @@ export interface Unit {
   updatedAt: Date;
 }
 
-export async function getUnit(db: Db, id: number): Promise<(Unit & { events: UnitEvent[] }) | null> {
+/** One unit without its timeline; null when there is none with this id. */
+export async function findUnit(db: Db, id: number): Promise<Unit | null> {
   const row = await db.selectFrom("units").selectAll().where("id", "=", id).executeTakeFirst();
-  if (!row) return null;
+  return row ? toUnit(row) : null;
+}
+
+export async function getUnit(db: Db, id: number): Promise<(Unit & { events: UnitEvent[] }) | null> {
+  const unit = await findUnit(db, id);
+  if (!unit) return null;
   const events = await db
     .selectFrom("unit_events")
     .select(["attempt", "status", "at", "recorded_at", "source", "detail"])
@@ -41,7 +47,7 @@ export async function getUnit(db: Db, id: number): Promise<(Unit & { events: Uni
     .orderBy("id")
     .execute();
   return {
-    ...toUnit(row),
+    ...unit,
     events: events.map((e) => ({ attempt: e.attempt, status: e.status, at: e.at, recordedAt: e.recorded_at, source: e.source, detail: e.detail })),
   };
 }
@@ -206,8 +212,8 @@ async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], to: "p
     const { before_status: _, ...row } = rows[0] as UnitRow & { before_status: string };
     return { outcome: "done", unit: toUnit(row) };
   }
-  const current = await db.selectFrom("units").selectAll().where("id", "=", id).executeTakeFirst();
-  return current ? { outcome: "conflict", unit: toUnit(current) } : { outcome: "not_found" };
+  const current = await findUnit(db, id);
+  return current ? { outcome: "conflict", unit: current } : { outcome: "not_found" };
 }
 
 /**

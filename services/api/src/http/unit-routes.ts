@@ -1,5 +1,5 @@
 import { Hono, type Context } from "hono";
-import { cancelUnit, enqueueUnits, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
+import { cancelUnit, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
 import type { ApiDocs } from "./openapi.ts";
 import {
@@ -59,9 +59,8 @@ export function unitRoutes(deps: AppDeps, docs: ApiDocs): Hono {
     const created = results.filter((r) => r.created).length;
     if (created > 0) dispatcher.trigger("units enqueued");
     if (one) {
-      const unit = (await getUnit(db, results[0]!.id))!;
-      const { events: _, ...view } = unit;
-      return c.json({ created: results[0]!.created, unit: view }, results[0]!.created ? 201 : 200);
+      const unit = await findUnit(db, results[0]!.id);
+      return c.json({ created: results[0]!.created, unit }, results[0]!.created ? 201 : 200);
     }
     return c.json({ created, existing: results.length - created, units: results }, 201);
   });
