@@ -11,3 +11,4 @@ export * from "./shutdown.ts";
 export * from "./identity.ts";
 export * from "./run-service.ts";
 export * from "./heartbeat.ts";
+export * from "./status-reporter.ts";

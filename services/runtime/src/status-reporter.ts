@@ -1,0 +1,95 @@
+import { encodeMessage, type Source, type StatusMessage, type StatusUpdate } from "./messages.ts";
+import type { Publisher } from "./publisher.ts";
+
+export interface StatusReporter {
+  /**
+   * Send these updates to the inbox. Resolves when the broker confirmed the message that
+   * carried them, rejects when it did not: the caller then keeps its own truth (an unacked
+   * delivery) and hands it back, exactly as with a publish of its own.
+   */
+  report(updates: readonly StatusUpdate[]): Promise<void>;
+  /** Resolves when nothing waits to be sent or confirmed. */
+  drain(): Promise<void>;
+}
+
+interface Waiting {
+  updates: readonly StatusUpdate[];
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Coalesces status updates into few inbox messages, the way Nagle's algorithm does for TCP:
+ * while fewer than `maxInFlight` messages await their confirm, updates go out at once (no
+ * added latency when idle); beyond that they wait, and the next confirm sends everything that
+ * gathered meanwhile in one message (up to `maxUpdates`). Under load the batches grow by
+ * themselves, and the api applies each message's updates in one transaction.
+ *
+ * Order is kept: messages leave in report order on one channel, so the inbox receives them
+ * in that order (and the status rules would absorb any reordering anyway).
+ */
+export function createStatusReporter(opts: {
+  publisher: Publisher;
+  inbox: string;
+  source: () => Source;
+  /** Extra fields for each message, computed when it is sent (the leader's utilization). */
+  extras?: () => Pick<StatusMessage, "utilization">;
+  maxInFlight?: number;
+  maxUpdates?: number;
+}): StatusReporter {
+  const maxInFlight = opts.maxInFlight ?? 2;
+  const maxUpdates = opts.maxUpdates ?? 1_000;
+  const queue: Waiting[] = [];
+  let inFlight = 0;
+  const idle = new Set<() => void>();
+
+  function pump() {
+    while (inFlight < maxInFlight && queue.length > 0) {
+      const batch: Waiting[] = [];
+      let size = 0;
+      while (queue.length > 0 && (batch.length === 0 || size + queue[0]!.updates.length <= maxUpdates)) {
+        const w = queue.shift()!;
+        batch.push(w);
+        size += w.updates.length;
+      }
+      send(batch);
+    }
+    if (inFlight === 0 && queue.length === 0) for (const fn of idle) fn();
+  }
+
+  function send(batch: Waiting[]) {
+    inFlight++;
+    const message: StatusMessage = { v: 1, type: "status", source: opts.source(), updates: batch.flatMap((w) => w.updates), ...opts.extras?.() };
+    opts.publisher.publish("", opts.inbox, encodeMessage(message)).then(
+      () => {
+        for (const w of batch) w.resolve();
+      },
+      (err: unknown) => {
+        for (const w of batch) w.reject(err);
+      },
+    ).finally(() => {
+      inFlight--;
+      pump();
+    });
+  }
+
+  return {
+    report(updates) {
+      if (updates.length === 0) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        queue.push({ updates, resolve, reject });
+        pump();
+      });
+    },
+    drain() {
+      if (inFlight === 0 && queue.length === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          idle.delete(done);
+          resolve();
+        };
+        idle.add(done);
+      });
+    },
+  };
+}
