@@ -44,6 +44,13 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
   let active: { ch: Channel; tag: string } | null = null;
 
   const allInHand = () => [...inHand.values()].flatMap((s) => [...s]);
+  /** Unsettled deliveries per channel, by tag: what a multiple-ack may cover. */
+  const open = new WeakMap<Channel, Map<number, Settle>>();
+  const openTags = (ch: Channel) => {
+    let tags = open.get(ch);
+    if (!tags) open.set(ch, (tags = new Map()));
+    return tags;
+  };
 
   /** Close `ch` once every delivery taken on it is settled (acks must go out on it). */
   async function retire(ch: Channel) {
@@ -75,7 +82,7 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
         void retire(ch);
         return;
       }
-      const d = bindDelivery(ch, msg);
+      const d = bindDelivery(ch, msg, openTags(ch));
       const work = Promise.resolve()
         .then(() => opts.onDelivery(d))
         .catch((err: unknown) => {
@@ -110,21 +117,77 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
   };
 }
 
-function bindDelivery(ch: Channel, msg: ConsumeMessage): Delivery {
+/** Marks a delivery settled without sending anything; false if it already was. */
+type Settle = () => boolean;
+
+interface Binding {
+  ch: Channel;
+  open: Map<number, Settle>;
+}
+
+const bindings = new WeakMap<Delivery, Binding>();
+
+function bindDelivery(ch: Channel, msg: ConsumeMessage, open: Map<number, Settle>): Delivery {
   let settled = false;
-  const once = (fn: () => void) => {
-    if (settled) return;
+  const tag = msg.fields.deliveryTag;
+  const settle: Settle = () => {
+    if (settled) return false;
     settled = true;
+    open.delete(tag);
+    return true;
+  };
+  open.set(tag, settle);
+  const once = (fn: () => void) => {
+    if (!settle()) return;
     try {
       fn();
     } catch {
       // The channel is gone; the broker redelivers the message elsewhere.
     }
   };
-  return {
+  const d: Delivery = {
     msg,
     ack: (allUpTo = false) => once(() => ch.ack(msg, allUpTo)),
     deadLetter: () => once(() => ch.nack(msg, false, false)),
     requeue: () => once(() => ch.nack(msg, false, true)),
   };
+  bindings.set(d, { ch, open });
+  return d;
+}
+
+/**
+ * Ack many deliveries with as few frames as possible: per channel, one multiple-ack of the
+ * highest tag when every unsettled delivery up to it is in the set (the usual case for a
+ * consumer that settles in arrival order), otherwise one ack each. Never covers a delivery
+ * that is not in the set, so nothing in hand elsewhere is acked by accident.
+ */
+export function ackAll(deliveries: readonly Delivery[]): void {
+  const byChannel = new Map<Binding["open"], { binding: Binding; tags: Set<number>; last: Delivery }>();
+  for (const d of deliveries) {
+    const binding = bindings.get(d);
+    if (!binding) {
+      d.ack();
+      continue;
+    }
+    const tag = d.msg.fields.deliveryTag;
+    if (!binding.open.has(tag)) continue; // settled already
+    const group = byChannel.get(binding.open) ?? { binding, tags: new Set<number>(), last: d };
+    group.tags.add(tag);
+    if (tag > group.last.msg.fields.deliveryTag) group.last = d;
+    byChannel.set(binding.open, group);
+  }
+  for (const { binding, tags, last } of byChannel.values()) {
+    const top = last.msg.fields.deliveryTag;
+    const covered = [...binding.open.keys()].every((t) => t > top || tags.has(t));
+    if (!covered || tags.size === 1) {
+      for (const d of deliveries) if (bindings.get(d)?.open === binding.open) d.ack();
+      continue;
+    }
+    for (const t of tags) binding.open.get(t)?.();
+    try {
+      binding.ch.ack(last.msg, true);
+    } catch {
+      // The channel is gone; the broker redelivers the messages elsewhere.
+    }
+  }
 }

@@ -1,0 +1,110 @@
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
+import type { Channel, ChannelModel } from "amqplib";
+import { z } from "zod";
+import {
+  ackAll,
+  assertTopology,
+  brokerConfig,
+  connectBrokerFromConfig,
+  createPublisher,
+  createStatusReporter,
+  loadConfig,
+  parseMessage,
+  startConsumer,
+  StatusMessage,
+  type Broker,
+  type Delivery,
+} from "@rtb/runtime";
+import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+
+/** The pieces that let messages and acks carry batches, on the real broker. */
+let place: TestPlace;
+let broker: Broker;
+let conn: ChannelModel;
+let ch: Channel;
+
+beforeAll(async () => {
+  place = await createTestPlace();
+  conn = await rawBroker();
+  ch = await conn.createChannel();
+  await assertTopology(ch, place.topology);
+  broker = await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("runtime"));
+});
+afterAll(async () => {
+  await broker?.close();
+  await conn?.close();
+  await destroyTestPlace(place, []);
+});
+
+const inbox = () => place.topology.inbox;
+
+beforeEach(async () => {
+  await ch.purgeQueue(inbox());
+});
+
+async function take(n: number): Promise<{ deliveries: Delivery[]; stop: (ms: number) => Promise<void> }> {
+  const deliveries: Delivery[] = [];
+  const consumer = await startConsumer({
+    broker,
+    name: "test",
+    queue: inbox(),
+    prefetch: 100,
+    logger: testLogger("runtime"),
+    // Held until the test settles it: the delivery stays in hand.
+    onDelivery: (d) => new Promise<void>((done) => deliveries.push(Object.assign(d, { done }))).then(() => {}),
+  });
+  await waitFor(`${n} deliveries in hand`, async () => deliveries.length === n);
+  return { deliveries, stop: (ms) => consumer.stop(ms) };
+}
+
+const release = (ds: Delivery[]) => ds.forEach((d) => (d as Delivery & { done: () => void }).done());
+
+it("acks a run of deliveries at once, and never covers one still in hand", async () => {
+  for (let i = 0; i < 10; i++) ch.sendToQueue(inbox(), Buffer.from(String(i)), { persistent: true });
+  const { deliveries, stop } = await take(10);
+  // 0..5 acked together; 6 stays in hand; 7..9 acked together although 6 lies before them.
+  ackAll(deliveries.slice(0, 6));
+  ackAll(deliveries.slice(7));
+  release(deliveries);
+  await stop(1_000);
+  // Closing the channel returned only the unsettled delivery.
+  expect(await queueDepth(conn, inbox())).toBe(1);
+  const left = await ch.get(inbox(), { noAck: true });
+  expect(left && left.content.toString()).toBe("6");
+});
+
+it("a settled delivery is not acked twice (that would close the channel)", async () => {
+  for (let i = 0; i < 3; i++) ch.sendToQueue(inbox(), Buffer.from(String(i)), { persistent: true });
+  const { deliveries, stop } = await take(3);
+  deliveries[0]!.deadLetter();
+  ackAll(deliveries);
+  ackAll(deliveries);
+  release(deliveries);
+  await stop(1_000);
+  expect(await queueDepth(conn, inbox())).toBe(0);
+  // The dead-lettered one went to the dead queue, not back to the inbox.
+  await waitFor("the dead letter", async () => (await queueDepth(conn, place.topology.dead)) === 1);
+});
+
+it("the status reporter sends at once when idle and coalesces what waits behind a confirm", async () => {
+  const publisher = await createPublisher(broker, "test", testLogger("runtime"));
+  const reporter = createStatusReporter({
+    publisher,
+    inbox: inbox(),
+    source: () => ({ service: "agent", id: "a-1" }),
+    maxInFlight: 1,
+  });
+  const at = new Date().toISOString();
+  await Promise.all(Array.from({ length: 50 }, (_, i) => reporter.report([{ unitId: i + 1, attempt: 1, status: "processing", at }])));
+  await reporter.drain();
+  const messages = [];
+  for (let m = await ch.get(inbox(), { noAck: true }); m; m = await ch.get(inbox(), { noAck: true })) {
+    const parsed = parseMessage(StatusMessage, m.content);
+    if (!parsed.ok) throw new Error(parsed.reason);
+    messages.push(parsed.value);
+  }
+  // The first went alone; the other 49 gathered while it awaited its confirm.
+  expect(messages.map((m) => m.updates.length)).toEqual([1, 49]);
+  expect(messages.flatMap((m) => m.updates.map((u) => u.unitId))).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+  expect(messages[0]!.source).toEqual({ service: "agent", id: "a-1" });
+});
