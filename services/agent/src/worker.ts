@@ -1,7 +1,7 @@
 import {
   assertJobQueue,
   sleep,
-  encodeMessage,
+  createStatusReporter,
   JobMessage,
   parseMessage,
   startConsumer,
@@ -58,13 +58,10 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     );
   }
 
-  async function report(update: StatusUpdate) {
-    await opts.publisher.publish(
-      "",
-      broker.topology.inbox,
-      encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }),
-    );
-  }
+  // Reports of all jobs in hand share inbox messages (status-reporter.ts): one per job would
+  // make the broker and the api's inbox carry two messages per unit.
+  const reporter = createStatusReporter({ publisher: opts.publisher, inbox: broker.topology.inbox, source: () => opts.heartbeat.source });
+  const report = (update: StatusUpdate) => reporter.report([update]);
 
   async function runJob(d: Delivery, handler: Handler) {
     const parsed = parseMessage(JobMessage, d.msg.content);

@@ -1,4 +1,5 @@
 import {
+  createStatusReporter,
   encodeMessage,
   parseDispatch,
   sleep,
@@ -40,6 +41,13 @@ export async function startRouter(deps: {
   // Message ids are unique per delivery, so two deliveries of the same unit (a duplicate
   // after a fault) never see each other's returns.
   let deliveries = 0;
+  // Routing reports of the messages in hand share inbox messages (status-reporter.ts).
+  const reporter = createStatusReporter({
+    publisher,
+    inbox: t.inbox,
+    source: () => heartbeat.source,
+    extras: () => ({ utilization: tracker.snapshot() }),
+  });
   publisher.onReturn((msg) => {
     if (typeof msg.properties.messageId === "string") returned.add(msg.properties.messageId);
   });
@@ -101,13 +109,7 @@ export async function startRouter(deps: {
           };
         });
         const reports = [...updates, ...rejected];
-        if (reports.length > 0) {
-          await publisher.publish(
-            "",
-            t.inbox,
-            encodeMessage({ v: 1, type: "status", source: heartbeat.source, updates: reports, utilization: tracker.snapshot() }),
-          );
-        }
+        await reporter.report(reports);
         const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;
         stats.routed += units.length - unroutable;
         stats.unroutable += unroutable;
