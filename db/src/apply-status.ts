@@ -25,6 +25,8 @@ export interface ApplyResult {
   freed: number;
   /** Units sent back to the backlog to be retried after their backoff. */
   retries: number;
+  /** Attempts that ended in this batch: how long each took from dispatch to its end. */
+  finished: { kind: string; status: "success" | "error"; seconds: number }[];
 }
 
 /**
@@ -39,7 +41,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     const rows = ids.length
       ? await trx
           .selectFrom("units")
-          .select(["id", "status", "attempt", "max_attempts"])
+          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at"])
           .where("id", "=", sql<number>`ANY(${sql.val(ids)}::bigint[])`)
           .orderBy("id")
           .forUpdate()
@@ -102,7 +104,15 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if ((before === "dispatched" || before === "queued") && o.status !== "queued") freed++;
       if (o.status === "pending") retries++;
     }
-    return { applied: plan.applied.length, ignored, freed, retries };
+    const finished: ApplyResult["finished"] = [];
+    const rowById = new Map(rows.map((r) => [r.id, r]));
+    for (const a of plan.applied) {
+      if (a.eventStatus !== "success" && a.eventStatus !== "error") continue;
+      const row = rowById.get(a.unitId);
+      if (!row?.dispatched_at) continue;
+      finished.push({ kind: row.kind, status: a.eventStatus, seconds: Math.max(0, (a.at.getTime() - row.dispatched_at.getTime()) / 1000) });
+    }
+    return { applied: plan.applied.length, ignored, freed, retries, finished };
   });
 }
 

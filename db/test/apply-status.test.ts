@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { applyStatusUpdates, claimTopUp, setDispatching, type DbHandle, type ReportedUpdate } from "@rtb/db";
+import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+
+/** What a batch of reports tells its caller, beyond the rows it writes. */
+let place: TestPlace;
+let h: DbHandle;
+
+beforeAll(async () => {
+  place = await createTestPlace();
+  h = openTestDb(place);
+});
+afterAll(async () => {
+  await h.close();
+  await destroyTestPlace(place);
+});
+
+const opts = { retryBaseMs: 1_000, retryMaxMs: 60_000 };
+
+it("reports each attempt that ended in the batch, with its kind and time since dispatch", async () => {
+  await h.db
+    .insertInto("units")
+    .values([0, 1, 2].map(() => ({ kind: "simulate", group_name: "g", priority: 0, payload: "{}", status: "pending" as const, max_attempts: 3 })))
+    .execute();
+  await setDispatching(h.db, true);
+  const [a, b, c] = (await claimTopUp(h.db, 3)).units;
+  const later = (s: number) => new Date(Date.now() + s * 1000);
+  const report = (unitId: number, status: ReportedUpdate["status"], at: Date, error?: ReportedUpdate["error"]): ReportedUpdate => ({
+    unitId,
+    attempt: 1,
+    status,
+    at,
+    source: "agent:t",
+    ...(error ? { error } : {}),
+  });
+  const result = await applyStatusUpdates(
+    h.db,
+    [
+      report(a!.unitId, "processing", later(1)),
+      report(a!.unitId, "success", later(2)),
+      // A retryable error ends the attempt too (the unit goes back to the backlog).
+      report(b!.unitId, "error", later(3), { message: "boom", retryable: true }),
+      // Still running: not finished.
+      report(c!.unitId, "processing", later(1)),
+    ],
+    opts,
+  );
+  expect(result.retries).toBe(1);
+  expect(result.finished.map((f) => [f.kind, f.status])).toEqual([
+    ["simulate", "success"],
+    ["simulate", "error"],
+  ]);
+  // Dispatched a moment ago; the reports are stamped 2 s and 3 s later.
+  expect(result.finished[0]!.seconds).toBeGreaterThan(1.5);
+  expect(result.finished[0]!.seconds).toBeLessThan(60);
+  expect(result.finished[1]!.seconds).toBeGreaterThan(2.5);
+  // A redelivered report finishes nothing a second time.
+  const again = await applyStatusUpdates(h.db, [report(a!.unitId, "success", later(2))], opts);
+  expect(again.finished).toEqual([]);
+});
