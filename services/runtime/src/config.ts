@@ -61,6 +61,26 @@ export function hostPort(defaultValue: string, defaultPort: number, { anyPort = 
     });
 }
 
+/**
+ * An optional listening address: unset means "do not listen". `host:port`, `[v6]:port`, or a
+ * bare port (on `defaultHost`). With `anyPort`, port 0 takes any free port.
+ */
+export function optionalHostPort(defaultHost: string, { anyPort = false } = {}) {
+  return z
+    .string()
+    .optional()
+    .transform((value, ctx): HostPort | undefined => {
+      if (value === undefined) return undefined;
+      const match = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+)$/.exec(value.trim());
+      const port = Number(match?.[2]);
+      if (!match || !Number.isInteger(port) || port < (anyPort ? 0 : 1) || port > 65535) {
+        ctx.addIssue({ code: "custom", message: `expected a port or host:port (for example 9464 or 127.0.0.1:9464${anyPort ? "; port 0 for any free port" : ""})` });
+        return z.NEVER;
+      }
+      return { host: match[1]?.replace(/^\[|\]$/g, "") ?? defaultHost, port };
+    });
+}
+
 export function int(defaultValue: number, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}) {
   return z.coerce
     .number({ message: "expected an integer" })

@@ -11,4 +11,6 @@ export * from "./shutdown.ts";
 export * from "./identity.ts";
 export * from "./run-service.ts";
 export * from "./heartbeat.ts";
+export * from "./metrics.ts";
+export * from "./prometheus-text.ts";
 export * from "./status-reporter.ts";

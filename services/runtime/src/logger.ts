@@ -1,4 +1,4 @@
-import { pino, type Logger } from "pino";
+import { pino, type DestinationStream, type Logger, type LoggerOptions as PinoOptions } from "pino";
 
 export type { Logger };
 
@@ -7,12 +7,14 @@ export interface LoggerOptions {
   level: string;
   /** `pretty` for people, `json` for machines; `auto` picks pretty when stdout is a terminal. */
   format: "auto" | "json" | "pretty";
+  /** Where JSON lines go instead of stdout (tests capture them); not with the pretty format. */
+  destination?: DestinationStream;
 }
 
 /** One structured logger per process; pass children (`logger.child({ unitId })`) downwards. */
-export function createLogger({ service, level, format }: LoggerOptions): Logger {
-  const pretty = format === "pretty" || (format === "auto" && process.stdout.isTTY === true);
-  return pino({
+export function createLogger({ service, level, format, destination }: LoggerOptions): Logger {
+  const pretty = !destination && (format === "pretty" || (format === "auto" && process.stdout.isTTY === true));
+  const options: PinoOptions = {
     level,
     base: { service, pid: process.pid },
     ...(pretty
@@ -23,5 +25,6 @@ export function createLogger({ service, level, format }: LoggerOptions): Logger 
           },
         }
       : {}),
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

@@ -1,6 +1,8 @@
 import type { ConfirmChannel, Message, Options } from "amqplib";
 import type { Logger } from "pino";
 import { BrokerUnavailableError, type Broker } from "./broker.ts";
+import type { QueueRole, ServiceMetrics } from "./metrics.ts";
+import type { Topology } from "./topology.ts";
 
 /**
  * Publishing through a confirm channel. `publish` resolves when the broker has confirmed the
@@ -16,7 +18,13 @@ export interface Publisher {
   drain(): Promise<void>;
 }
 
-export async function createPublisher(broker: Broker, name: string, logger: Logger): Promise<Publisher> {
+export interface PublisherOptions {
+  /** Counts every confirmed message in rtb_broker_messages_published_total. */
+  metrics?: ServiceMetrics | undefined;
+}
+
+export async function createPublisher(broker: Broker, name: string, logger: Logger, opts: PublisherOptions = {}): Promise<Publisher> {
+  const published = opts.metrics?.published;
   let channel: ConfirmChannel | null = null;
   const returnHandlers: ((msg: Message) => void)[] = [];
   const inFlight = new Set<Promise<void>>();
@@ -46,6 +54,10 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
           reject(err);
         }
       });
+      if (published) {
+        const labels = { publisher: destination(broker.topology, exchange, routingKey) ?? name };
+        p.then(() => published.inc(labels), () => {});
+      }
       inFlight.add(p);
       const forget = () => inFlight.delete(p);
       p.then(forget, forget);
@@ -58,4 +70,16 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
       await Promise.allSettled([...inFlight]);
     },
   };
+}
+
+/**
+ * What a message was published to, for the metrics: one publisher may feed several (the
+ * leader's routes jobs and reports to the inbox on one confirm channel).
+ */
+function destination(t: Topology, exchange: string, routingKey: string): QueueRole | undefined {
+  if (exchange === t.jobsExchange) return "jobs";
+  if (exchange !== "") return undefined;
+  if (routingKey === t.inbox) return "inbox";
+  if (routingKey === t.box) return "outbox";
+  return undefined;
 }

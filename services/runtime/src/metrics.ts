@@ -1,0 +1,165 @@
+import { createServer, type Server } from "node:http";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Logger } from "pino";
+import { z } from "zod";
+import { optionalHostPort, type HostPort } from "./config.ts";
+
+export { Counter, Gauge, Histogram, Registry };
+
+/**
+ * RTB_METRICS_PORT: where a leader or an agent serves GET /metrics (`host:port`, or a bare
+ * port on every interface; port 0 takes any free port). Unset: no listener. The api serves
+ * /metrics on its own HTTP port instead.
+ */
+export const metricsConfig = {
+  RTB_METRICS_PORT: optionalHostPort("0.0.0.0", { anyPort: true }),
+} satisfies z.ZodRawShape;
+
+export type ServiceName = "api" | "leader" | "agent";
+
+/** Where a message was published to: the label of rtb_broker_messages_published_total. */
+export type QueueRole = "outbox" | "jobs" | "inbox";
+
+/**
+ * One service instance's metrics: its own registry (several services run in one test process,
+ * each must count only its own), with the default label `service`, prom-client's process
+ * metrics, and the broker counters every service has. Created by each service's start
+ * function and handed to the parts that count (publisher, consumers); no module-level registry.
+ */
+export interface ServiceMetrics {
+  readonly service: ServiceName;
+  readonly registry: Registry;
+  /** Messages confirmed by the broker, by destination (outbox, jobs, inbox). */
+  readonly published: Counter<"publisher">;
+  /** Deliveries received, by the role of the queue they came from. */
+  readonly consumed: Counter<"queue_role">;
+}
+
+export function createServiceMetrics(service: ServiceName, { processMetrics = true } = {}): ServiceMetrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({ service });
+  if (processMetrics) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    service,
+    registry,
+    published: new Counter({
+      name: "rtb_broker_messages_published_total",
+      help: "Messages published and confirmed by the broker, by destination (outbox, jobs, inbox)",
+      labelNames: ["publisher"],
+      registers,
+    }),
+    consumed: new Counter({
+      name: "rtb_broker_messages_consumed_total",
+      help: "Deliveries received from the broker, by the role of their queue (outbox, jobs, inbox)",
+      labelNames: ["queue_role"],
+      registers,
+    }),
+  };
+}
+
+/** A counter whose value is read at scrape time from a running total kept elsewhere. */
+export function counterFrom(registry: Registry, name: string, help: string, read: () => number): Counter {
+  return new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+/**
+ * A labelled counter read at scrape time from a record of running totals (`{ reason: n }`).
+ * `known` label values are always exported, at 0 until they happen: a series that appears
+ * only with its first event defeats `increase()` and alerts on it.
+ */
+export function labelledCounterFrom(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  read: () => Readonly<Record<string, number>>,
+  known: readonly string[] = [],
+): Counter<string> {
+  return new Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const values = read();
+      for (const key of known) this.inc({ [label]: key }, values[key] ?? 0);
+      for (const [key, n] of Object.entries(values)) if (!known.includes(key)) this.inc({ [label]: key }, n);
+    },
+  });
+}
+
+/** A gauge whose value is read at scrape time. */
+export function gaugeFrom(registry: Registry, name: string, help: string, read: () => number): Gauge {
+  return new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/** rtb_broker_reconnects_total, read from the broker's own count at scrape time. */
+export function countReconnects(metrics: ServiceMetrics, broker: { readonly reconnects: number }): void {
+  counterFrom(metrics.registry, "rtb_broker_reconnects_total", "Broker connections re-established after a loss (both connections)", () => broker.reconnects);
+}
+
+export interface MetricsServer {
+  /** http://host:port/metrics */
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The leader's and agents' metrics endpoint: a bare node:http listener that answers
+ * GET /metrics in the Prometheus text format and 404 to anything else. Logs
+ * `metrics listening` with the URL (the port that was chosen when asked for port 0).
+ */
+export async function startMetricsServer(registry: Registry, at: HostPort, logger: Logger): Promise<MetricsServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path !== "/metrics" || (req.method !== "GET" && req.method !== "HEAD")) {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found: GET /metrics\n");
+      return;
+    }
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { "content-type": registry.contentType });
+        res.end(req.method === "HEAD" ? undefined : text);
+      },
+      (err: unknown) => {
+        logger.warn({ err }, "cannot collect metrics");
+        res.writeHead(500, { "content-type": "text/plain; charset=utf-8" }).end("cannot collect metrics\n");
+      },
+    );
+  });
+  // A scraper's idle keep-alive connection must not hold the process open at exit.
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: Error) => reject(new Error(`cannot listen on ${at.host}:${at.port} (RTB_METRICS_PORT): ${err.message}`, { cause: err })));
+    server.listen(at.port, at.host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  const host = at.host === "0.0.0.0" || at.host === "::" ? "localhost" : at.host.includes(":") ? `[${at.host}]` : at.host;
+  const url = `http://${host}:${port}/metrics`;
+  logger.info({ url }, "metrics listening");
+  return {
+    url,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
