@@ -8,6 +8,7 @@ import { createApp } from "./http/app.ts";
 import { startInboxConsumer } from "./inbox-consumer.ts";
 import { startReconciler, type Reconciler } from "./reconciler.ts";
 import { createStats, type ApiStats } from "./stats.ts";
+import { collectApiMetrics, createApiMetrics, type ApiMetrics } from "./api-metrics.ts";
 
 export interface ApiService {
   app: Hono;
@@ -16,6 +17,8 @@ export interface ApiService {
   dispatcher: Dispatcher;
   reconciler: Reconciler;
   stats: ApiStats;
+  /** This api's own metrics (GET /metrics serves its registry). */
+  metrics: ApiMetrics;
   /** The listening address, when `listen` was asked for. */
   address: { host: string; port: number } | null;
   /** Stops intake first, then drains, then closes the broker and the database. */
@@ -54,9 +57,11 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     stops.push((left) => within(broker.close(), left()));
 
     const stats = createStats();
-    const publisher = await createPublisher(broker, "outbox", logger);
+    const metrics = createApiMetrics();
+    collectApiMetrics(metrics, { db: database.db, broker, stats, statements: () => database.statements, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, logger });
+    const publisher = await createPublisher(broker, "outbox", logger, { metrics });
     stops.push((left) => within(publisher.drain(), left()));
-    const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, stats, logger });
+    const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, stats, metrics, logger });
     stops.push((left) => within(dispatcher.stop(), left(500)));
 
     const inbox = await startInboxConsumer({
@@ -95,6 +100,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       broker,
       dispatcher,
       stats,
+      metrics: metrics.registry,
       logger,
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
       auth: { token: config.RTB_API_TOKEN, reads: config.RTB_API_TOKEN_READS },
@@ -116,7 +122,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     }
     // Dispatching may already be on (it survives restarts): resume.
     dispatcher.trigger("start");
-    return { app, database, broker, dispatcher, reconciler, stats, address, stop };
+    return { app, database, broker, dispatcher, reconciler, stats, metrics, address, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,6 +1,7 @@
 import { claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
 import { encodeMessage, type Logger, type Publisher, type Topology } from "@rtb/runtime";
 import type { ApiStats } from "./stats.ts";
+import type { ApiMetrics } from "./api-metrics.ts";
 
 /** How often the top-up folds the tallies' deltas together (db/src/tallies.ts). */
 const TALLY_COMPACT_MS = 1_000;
@@ -29,9 +30,10 @@ export function createDispatcher(deps: {
   topology: Topology;
   maxQueue: number;
   stats: ApiStats;
+  metrics: Pick<ApiMetrics, "topUpDuration">;
   logger: Logger;
 }): Dispatcher {
-  const { db, publisher, topology, maxQueue, stats, logger } = deps;
+  const { db, publisher, topology, maxQueue, stats, metrics, logger } = deps;
   let running: Promise<number> | null = null;
   let queued = false;
   let stopped = false;
@@ -56,12 +58,15 @@ export function createDispatcher(deps: {
   }
 
   async function runOnce(): Promise<number> {
+    // The top-up's latency: claim, then publish and await the confirms (a failed one is not observed).
+    const endTimer = metrics.topUpDuration.startTimer();
     const claim = await claimTopUp(db, maxQueue);
     if (claim.units.length > 0) {
       stats.dispatched += claim.units.length;
       logger.debug({ units: claim.units.length, outstanding: claim.outstanding }, "topped up the outbox");
       await publish(claim.units);
     }
+    endTimer();
     // Room left but nothing eligible: wake when the earliest retry backoff ends.
     if (claim.dispatching && claim.outstanding + claim.units.length < maxQueue) await scheduleWake();
     // Fold the tallies' deltas at most once a second, so that reading them stays cheap.

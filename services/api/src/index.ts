@@ -2,3 +2,4 @@ export * from "./config.ts";
 export * from "./api-service.ts";
 export type { ApiStats } from "./stats.ts";
 export * from "./check.ts";
+export type { ApiMetrics } from "./api-metrics.ts";

@@ -1,4 +1,4 @@
-/** In-process counters, reported by GET / (and later exported as metrics). */
+/** In-process counters, reported by GET / and exported by GET /metrics (api-metrics.ts). */
 export interface ApiStats {
   applied: number;
   ignored: Record<string, number>;

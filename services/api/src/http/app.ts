@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { isUnavailableError, type Db } from "@rtb/db";
-import type { Broker, Logger } from "@rtb/runtime";
+import type { Broker, Logger, Registry } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
 import type { ApiStats } from "../stats.ts";
 import { InvalidRequestError } from "./validation.ts";
@@ -10,6 +10,7 @@ import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { groupRoutes } from "./group-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
+import { metricsRoutes } from "./metrics-routes.ts";
 import { bearerAuth, type AuthOptions } from "./auth.ts";
 import { dashboardRoutes } from "./dashboard.ts";
 import { ApiDocs } from "./openapi.ts";
@@ -32,6 +33,8 @@ export interface AppDeps {
   broker: Broker;
   dispatcher: Dispatcher;
   stats: ApiStats;
+  /** This api's metrics registry (GET /metrics). */
+  metrics: Registry;
   logger: Logger;
   maxQueue: number;
   settings: AppSettings;
@@ -64,6 +67,7 @@ export function createApp(deps: AppDeps): Hono {
   app.route("/units", unitRoutes(deps, docs));
   app.route("/groups", groupRoutes(deps, docs));
   app.route("/", healthRoutes(deps, docs));
+  app.route("/", metricsRoutes(deps, docs));
   app.route("/", dashboardRoutes(deps));
   docs.add({
     method: "get",

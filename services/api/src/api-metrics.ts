@@ -1,0 +1,117 @@
+import { tallyByStatus, UNIT_STATUSES, type Db, type IgnoreReason, type UnitStatus } from "@rtb/db";
+import {
+  countReconnects,
+  counterFrom,
+  createServiceMetrics,
+  Gauge,
+  Histogram,
+  labelledCounterFrom,
+  type Broker,
+  type Logger,
+  type ServiceMetrics,
+} from "@rtb/runtime";
+import type { ApiStats } from "./stats.ts";
+
+/** The api's metrics: the common ones, and the histograms its parts observe. */
+export interface ApiMetrics extends ServiceMetrics {
+  /** Dispatch -> terminal (success|error) of an attempt, by kind and status. */
+  readonly unitDuration: Histogram<"kind" | "status">;
+  /** Status messages per applied inbox batch. */
+  readonly inboxBatch: Histogram;
+  /** One top-up: claim, then publish with confirms. */
+  readonly topUpDuration: Histogram;
+}
+
+/** Reasons the api dead-letters a message (inbox-consumer.ts), exported at 0 before they happen. */
+const DEAD_LETTER_REASONS = ["invalid_status_message", "unstorable_status_message"];
+/** Every IgnoreReason (db/src/status-transitions.ts): the compiler says when one is added. */
+const IGNORE_REASONS = Object.keys({ unknown_unit: 0, stale_attempt: 0, not_in_flight: 0, not_forward: 0 } satisfies Record<IgnoreReason, 0>);
+
+export function createApiMetrics(opts?: { processMetrics?: boolean }): ApiMetrics {
+  const common = createServiceMetrics("api", opts);
+  const registers = [common.registry];
+  return {
+    ...common,
+    unitDuration: new Histogram({
+      name: "rtb_unit_duration_seconds",
+      help: "Time from dispatch to the terminal status (success or error) of one attempt, by kind",
+      labelNames: ["kind", "status"],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600],
+      registers,
+    }),
+    inboxBatch: new Histogram({
+      name: "rtb_inbox_batch_messages",
+      help: "Status messages applied together in one database transaction",
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+      registers,
+    }),
+    topUpDuration: new Histogram({
+      name: "rtb_top_up_duration_seconds",
+      help: "Duration of one top-up of the outbox: the claim transaction, then the publishes and their confirms",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+  };
+}
+
+/**
+ * What the api's metrics read at scrape time: the in-process counters (stats.ts), the
+ * statements sent to PostgreSQL, the broker's reconnects, and the unit counts from the
+ * tallies (one cheap read per scrape, shared by the gauges that need it).
+ */
+export function collectApiMetrics(
+  metrics: ApiMetrics,
+  deps: { db: Db; broker: Broker; stats: ApiStats; statements: () => number; maxQueue: number; logger: Logger },
+): void {
+  const { registry } = metrics;
+  const { stats } = deps;
+  countReconnects(metrics, deps.broker);
+  counterFrom(registry, "rtb_db_statements_total", "Statements this api sent to PostgreSQL (transaction control included)", deps.statements);
+  counterFrom(registry, "rtb_units_dispatched_total", "Units claimed and published to the outbox by this api's top-ups", () => stats.dispatched);
+  counterFrom(registry, "rtb_status_reports_applied_total", "Status reports that changed a unit's status", () => stats.applied);
+  labelledCounterFrom(
+    registry,
+    "rtb_status_reports_ignored_total",
+    "Status reports recorded nowhere but here: duplicate, stale or out of order, by reason",
+    "reason",
+    () => stats.ignored,
+    IGNORE_REASONS,
+  );
+  labelledCounterFrom(registry, "rtb_dead_lettered_total", "Messages this api dead-lettered, by reason", "reason", () => stats.deadLettered, DEAD_LETTER_REASONS);
+
+  // The gauges below share one read of the tallies per scrape: a registry starts every
+  // collect() in the same tick, so they all find the read in flight.
+  let reading: Promise<Record<UnitStatus, number> | null> | null = null;
+  const tallies = () =>
+    (reading ??= tallyByStatus(deps.db)
+      .catch((err: unknown) => {
+        deps.logger.warn({ err: (err as Error).message }, "metrics: cannot read the unit counts");
+        return null;
+      })
+      .finally(() => (reading = null)));
+
+  new Gauge({
+    name: "rtb_units",
+    help: "Units by status (from the tallies, read at scrape time)",
+    labelNames: ["status"],
+    registers: [registry],
+    async collect() {
+      const counts = await tallies();
+      // The database is unreachable: no value rather than a stale one.
+      this.reset();
+      if (counts) for (const s of UNIT_STATUSES) this.set({ status: s }, counts[s]);
+    },
+  });
+  new Gauge({
+    name: "rtb_outstanding",
+    help: "Units dispatched but not yet started (dispatched + queued); kept <= rtb_outstanding_max",
+    registers: [registry],
+    async collect() {
+      const counts = await tallies();
+      this.reset();
+      if (counts) this.set(counts.dispatched + counts.queued);
+    },
+  });
+  const max = new Gauge({ name: "rtb_outstanding_max", help: "RTB_BROADCAST_MAX_QUEUE: the bound on rtb_outstanding", registers: [registry] });
+  max.set(deps.maxQueue);
+}
