@@ -1,5 +1,21 @@
-import { budget, within, connectBrokerFromConfig, createPublisher, defaultInstanceId, startHeartbeat, type BrokerSettings, type Heartbeat, type Logger } from "@rtb/runtime";
+import {
+  budget,
+  within,
+  connectBrokerFromConfig,
+  countReconnects,
+  createPublisher,
+  defaultInstanceId,
+  startHeartbeat,
+  startMetricsServer,
+  type Broker,
+  type BrokerSettings,
+  type Heartbeat,
+  type HostPort,
+  type Logger,
+  type MetricsServer,
+} from "@rtb/runtime";
 import type { Handler } from "./handler.ts";
+import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
 import { startWorker, type AgentStats } from "./worker.ts";
 
 /** What an agent needs besides its handlers; AgentConfig satisfies it. */
@@ -10,11 +26,16 @@ export interface AgentSettings extends BrokerSettings {
   RTB_SHUTDOWN_TIMEOUT_MS: number;
   /** Default 5000. */
   RTB_HEARTBEAT_MS?: number;
+  /** Serve GET /metrics here; unset: no listener. */
+  RTB_METRICS_PORT?: HostPort | undefined;
 }
 
 export interface AgentService {
   id: string;
   stats: AgentStats;
+  metrics: AgentMetrics;
+  /** GET /metrics, when RTB_METRICS_PORT is set. */
+  metricsUrl: string | null;
   stop(): Promise<void>;
 }
 
@@ -24,12 +45,23 @@ export interface AgentService {
  */
 export async function startAgent(config: AgentSettings, logger: Logger, handlers: ReadonlyMap<string, Handler>): Promise<AgentService> {
   const id = config.RTB_AGENT_ID ?? defaultInstanceId("agent");
+  // Every line this agent logs (and its handlers, through job.logger) carries its id.
   const log = logger.child({ agentId: id });
-  const broker = await connectBrokerFromConfig(config, log);
   const stats: AgentStats = { succeeded: 0, failed: 0, inFlight: 0, deadLettered: 0 };
+  const metrics = createAgentMetrics(stats, [...handlers.keys()]);
+  // First: a port that is taken stops the agent before it takes any work.
+  const metricsServer: MetricsServer | undefined = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, log) : undefined;
+  let broker: Broker;
+  try {
+    broker = await connectBrokerFromConfig(config, log);
+  } catch (err) {
+    await metricsServer?.stop();
+    throw err;
+  }
+  countReconnects(metrics, broker);
   let publisher, worker, heartbeat: Heartbeat | undefined;
   try {
-    publisher = await createPublisher(broker, "agent", log);
+    publisher = await createPublisher(broker, "agent", log, { metrics });
     heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
     worker = await startWorker({
       broker,
@@ -44,12 +76,15 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   } catch (err) {
     heartbeat?.stop();
     await broker.close();
+    await metricsServer?.stop();
     throw err;
   }
   log.info({ kinds: [...handlers.keys()], concurrency: config.RTB_AGENT_CONCURRENCY }, "agent ready");
   return {
     id,
     stats,
+    metrics,
+    metricsUrl: metricsServer?.url ?? null,
     async stop() {
       const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
       // Jobs in hand finish (or are handed back); then confirms and the connection.
@@ -57,6 +92,8 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       heartbeat.stop();
       await within(publisher.drain(), left(500));
       await within(broker.close(), left());
+      // Last, so the final counts can still be scraped while the rest stops.
+      if (metricsServer) await within(metricsServer.stop(), left());
     },
   };
 }

@@ -1,11 +1,12 @@
 import { z } from "zod";
-import { brokerConfig, heartbeatConfig, int, loadConfig, logConfig, nameList, ratio, type Env } from "@rtb/runtime";
+import { brokerConfig, heartbeatConfig, int, loadConfig, logConfig, metricsConfig, nameList, ratio, type Env } from "@rtb/runtime";
 
 export const agentConfigSchema = z
   .object({
     ...brokerConfig,
     ...logConfig,
     ...heartbeatConfig,
+    ...metricsConfig,
     RTB_AGENT_ID: z.string().min(1).max(200).optional(),
     RTB_AGENT_KINDS: nameList("simulate"),
     RTB_AGENT_CONCURRENCY: int(4, { min: 1, max: 10_000 }),

@@ -3,3 +3,4 @@ export * from "./handler.ts";
 export * from "./simulate.ts";
 export * from "./builtin-handlers.ts";
 export * from "./agent-service.ts";
+export type { AgentMetrics } from "./agent-metrics.ts";

@@ -1,10 +1,11 @@
 import { z } from "zod";
-import { brokerConfig, heartbeatConfig, int, loadConfig, logConfig, type Env } from "@rtb/runtime";
+import { brokerConfig, heartbeatConfig, int, loadConfig, logConfig, metricsConfig, type Env } from "@rtb/runtime";
 
 export const leaderConfigSchema = z.object({
   ...brokerConfig,
   ...logConfig,
   ...heartbeatConfig,
+  ...metricsConfig,
   RTB_LEADER_ID: z.string().min(1).max(200).optional(),
   RTB_LEADER_PREFETCH: int(20, { min: 1, max: 65_535 }),
   RTB_TRACKER_REFRESH_MS: int(1_000, { min: 100 }),

@@ -1,35 +1,67 @@
-import { budget, within, connectBrokerFromConfig, createPublisher, defaultInstanceId, startHeartbeat, type Heartbeat, type Logger } from "@rtb/runtime";
+import {
+  budget,
+  within,
+  connectBrokerFromConfig,
+  countReconnects,
+  createPublisher,
+  defaultInstanceId,
+  startHeartbeat,
+  startMetricsServer,
+  type Broker,
+  type Heartbeat,
+  type Logger,
+  type MetricsServer,
+} from "@rtb/runtime";
 import type { LeaderConfig } from "./config.ts";
+import { createLeaderMetrics, type LeaderMetrics } from "./leader-metrics.ts";
 import { startRouter, type LeaderStats } from "./router.ts";
 import { startTracker } from "./tracker.ts";
 
 export interface LeaderService {
   id: string;
   stats: LeaderStats;
+  metrics: LeaderMetrics;
+  /** GET /metrics, when RTB_METRICS_PORT is set. */
+  metricsUrl: string | null;
   stop(): Promise<void>;
 }
 
 export async function startLeaderService(config: LeaderConfig, logger: Logger): Promise<LeaderService> {
   const id = config.RTB_LEADER_ID ?? defaultInstanceId("leader");
-  const broker = await connectBrokerFromConfig(config, logger);
-  const topology = broker.topology;
-  const tracker = startTracker(broker, logger, config.RTB_TRACKER_REFRESH_MS);
+  // Every line this leader logs says which leader it is (two may run: one active, one standby).
+  const log = logger.child({ leaderId: id });
   const stats: LeaderStats = { routed: 0, unroutable: 0, deadLettered: 0 };
+  const metrics = createLeaderMetrics(stats);
+  // First: a port that is taken stops the leader before it takes any work.
+  const metricsServer: MetricsServer | undefined = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, log) : undefined;
+  let broker: Broker;
+  try {
+    broker = await connectBrokerFromConfig(config, log);
+  } catch (err) {
+    await metricsServer?.stop();
+    throw err;
+  }
+  countReconnects(metrics, broker);
+  const topology = broker.topology;
+  const tracker = startTracker(broker, log, config.RTB_TRACKER_REFRESH_MS);
   let publisher, router, heartbeat: Heartbeat | undefined;
   try {
-    publisher = await createPublisher(broker, "leader", logger);
-    heartbeat = startHeartbeat({ service: "leader", id, publisher, topology, everyMs: config.RTB_HEARTBEAT_MS, logger });
-    router = await startRouter({ broker, publisher, tracker, heartbeat, logger, prefetch: config.RTB_LEADER_PREFETCH, stats });
+    publisher = await createPublisher(broker, "leader", log, { metrics });
+    heartbeat = startHeartbeat({ service: "leader", id, publisher, topology, everyMs: config.RTB_HEARTBEAT_MS, logger: log });
+    router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, stats });
   } catch (err) {
     heartbeat?.stop();
     tracker.stop();
     await broker.close();
+    await metricsServer?.stop();
     throw err;
   }
-  logger.info({ leaderId: id, outbox: topology.box }, "leader ready (active when it holds the outbox's single active consumer)");
+  log.info({ outbox: topology.box }, "leader ready (active when it holds the outbox's single active consumer)");
   return {
     id,
     stats,
+    metrics,
+    metricsUrl: metricsServer?.url ?? null,
     async stop() {
       const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
       // Messages in hand are routed and acked, or handed back; then confirms and the connection.
@@ -38,6 +70,8 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
       tracker.stop();
       await within(publisher.drain(), left(500));
       await within(broker.close(), left());
+      // Last, so the final counts can still be scraped while the rest stops.
+      if (metricsServer) await within(metricsServer.stop(), left());
     },
   };
 }

@@ -1,0 +1,28 @@
+import { counterFrom, createServiceMetrics, Gauge, labelledCounterFrom, type ServiceMetrics } from "@rtb/runtime";
+import type { LeaderStats } from "./router.ts";
+
+/** The leader's metrics: the common ones, its routing counters, and what it has in hand. */
+export interface LeaderMetrics extends ServiceMetrics {
+  /** Outbox deliveries taken and not yet settled (acked or handed back). */
+  readonly inFlight: Gauge;
+}
+
+/** The broker's reconnects are added once it is connected (countReconnects). */
+export function createLeaderMetrics(stats: LeaderStats): LeaderMetrics {
+  const common = createServiceMetrics("leader");
+  const { registry } = common;
+  counterFrom(registry, "rtb_leader_units_routed_total", "Units published as jobs into jobs.<kind> and reported queued", () => stats.routed);
+  counterFrom(
+    registry,
+    "rtb_leader_units_unroutable_total",
+    "Units reported as errors instead: a kind no agent consumes, or a unit that fails its schema",
+    () => stats.unroutable,
+  );
+  labelledCounterFrom(registry, "rtb_dead_lettered_total", "Messages (or units in them) this leader dead-lettered, by reason", "reason", () => ({
+    invalid_dispatch_message: stats.deadLettered,
+  }));
+  return {
+    ...common,
+    inFlight: new Gauge({ name: "rtb_leader_messages_in_flight", help: "Outbox deliveries in hand: taken, not yet acked or handed back", registers: [registry] }),
+  };
+}

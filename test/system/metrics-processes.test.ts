@@ -1,0 +1,49 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { metricValue, parsePrometheusText } from "@rtb/runtime";
+import { createTestPlace, destroyTestPlace, exitWithin, killAll, logLines, run, waitFor, type TestPlace } from "@rtb/testing";
+
+/** RTB_METRICS_PORT as an operator sets it: on the real entry points, in real processes. */
+let place: TestPlace;
+
+beforeAll(async () => {
+  place = await createTestPlace();
+});
+afterEach(async () => {
+  await killAll();
+});
+afterAll(async () => {
+  await destroyTestPlace(place);
+});
+
+describe.each([
+  ["leader", "services/leader/src/main.ts", "rtb_leader_units_routed_total"],
+  ["agent", "services/agent/src/main.ts", "rtb_agent_jobs_in_flight"],
+])("the %s", (service, entry, family) => {
+  it(`with RTB_METRICS_PORT=127.0.0.1:0 logs the URL it listens on, answers GET /metrics there, and closes it on SIGTERM`, async () => {
+    const p = run(entry, { ...place.env, RTB_LOG_LEVEL: "info", RTB_METRICS_PORT: "127.0.0.1:0" });
+    const line = await waitFor("the `metrics listening` line", () => logLines(p.output()).find((l) => l.msg === "metrics listening"), 30_000, 100);
+    expect(line.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    expect(line.service).toBe(service);
+    await waitFor("the service to be ready", () => new RegExp(`"msg":"${service} ready`).test(p.output()), 30_000, 100);
+
+    const res = await fetch(line.url, { signal: AbortSignal.timeout(10_000) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
+    const samples = parsePrometheusText(await res.text());
+    expect(metricValue(samples, family, { service })).toBe(0);
+    expect(metricValue(samples, "rtb_broker_reconnects_total", { service })).toBe(0);
+    expect(metricValue(samples, "process_start_time_seconds", { service })).toBeGreaterThan(0);
+
+    p.child.kill("SIGTERM");
+    expect((await exitWithin(p, 20_000)).code).toBe(0);
+    await expect(fetch(line.url, { signal: AbortSignal.timeout(5_000) })).rejects.toThrow();
+  });
+
+  // Every bad form is covered by services/runtime/src/metrics.test.ts; here, that the entry point refuses one.
+  it("refuses a bad RTB_METRICS_PORT at start, naming the variable (exit 2)", async () => {
+    const value = "nope";
+    const p = run(entry, { ...place.env, RTB_METRICS_PORT: value });
+    expect((await exitWithin(p, 30_000)).code).toBe(2);
+    expect(p.output()).toContain(`RTB_METRICS_PORT="${value}": expected a port or host:port`);
+  });
+});
