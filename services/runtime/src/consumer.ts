@@ -1,6 +1,7 @@
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Logger } from "pino";
 import type { Broker } from "./broker.ts";
+import type { QueueRole, ServiceMetrics } from "./metrics.ts";
 import { within } from "./shutdown.ts";
 
 /** One delivery, with the settle operations bound to the channel it arrived on. */
@@ -28,6 +29,8 @@ export interface ConsumerOptions {
   prepare?: (ch: Channel) => Promise<void>;
   /** Handle one delivery; settle it through `d`. The returned promise counts as work in hand. */
   onDelivery: (d: Delivery) => Promise<void> | void;
+  /** Count every delivery in rtb_broker_messages_consumed_total under `queueRole`. */
+  metrics?: { consumed: ServiceMetrics["consumed"]; queueRole: QueueRole } | undefined;
 }
 
 /**
@@ -82,6 +85,7 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
         void retire(ch);
         return;
       }
+      opts.metrics?.consumed.inc({ queue_role: opts.metrics.queueRole });
       const d = bindDelivery(ch, msg, openTags(ch));
       const work = Promise.resolve()
         .then(() => opts.onDelivery(d))
