@@ -68,6 +68,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       db: database.db,
       broker,
       stats,
+      metrics,
       logger,
       prefetch: config.RTB_INBOX_PREFETCH,
       batchMs: config.RTB_INBOX_BATCH_MS,

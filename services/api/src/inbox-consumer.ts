@@ -1,11 +1,13 @@
 import { applyStatusUpdates, isDataError, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
 import { ackAll, parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
 import { countInto, type ApiStats } from "./stats.ts";
+import type { ApiMetrics } from "./api-metrics.ts";
 
 export interface InboxOptions {
   db: Db;
   broker: Broker;
   stats: ApiStats;
+  metrics: Pick<ApiMetrics, "consumed" | "inboxBatch" | "unitDuration">;
   logger: Logger;
   prefetch: number;
   /** How long to gather deliveries into one batch after the first arrives. */
@@ -105,7 +107,8 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       for (const p of batch) {
         if ((await applyRetrying([p])) === "data_error") {
           countInto(stats.deadLettered, "unstorable_status_message");
-          logger.warn({ messageId: p.d.msg.properties.messageId }, "dead-lettering a status message PostgreSQL cannot store");
+          const units = p.message.updates.map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
+          logger.warn({ messageId: p.d.msg.properties.messageId, units }, "dead-lettering a status message PostgreSQL cannot store");
           p.d.deadLetter();
         }
       }
@@ -121,6 +124,8 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       try {
         const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances });
         stats.applied += result.applied;
+        opts.metrics.inboxBatch.observe(batch.length);
+        for (const f of result.finished) opts.metrics.unitDuration.observe({ kind: f.kind, status: f.status }, f.seconds);
         for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
         if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
         // One multiple-ack per channel instead of one ack per message (consumer.ts).
@@ -149,6 +154,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
     queue: opts.broker.topology.inbox,
     prefetch: opts.prefetch,
     logger,
+    metrics: { consumed: opts.metrics.consumed, queueRole: "inbox" },
     onDelivery(d) {
       const parsed = parseMessage(StatusMessage, d.msg.content);
       if (!parsed.ok) {

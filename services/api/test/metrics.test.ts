@@ -69,7 +69,7 @@ describe("GET /metrics on the api", () => {
     expect(metricValue(s, "rtb_top_up_duration_seconds_sum")).toBeGreaterThan(0);
   });
 
-  it("counts applied, ignored and dead-lettered status reports by reason", async () => {
+  it("counts applied, ignored and dead-lettered status reports by reason, the batches, and the attempts that ended", async () => {
     const { body } = await call(api, "/units?status=dispatched");
     const [a, b] = body.units as { id: number; attempt: number }[];
     await publishRaw(
@@ -80,18 +80,31 @@ describe("GET /metrics on the api", () => {
       statusMessage([{ unitId: a!.id, attempt: 1, status: "queued" }, { unitId: b!.id, attempt: 7, status: "queued" }]),
       "{not json",
     );
+    await waitFor("both units queued", async () => (await call(api, "/")).body.counts.queued === 2);
+    await publishRaw(conn, place.topology.inbox, statusMessage([{ unitId: a!.id, attempt: 1, status: "success", result: { ok: true } }]));
     const s = await waitFor("the reports to be counted", async () => {
       const s = await scrape();
       return metricValue(s, "rtb_dead_lettered_total", { reason: "invalid_status_message" }) === 1 && (metricValue(s, "rtb_status_reports_ignored_total") ?? 0) >= 2 ? s : null;
     });
-    expect(metricValue(s, "rtb_status_reports_applied_total")).toBe(2);
+    await waitFor("the success to be applied", async () => metricValue(await scrape(), "rtb_status_reports_applied_total") === 3);
+    s.splice(0, s.length, ...(await scrape()));
+    expect(metricValue(s, "rtb_status_reports_applied_total")).toBe(3);
     expect(metricValue(s, "rtb_status_reports_ignored_total", { reason: "not_forward" })).toBe(1);
     expect(metricValue(s, "rtb_status_reports_ignored_total", { reason: "stale_attempt" })).toBe(1);
-    expect(metricValue(s, "rtb_units", { status: "queued" })).toBe(2);
+    expect(metricValue(s, "rtb_units", { status: "queued" })).toBe(1);
+    expect(metricValue(s, "rtb_units", { status: "success" })).toBe(1);
+    // Four deliveries; the three valid ones were applied in batches of one or more.
+    expect(metricValue(s, "rtb_broker_messages_consumed_total", { queue_role: "inbox" })).toBe(4);
+    expect(metricValue(s, "rtb_inbox_batch_messages_sum")).toBe(3);
+    expect(metricValue(s, "rtb_inbox_batch_messages_count")).toBeGreaterThanOrEqual(2);
+    // One attempt ended, in success, some time after its dispatch.
+    expect(metricValue(s, "rtb_unit_duration_seconds_count", { kind: "simulate", status: "success" })).toBe(1);
+    expect(metricValue(s, "rtb_unit_duration_seconds_sum", { kind: "simulate", status: "success" })).toBeGreaterThan(0);
+    expect(metricValue(s, "rtb_unit_duration_seconds_count", { status: "error" })).toBeUndefined();
     // GET / tells the same story as the metrics.
     const state = (await call(api, "/")).body;
-    expect(state.reports).toEqual({ applied: 2, ignored: { not_forward: 1, stale_attempt: 1 } });
-    expect(state.counts.queued).toBe(2);
+    expect(state.reports).toEqual({ applied: 3, ignored: { not_forward: 1, stale_attempt: 1 } });
+    expect(state.counts).toMatchObject({ queued: 1, success: 1 });
   });
 });
 
