@@ -48,7 +48,7 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
   try {
     publisher = await createPublisher(broker, "leader", log, { metrics });
     heartbeat = startHeartbeat({ service: "leader", id, publisher, topology, everyMs: config.RTB_HEARTBEAT_MS, logger: log });
-    router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, stats });
+    router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, stats, metrics });
   } catch (err) {
     heartbeat?.stop();
     tracker.stop();

@@ -6,12 +6,14 @@ import {
   startConsumer,
   type Broker,
   type Consumer,
+  type Delivery,
   type Heartbeat,
   type Logger,
   type Publisher,
   type StatusUpdate,
 } from "@rtb/runtime";
 import type { Tracker } from "./tracker.ts";
+import type { LeaderMetrics } from "./leader-metrics.ts";
 
 export interface LeaderStats {
   routed: number;
@@ -34,8 +36,9 @@ export async function startRouter(deps: {
   logger: Logger;
   prefetch: number;
   stats: LeaderStats;
+  metrics: Pick<LeaderMetrics, "consumed" | "inFlight">;
 }): Promise<Consumer> {
-  const { broker, publisher, tracker, heartbeat, logger, stats } = deps;
+  const { broker, publisher, tracker, heartbeat, logger, stats, metrics } = deps;
   const t = broker.topology;
   const returned = new Set<string>();
   // Message ids are unique per delivery, so two deliveries of the same unit (a duplicate
@@ -52,77 +55,93 @@ export async function startRouter(deps: {
     if (typeof msg.properties.messageId === "string") returned.add(msg.properties.messageId);
   });
 
+  /** One outbox delivery: route its units, report them, then ack (or hand it back). */
+  async function route(d: Delivery): Promise<void> {
+    const parsed = parseDispatch(d.msg.content);
+    if (!parsed.ok) {
+      stats.deadLettered++;
+      heartbeat.deadLettered();
+      logger.warn({ reason: parsed.reason, queue: t.box }, "dead-lettering an invalid dispatch message");
+      d.deadLetter();
+      return;
+    }
+    if (parsed.unidentified > 0) {
+      stats.deadLettered += parsed.unidentified;
+      heartbeat.deadLettered(parsed.unidentified);
+      logger.warn({ units: parsed.unidentified }, "dropping dispatched units without a valid unitId/attempt");
+    }
+    const units = parsed.units;
+    const delivery = ++deliveries;
+    const ids = units.map((u) => `${delivery}:${u.unitId}:${u.attempt}`);
+    try {
+      // The broker sends basic.return before the confirm of the same message, so once
+      // every confirm is in, `returned` knows exactly which jobs found no queue.
+      await Promise.all(
+        units.map((u, i) =>
+          publisher.publish(
+            t.jobsExchange,
+            u.kind,
+            encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind: u.kind, payload: u.payload }),
+            { mandatory: true, messageId: ids[i] },
+          ),
+        ),
+      );
+      const at = new Date().toISOString();
+      // A unit that fails its schema can never be routed: a permanent error, reported.
+      const rejected: StatusUpdate[] = parsed.invalid.map((u) => ({
+        unitId: u.unitId,
+        attempt: u.attempt,
+        status: "error",
+        at,
+        error: { message: `invalid unit in dispatch message: ${u.reason}`, retryable: false },
+      }));
+      const updates: StatusUpdate[] = units.map((u, i) => {
+        tracker.observe(u.kind);
+        if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
+        return {
+          unitId: u.unitId,
+          attempt: u.attempt,
+          status: "error",
+          at,
+          error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true },
+        };
+      });
+      const reports = [...updates, ...rejected];
+      await reporter.report(reports);
+      const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;
+      stats.routed += units.length - unroutable;
+      stats.unroutable += unroutable;
+      if (unroutable > 0) {
+        const which = reports.filter((u) => u.status === "error").map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
+        logger.warn({ units: which }, "units of a kind no agent consumes (or invalid): reported as errors");
+      }
+      d.ack();
+    } catch (err) {
+      const which = units.map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
+      logger.warn({ err: (err as Error).message, units: which }, "routing not confirmed; handing the message back");
+      // Not at once: while the broker is recovering, an immediate requeue spins (and on a
+      // quorum queue would spend the message's delivery limit in milliseconds).
+      await sleep(1_000);
+      d.requeue();
+    } finally {
+      for (const id of ids) returned.delete(id);
+    }
+  }
+
   return startConsumer({
     broker,
     name: "outbox",
     queue: t.box,
     prefetch: deps.prefetch,
     logger,
+    metrics: { consumed: metrics.consumed, queueRole: "outbox" },
     async onDelivery(d) {
-      const parsed = parseDispatch(d.msg.content);
-      if (!parsed.ok) {
-        stats.deadLettered++;
-        heartbeat.deadLettered();
-        logger.warn({ reason: parsed.reason, queue: t.box }, "dead-lettering an invalid dispatch message");
-        d.deadLetter();
-        return;
-      }
-      if (parsed.unidentified > 0) {
-        stats.deadLettered += parsed.unidentified;
-        heartbeat.deadLettered(parsed.unidentified);
-        logger.warn({ units: parsed.unidentified }, "dropping dispatched units without a valid unitId/attempt");
-      }
-      const units = parsed.units;
-      const delivery = ++deliveries;
-      const ids = units.map((u) => `${delivery}:${u.unitId}:${u.attempt}`);
+      // Outbox deliveries in hand, until acked or handed back.
+      metrics.inFlight.inc();
       try {
-        // The broker sends basic.return before the confirm of the same message, so once
-        // every confirm is in, `returned` knows exactly which jobs found no queue.
-        await Promise.all(
-          units.map((u, i) =>
-            publisher.publish(
-              t.jobsExchange,
-              u.kind,
-              encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind: u.kind, payload: u.payload }),
-              { mandatory: true, messageId: ids[i] },
-            ),
-          ),
-        );
-        const at = new Date().toISOString();
-        // A unit that fails its schema can never be routed: a permanent error, reported.
-        const rejected: StatusUpdate[] = parsed.invalid.map((u) => ({
-          unitId: u.unitId,
-          attempt: u.attempt,
-          status: "error",
-          at,
-          error: { message: `invalid unit in dispatch message: ${u.reason}`, retryable: false },
-        }));
-        const updates: StatusUpdate[] = units.map((u, i) => {
-          tracker.observe(u.kind);
-          if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
-          return {
-            unitId: u.unitId,
-            attempt: u.attempt,
-            status: "error",
-            at,
-            error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true },
-          };
-        });
-        const reports = [...updates, ...rejected];
-        await reporter.report(reports);
-        const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;
-        stats.routed += units.length - unroutable;
-        stats.unroutable += unroutable;
-        if (unroutable > 0) logger.warn({ units: unroutable }, "units of a kind no agent consumes: reported as errors");
-        d.ack();
-      } catch (err) {
-        logger.warn({ err: (err as Error).message, units: units.length }, "routing not confirmed; handing the message back");
-        // Not at once: while the broker is recovering, an immediate requeue spins (and on a
-        // quorum queue would spend the message's delivery limit in milliseconds).
-        await sleep(1_000);
-        d.requeue();
+        await route(d);
       } finally {
-        for (const id of ids) returned.delete(id);
+        metrics.inFlight.dec();
       }
     },
   });

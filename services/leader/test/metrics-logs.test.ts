@@ -69,7 +69,10 @@ it("counts routed and unroutable units and what it published, and says which lea
   // A mandatory job that comes back is confirmed too (after its return): 3 publishes.
   expect(metricValue(s, "rtb_broker_messages_published_total", { publisher: "jobs" })).toBe(3);
   expect(metricValue(s, "rtb_broker_messages_published_total", { publisher: "inbox" })).toBeGreaterThanOrEqual(1);
+  expect(metricValue(s, "rtb_broker_messages_consumed_total", { queue_role: "outbox" })).toBe(1);
+  expect(metricValue(s, "rtb_leader_messages_in_flight")).toBe(0);
 
-  expect(lines.some((l) => l.level >= 40 && /no agent consumes/.test(l.msg))).toBe(true);
+  // The warning names the unit and its attempt.
+  expect(lines.find((l) => /no agent consumes/.test(l.msg))).toMatchObject({ level: 40, units: [{ unitId: 3, attempt: 2 }] });
   for (const l of lines) expect(l.leaderId, JSON.stringify(l)).toBe(LEADER_ID);
 });
