@@ -72,6 +72,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       concurrency: config.RTB_AGENT_CONCURRENCY,
       timeoutMs: config.RTB_AGENT_TIMEOUT_MS,
       stats,
+      metrics,
     });
   } catch (err) {
     heartbeat?.stop();

@@ -14,6 +14,7 @@ import {
   type StatusUpdate,
 } from "@rtb/runtime";
 import { describeFailure, type Handler } from "./handler.ts";
+import type { AgentMetrics } from "./agent-metrics.ts";
 
 export interface AgentStats {
   succeeded: number;
@@ -32,6 +33,7 @@ export interface WorkerOptions {
   concurrency: number;
   timeoutMs: number;
   stats: AgentStats;
+  metrics: Pick<AgentMetrics, "consumed" | "jobsInFlight" | "handlerDuration" | "jobs">;
 }
 
 /**
@@ -41,7 +43,7 @@ export interface WorkerOptions {
  * unit may run twice after a fault (at-least-once) but its status is never lost.
  */
 export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineMs: number): Promise<void> }> {
-  const { broker, logger } = opts;
+  const { broker, logger, metrics } = opts;
   const shutdown = new AbortController();
   const consumers: Consumer[] = [];
   for (const [kind, handler] of opts.handlers) {
@@ -52,8 +54,9 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         queue: broker.topology.jobQueue(kind),
         prefetch: opts.concurrency,
         logger,
+        metrics: { consumed: metrics.consumed, queueRole: "jobs" },
         prepare: async (ch) => void (await assertJobQueue(ch, broker.topology, kind)),
-        onDelivery: (d) => runJob(d, handler),
+        onDelivery: (d) => runJob(d, handler, kind),
       }),
     );
   }
@@ -63,7 +66,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   const reporter = createStatusReporter({ publisher: opts.publisher, inbox: broker.topology.inbox, source: () => opts.heartbeat.source });
   const report = (update: StatusUpdate) => reporter.report([update]);
 
-  async function runJob(d: Delivery, handler: Handler) {
+  async function runJob(d: Delivery, handler: Handler, kind: string) {
     const parsed = parseMessage(JobMessage, d.msg.content);
     if (!parsed.ok) {
       opts.stats.deadLettered++;
@@ -75,9 +78,12 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     const job = parsed.value;
     const log = logger.child({ unitId: job.unitId, attempt: job.attempt, kind: job.kind });
     opts.stats.inFlight++;
+    metrics.jobsInFlight.inc({ kind });
     try {
       await report({ unitId: job.unitId, attempt: job.attempt, status: "processing", at: new Date().toISOString() });
+      const started = performance.now();
       const outcome = await runHandler(handler, job, log);
+      const seconds = (performance.now() - started) / 1000;
       if (shutdown.signal.aborted && outcome.status === "error") {
         // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
         d.requeue();
@@ -86,6 +92,9 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       await report({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
       if (outcome.status === "success") opts.stats.succeeded++;
       else opts.stats.failed++;
+      // Counted once reported: a job handed back is counted by the agent that finishes it.
+      metrics.handlerDuration.observe({ kind, outcome: outcome.status }, seconds);
+      metrics.jobs.inc({ kind, outcome: outcome.status });
       log.debug({ status: outcome.status }, "job done");
       d.ack();
     } catch (err) {
@@ -96,6 +105,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       d.requeue();
     } finally {
       opts.stats.inFlight--;
+      metrics.jobsInFlight.dec({ kind });
     }
   }
 

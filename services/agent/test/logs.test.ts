@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertTopology, createLogger, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/runtime";
+import { assertTopology, createLogger, metricValue, parseMessage, parsePrometheusText, StatusMessage, type StatusUpdate } from "@rtb/runtime";
 import { createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
 import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type Handler } from "@rtb/agent";
 
@@ -65,10 +65,16 @@ it("every line about a job carries unitId, attempt and the agent's id; the handl
   for (const l of lines) expect(l.agentId, JSON.stringify(l)).toBe(AGENT_ID);
 });
 
-it("a job message without a unit is dead-lettered and counted in the agent's metrics", async () => {
+it("a job message without a unit is dead-lettered, said by a line with the agent's id, and counted in its metrics", async () => {
   ch.publish(place.topology.jobsExchange, "simulate", Buffer.from("{not json"), { persistent: true });
   await waitFor("the dead-letter line", () => lines.find((l) => l.msg === "dead-lettering an invalid job message"));
   expect(lines.find((l) => l.msg === "dead-lettering an invalid job message")).toMatchObject({ agentId: AGENT_ID, level: 40 });
-  const text = await agent.metrics.registry.metrics();
-  expect(text).toContain('rtb_dead_lettered_total{reason="invalid_job_message",service="agent"} 1');
+  const s = parsePrometheusText(await agent.metrics.registry.metrics());
+  expect(metricValue(s, "rtb_dead_lettered_total", { reason: "invalid_job_message", service: "agent" })).toBe(1);
+  // The three deliveries, and the two jobs of the first test by outcome.
+  expect(metricValue(s, "rtb_broker_messages_consumed_total", { queue_role: "jobs" })).toBe(3);
+  expect(metricValue(s, "rtb_agent_jobs_total", { kind: "simulate", outcome: "success" })).toBe(1);
+  expect(metricValue(s, "rtb_agent_jobs_total", { kind: "simulate", outcome: "error" })).toBe(1);
+  expect(metricValue(s, "rtb_agent_handler_duration_seconds_count", { kind: "simulate" })).toBe(2);
+  expect(metricValue(s, "rtb_agent_jobs_in_flight", { kind: "simulate" })).toBe(0);
 });
