@@ -70,7 +70,24 @@ it("the api: units by status match GET /, dispatched == the dispatch events, mes
   expect(metricValue(s, "rtb_db_statements_total")).toBeGreaterThan(0);
   expect(metricValue(s, "rtb_top_up_duration_seconds_count")).toBeGreaterThan(0);
   expect(final.counts.success + final.counts.error).toBe(UNITS);
+
+  // One observation per attempt that ended, by status: as many as the timelines' terminal events.
+  const ended = await terminalEvents();
+  expect(metricValue(s, "rtb_unit_duration_seconds_count", { kind: "simulate", status: "success" })).toBe(ended.success);
+  expect(metricValue(s, "rtb_unit_duration_seconds_count", { kind: "simulate", status: "error" })).toBe(ended.error);
+  expect(metricValue(s, "rtb_broker_messages_consumed_total", { queue_role: "inbox" })).toBeGreaterThan(0);
+  expect(metricValue(s, "rtb_inbox_batch_messages_count")).toBeGreaterThan(0);
 });
+
+async function terminalEvents(): Promise<{ success: number; error: number }> {
+  const rows = await h.db
+    .selectFrom("unit_events")
+    .select(["status", (eb) => eb.fn.countAll<number>().as("n")])
+    .where("status", "in", ["success", "error"])
+    .groupBy("status")
+    .execute();
+  return { success: rows.find((r) => r.status === "success")?.n ?? 0, error: rows.find((r) => r.status === "error")?.n ?? 0 };
+}
 
 it("the leader answers on its own listener: every unit routed once, jobs and reports published", async () => {
   expect(system.leader.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
@@ -81,6 +98,10 @@ it("the leader answers on its own listener: every unit routed once, jobs and rep
   expect(metricValue(s, "rtb_broker_messages_published_total", { publisher: "jobs" })).toBe(dispatched);
   expect(metricValue(s, "rtb_broker_messages_published_total", { publisher: "inbox" })).toBeGreaterThan(0);
   expect(metricValue(s, "rtb_leader_messages_in_flight")).toBe(0);
+  const api = await scrapeApi();
+  expect(metricValue(s, "rtb_broker_messages_consumed_total", { queue_role: "outbox" })).toBe(
+    metricValue(api, "rtb_broker_messages_published_total", { publisher: "outbox" }),
+  );
   expect(metricValue(s, "rtb_broker_reconnects_total")).toBe(0);
   expect(metricValue(s, "process_cpu_user_seconds_total", { service: "leader" })).toBeGreaterThan(0);
   // The api's families are the api's alone.
@@ -90,12 +111,21 @@ it("the leader answers on its own listener: every unit routed once, jobs and rep
 it("each agent answers on its own listener with its own families", async () => {
   const urls = system.agents.map((a) => a.metricsUrl);
   expect(new Set(urls).size).toBe(2);
-  let inboxPublishes = 0;
+  const sum = { inbox: 0, consumed: 0, success: 0, error: 0, handled: 0 };
   for (const url of urls) {
     const s = await scrape(url!);
     expect(metricValue(s, "rtb_agent_jobs_in_flight", { kind: "simulate", service: "agent" })).toBe(0);
-    inboxPublishes += metricValue(s, "rtb_broker_messages_published_total", { publisher: "inbox" }) ?? 0;
     expect(metricValue(s, "rtb_leader_units_routed_total")).toBeUndefined();
+    sum.inbox += metricValue(s, "rtb_broker_messages_published_total", { publisher: "inbox" }) ?? 0;
+    sum.consumed += metricValue(s, "rtb_broker_messages_consumed_total", { queue_role: "jobs" }) ?? 0;
+    sum.success += metricValue(s, "rtb_agent_jobs_total", { kind: "simulate", outcome: "success" }) ?? 0;
+    sum.error += metricValue(s, "rtb_agent_jobs_total", { kind: "simulate", outcome: "error" }) ?? 0;
+    sum.handled += metricValue(s, "rtb_agent_handler_duration_seconds_count", { kind: "simulate" }) ?? 0;
   }
-  expect(inboxPublishes).toBeGreaterThan(0);
+  // Nothing failed on the way: every job routed was delivered once and run once, and every
+  // attempt that ended was ended by an agent.
+  expect(sum.inbox).toBeGreaterThan(0);
+  expect(sum.consumed).toBe(system.api.stats.dispatched);
+  expect(sum).toMatchObject(await terminalEvents());
+  expect(sum.handled).toBe(sum.success + sum.error);
 });
