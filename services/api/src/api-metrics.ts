@@ -1,4 +1,4 @@
-import { tallyByStatus, UNIT_STATUSES, type Db, type IgnoreReason, type UnitStatus } from "@rtb/db";
+import { summarize, UNIT_STATUSES, type Db, type IgnoreReason, type Summary } from "@rtb/db";
 import {
   countReconnects,
   counterFrom,
@@ -79,11 +79,11 @@ export function collectApiMetrics(
   );
   labelledCounterFrom(registry, "rtb_dead_lettered_total", "Messages this api dead-lettered, by reason", "reason", () => stats.deadLettered, DEAD_LETTER_REASONS);
 
-  // The gauges below share one read of the tallies per scrape: a registry starts every
-  // collect() in the same tick, so they all find the read in flight.
-  let reading: Promise<Record<UnitStatus, number> | null> | null = null;
+  // The gauges below share one read of the tallies and the switch per scrape: a registry
+  // starts every collect() in the same tick, so they all find the read in flight.
+  let reading: Promise<Summary | null> | null = null;
   const tallies = () =>
-    (reading ??= tallyByStatus(deps.db)
+    (reading ??= summarize(deps.db)
       .catch((err: unknown) => {
         deps.logger.warn({ err: (err as Error).message }, "metrics: cannot read the unit counts");
         return null;
@@ -96,10 +96,10 @@ export function collectApiMetrics(
     labelNames: ["status"],
     registers: [registry],
     async collect() {
-      const counts = await tallies();
+      const summary = await tallies();
       // The database is unreachable: no value rather than a stale one.
       this.reset();
-      if (counts) for (const s of UNIT_STATUSES) this.set({ status: s }, counts[s]);
+      if (summary) for (const s of UNIT_STATUSES) this.set({ status: s }, summary.counts[s]);
     },
   });
   new Gauge({
@@ -107,9 +107,19 @@ export function collectApiMetrics(
     help: "Units dispatched but not yet started (dispatched + queued); kept <= rtb_outstanding_max",
     registers: [registry],
     async collect() {
-      const counts = await tallies();
+      const summary = await tallies();
       this.reset();
-      if (counts) this.set(counts.dispatched + counts.queued);
+      if (summary) this.set(summary.outstanding);
+    },
+  });
+  new Gauge({
+    name: "rtb_dispatching",
+    help: "1 while dispatching is on (GET /go), 0 while paused",
+    registers: [registry],
+    async collect() {
+      const summary = await tallies();
+      this.reset();
+      if (summary) this.set(summary.dispatching ? 1 : 0);
     },
   });
   const max = new Gauge({ name: "rtb_outstanding_max", help: "RTB_BROADCAST_MAX_QUEUE: the bound on rtb_outstanding", registers: [registry] });

@@ -40,6 +40,7 @@ describe("GET /metrics on the api", () => {
     for (const status of ["dispatched", "queued", "processing", "success", "error", "cancelled"]) expect(metricValue(s, "rtb_units", { status })).toBe(0);
     expect(metricValue(s, "rtb_outstanding")).toBe(0);
     expect(metricValue(s, "rtb_outstanding_max")).toBe(MAX_QUEUE);
+    expect(metricValue(s, "rtb_dispatching")).toBe(0);
     expect(metricValue(s, "rtb_units_dispatched_total")).toBe(0);
     expect(metricValue(s, "rtb_broker_reconnects_total")).toBe(0);
     expect(metricValue(s, "rtb_status_reports_ignored_total", { reason: "stale_attempt" })).toBe(0);
@@ -62,6 +63,7 @@ describe("GET /metrics on the api", () => {
     expect(metricValue(s, "rtb_units", { status: "dispatched" })).toBe(MAX_QUEUE);
     expect(metricValue(s, "rtb_units", { status: "pending" })).toBe(10 - MAX_QUEUE);
     expect(metricValue(s, "rtb_outstanding")).toBe(MAX_QUEUE);
+    expect(metricValue(s, "rtb_dispatching")).toBe(1);
     expect(metricValue(s, "rtb_units_dispatched_total")).toBe(MAX_QUEUE);
     // The 4 units went out in one outbox message, confirmed.
     expect(metricValue(s, "rtb_broker_messages_published_total", { publisher: "outbox" })).toBe(1);
