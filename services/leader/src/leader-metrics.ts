@@ -18,7 +18,7 @@ export function createLeaderMetrics(stats: LeaderStats): LeaderMetrics {
     "Units reported as errors instead: a kind no agent consumes, or a unit that fails its schema",
     () => stats.unroutable,
   );
-  labelledCounterFrom(registry, "rtb_dead_lettered_total", "Messages (or units in them) this leader dead-lettered, by reason", "reason", () => ({
+  labelledCounterFrom(registry, "rtb_dead_lettered_total", "Messages this leader dead-lettered, and units dropped from one because they cannot be identified", "reason", () => ({
     invalid_dispatch_message: stats.deadLettered,
   }));
   return {
