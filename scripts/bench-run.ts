@@ -1,0 +1,231 @@
+/**
+ * One `npm run bench` run of M units: a scratch place, the services as processes, the
+ * units enqueued, (the raw limit,) GET /go, every unit terminal, the figures, and everything
+ * stopped and dropped again.
+ */
+import { performance } from "node:perf_hooks";
+import { connectionOptions } from "@rtb/db";
+import { brokerUrl } from "@rtb/runtime";
+import { running } from "./bench-interrupt.ts";
+import { committedTransactions, delta, runFigures, scrape, untilNoSessions } from "./bench-measure.ts";
+import { deleteRawQueues, runRaw, type RawResult } from "./bench-raw.ts";
+import { peakRssMiB, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
+import { scratchPlace } from "./scratch-place.ts";
+
+export interface BenchSettings {
+  sizes: number[];
+  agents: number;
+  concurrency: number;
+  maxQueue: number;
+  groups: number;
+  stallTimeoutS: number;
+  root: string;
+  raw: boolean;
+  json: boolean;
+  keep: boolean;
+  /** `noop`, or `simulate` with no work where the root has no noop handler. */
+  kind: "noop" | "simulate";
+  leaderPrefetch: number;
+  inboxPrefetch: number;
+}
+
+export interface RunResult {
+  units: number;
+  database: string;
+  brokerPrefix: string;
+  enqueue: { seconds: number; unitsPerSec: number };
+  terminal: number;
+  success: number;
+  error: number;
+  /** Units dispatched more than once (retried or re-published). */
+  redispatched: number;
+  /** From GET /go to the last terminal status. */
+  seconds: number;
+  unitsPerSec: number;
+  latencyMs: { p50: number; p99: number };
+  perUnit: {
+    /** The api's rtb_db_statements_total; null when the api has no metrics. */
+    dbStatements: number | null;
+    /** pg_stat_database.xact_commit of the run's database. */
+    pgTransactions: number;
+    /** rtb_broker_messages_published_total of every service; null when one has no metrics. */
+    brokerMessages: number | null;
+  };
+  /** VmHWM per service, MiB. */
+  peakMemoryMiB: Record<string, number | null>;
+  /** The raw limit, when it was measured in this run. */
+  raw: RawResult | null;
+}
+
+// PostgreSQL 15 publishes an idle backend's last transaction counts up to 10 s late.
+const STATS_QUIET_MS = 11_000;
+
+export async function runOnce(s: BenchSettings, units: number, opts: { raw: boolean; say: (msg: string) => void }): Promise<RunResult> {
+  const { say } = opts;
+  const place = scratchPlace("bench");
+  const { servers, dbName, prefix } = place;
+  const amqpUrl = brokerUrl(servers);
+  const admin = connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, "postgres");
+  const cleanup = async () => {
+    if (s.keep) {
+      say(`kept database ${dbName} and broker names ${prefix}*`);
+      return;
+    }
+    await place.drop([s.kind]);
+    await deleteRawQueues(amqpUrl, prefix);
+  };
+  running.cleanups.push(cleanup);
+
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    RTB_DB_NAME: dbName,
+    RTB_BROKER_PREFIX: prefix,
+    RTB_API_HOST: "127.0.0.1:0",
+    RTB_SEED_UNITS: "0",
+    RTB_BROADCAST_MAX_QUEUE: String(s.maxQueue),
+    // info: the ready lines, which say where each service listens.
+    RTB_LOG_LEVEL: "info",
+    RTB_LOG_FORMAT: "json",
+  };
+  const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
+  const metricsPort = { RTB_METRICS_PORT: "127.0.0.1:0" };
+  const services: ServiceProc[] = [
+    startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),
+    startService(s.root, "leader", "leader", { ...env, ...metricsPort, RTB_LEADER_ID: "leader-1" }),
+    ...Array.from({ length: s.agents }, (_, i) =>
+      startService(s.root, `agent-${i + 1}`, "agent", {
+        ...env,
+        ...metricsPort,
+        ...work,
+        RTB_AGENT_ID: `agent-${i + 1}`,
+        RTB_AGENT_KINDS: s.kind,
+        RTB_AGENT_CONCURRENCY: String(s.concurrency),
+      }),
+    ),
+  ];
+  running.services = services;
+  const alive = () => {
+    const gone = services.find((p) => !p.running());
+    if (gone) throw new Error(`${gone.name} exited during the run; its last lines:\n${gone.tail()}`);
+  };
+
+  try {
+    say(`${units.toLocaleString("en")} units: starting the api, a leader and ${s.agents} agent(s) from ${s.root} (database ${dbName})`);
+    const [apiReady] = await Promise.all(services.map((p) => readyWithin(p, 120_000)));
+    const base = String(apiReady!.url).replace(/\/$/, "");
+    const getState = async (): Promise<any> => {
+      const res = await fetch(`${base}/`, { headers: { accept: "application/json" }, signal: AbortSignal.timeout(10_000) });
+      if (!res.ok) throw new Error(`GET / answered ${res.status}`);
+      return res.json();
+    };
+
+    // ---- enqueue: POST /units, batches of up to 10,000 (the endpoint's default limit), two at once
+    const t0 = performance.now();
+    let next = 0;
+    const producer = async () => {
+      while (next < units) {
+        const from = next;
+        const n = Math.min(10_000, units - from);
+        next += n;
+        const body = JSON.stringify(Array.from({ length: n }, (_, i) => ({ kind: s.kind, group: `g-${(from + i) % s.groups}` })));
+        const res = await fetch(`${base}/units`, { method: "POST", headers: { "content-type": "application/json" }, body });
+        if (res.status !== 201) throw new Error(`POST /units answered ${res.status}: ${(await res.text()).slice(0, 300)}`);
+        await res.arrayBuffer();
+      }
+    };
+    await Promise.all([producer(), producer()]);
+    const enqueueS = (performance.now() - t0) / 1000;
+    const quietFrom = Date.now();
+    say(`enqueued in ${enqueueS.toFixed(1)} s`);
+
+    // ---- the raw limit, while the services idle (and PostgreSQL's counts of the enqueue settle)
+    let raw: RawResult | null = null;
+    if (opts.raw) {
+      say(`raw limit: ${units.toLocaleString("en")} messages through outbox -> jobs -> inbox with plain amqplib`);
+      raw = await runRaw({
+        url: amqpUrl,
+        prefix,
+        queueType: servers.RTB_BROKER_QUEUE_TYPE,
+        units,
+        agents: s.agents,
+        leaderPrefetch: s.leaderPrefetch,
+        agentPrefetch: s.concurrency,
+        inboxPrefetch: s.inboxPrefetch,
+        window: s.maxQueue,
+      });
+      say(`raw: ${Math.round(raw.msgsPerSec).toLocaleString("en")} msgs/s (${raw.seconds.toFixed(1)} s)`);
+    }
+    const quietLeft = STATS_QUIET_MS - (Date.now() - quietFrom);
+    if (quietLeft > 0) await new Promise((r) => setTimeout(r, quietLeft));
+    alive();
+
+    // ---- the run
+    const metricsUrls = () => services.map((p) => (p.name === "api" ? `${base}/metrics` : p.metricsUrl()));
+    const before = await Promise.all(metricsUrls().map(scrape));
+    const xactBefore = await committedTransactions(admin, dbName);
+    const go = await fetch(`${base}/go`);
+    if (!go.ok) throw new Error(`GET /go answered ${go.status}: ${await go.text()}`);
+    await go.arrayBuffer();
+    say("GET /go");
+    const started = Date.now();
+    let terminal = 0;
+    let progressAt = Date.now();
+    let saidAt = Date.now();
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      alive();
+      const state = await getState();
+      const c = state.counts as Record<string, number>;
+      const now = (c.success ?? 0) + (c.error ?? 0) + (c.cancelled ?? 0);
+      if (now > terminal) progressAt = Date.now();
+      terminal = now;
+      if (terminal >= units) break;
+      if (Date.now() - progressAt > s.stallTimeoutS * 1000) {
+        throw new Error(`no unit finished for ${s.stallTimeoutS} s (--stall-timeout); GET /: ${JSON.stringify(state.counts)}; ${services.map((p) => `\n--- ${p.name}:\n${p.tail()}`).join("")}`);
+      }
+      if (Date.now() - saidAt >= 5_000) {
+        saidAt = Date.now();
+        say(`${terminal.toLocaleString("en")} / ${units.toLocaleString("en")} terminal (${Math.round(terminal / ((Date.now() - started) / 1000)).toLocaleString("en")} units/s so far)`);
+      }
+    }
+    const after = await Promise.all(metricsUrls().map(scrape));
+    const peakMemoryMiB = Object.fromEntries(services.map((p) => [p.name, peakRssMiB(p.pid)]));
+
+    // ---- stop; the backends exit and publish their last counts; then the figures
+    await stopAll(services);
+    await untilNoSessions(admin, dbName);
+    const xacts = (await committedTransactions(admin, dbName)) - xactBefore;
+    const f = await runFigures(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, dbName));
+    const statements = delta(before.slice(0, 1), after.slice(0, 1), "rtb_db_statements_total");
+    const published = delta(before, after, "rtb_broker_messages_published_total");
+    const result: RunResult = {
+      units,
+      database: dbName,
+      brokerPrefix: prefix,
+      enqueue: { seconds: enqueueS, unitsPerSec: units / enqueueS },
+      terminal: f.terminal,
+      success: f.success,
+      error: f.error,
+      redispatched: f.redispatched,
+      seconds: f.seconds,
+      unitsPerSec: f.terminal / f.seconds,
+      latencyMs: { p50: f.p50Ms, p99: f.p99Ms },
+      perUnit: {
+        dbStatements: statements === null ? null : statements / units,
+        pgTransactions: xacts / units,
+        brokerMessages: published === null ? null : published / units,
+      },
+      peakMemoryMiB,
+      raw,
+    };
+    say(`done: ${Math.round(result.unitsPerSec).toLocaleString("en")} units/s over ${result.seconds.toFixed(1)} s`);
+    return result;
+  } finally {
+    if (!running.interrupted) {
+      await stopAll(services);
+      running.services = [];
+      running.cleanups.splice(running.cleanups.indexOf(cleanup), 1);
+      await cleanup();
+    }
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * `npm run bench`: the whole system's throughput on this machine. It starts the api, one
+ * leader and N agents (the built-in `noop` handler) as real processes in a database and
+ * under broker names of its own, enqueues M units through POST /units, calls GET /go and
+ * waits until every unit is terminal; then prints units per second from /go to the last
+ * terminal status, p50/p99 latency from dispatch to terminal, database statements,
+ * PostgreSQL transactions and broker messages per unit, and each service's peak memory.
+ * In the same run it measures the raw limit (bench-raw.ts: the same number of messages
+ * through outbox -> jobs -> inbox with plain amqplib) and prints rtb's share of it.
+ *
+ *   npm run bench                                  # 20,000 units, 2 agents: about a minute
+ *   npm run bench -- --sizes 10000,100000,1000000  # memory per service as M grows
+ *   npm run bench -- --root /tmp/rtb-before        # the services of another checkout
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { runOnce, type BenchSettings, type RunResult } from "./bench-run.ts";
+import { printResults } from "./bench-report.ts";
+import type { RawResult } from "./bench-raw.ts";
+import { interrupt, running } from "./bench-interrupt.ts";
+
+const repo = fileURLToPath(new URL("..", import.meta.url));
+
+const flags = {
+  units: { type: "string", default: "20000" },
+  sizes: { type: "string" },
+  agents: { type: "string", default: "2" },
+  concurrency: { type: "string", default: "50" },
+  "max-queue": { type: "string", default: "2000" },
+  groups: { type: "string", default: "4" },
+  "stall-timeout": { type: "string", default: "120" },
+  root: { type: "string", default: repo },
+  "no-raw": { type: "boolean", default: false },
+  json: { type: "boolean", default: false },
+  keep: { type: "boolean", default: false },
+  help: { type: "boolean", default: false },
+} as const;
+
+const usage = `usage: npm run bench -- [options]
+
+  --units N           units per run (default 20000: about a minute on 2 cores)
+  --sizes A,B,...     several runs, one per size (e.g. 10000,100000,1000000); overrides --units
+  --agents N          agent processes (default 2)
+  --concurrency N     RTB_AGENT_CONCURRENCY of each agent (default 50)
+  --max-queue N       RTB_BROADCAST_MAX_QUEUE, 1..100000 (default 2000)
+  --groups N          groups the units are spread over (default 4)
+  --stall-timeout S   give up when no unit finishes for S seconds (default 120)
+  --root DIR          the checkout whose services run (default this one), e.g. an older commit
+  --no-raw            skip the raw amqplib limit
+  --json              print the result as JSON (progress still goes to stderr)
+  --keep              keep each run's database and queues
+  --help`;
+
+let settings: BenchSettings;
+try {
+  const { values: v } = parseArgs({ options: flags, allowPositionals: false });
+  if (v.help) {
+    console.log(usage);
+    process.exit(0);
+  }
+  const int = (name: string, raw: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    const n = Number(raw);
+    if (raw === undefined || raw.trim() === "" || !Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`--${name}="${String(raw)}": expected an integer from ${min.toLocaleString("en")} to ${max.toLocaleString("en")}`);
+    }
+    return n;
+  };
+  const sizes = v.sizes === undefined ? [int("units", v.units, 1, 10_000_000)] : v.sizes.split(",").map((s) => int("sizes", s, 1, 10_000_000));
+  const root = resolve(v.root);
+  if (!existsSync(join(root, "services/api/src/main.ts"))) throw new Error(`--root="${v.root}": no services/api/src/main.ts there (expected an rtb checkout)`);
+  if (!existsSync(join(root, "node_modules/tsx"))) throw new Error(`--root="${v.root}": no node_modules/tsx there (run npm ci in it first)`);
+  settings = {
+    sizes,
+    agents: int("agents", v.agents, 1, 64),
+    concurrency: int("concurrency", v.concurrency, 1, 10_000),
+    maxQueue: int("max-queue", v["max-queue"], 1, 100_000),
+    groups: int("groups", v.groups, 1, 100_000),
+    stallTimeoutS: int("stall-timeout", v["stall-timeout"], 1),
+    root,
+    raw: !v["no-raw"],
+    json: v.json,
+    keep: v.keep,
+    ...(await serviceDefaults(root)),
+  };
+} catch (err) {
+  // Flags, and variables the services' config rejects (their message names the variable).
+  console.error(`rtb bench: ${(err as Error).message}`);
+  process.exit(2);
+}
+
+/**
+ * What the root's own services will use: whether it has the noop handler (an older checkout
+ * runs `simulate` with no work and no failures instead), and the leader's and the api's
+ * prefetch, from their config modules and this environment, so the raw path holds as many
+ * deliveries in hand as rtb does. A bad variable stops here, naming it.
+ */
+async function serviceDefaults(root: string): Promise<Pick<BenchSettings, "kind" | "leaderPrefetch" | "inboxPrefetch">> {
+  const load = async <T>(path: string, fn: string): Promise<(env: NodeJS.ProcessEnv) => T> =>
+    ((await import(pathToFileURL(join(root, path)).href)) as Record<string, (env: NodeJS.ProcessEnv) => T>)[fn]!;
+  const leader = (await load<{ RTB_LEADER_PREFETCH: number }>("services/leader/src/config.ts", "loadLeaderConfig"))(process.env);
+  const api = (await load<{ RTB_INBOX_PREFETCH: number }>("services/api/src/config.ts", "loadApiConfig"))(process.env);
+  const hasNoop = readFileSync(join(root, "services/agent/src/builtin-handlers.ts"), "utf8").includes('"noop"');
+  return { kind: hasNoop ? "noop" : "simulate", leaderPrefetch: leader.RTB_LEADER_PREFETCH, inboxPrefetch: api.RTB_INBOX_PREFETCH };
+}
+
+const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);
+process.on("SIGINT", () => interrupt("SIGINT", say));
+process.on("SIGTERM", () => interrupt("SIGTERM", say));
+process.on("SIGHUP", () => interrupt("SIGHUP", say));
+
+const git = (args: string[]) => {
+  try {
+    return execFileSync("git", ["-C", settings.root, ...args], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return null;
+  }
+};
+const commit = git(["rev-parse", "--short", "HEAD"]);
+// Changes not committed yet under the services' code make the commit only an approximation.
+const dirty = (git(["status", "--porcelain", "--untracked-files=normal", "--", "services", "db"]) ?? "") !== "";
+
+if (settings.kind !== "noop") say(`${settings.root} has no noop handler: running kind "simulate" with 0 ms of work and no failures instead`);
+const runs: RunResult[] = [];
+let raw: RawResult | null = null;
+let exitCode = 0;
+try {
+  for (const [i, units] of settings.sizes.entries()) {
+    const result = await runOnce(settings, units, { raw: settings.raw && i === 0, say });
+    raw ??= result.raw;
+    runs.push(result);
+  }
+} catch (err) {
+  // Interrupted: the signal handler stops and drops everything, then exits.
+  if (running.interrupted) await new Promise(() => {});
+  say(`failed: ${(err as Error).message}`);
+  exitCode = 1;
+}
+if (runs.length > 0) printResults({ settings, commit, dirty, runs, raw }, settings.json);
+process.exit(exitCode);

@@ -1,0 +1,137 @@
+import { spawn } from "node:child_process";
+import pg from "pg";
+import { describe, expect, inject, it } from "vitest";
+import { rawBroker, repoRoot } from "@rtb/testing";
+import { delta, parsePrometheus } from "../../scripts/bench-measure.ts";
+
+/**
+ * `npm run bench`, tiny: the whole system over 200 noop units and the raw amqplib path over
+ * 200 messages, as JSON. Speed is not asserted (the machine is shared); what is asserted is
+ * that every figure is there and plausible, and that the run left nothing behind.
+ */
+function serversEnv(): Record<string, string> {
+  const s = inject("rtbServers");
+  return {
+    RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
+    RTB_DB_USER: s.db.user,
+    RTB_DB_PASSWORD: s.db.password,
+    RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
+    RTB_BROKER_USER: s.broker.user,
+    RTB_BROKER_PASSWORD: s.broker.password,
+    RTB_BROKER_VHOST: s.broker.vhost,
+  };
+}
+
+async function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "scripts/bench.ts", ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, ...serversEnv() },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  return { code, stdout, stderr };
+}
+
+/** Does `queue` exist? (checkQueue on a missing queue closes the channel with 404.) */
+async function queueExists(queue: string): Promise<boolean> {
+  const conn = await rawBroker();
+  try {
+    const ch = await conn.createChannel();
+    ch.on("error", () => {});
+    return await ch.checkQueue(queue).then(
+      () => true,
+      () => false,
+    );
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+describe("npm run bench", () => {
+  it("measures the whole system and the raw limit, then stops everything and drops its place", async () => {
+    const { code, stdout, stderr } = await bench(["--units", "200", "--agents", "1", "--concurrency", "20", "--max-queue", "100", "--json"]);
+    expect(code, stderr).toBe(0);
+    const out = JSON.parse(stdout);
+    expect(out.settings).toMatchObject({ agents: 1, concurrency: 20, maxQueue: 100, kind: "noop" });
+    expect(out.runs).toHaveLength(1);
+    const run = out.runs[0];
+
+    // Every unit terminal (noop never fails), and the figures computed from them.
+    expect(run).toMatchObject({ units: 200, terminal: 200, success: 200, error: 0 });
+    expect(run.seconds).toBeGreaterThan(0);
+    expect(run.unitsPerSec).toBeCloseTo(200 / run.seconds, 6);
+    expect(run.latencyMs.p50).toBeGreaterThan(0);
+    expect(run.latencyMs.p99).toBeGreaterThanOrEqual(run.latencyMs.p50);
+    // The api ran transactions and statements for these units, and every service published.
+    expect(run.perUnit.pgTransactions).toBeGreaterThan(0);
+    expect(run.perUnit.dbStatements).toBeGreaterThan(0);
+    expect(run.perUnit.brokerMessages).toBeGreaterThan(0);
+
+    // The raw path carried all 200 messages, and rtb is compared with it.
+    expect(out.raw).toMatchObject({ units: 200 });
+    expect(out.raw.msgsPerSec).toBeGreaterThan(0);
+    expect(out.raw.path).toContain("outbox -> jobs -> inbox");
+    expect(run.ratio).toBeCloseTo(run.unitsPerSec / out.raw.msgsPerSec, 6);
+
+    // Peak memory of each service process (node itself, not a tsx wrapper: tens of MiB at least).
+    expect(Object.keys(run.peakMemoryMiB).sort()).toEqual(["agent-1", "api", "leader"]);
+    for (const mib of Object.values(run.peakMemoryMiB)) expect(mib).toBeGreaterThan(20);
+
+    // Nothing left behind: no database, no queues (rtb's and the raw path's).
+    const s = inject("rtbServers");
+    const admin = new pg.Client({ ...s.db, database: "postgres" });
+    await admin.connect();
+    try {
+      const { rows } = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [run.database]);
+      expect(rows, `database ${run.database} still exists`).toHaveLength(0);
+    } finally {
+      await admin.end();
+    }
+    for (const q of ["outbox", "inbox", "dead", "jobs.noop", "raw.outbox", "raw.jobs", "raw.inbox"]) {
+      expect(await queueExists(`${run.brokerPrefix}${q}`), `${run.brokerPrefix}${q} still exists`).toBe(false);
+    }
+  }, 240_000);
+
+  it("refuses a bad flag, naming it, with exit code 2", async () => {
+    const bad = await bench(["--units", "lots"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--units="lots"');
+    const unknown = await bench(["--agnets", "2"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("--agnets");
+    const tooBig = await bench(["--max-queue", "100001"]);
+    expect(tooBig.code).toBe(2);
+    expect(tooBig.stderr).toContain("--max-queue");
+  });
+});
+
+describe("the bench's reading of /metrics", () => {
+  it("sums a metric over its label sets, and reads labels holding spaces, braces and quotes", () => {
+    const m = parsePrometheus(
+      [
+        "# HELP rtb_broker_messages_published_total messages confirmed",
+        "# TYPE rtb_broker_messages_published_total counter",
+        'rtb_broker_messages_published_total{publisher="jobs",service="leader"} 120',
+        'rtb_broker_messages_published_total{publisher="inbox",service="leader"} 30',
+        'rtb_odd{reason="a \\"quoted\\" } brace"} 2 1700000000000',
+        "rtb_db_statements_total 7",
+        "rtb_db_statements_total_bucket{le=\"+Inf\"} 99",
+      ].join("\n"),
+    );
+    expect(m.get("rtb_broker_messages_published_total")).toBe(150);
+    expect(m.get("rtb_odd")).toBe(2);
+    expect(m.get("rtb_db_statements_total")).toBe(7);
+  });
+
+  it("counts a labelled counter that had no sample yet as 0, and says n/a (null) without metrics", () => {
+    const before = [new Map([["x", 5]]), new Map<string, number>()];
+    const after = [new Map([["x", 9]]), new Map([["x", 4]])];
+    expect(delta(before, after, "x")).toBe(8);
+    expect(delta(before, after, "missing")).toBeNull();
+    expect(delta([null, before[1]!], after, "x")).toBeNull();
+  });
+});
