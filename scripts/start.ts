@@ -7,13 +7,17 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { ConfigError, int, loadConfig } from "@rtb/runtime";
+import { ConfigError, int, loadConfig, metricsConfig, type HostPort } from "@rtb/runtime";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 
 let agents: number;
+let metricsAt: HostPort | undefined;
 try {
-  ({ RTB_AGENTS: agents } = loadConfig(z.object({ RTB_AGENTS: int(2, { min: 0, max: 64 }) }), process.env));
+  ({ RTB_AGENTS: agents, RTB_METRICS_PORT: metricsAt } = loadConfig(
+    z.object({ RTB_AGENTS: int(2, { min: 0, max: 64 }), ...metricsConfig }),
+    process.env,
+  ));
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   console.error(`rtb start: ${err.message}`);
@@ -30,13 +34,21 @@ interface Service {
   timer?: NodeJS.Timeout;
 }
 
+/**
+ * RTB_METRICS_PORT for the n-th process that serves metrics (0 the leader, 1.. the agents):
+ * one fixed port would let only the first of them listen, so each takes the next port up
+ * (9464, 9465, ...). Port 0 (any free port) and unset pass through as they are.
+ */
+const metricsPort = (n: number): Record<string, string> =>
+  metricsAt && metricsAt.port !== 0 ? { RTB_METRICS_PORT: `${metricsAt.host.includes(":") ? `[${metricsAt.host}]` : metricsAt.host}:${metricsAt.port + n}` } : {};
+
 const services: Service[] = [
   { name: "api", entry: "services/api/src/main.ts", env: {}, restarts: 0, startedAt: 0 },
-  { name: "leader", entry: "services/leader/src/main.ts", env: { RTB_LEADER_ID: process.env.RTB_LEADER_ID ?? "leader-1" }, restarts: 0, startedAt: 0 },
+  { name: "leader", entry: "services/leader/src/main.ts", env: { RTB_LEADER_ID: process.env.RTB_LEADER_ID ?? "leader-1", ...metricsPort(0) }, restarts: 0, startedAt: 0 },
   ...Array.from({ length: agents }, (_, i) => ({
     name: `agent-${i + 1}`,
     entry: "services/agent/src/main.ts",
-    env: { RTB_AGENT_ID: `agent-${i + 1}` },
+    env: { RTB_AGENT_ID: `agent-${i + 1}`, ...metricsPort(i + 1) },
     restarts: 0,
     startedAt: 0,
   })),

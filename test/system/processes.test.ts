@@ -46,9 +46,19 @@ describe("npm start", () => {
 
   it("leaves no orphan: services stop by themselves when the launcher is killed with SIGKILL", async () => {
     const port = await freePort();
-    const p = run("scripts/start.ts", { ...place.env, RTB_API_HOST: `127.0.0.1:${port}`, RTB_SEED_UNITS: "0", RTB_LOG_LEVEL: "info" });
+    const metrics = await freePort();
+    const p = run("scripts/start.ts", {
+      ...place.env,
+      RTB_API_HOST: `127.0.0.1:${port}`,
+      RTB_SEED_UNITS: "0",
+      RTB_LOG_LEVEL: "info",
+      RTB_METRICS_PORT: `127.0.0.1:${metrics}`,
+    });
     await waitFor("the api to answer", async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 30_000, 200);
     await waitFor("all four services to be ready", () => (p.output().match(/"msg":"(agent ready|leader ready|api listening)/g)?.length ?? 0) >= 4, 30_000, 100);
+    // One fixed RTB_METRICS_PORT: the leader takes it, each agent the next one up.
+    const scraped = await Promise.all([0, 1, 2].map(async (i) => (await fetch(`http://127.0.0.1:${metrics + i}/metrics`)).text()));
+    expect(scraped.map((text) => /service="(\w+)"/.exec(text)?.[1])).toEqual(["leader", "agent", "agent"]);
     p.child.kill("SIGKILL");
     await waitFor("all four services to stop", () => p.output().match(/"reason":"launcher exited"/g)?.length === 4, 30_000, 100);
     await waitFor("the api's port to close", async () => !(await fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)), 15_000, 100);
