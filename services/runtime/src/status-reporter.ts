@@ -19,11 +19,13 @@ interface Waiting {
 }
 
 /**
- * Coalesces status updates into few inbox messages, the way Nagle's algorithm does for TCP:
- * while fewer than `maxInFlight` messages await their confirm, updates go out at once (no
- * added latency when idle); beyond that they wait, and the next confirm sends everything that
- * gathered meanwhile in one message (up to `maxUpdates`). Under load the batches grow by
- * themselves, and the api applies each message's updates in one transaction.
+ * Coalesces status updates into few inbox messages: every update reported in the same turn
+ * of the event loop goes out in one message (up to `maxUpdates`), sent at the end of that
+ * turn, so nothing waits for a timer or for another message's confirm. Under load many jobs
+ * settle in one turn (a socket read carries many deliveries and confirms), so messages
+ * carry many updates by themselves, and the api applies each message in one transaction.
+ * At most `maxInFlight` messages await their confirms; beyond that, updates gather until a
+ * confirm comes back (back-pressure, never an unbounded buffer of sends).
  *
  * Order is kept: messages leave in report order on one channel, so the inbox receives them
  * in that order (and the status rules would absorb any reordering anyway).
@@ -37,13 +39,15 @@ export function createStatusReporter(opts: {
   maxInFlight?: number;
   maxUpdates?: number;
 }): StatusReporter {
-  const maxInFlight = opts.maxInFlight ?? 2;
+  const maxInFlight = opts.maxInFlight ?? 64;
   const maxUpdates = opts.maxUpdates ?? 1_000;
   const queue: Waiting[] = [];
   let inFlight = 0;
+  let scheduled = false;
   const idle = new Set<() => void>();
 
   function pump() {
+    scheduled = false;
     while (inFlight < maxInFlight && queue.length > 0) {
       const batch: Waiting[] = [];
       let size = 0;
@@ -78,7 +82,10 @@ export function createStatusReporter(opts: {
       if (updates.length === 0) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
         queue.push({ updates, resolve, reject });
-        pump();
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(pump);
+        }
       });
     },
     drain() {

@@ -86,7 +86,7 @@ it("a settled delivery is not acked twice (that would close the channel)", async
   await waitFor("the dead letter", async () => (await queueDepth(conn, place.topology.dead)) === 1);
 });
 
-it("the status reporter sends at once when idle and coalesces what waits behind a confirm", async () => {
+it("the status reporter sends what one turn reported in one message, and holds more back behind its confirms", async () => {
   const publisher = await createPublisher(broker, "test", testLogger("runtime"));
   const reporter = createStatusReporter({
     publisher,
@@ -95,7 +95,13 @@ it("the status reporter sends at once when idle and coalesces what waits behind 
     maxInFlight: 1,
   });
   const at = new Date().toISOString();
-  await Promise.all(Array.from({ length: 50 }, (_, i) => reporter.report([{ unitId: i + 1, attempt: 1, status: "processing", at }])));
+  const report = (from: number, n: number) =>
+    Array.from({ length: n }, (_, i) => reporter.report([{ unitId: from + i, attempt: 1, status: "processing", at }]));
+  // Ten in one turn; the next turn, while their message awaits its confirm, twenty more.
+  const first = report(1, 10);
+  await new Promise((r) => setImmediate(r));
+  const second = report(11, 20);
+  await Promise.all([...first, ...second]);
   await reporter.drain();
   const messages = [];
   for (let m = await ch.get(inbox(), { noAck: true }); m; m = await ch.get(inbox(), { noAck: true })) {
@@ -103,8 +109,7 @@ it("the status reporter sends at once when idle and coalesces what waits behind 
     if (!parsed.ok) throw new Error(parsed.reason);
     messages.push(parsed.value);
   }
-  // The first went alone; the other 49 gathered while it awaited its confirm.
-  expect(messages.map((m) => m.updates.length)).toEqual([1, 49]);
-  expect(messages.flatMap((m) => m.updates.map((u) => u.unitId))).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+  expect(messages.map((m) => m.updates.length)).toEqual([10, 20]);
+  expect(messages.flatMap((m) => m.updates.map((u) => u.unitId))).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
   expect(messages[0]!.source).toEqual({ service: "agent", id: "a-1" });
 });
