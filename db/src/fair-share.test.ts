@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { planDispatch, type GroupShare, type Pick, type ReadyGroup } from "./fair-share.ts";
+import { candidates, compareNames, planDispatch, type GroupShare, type Pick, type ReadyGroup } from "./fair-share.ts";
 
 // The dispatch order's rules, checked on random inputs. Each property states a rule from
 // the outside (what any correct plan must satisfy), not how planDispatch computes it.
@@ -104,6 +104,68 @@ describe("planDispatch (property-based)", () => {
         expect(planDispatch(i.ready, i.shares, i.k)).toEqual(planDispatch(i.ready, i.shares, i.k));
       }),
     );
+  });
+});
+
+// Many groups competing for few picks, most with nothing in flight, weights and service
+// memories that tie: where leaving groups out could go wrong.
+const crowded = fc
+  .record({
+    groups: fc.array(
+      fc.record({
+        weight: fc.constantFrom(0.5, 1, 1, 1, 2, 3),
+        maxInFlight: fc.option(fc.integer({ min: 1, max: 3 }), { nil: null }),
+        inFlight: fc.constantFrom(0, 0, 0, 1, 2),
+        lastServed: fc.option(fc.integer({ min: 0, max: 5 }), { nil: null }),
+        ready: fc.array(fc.constantFrom(0, 0, 1, 2, 5), { minLength: 3, maxLength: 3 }),
+      }),
+      { minLength: 1, maxLength: 40, size: "max" },
+    ),
+    names: fc.constantFrom(["a", "b"], ["a", "B", "é", "\u{1F600}", "\uE000", "\uFFFF", "z"]),
+    k: fc.integer({ min: 1, max: 12 }),
+  })
+  .map(({ groups, names, k }) => {
+    const shares = new Map<string, GroupShare>();
+    const ready: ReadyGroup[] = [];
+    groups.forEach((g, i) => {
+      const name = `${names[i % names.length]}${i}`;
+      shares.set(name, { weight: g.weight, maxInFlight: g.maxInFlight, inFlight: g.maxInFlight === null ? g.inFlight : Math.min(g.inFlight, g.maxInFlight), lastServed: g.lastServed });
+      g.ready.forEach((n, priority) => n > 0 && ready.push({ group: name, priority, ready: n }));
+    });
+    return { ready, shares, k };
+  });
+
+describe("candidates (property-based)", () => {
+  it("planning over the candidates the database returns gives the same picks as over every group", () => {
+    fc.assert(
+      fc.property(crowded, ({ ready, shares, k }) => {
+        expect(planDispatch(candidates(ready, shares, k), shares, k)).toEqual(planDispatch(ready, shares, k));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("keeps about k + (groups in flight) per priority, not every group", () => {
+    fc.assert(
+      fc.property(crowded, ({ ready, shares, k }) => {
+        const kept = candidates(ready, shares, k);
+        for (const priority of [0, 1, 2]) {
+          const idle = kept.filter((r) => r.priority === priority && shares.get(r.group)!.inFlight === 0);
+          expect(idle.length).toBeLessThanOrEqual(k);
+        }
+      }),
+    );
+  });
+
+  it("compares names in code point order, as PostgreSQL's \"C\" collation does (UTF-8 bytes)", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "grapheme" }), fc.string({ unit: "grapheme" }), (a, b) => {
+        expect(Math.sign(compareNames(a, b))).toBe(Math.sign(Buffer.compare(Buffer.from(a), Buffer.from(b))));
+      }),
+      { numRuns: 1000 },
+    );
+    expect(compareNames("\uE000", "\u{1F600}")).toBeLessThan(0);
+    expect("\uE000" < "\u{1F600}").toBe(false);
   });
 });
 

@@ -15,6 +15,9 @@
  *    takes one unit, and without it the same group would win every tie.
  * 4. Within a group and priority, first in first out (the caller takes the lowest ids).
  *
+ * Names compare in code point order, as PostgreSQL's "C" collation sorts them, so that the
+ * database can pre-select the candidates (`candidates` below) in exactly this order.
+ *
  * Cost: O(groups + k log groups), whatever the size of the backlog.
  */
 
@@ -76,7 +79,7 @@ export function planDispatch(ready: readonly ReadyGroup[], shares: ReadonlyMap<s
       if (x !== y) return x < y;
       if (a.seen[0] !== b.seen[0]) return a.seen[0] < b.seen[0];
       if (a.seen[1] !== b.seen[1]) return a.seen[1] < b.seen[1];
-      return a.group < b.group;
+      return compareNames(a.group, b.group) < 0;
     };
     const heap = new MinHeap<Entry>(before);
     const seen = (g: string): readonly [number, number] => {
@@ -98,6 +101,66 @@ export function planDispatch(ready: readonly ReadyGroup[], shares: ReadonlyMap<s
   }
   return picks;
 }
+
+/**
+ * The groups a plan of k can draw from, at each priority: every group with units in flight
+ * (and room for more), and the first k of the groups with nothing in flight, in the order of
+ * their first unit (weight descending, then served least recently, then name). planDispatch
+ * over these gives the same picks as over every group; the database selects them the same
+ * way (dispatch-inputs.ts), so a top-up reads about k + (groups in flight) rows per priority,
+ * not one per group.
+ *
+ * Why no pick is lost: a group with nothing in flight scores 1 / weight for its first unit at
+ * a priority, or more if it was taken from at a higher priority; its later units score more.
+ * Picks come out in ascending order. Of the k groups ahead of a left-out group g, at most
+ * (picks at higher priorities) were taken from above, so at least (picks left at this
+ * priority) of them have a first unit that comes strictly before g's: g's first unit, and
+ * with it all of g, is never reached.
+ */
+export function candidates(ready: readonly ReadyGroup[], shares: ReadonlyMap<string, GroupShare>, k: number): ReadyGroup[] {
+  const share = (g: string) => shares.get(g) ?? DEFAULT_SHARE;
+  const out: ReadyGroup[] = [];
+  const idle = new Map<number, ReadyGroup[]>();
+  for (const r of ready) {
+    if (r.ready <= 0) continue;
+    const s = share(r.group);
+    if (s.inFlight > 0) {
+      if (s.maxInFlight === null || s.inFlight < s.maxInFlight) out.push(r);
+      continue;
+    }
+    const level = idle.get(r.priority);
+    if (level) level.push(r);
+    else idle.set(r.priority, [r]);
+  }
+  for (const level of idle.values()) {
+    level.sort((a, b) => {
+      const x = share(a.group);
+      const y = share(b.group);
+      if (x.weight !== y.weight) return y.weight - x.weight;
+      if (x.lastServed !== y.lastServed) return x.lastServed === null ? -1 : y.lastServed === null ? 1 : x.lastServed - y.lastServed;
+      return compareNames(a.group, b.group);
+    });
+    out.push(...level.slice(0, Math.max(0, k)));
+  }
+  return out;
+}
+
+/**
+ * Code point order, which is how PostgreSQL's "C" collation sorts (UTF-8 bytes). JavaScript's
+ * `<` compares UTF-16 code units instead, which puts U+10000 and above (surrogate pairs)
+ * before U+E000..U+FFFF.
+ */
+export function compareNames(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+
+const codePointRank = (unit: number) => (unit >= 0xe000 ? unit - 0x800 : unit >= 0xd800 ? unit + 0x2000 : unit);
 
 /** A binary min-heap ordered by `before`. */
 class MinHeap<T> {
