@@ -1,11 +1,8 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
-import { insertEvents } from "./apply-status.ts";
-import { markGroupsServed, nextInLine } from "./dispatch-order.ts";
-import { outstandingNow } from "./invariants.ts";
-
-/** Any constant will do; it only has to be the same in every api replica. */
-const TOP_UP_LOCK = 0x727462_01;
+import { planFrom, readInputs, topUpInputs } from "./dispatch-inputs.ts";
+import { claimStatement, inTopUp } from "./dispatch-units.ts";
+import { run } from "./prepared.ts";
 
 export interface ClaimedUnit {
   unitId: number;
@@ -22,51 +19,29 @@ export interface TopUpClaim {
 }
 
 /**
- * Claim the units that fill the outbox up to `maxQueue`, in one transaction:
+ * Claim the units that fill the outbox up to `maxQueue`, in one transaction of three
+ * statements and a commit (dispatch-units.ts, `inTopUp`):
  *
- * - A transaction-scoped advisory lock serialises top-ups across api replicas, so two of
- *   them can never both see the same free room and over-dispatch. It is released at commit.
- * - Outstanding (dispatched + queued) is counted under that lock; every path that makes a
- *   unit outstanding goes through here, so the count cannot grow behind our back.
- * - The units are chosen by nextInLine, exactly as GET /next previews them (dispatch-order.ts,
- *   fair-share.ts), then moved to `dispatched` with a new attempt. `status = 'pending'` in
- *   the UPDATE re-checks each row under its row lock, so a unit cancelled meanwhile is
- *   skipped, never dispatched.
+ * - Begin and take a transaction-scoped advisory lock, which serialises top-ups across api
+ *   replicas, so two of them can never both see the same free room and over-dispatch. It is
+ *   released at commit.
+ * - The inputs (dispatch-inputs.ts): the switch, outstanding (dispatched + queued) counted under
+ *   the lock (every path that makes a unit outstanding goes through here, so the count cannot
+ *   grow behind our back), and with room, the candidate groups.
+ * - The plan (fair-share.ts), exactly as GET /next previews it, then one claim statement,
+ *   which also takes the units out of the ready counts.
  *
  * The caller publishes the returned units only after this has committed.
  */
 export async function claimTopUp(db: Db, maxQueue: number): Promise<TopUpClaim> {
-  return db.transaction().execute(async (trx) => {
-    await sql`SELECT pg_advisory_xact_lock(${TOP_UP_LOCK})`.execute(trx);
-    const control = await trx.selectFrom("control").select("dispatching").executeTakeFirstOrThrow();
-    const outstanding = await outstandingNow(trx);
-    const free = maxQueue - outstanding;
-    if (!control.dispatching || free <= 0) return { dispatching: control.dispatching, outstanding, units: [] };
-
-    const next = await nextInLine(trx, free);
-    if (next.length === 0) return { dispatching: true, outstanding, units: [] };
-    const ids = next.map((u) => u.id);
-
-    const rows = await trx
-      .updateTable("units")
-      .set({ status: "dispatched", attempt: sql`attempt + 1`, dispatched_at: sql`now()`, not_before: null, updated_at: sql`now()` })
-      .where("id", "=", sql<number>`ANY(${sql.val(ids)}::bigint[])`)
-      .where("status", "=", "pending")
-      .returning(["id", "attempt", "kind", "payload"])
-      .execute();
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    const taken = next.filter((u) => byId.has(u.id));
-    const units = taken.map((u) => {
-      const r = byId.get(u.id)!;
-      return { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload };
-    });
-    await markGroupsServed(trx, taken.map((u) => u.group));
-    const now = new Date();
-    await insertEvents(
-      trx,
-      units.map((u) => ({ unitId: u.unitId, attempt: u.attempt, eventStatus: "dispatched", at: now, source: "api", detail: null })),
-    );
-    return { dispatching: true, outstanding, units };
+  return inTopUp(db, async (trx) => {
+    const inputs = await readInputs(trx, topUpInputs(maxQueue));
+    const { dispatching, outstanding } = inputs;
+    if (!dispatching || inputs.free <= 0) return { dispatching, outstanding, units: [] };
+    const picks = await planFrom(trx, inputs);
+    if (picks.length === 0) return { dispatching, outstanding, units: [] };
+    const rows = await run(trx, claimStatement(picks, new Date()));
+    return { dispatching, outstanding, units: rows.map((r) => ({ unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload })) };
   });
 }
 

@@ -1,7 +1,7 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { sql } from "kysely";
-import { claimTopUp, nextInLine, nextRetryAt, setDispatching, type DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { checkTallies, claimTopUp, compactTallies, createDb, nextInLine, nextRetryAt, setDispatching, type DbHandle } from "@rtb/db";
+import { createTestPlace, destroyTestPlace, openTestDb, testLogger, type TestPlace } from "@rtb/testing";
 
 let place: TestPlace;
 let h: DbHandle;
@@ -15,7 +15,7 @@ afterAll(async () => {
   await destroyTestPlace(place);
 });
 beforeEach(async () => {
-  await sql`TRUNCATE units, unit_events, unit_groups, status_tallies, ready_tallies`.execute(h.db);
+  await sql`TRUNCATE units, unit_events, unit_groups, status_tallies, ready_deltas, ready_counts, ready_levels`.execute(h.db);
   await setDispatching(h.db, true);
 });
 
@@ -60,6 +60,60 @@ describe("top-up", () => {
     expect(await claimTopUp(h.db, 5)).toMatchObject({ dispatching: false, units: [] });
   });
 
+  it("keeps the ready counts itself: no deltas left to fold, the counts exact", async () => {
+    await addUnits([{ group: "a" }, { group: "a" }, { group: "b", priority: 1 }, { group: "c", notBefore: new Date(Date.now() - 1_000) }]);
+    await compactTallies(h.db);
+    expect((await claimTopUp(h.db, 3)).units).toHaveLength(3);
+    expect((await sql<{ n: number }>`SELECT count(*)::int AS n FROM ready_deltas`.execute(h.db)).rows[0]!.n).toBe(0);
+    expect(await checkTallies(h.db)).toEqual([]);
+    // Other writers still append deltas, and the next top-up reads them.
+    await addUnits([{ group: "d", priority: 2 }]);
+    expect((await sql<{ n: number }>`SELECT count(*)::int AS n FROM ready_deltas`.execute(h.db)).rows[0]!.n).toBe(1);
+    expect((await claimTopUp(h.db, 4)).units).toHaveLength(1);
+    expect(await checkTallies(h.db)).toEqual([]);
+  });
+
+  it("runs its statements prepared, once per connection", async () => {
+    await addUnits([{ group: "a" }, { group: "b" }]);
+    const s = inject("rtbServers");
+    const one = createDb(
+      { RTB_DB_HOST: { host: s.db.host, port: s.db.port }, RTB_DB_USER: s.db.user, RTB_DB_PASSWORD: s.db.password, RTB_DB_NAME: place.dbName, RTB_DB_POOL_SIZE: 1 },
+      testLogger("db"),
+    );
+    try {
+      for (let i = 0; i < 2; i++) expect(await nextInLine(one.db, 1)).toHaveLength(1);
+      expect((await claimTopUp(one.db, 2)).units).toHaveLength(2);
+      const { rows } = await sql<{ name: string }>`SELECT name FROM pg_prepared_statements ORDER BY name`.execute(one.db);
+      expect(rows.map((r) => r.name)).toEqual(["rtb_claim", "rtb_next_units", "rtb_preview_inputs", "rtb_top_up_inputs"]);
+    } finally {
+      await one.close();
+    }
+  });
+
+  it("claims all or nothing, and leaves its connection out of any transaction when it fails", async () => {
+    await addUnits([{ group: "a" }, { group: "b" }]);
+    await compactTallies(h.db);
+    const s = inject("rtbServers");
+    const one = createDb(
+      { RTB_DB_HOST: { host: s.db.host, port: s.db.port }, RTB_DB_USER: s.db.user, RTB_DB_PASSWORD: s.db.password, RTB_DB_NAME: place.dbName, RTB_DB_POOL_SIZE: 1 },
+      testLogger("db"),
+    );
+    // The events are written by the same statement as the claim: make them fail.
+    await sql`ALTER TABLE unit_events ADD CONSTRAINT no_api_events CHECK (source <> 'api')`.execute(h.db);
+    try {
+      await expect(claimTopUp(one.db, 2)).rejects.toThrow(/no_api_events/);
+      const { rows } = await sql<{ open: boolean }>`SELECT now() <> statement_timestamp() AS open`.execute(one.db);
+      expect(rows).toEqual([{ open: false }]);
+    } finally {
+      await sql`ALTER TABLE unit_events DROP CONSTRAINT no_api_events`.execute(h.db);
+      await one.close();
+    }
+    expect(await outstanding()).toBe(0);
+    expect(await checkTallies(h.db)).toEqual([]);
+    expect((await claimTopUp(h.db, 2)).units).toHaveLength(2);
+    expect(await checkTallies(h.db)).toEqual([]);
+  });
+
   it("takes exactly what GET /next previewed, in the same order", async () => {
     await addUnits([{ group: "a" }, { group: "a" }, { group: "b", priority: 1 }, { group: "c" }, { group: "a" }, { group: "b" }]);
     const preview = (await nextInLine(h.db, 4)).map((u) => u.id);
@@ -91,6 +145,19 @@ describe("dispatch order", () => {
       await h.db.updateTable("units").set({ status: "success" }).where("id", "=", unit!.unitId).execute();
     }
     expect(served).toEqual(["big", "small", "big", "small"]);
+  });
+
+  it("counts a group as served at its last unit in a top-up", async () => {
+    await addUnits([...Array.from({ length: 4 }, () => ({ group: "a" })), ...Array.from({ length: 4 }, () => ({ group: "b" }))]);
+    const groupsOf = async (ids: number[]) =>
+      (await h.db.selectFrom("units").select(["id", "group_name"]).where("id", "in", ids).execute()).sort((x, y) => ids.indexOf(x.id) - ids.indexOf(y.id)).map((r) => r.group_name);
+    const first = (await claimTopUp(h.db, 3)).units.map((u) => u.unitId);
+    // Equal scores, never served: by name; then b catches up; then a, served before b in this top-up.
+    expect(await groupsOf(first)).toEqual(["a", "b", "a"]);
+    await h.db.updateTable("units").set({ status: "success" }).where("id", "in", first).execute();
+    // Nothing in flight again: the tie goes to b, whose last unit went out before a's.
+    const [next] = (await claimTopUp(h.db, 1)).units;
+    expect(await groupsOf([next!.unitId])).toEqual(["b"]);
   });
 
   it("skips units whose retry backoff has not ended, and says when the next one ends", async () => {
