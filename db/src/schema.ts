@@ -61,9 +61,12 @@ export interface StatusTalliesTable {
   n: number;
 }
 
-/** Deltas of the count of ready units (pending, no backoff) per group and priority. */
-export interface ReadyTalliesTable {
-  id: Generated<number>;
+/**
+ * The count of ready units (pending, no backoff) per group and priority: a view (migration
+ * 0005) over the folded counts (ready_counts) and the deltas not yet folded (ready_deltas),
+ * so a sum of `n` per key is exact. Read-only; dispatch reads the tables behind it directly.
+ */
+export interface ReadyTalliesView {
   group_name: string;
   priority: number;
   n: number;
@@ -98,7 +101,7 @@ export interface Database {
   unit_events: UnitEventsTable;
   unit_groups: UnitGroupsTable;
   status_tallies: StatusTalliesTable;
-  ready_tallies: ReadyTalliesTable;
+  ready_tallies: ReadyTalliesView;
   control: ControlTable;
   service_instances: ServiceInstancesTable;
 }
