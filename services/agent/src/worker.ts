@@ -118,19 +118,33 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     job: JobMessage,
     log: Logger,
   ): Promise<{ status: "success"; result: unknown } | { status: "error"; error: { message: string; retryable: boolean } }> {
-    const signal = AbortSignal.any([AbortSignal.timeout(opts.timeoutMs), shutdown.signal]);
+    // One controller per job, aborted by its own timer or by the shutdown, and both unhooked
+    // when the job ends. Not AbortSignal.any([AbortSignal.timeout(), shutdown.signal]): Node
+    // keeps every signal combined with a long-lived one (nodejs/node#55351), which grew an
+    // agent's memory with every job (175 MiB at 100k units, 296 MiB at 1M in npm run bench).
+    const jobAbort = new AbortController();
+    const timer = setTimeout(
+      () => jobAbort.abort(new Error(`handler exceeded ${opts.timeoutMs} ms (RTB_AGENT_TIMEOUT_MS)`)),
+      opts.timeoutMs,
+    );
+    const onShutdown = () => jobAbort.abort(new Error("agent shutting down"));
+    if (shutdown.signal.aborted) onShutdown();
+    else shutdown.signal.addEventListener("abort", onShutdown, { once: true });
     let onAbort: () => void = () => {};
-    const timedOut = new Promise<never>((_, reject) => {
-      onAbort = () => reject(new Error(signal.reason?.name === "TimeoutError" ? `handler exceeded ${opts.timeoutMs} ms (RTB_AGENT_TIMEOUT_MS)` : "agent shutting down"));
-      signal.addEventListener("abort", onAbort, { once: true });
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(jobAbort.signal.reason);
+      if (jobAbort.signal.aborted) onAbort();
+      else jobAbort.signal.addEventListener("abort", onAbort, { once: true });
     });
     try {
-      const result = await Promise.race([handler({ ...job, signal, logger: log }), timedOut]);
+      const result = await Promise.race([handler({ ...job, signal: jobAbort.signal, logger: log }), aborted]);
       return { status: "success", result: result ?? null };
     } catch (err) {
       return { status: "error", error: describeFailure(err) };
     } finally {
-      signal.removeEventListener("abort", onAbort);
+      clearTimeout(timer);
+      shutdown.signal.removeEventListener("abort", onShutdown);
+      jobAbort.signal.removeEventListener("abort", onAbort);
     }
   }
 
