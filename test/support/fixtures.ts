@@ -15,6 +15,13 @@ const servers = () => inject("rtbServers");
 export const testLogger = (service = "test"): Logger =>
   createLogger({ service, level: (process.env.RTB_TEST_LOG_LEVEL as "silent" | undefined) ?? "silent", format: "json" });
 
+/** A JSON logger that keeps every line it writes, parsed, in `lines`: for tests of what is logged. */
+export function capturingLogger(service: string, level: "info" | "debug" = "debug"): { logger: Logger; lines: Record<string, any>[] } {
+  const lines: Record<string, any>[] = [];
+  const logger = createLogger({ service, level, format: "json", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
+  return { logger, lines };
+}
+
 let counter = 0;
 const uniqueSuffix = () => `${process.pid}_${++counter}_${randomBytes(2).toString("hex")}`;
 

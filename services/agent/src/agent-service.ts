@@ -1,18 +1,14 @@
 import {
   budget,
   within,
-  connectBrokerFromConfig,
-  countReconnects,
   createPublisher,
   defaultInstanceId,
+  serveMetricsAndConnect,
   startHeartbeat,
-  startMetricsServer,
-  type Broker,
   type BrokerSettings,
   type Heartbeat,
   type HostPort,
   type Logger,
-  type MetricsServer,
 } from "@rtb/runtime";
 import type { Handler } from "./handler.ts";
 import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
@@ -49,16 +45,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   const log = logger.child({ agentId: id });
   const stats: AgentStats = { succeeded: 0, failed: 0, inFlight: 0, deadLettered: 0 };
   const metrics = createAgentMetrics(stats, [...handlers.keys()]);
-  // First: a port that is taken stops the agent before it takes any work.
-  const metricsServer: MetricsServer | undefined = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, log) : undefined;
-  let broker: Broker;
-  try {
-    broker = await connectBrokerFromConfig(config, log);
-  } catch (err) {
-    await metricsServer?.stop();
-    throw err;
-  }
-  countReconnects(metrics, broker);
+  const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log);
   let publisher, worker, heartbeat: Heartbeat | undefined;
   try {
     publisher = await createPublisher(broker, "agent", log, { metrics });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertTopology, createLogger, metricValue, parseMessage, parsePrometheusText, StatusMessage, type StatusUpdate } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { assertTopology, metricValue, parseMessage, parsePrometheusText, StatusMessage, type StatusUpdate } from "@rtb/runtime";
+import { capturingLogger, createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
 import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type Handler } from "@rtb/agent";
 
 /**
@@ -13,14 +13,13 @@ let place: TestPlace;
 let conn: ChannelModel;
 let ch: Channel;
 let agent: AgentService;
-const lines: Record<string, any>[] = [];
+const { logger, lines } = capturingLogger("agent");
 
 beforeAll(async () => {
   place = await createTestPlace();
   conn = await rawBroker();
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
-  const logger = createLogger({ service: "agent", level: "debug", format: "json", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
   const handler: Handler = async (job) => {
     job.logger.info({ step: "render" }, "handler at work");
     if ((job.payload as { fail?: boolean }).fail) throw new PermanentJobError("scene 7 is corrupt");

@@ -1,16 +1,12 @@
 import {
   budget,
   within,
-  connectBrokerFromConfig,
-  countReconnects,
   createPublisher,
   defaultInstanceId,
+  serveMetricsAndConnect,
   startHeartbeat,
-  startMetricsServer,
-  type Broker,
   type Heartbeat,
   type Logger,
-  type MetricsServer,
 } from "@rtb/runtime";
 import type { LeaderConfig } from "./config.ts";
 import { createLeaderMetrics, type LeaderMetrics } from "./leader-metrics.ts";
@@ -32,16 +28,7 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
   const log = logger.child({ leaderId: id });
   const stats: LeaderStats = { routed: 0, unroutable: 0, deadLettered: 0 };
   const metrics = createLeaderMetrics(stats);
-  // First: a port that is taken stops the leader before it takes any work.
-  const metricsServer: MetricsServer | undefined = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, log) : undefined;
-  let broker: Broker;
-  try {
-    broker = await connectBrokerFromConfig(config, log);
-  } catch (err) {
-    await metricsServer?.stop();
-    throw err;
-  }
-  countReconnects(metrics, broker);
+  const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log);
   const topology = broker.topology;
   const tracker = startTracker(broker, log, config.RTB_TRACKER_REFRESH_MS);
   let publisher, router, heartbeat: Heartbeat | undefined;

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertJobQueue, assertTopology, createLogger, metricValue, parsePrometheusText, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { assertJobQueue, assertTopology, metricValue, parsePrometheusText, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/runtime";
+import { capturingLogger, createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader's own metrics listener (RTB_METRICS_PORT) and its log lines, captured as JSON. */
@@ -10,7 +10,7 @@ let place: TestPlace;
 let leader: LeaderService;
 let conn: ChannelModel;
 let ch: Channel;
-const lines: Record<string, any>[] = [];
+const { logger, lines } = capturingLogger("leader");
 
 beforeAll(async () => {
   place = await createTestPlace();
@@ -18,7 +18,6 @@ beforeAll(async () => {
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   await assertJobQueue(ch, place.topology, "simulate");
-  const logger = createLogger({ service: "leader", level: "debug", format: "json", destination: { write: (line: string) => void lines.push(JSON.parse(line)) } });
   leader = await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: LEADER_ID, RTB_METRICS_PORT: "127.0.0.1:0" }), logger);
 });
 afterAll(async () => {

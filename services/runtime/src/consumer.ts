@@ -47,12 +47,12 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
   let active: { ch: Channel; tag: string } | null = null;
 
   const allInHand = () => [...inHand.values()].flatMap((s) => [...s]);
-  /** Unsettled deliveries per channel, by tag: what a multiple-ack may cover. */
-  const open = new WeakMap<Channel, Map<number, Settle>>();
-  const openTags = (ch: Channel) => {
-    let tags = open.get(ch);
-    if (!tags) open.set(ch, (tags = new Map()));
-    return tags;
+  /** One binding per channel, shared by the deliveries taken on it (see ackAll). */
+  const channelBindings = new WeakMap<Channel, Binding>();
+  const bindingOf = (ch: Channel) => {
+    let binding = channelBindings.get(ch);
+    if (!binding) channelBindings.set(ch, (binding = { ch, open: new Map() }));
+    return binding;
   };
 
   /** Close `ch` once every delivery taken on it is settled (acks must go out on it). */
@@ -86,7 +86,7 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
         return;
       }
       opts.metrics?.consumed.inc({ queue_role: opts.metrics.queueRole });
-      const d = bindDelivery(ch, msg, openTags(ch));
+      const d = bindDelivery(bindingOf(ch), msg);
       const work = Promise.resolve()
         .then(() => opts.onDelivery(d))
         .catch((err: unknown) => {
@@ -124,6 +124,7 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
 /** Marks a delivery settled without sending anything; false if it already was. */
 type Settle = () => boolean;
 
+/** A channel and its unsettled deliveries by tag: what a multiple-ack may cover. */
 interface Binding {
   ch: Channel;
   open: Map<number, Settle>;
@@ -131,7 +132,8 @@ interface Binding {
 
 const bindings = new WeakMap<Delivery, Binding>();
 
-function bindDelivery(ch: Channel, msg: ConsumeMessage, open: Map<number, Settle>): Delivery {
+function bindDelivery(binding: Binding, msg: ConsumeMessage): Delivery {
+  const { ch, open } = binding;
   let settled = false;
   const tag = msg.fields.deliveryTag;
   const settle: Settle = () => {
@@ -155,7 +157,7 @@ function bindDelivery(ch: Channel, msg: ConsumeMessage, open: Map<number, Settle
     deadLetter: () => once(() => ch.nack(msg, false, false)),
     requeue: () => once(() => ch.nack(msg, false, true)),
   };
-  bindings.set(d, { ch, open });
+  bindings.set(d, binding);
   return d;
 }
 
@@ -166,7 +168,7 @@ function bindDelivery(ch: Channel, msg: ConsumeMessage, open: Map<number, Settle
  * that is not in the set, so nothing in hand elsewhere is acked by accident.
  */
 export function ackAll(deliveries: readonly Delivery[]): void {
-  const byChannel = new Map<Binding["open"], { binding: Binding; tags: Set<number>; last: Delivery }>();
+  const byChannel = new Map<Binding, { tags: Set<number>; last: Delivery }>();
   for (const d of deliveries) {
     const binding = bindings.get(d);
     if (!binding) {
@@ -175,16 +177,16 @@ export function ackAll(deliveries: readonly Delivery[]): void {
     }
     const tag = d.msg.fields.deliveryTag;
     if (!binding.open.has(tag)) continue; // settled already
-    const group = byChannel.get(binding.open) ?? { binding, tags: new Set<number>(), last: d };
+    const group = byChannel.get(binding) ?? { tags: new Set<number>(), last: d };
     group.tags.add(tag);
     if (tag > group.last.msg.fields.deliveryTag) group.last = d;
-    byChannel.set(binding.open, group);
+    byChannel.set(binding, group);
   }
-  for (const { binding, tags, last } of byChannel.values()) {
+  for (const [binding, { tags, last }] of byChannel) {
     const top = last.msg.fields.deliveryTag;
     const covered = [...binding.open.keys()].every((t) => t > top || tags.has(t));
     if (!covered || tags.size === 1) {
-      for (const d of deliveries) if (bindings.get(d)?.open === binding.open) d.ack();
+      for (const d of deliveries) if (bindings.get(d) === binding) d.ack();
       continue;
     }
     for (const t of tags) binding.open.get(t)?.();

@@ -2,6 +2,8 @@ import { createServer, type Server } from "node:http";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Logger } from "pino";
 import { z } from "zod";
+import type { Broker } from "./broker.ts";
+import { connectBrokerFromConfig, type BrokerSettings } from "./broker-config.ts";
 import { optionalHostPort, type HostPort } from "./config.ts";
 
 export { Counter, Gauge, Histogram, Registry };
@@ -162,4 +164,25 @@ export async function startMetricsServer(registry: Registry, at: HostPort, logge
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * A leader's or agent's start: serve its metrics first (when RTB_METRICS_PORT is set), so a
+ * port that is taken stops it before it takes any work; then connect to the broker and count
+ * its reconnects. A broker that cannot be reached closes the listener again.
+ */
+export async function serveMetricsAndConnect(
+  config: BrokerSettings & { RTB_METRICS_PORT?: HostPort | undefined },
+  metrics: ServiceMetrics,
+  logger: Logger,
+): Promise<{ broker: Broker; metricsServer: MetricsServer | undefined }> {
+  const metricsServer = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, logger) : undefined;
+  try {
+    const broker = await connectBrokerFromConfig(config, logger);
+    countReconnects(metrics, broker);
+    return { broker, metricsServer };
+  } catch (err) {
+    await metricsServer?.stop();
+    throw err;
+  }
 }

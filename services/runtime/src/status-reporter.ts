@@ -8,9 +8,10 @@ export interface StatusReporter {
    * delivery) and hands it back, exactly as with a publish of its own.
    */
   report(updates: readonly StatusUpdate[]): Promise<void>;
-  /** Resolves when nothing waits to be sent or confirmed. */
-  drain(): Promise<void>;
 }
+
+/** Updates per message at most (the schema allows 10,000). */
+const MAX_UPDATES = 1_000;
 
 interface Waiting {
   updates: readonly StatusUpdate[];
@@ -20,7 +21,7 @@ interface Waiting {
 
 /**
  * Coalesces status updates into few inbox messages: every update reported in the same turn
- * of the event loop goes out in one message (up to `maxUpdates`), sent at the end of that
+ * of the event loop goes out in one message (up to MAX_UPDATES), sent at the end of that
  * turn, so nothing waits for a timer or for another message's confirm. Under load many jobs
  * settle in one turn (a socket read carries many deliveries and confirms), so messages
  * carry many updates by themselves, and the api applies each message in one transaction.
@@ -37,28 +38,24 @@ export function createStatusReporter(opts: {
   /** Extra fields for each message, computed when it is sent (the leader's utilization). */
   extras?: () => Pick<StatusMessage, "utilization">;
   maxInFlight?: number;
-  maxUpdates?: number;
 }): StatusReporter {
   const maxInFlight = opts.maxInFlight ?? 64;
-  const maxUpdates = opts.maxUpdates ?? 1_000;
   const queue: Waiting[] = [];
   let inFlight = 0;
   let scheduled = false;
-  const idle = new Set<() => void>();
 
   function pump() {
     scheduled = false;
     while (inFlight < maxInFlight && queue.length > 0) {
       const batch: Waiting[] = [];
       let size = 0;
-      while (queue.length > 0 && (batch.length === 0 || size + queue[0]!.updates.length <= maxUpdates)) {
+      while (queue.length > 0 && (batch.length === 0 || size + queue[0]!.updates.length <= MAX_UPDATES)) {
         const w = queue.shift()!;
         batch.push(w);
         size += w.updates.length;
       }
       send(batch);
     }
-    if (inFlight === 0 && queue.length === 0) for (const fn of idle) fn();
   }
 
   function send(batch: Waiting[]) {
@@ -86,16 +83,6 @@ export function createStatusReporter(opts: {
           scheduled = true;
           setImmediate(pump);
         }
-      });
-    },
-    drain() {
-      if (inFlight === 0 && queue.length === 0) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const done = () => {
-          idle.delete(done);
-          resolve();
-        };
-        idle.add(done);
       });
     },
   };

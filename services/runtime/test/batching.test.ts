@@ -101,8 +101,8 @@ it("the status reporter sends what one turn reported in one message, and holds m
   const first = report(1, 10);
   await new Promise((r) => setImmediate(r));
   const second = report(11, 20);
+  // Each resolves on its message's confirm: both messages are in the inbox now.
   await Promise.all([...first, ...second]);
-  await reporter.drain();
   const messages = [];
   for (let m = await ch.get(inbox(), { noAck: true }); m; m = await ch.get(inbox(), { noAck: true })) {
     const parsed = parseMessage(StatusMessage, m.content);
