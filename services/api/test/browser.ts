@@ -1,13 +1,13 @@
 import { chromium, type Browser, type Page } from "playwright-core";
+import { findChromium } from "./chromium.ts";
 
 /** The dashboard test's helpers: a real headless Chromium, and a plain SSE reader. */
 
-/** Debian's chromium (RTB_TEST_CHROMIUM to use another build); .ci/run installs it when missing. */
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: process.env.RTB_TEST_CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
+/** A headless Chromium (see findChromium for which one); logs which executable it launched. */
+export async function launchChromium(): Promise<Browser> {
+  const { source, executablePath, args, env } = await findChromium();
+  console.info(`dashboard test: Chromium from ${source}: ${executablePath}`);
+  return chromium.launch({ executablePath, args, ...(env && { env }) });
 }
 
 /** Wait until the element's text is `text` (the page updates itself; nothing reloads it). */
