@@ -114,7 +114,7 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
     return distinct.length - 1;
   });
 
-  const run = () =>
+  const run = (distinct: readonly NewUnit[]) =>
     sql<{ ord: string; id: number | null; status: UnitStatus | null; created: boolean }>`
       WITH input AS (
         SELECT t.*, nextval(pg_get_serial_sequence('units', 'id')) AS id
@@ -122,7 +122,7 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.kind))}::text[],
           ${sql.val(distinct.map((u) => u.group))}::text[],
           ${sql.val(distinct.map((u) => u.priority))}::int[],
-          ${sql.val(distinct.map((u) => JSON.stringify(u.payload ?? {})))}::jsonb[],
+          ${sql.val(distinct.map((u) => JSON.stringify(u.payload === undefined ? {} : u.payload)))}::jsonb[],
           ${sql.val(distinct.map((u) => u.ref))}::text[],
           ${sql.val(distinct.map((u) => u.maxAttempts))}::int[]
         ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, ord)
@@ -141,10 +141,16 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
       LEFT JOIN units u ON n.id IS NULL AND u.ref = i.ref
       ORDER BY i.ord`.execute(db);
 
-  let { rows } = await run();
+  const { rows } = await run(distinct);
   // A ref inserted by a concurrent transaction that committed after this statement began: it
-  // was skipped, but this statement's snapshot cannot see it. Run again; now it is visible.
-  if (rows.some((r) => r.id === null)) ({ rows } = await run());
+  // was skipped, but this statement's snapshot cannot see it. Run again for those entries
+  // only (now they are visible): running the whole input again would insert its ref-less
+  // units a second time.
+  const missing = rows.flatMap((r, i) => (r.id === null ? [i] : []));
+  if (missing.length > 0) {
+    const again = (await run(missing.map((i) => distinct[i]!))).rows;
+    missing.forEach((i, j) => (rows[i] = again[j]!));
+  }
   const results = rows.map((r, i): Enqueued => {
     if (r.id === null) throw new Error(`unit with ref ${distinct[i]!.ref} was neither inserted nor found`);
     return { id: Number(r.id), ref: distinct[i]!.ref, status: r.status!, created: r.created };
