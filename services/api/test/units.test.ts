@@ -147,8 +147,8 @@ describe("POST /units", () => {
     it("a body above RTB_API_MAX_BODY_BYTES: 413", async () => {
       await expectRejected("/units", { kind: "render", payload: "x".repeat(MAX_BODY) }, 413, "body", /RTB_API_MAX_BODY_BYTES/);
     });
-    it("a value PostgreSQL refuses (a NUL inside a JSON string)", async () => {
-      await expectRejected("/units", '{"kind":"render","payload":{"s":"a\\u0000b"}}', 400, "body");
+    it("a value PostgreSQL refuses (a NUL inside a JSON string), naming its path", async () => {
+      await expectRejected("/units", '{"kind":"render","payload":{"s":"a\\u0000b"}}', 400, "payload.s", /NUL/);
     });
   });
 });

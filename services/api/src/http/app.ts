@@ -5,7 +5,8 @@ import { isUnavailableError, type Db } from "@rtb/db";
 import type { Broker, Logger, Registry } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
 import type { ApiStats } from "../stats.ts";
-import { InvalidRequestError } from "./validation.ts";
+import { InvalidRequestError, UnsupportedMediaTypeError, utf8Url } from "./validation.ts";
+import { sameOrigin } from "./same-origin.ts";
 import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { groupRoutes } from "./group-routes.ts";
@@ -48,7 +49,10 @@ const VERSION = "0.1.0";
 export function createApp(deps: AppDeps): Hono {
   const app = new Hono();
   const docs = new ApiDocs();
+  // Where a request comes from is judged before anything else, token or not.
+  app.use(sameOrigin());
   app.use(bearerAuth(deps.auth));
+  app.use(utf8Url);
   app.use(
     bodyLimit({
       maxSize: deps.settings.maxBodyBytes,
@@ -102,14 +106,19 @@ export function createApp(deps: AppDeps): Hono {
     if (err instanceof InvalidRequestError) {
       return c.json({ error: "invalid_request", field: err.field, message: err.message }, 400);
     }
+    if (err instanceof UnsupportedMediaTypeError) {
+      return c.json({ error: "unsupported_media_type", field: err.field, message: err.message }, 415);
+    }
     if (err instanceof HTTPException) return c.json({ error: "http_error", message: err.message }, err.status);
     if (isUnavailableError(err)) {
       deps.logger.warn({ err: err.message, path: c.req.path }, "request failed: PostgreSQL unavailable");
       c.header("Retry-After", "5");
       return c.json({ error: "database_unavailable", message: `PostgreSQL is not reachable (${err.message}); retry shortly` }, 503);
     }
-    // PostgreSQL refused a value the schemas let through (SQLSTATE class 22, data exception:
-    // a \u0000 inside a JSON string, say). Nothing was written: the statement failed.
+    // PostgreSQL refused a value that passed the door (SQLSTATE class 22, data exception).
+    // The door (readJson, the schemas) should refuse every such value first, naming it; this
+    // is the backstop. Nothing was written: every write and the answer built from it share
+    // one transaction (committed.ts).
     const code = (err as { code?: unknown }).code;
     if (typeof code === "string" && code.startsWith("22")) {
       return c.json({ error: "invalid_request", field: "body", message: `PostgreSQL refused a value: ${err.message}` }, 400);

@@ -11,8 +11,13 @@ export interface AuthOptions {
 /** Paths that stay open whatever the settings: health probes carry no token. */
 const ALWAYS_OPEN = new Set(["/healthz", "/readyz"]);
 
-/** GET /go changes state although it is a GET (operators call it from a browser or curl). */
-const changesState = (method: string, path: string) => !(method === "GET" || method === "HEAD") || path === "/go" || path === "/go/";
+/**
+ * Whether a request may change state: every method but GET, HEAD and OPTIONS, and GET /go,
+ * which changes state although it is a GET (operators call it from a browser or curl).
+ * /pause is POST only. The token (auth.ts) and the same-origin rule (same-origin.ts) both
+ * guard exactly these.
+ */
+export const changesState = (method: string, path: string) => !(method === "GET" || method === "HEAD" || method === "OPTIONS") || path === "/go" || path === "/go/";
 
 /**
  * Bearer-token auth. Tokens are compared in constant time: both sides are hashed to the same

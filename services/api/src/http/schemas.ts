@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { UNIT_STATUSES } from "@rtb/db";
-import { intParam } from "./validation.ts";
+import { intParam, storableText } from "./validation.ts";
 
 /**
  * Every request and response shape of the api, as zod schemas: request schemas validate (and
@@ -18,7 +18,7 @@ export interface RequestLimits {
 }
 
 const kind = z.string().regex(KIND, { message: "expected 1 to 100 letters, digits, '_', '.' or '-'" }).describe("What the unit is; agents consume by kind.");
-const group = z.string().min(1).max(200).describe("Who the unit is for (a customer, a tenant): dispatch shares fairly across groups.");
+const group = storableText(z.string().min(1).max(200)).describe("Who the unit is for (a customer, a tenant): dispatch shares fairly across groups.");
 export const groupName = group;
 
 export function unitSchemas(limits: RequestLimits) {
@@ -28,10 +28,7 @@ export function unitSchemas(limits: RequestLimits) {
       group: group.default("default"),
       priority: z.number().int().min(-1_000_000).max(1_000_000).default(0).describe("Higher first."),
       payload: z.unknown().default({}).describe("Any JSON; handed to the agent as it is."),
-      ref: z
-        .string()
-        .min(1)
-        .max(200)
+      ref: storableText(z.string().min(1).max(200))
         .optional()
         .describe("Your idempotency key: POST the same ref again and you get the existing unit back, never a second one."),
       maxAttempts: z.number().int().min(1).max(1000).default(limits.maxAttempts).describe("Attempts before a retryable error is final (RTB_MAX_ATTEMPTS)."),
@@ -156,7 +153,7 @@ export const pauseResult = z.object({ dispatching: z.literal(false), changed: z.
 export const groupBody = z
   .strictObject({
     weight: z.number().positive().max(1_000_000).optional().describe("Its share relative to the others' (default 1): weight 2 keeps twice as many units in flight."),
-    maxInFlight: z.number().int().min(1).nullable().optional().describe("At most this many units dispatched, queued or processing; null: no limit."),
+    maxInFlight: z.number().int().min(1).max(2_147_483_647).nullable().optional().describe("At most this many units dispatched, queued or processing; null: no limit."),
   })
   .refine((b) => b.weight !== undefined || b.maxInFlight !== undefined, { message: "expected weight and/or maxInFlight" });
 export const groupView = z.object({

@@ -1,6 +1,7 @@
 import { validator } from "hono/validator";
-import type { Context, ValidationTargets } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { z } from "zod";
+import { findUnstorable } from "./storable-json.ts";
 
 /** A request that does not match its schema: 400, naming the field and the reason. */
 export class InvalidRequestError extends Error {
@@ -12,28 +13,69 @@ export class InvalidRequestError extends Error {
   }
 }
 
-/** Hono validator middleware over a zod schema; handlers see only valid, typed input. */
-export function valid<T extends keyof ValidationTargets, S extends z.ZodType>(target: T, schema: S) {
+/**
+ * Hono validator middleware over a zod schema; handlers see only valid, typed input. Query
+ * and path parameters only: bodies go through readJson, because Hono's "json" target reads
+ * the body with c.req.json() (lossy decoding) and passes `{}` when the Content-Type is not JSON.
+ */
+export function valid<T extends "query" | "param", S extends z.ZodType>(target: T, schema: S) {
   return validator(target, (value): z.output<S> => check(schema, value, target));
 }
 
+/** A body that is not JSON by its Content-Type: 415, naming `content-type`. */
+export class UnsupportedMediaTypeError extends Error {
+  override name = "UnsupportedMediaTypeError";
+  readonly field = "content-type";
+}
+
+/** application/json, or a structured suffix such as application/merge-patch+json. */
+const JSON_MEDIA_TYPE = /^application\/(?:[\w.-]+\+)?json$/;
+
 /**
- * The request's body parsed as JSON: malformed JSON or a missing body is an
- * InvalidRequestError naming `body`. The size limit is enforced before this, by bodyLimit in
- * app.ts. Validate the value with `parsed`.
+ * The request's body parsed as JSON, exactly as sent or refused. Hono's c.req.json() is
+ * JSON.parse(await c.req.text()), and text() decodes with replacement: invalid UTF-8 and
+ * lone surrogates became U+FFFD, so different refs collided. Here:
+ * - a body (of any method) must say it is JSON (Content-Type application/json or +json,
+ *   UTF-8): a browser page can send text/plain or a form to any site without asking, but not
+ *   JSON. Otherwise UnsupportedMediaTypeError (415);
+ * - the bytes are decoded with a fatal UTF-8 decoder: invalid bytes are a 400 naming `body`;
+ * - malformed JSON or a missing body is a 400 naming `body`;
+ * - a value PostgreSQL or JSON.parse would change (storable-json.ts) is a 400 naming its path.
+ * The size limit is enforced before this, by bodyLimit in app.ts. Validate the value with `parsed`.
  */
 export async function readJson(c: Context, opts: { whenEmpty?: unknown } = {}): Promise<unknown> {
-  const text = await c.req.text();
-  if (text.trim() === "") {
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (isBlank(bytes)) {
     if (opts.whenEmpty === undefined) throw new InvalidRequestError("body", "expected a JSON body");
     return opts.whenEmpty;
   }
+  const contentType = c.req.header("content-type") ?? "";
+  const [mediaType = "", ...params] = contentType.split(";").map((s) => s.trim().toLowerCase());
+  const charset = params.find((p) => p.startsWith("charset="))?.slice("charset=".length).replace(/"/g, "");
+  if (!JSON_MEDIA_TYPE.test(mediaType) || (charset !== undefined && charset !== "utf-8" && charset !== "utf8")) {
+    throw new UnsupportedMediaTypeError(
+      `expected Content-Type: application/json (UTF-8), got ${contentType ? JSON.stringify(contentType) : "none"}`,
+    );
+  }
+  let text: string;
   try {
-    return JSON.parse(text);
+    text = UTF8.decode(bytes);
+  } catch {
+    throw new InvalidRequestError("body", "the body is not valid UTF-8");
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
   } catch (err) {
     throw new InvalidRequestError("body", `malformed JSON: ${(err as Error).message}`);
   }
+  const unstorable = findUnstorable(text);
+  if (unstorable) throw new InvalidRequestError(fieldName(unstorable.path) || "body", unstorable.message);
+  return value;
 }
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+const isBlank = (bytes: Uint8Array) => bytes.every((b) => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d);
 
 /** `value` checked against `schema`; the first issue is an InvalidRequestError naming its field (`[3].kind`). */
 export const parsed = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => check(schema, value, "body");
@@ -48,10 +90,32 @@ function check<S extends z.ZodType>(schema: S, value: unknown, whole: string): z
   throw new InvalidRequestError(fieldName(path) || whole, message);
 }
 
-/** ["units", 3, "kind"] -> "units[3].kind"; [3, "kind"] -> "[3].kind". */
+/**
+ * ["units", 3, "kind"] -> "units[3].kind"; [3, "kind"] -> "[3].kind". A key that would make
+ * the name ambiguous or unreadable (empty, with `.`, `[`, `]`, quotes, backslashes, control
+ * characters or lone surrogates) is written as a JSON string in brackets: `payload["a.b"]`.
+ */
 export function fieldName(path: readonly PropertyKey[]): string {
-  return path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("");
+  return path
+    .map((p, i) => {
+      if (typeof p === "number") return `[${p}]`;
+      const key = String(p);
+      if (!PLAIN_KEY.test(key)) return `[${JSON.stringify(key)}]`;
+      return i === 0 ? key : `.${key}`;
+    })
+    .join("");
 }
+const PLAIN_KEY = /^[^\u0000-\u001f.[\]"\\\p{Cs}]+$/u;
+
+/**
+ * Text PostgreSQL stores as sent: no NUL (text cannot hold one) and no lone surrogate (pg
+ * would encode it as U+FFFD, so different values would become one). For strings that arrive
+ * outside a JSON body, in a path or query; readJson checks every string of a body.
+ */
+export const storableText = (schema: z.ZodString) =>
+  schema
+    .refine((s) => !s.includes("\u0000"), { message: "contains a NUL character (\\u0000), which PostgreSQL cannot store" })
+    .refine((s) => !/\p{Cs}/u.test(s), { message: "contains a lone UTF-16 surrogate, which is not Unicode text" });
 
 /**
  * A whole number written in plain decimal digits, within [min, max]. Stricter than
@@ -70,3 +134,32 @@ export function intParam(opts: { min: number; max: number; defaultValue?: number
 
 /** The JSON schema of each intParam's text, for openapi.ts. */
 export const INTEGER_PARAMS = new WeakMap<z.ZodType, Record<string, unknown>>();
+
+/**
+ * The URL's percent-encoded path and query must decode to UTF-8. Hono decodes a parameter
+ * that does not (`%FF`, `%ED%A0%80`) to its raw text, so `/groups/%FF` and `/groups/%25FF`
+ * would name the same group. A 400 naming `path`, or the query parameter.
+ */
+export const utf8Url: MiddlewareHandler = async (c, next) => {
+  const url = new URL(c.req.url);
+  for (const segment of url.pathname.split("/")) {
+    if (!decodes(segment)) throw new InvalidRequestError("path", "the path is not UTF-8 once percent-decoded");
+  }
+  for (const pair of url.search.slice(1).split("&")) {
+    const eq = pair.indexOf("=");
+    const [key, value] = eq < 0 ? [pair, ""] : [pair.slice(0, eq), pair.slice(eq + 1)];
+    if (!decodes(key)) throw new InvalidRequestError("query", "a query parameter's name is not UTF-8 once percent-decoded");
+    if (!decodes(value)) throw new InvalidRequestError(decodeURIComponent(key.replace(/\+/g, " ")), "not UTF-8 once percent-decoded");
+  }
+  return next();
+};
+
+const decodes = (s: string) => {
+  if (!s.includes("%")) return true;
+  try {
+    decodeURIComponent(s);
+    return true;
+  } catch {
+    return false;
+  }
+};
