@@ -2,6 +2,7 @@ import { Hono, type Context } from "hono";
 import { nextInLine, setDispatching, summarize } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
 import { valid } from "./validation.ts";
+import { committed } from "./committed.ts";
 import type { ApiDocs } from "./openapi.ts";
 import { errorBody, goResult, nextQuery, nextResult, pauseResult, stateView } from "./schemas.ts";
 import { dashboardPage, prefersHtml } from "./dashboard.ts";
@@ -79,16 +80,21 @@ export function controlRoutes(deps: AppDeps, docs: ApiDocs): Hono {
     responses: { 200: { description: "Dispatching is off.", schema: pauseResult } },
   });
   app.on("POST", ["/pause", "/pause/"], async (c) => {
-    const state = await setDispatching(db, false);
-    if (state.changed) logger.info("dispatching paused (POST /pause)");
-    const summary = await summarize(db);
-    return c.json({
-      dispatching: false,
-      changed: state.changed,
-      since: state.since,
-      inFlight: summary.outstanding + summary.counts.processing,
-      message: state.changed ? "dispatching is paused; units in flight will finish" : "dispatching was already paused",
+    let changed = false;
+    const res = await committed(db, async (tx) => {
+      const state = await setDispatching(tx, false);
+      changed = state.changed;
+      const summary = await summarize(tx);
+      return c.json({
+        dispatching: false,
+        changed: state.changed,
+        since: state.since,
+        inFlight: summary.outstanding + summary.counts.processing,
+        message: state.changed ? "dispatching is paused; units in flight will finish" : "dispatching was already paused",
+      });
     });
+    if (changed) logger.info("dispatching paused (POST /pause)");
+    return res;
   });
   app.on(["GET", "HEAD"], ["/pause", "/pause/"], (c) => c.json({ error: "method_not_allowed", message: "use POST /pause" }, 405));
 

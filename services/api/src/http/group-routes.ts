@@ -5,6 +5,7 @@ import type { AppDeps } from "./app.ts";
 import type { ApiDocs } from "./openapi.ts";
 import { errorBody, groupBody, groupName, groupPage, groupView, listGroupsQuery } from "./schemas.ts";
 import { parsed, readJson, valid } from "./validation.ts";
+import { committed } from "./committed.ts";
 
 const tags = ["groups"];
 
@@ -41,10 +42,10 @@ export function groupRoutes({ db, dispatcher }: AppDeps, docs: ApiDocs): Hono {
   app.put("/:name", valid("param", params), async (c) => {
     const { name } = c.req.valid("param");
     const change = parsed(groupBody, await readJson(c));
-    const group = await setGroupShare(db, name, change);
+    const res = await committed(db, async (tx) => c.json(await setGroupShare(tx, name, change)));
     // A raised limit or weight may make room at once.
     dispatcher.trigger("group share changed");
-    return c.json(group);
+    return res;
   });
   return app;
 }

@@ -17,6 +17,7 @@ import {
   unitWithTimeline,
 } from "./schemas.ts";
 import { parsed, readJson, valid } from "./validation.ts";
+import { committed } from "./committed.ts";
 
 const tags = ["units"];
 const invalid = { description: "A field is invalid: `field` names it, `message` says why. Nothing was written.", schema: errorBody };
@@ -55,14 +56,18 @@ export function unitRoutes(deps: AppDeps, docs: ApiDocs): Hono {
     const body = await readJson(c);
     const one = !Array.isArray(body);
     const units = one ? [parsed(newUnit, body)] : parsed(batch, body);
-    const results = await enqueueUnits(db, units.map(toNewUnit));
-    const created = results.filter((r) => r.created).length;
+    let created = 0;
+    const res = await committed(db, async (tx) => {
+      const results = await enqueueUnits(tx, units.map(toNewUnit));
+      created = results.filter((r) => r.created).length;
+      if (one) {
+        const unit = await findUnit(tx, results[0]!.id);
+        return c.json({ created: results[0]!.created, unit }, results[0]!.created ? 201 : 200);
+      }
+      return c.json({ created, existing: results.length - created, units: results }, 201);
+    });
     if (created > 0) dispatcher.trigger("units enqueued");
-    if (one) {
-      const unit = await findUnit(db, results[0]!.id);
-      return c.json({ created: results[0]!.created, unit }, results[0]!.created ? 201 : 200);
-    }
-    return c.json({ created, existing: results.length - created, units: results }, 201);
+    return res;
   });
 
   docs.add({
