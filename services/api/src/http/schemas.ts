@@ -108,7 +108,7 @@ export const unitWithTimeline = unitView.extend({
   ),
 });
 export const errorBody = z.object({
-  error: z.string().describe("invalid_request, not_found, conflict, payload_too_large, unauthorized, database_unavailable, ..."),
+  error: z.string().describe("invalid_request, not_found, conflict, payload_too_large, unsupported_media_type, unauthorized, cross_origin, database_unavailable, ..."),
   field: z.string().optional().describe("The request field at fault: a query parameter, `body`, or a path into it such as `[3].kind`."),
   message: z.string(),
 });

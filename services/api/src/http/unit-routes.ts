@@ -48,6 +48,7 @@ export function unitRoutes(deps: AppDeps, docs: ApiDocs): Hono {
       201: { description: "Created: one unit (`{created, unit}`), or a batch (`{created, existing, units}`).", schema: enqueuedOne.or(enqueuedBatch) },
       400: invalid,
       413: { description: "The body is larger than RTB_API_MAX_BODY_BYTES.", schema: errorBody },
+      415: { description: "The body is not application/json (UTF-8).", schema: errorBody },
     },
   });
   app.post("/", async (c) => {
