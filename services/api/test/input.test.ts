@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp, type ApiService } from "@rtb/api";
-import { countByStatus, type DbHandle } from "@rtb/db";
+import { countByStatus, enqueueUnits, type DbHandle } from "@rtb/db";
+import { sql } from "kysely";
 import { createTestPlace, destroyTestPlace, openTestDb, testLogger, type TestPlace } from "@rtb/testing";
 import { call, startApi } from "./support.ts";
 
@@ -182,5 +183,29 @@ describe("a 5xx never leaves a write behind", () => {
     // The producer retries: one unit, created now.
     const again = await call(api, "/units", "POST", { kind: "render", ref: "fails-after-insert" });
     expect(again.status).toBe(201);
+  });
+});
+
+describe("a ref raced by a concurrent insert", () => {
+  it("re-runs only the entry it did not find: the ref-less units beside it are written once", async () => {
+    const other = await db.pool.connect();
+    try {
+      await other.query("BEGIN");
+      await other.query("INSERT INTO units (kind, ref, max_attempts) VALUES ('render', 'raced-ref', 1)");
+      // Blocks on the uncommitted ref; once that commits, this statement's snapshot cannot
+      // see it, so its entry comes back empty and is looked up again.
+      const racing = enqueueUnits(db.db, [
+        { kind: "render", group: "raced", priority: 0, payload: {}, ref: null, maxAttempts: 1 },
+        { kind: "render", group: "raced", priority: 0, payload: {}, ref: "raced-ref", maxAttempts: 1 },
+      ]);
+      await new Promise((r) => setTimeout(r, 300));
+      await other.query("COMMIT");
+      const results = await racing;
+      expect(results.map((r) => r.created)).toEqual([true, false]);
+    } finally {
+      other.release();
+    }
+    const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM units WHERE group_name = 'raced'`.execute(db.db);
+    expect(rows[0]!.n).toBe(1);
   });
 });
