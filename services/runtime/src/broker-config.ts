@@ -15,6 +15,12 @@ export const brokerConfig = {
   RTB_BROKER_QUEUE_TYPE: oneOf(["classic", "quorum"], "classic"),
   RTB_BROKER_DELIVERY_LIMIT: int(20, { min: 1 }),
   RTB_CONNECT_TIMEOUT_MS: int(60_000, { min: 0 }),
+  /**
+   * The broker's max_message_size (rabbitmq.conf); RabbitMQ 4 defaults to 16 MiB. Every
+   * message rtb publishes is cut to fit, and what cannot fit is refused before it is sent.
+   * The minimum leaves room for a unit's envelope and a status message with a long source id.
+   */
+  RTB_BROKER_MAX_MESSAGE_BYTES: int(16 * 1024 * 1024, { min: 65_536, max: 512 * 1024 * 1024 }),
 } satisfies z.ZodRawShape;
 
 type BrokerEnv = { [K in keyof typeof brokerConfig]: z.output<(typeof brokerConfig)[K]> };

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import { BrokerUnavailableError, type Broker } from "./broker.ts";
 import type { QueueRole, ServiceMetrics } from "./metrics.ts";
 import type { Topology } from "./topology.ts";
+import { MessageTooLargeError } from "./message-size.ts";
 
 /**
  * Publishing through a confirm channel. `publish` resolves when the broker has confirmed the
@@ -21,6 +22,12 @@ export interface Publisher {
 export interface PublisherOptions {
   /** Counts every confirmed message in rtb_broker_messages_published_total. */
   metrics?: ServiceMetrics | undefined;
+  /**
+   * RTB_BROKER_MAX_MESSAGE_BYTES: a larger body is refused with MessageTooLargeError and never
+   * sent, since the broker would close the channel and fail every other publish awaiting its
+   * confirm on it.
+   */
+  maxMessageBytes?: number | undefined;
 }
 
 export async function createPublisher(broker: Broker, name: string, logger: Logger, opts: PublisherOptions = {}): Promise<Publisher> {
@@ -43,6 +50,9 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
 
   return {
     publish(exchange, routingKey, body, options) {
+      if (opts.maxMessageBytes !== undefined && body.length > opts.maxMessageBytes) {
+        return Promise.reject(new MessageTooLargeError(body.length, opts.maxMessageBytes));
+      }
       const ch = channel;
       if (!ch) return Promise.reject(new BrokerUnavailableError("no broker channel to publish on"));
       const p = new Promise<void>((resolve, reject) => {

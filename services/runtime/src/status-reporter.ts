@@ -1,5 +1,6 @@
 import { encodeMessage, type Source, type StatusMessage, type StatusUpdate } from "./messages.ts";
 import type { Publisher } from "./publisher.ts";
+import { splitBySize, statusOverhead } from "./message-size.ts";
 
 export interface StatusReporter {
   /**
@@ -38,6 +39,8 @@ export function createStatusReporter(opts: {
   /** Extra fields for each message, computed when it is sent (the leader's utilization). */
   extras?: () => Pick<StatusMessage, "utilization">;
   maxInFlight?: number;
+  /** RTB_BROKER_MAX_MESSAGE_BYTES: a turn's updates are cut into messages of at most this. */
+  maxMessageBytes: number;
 }): StatusReporter {
   const maxInFlight = opts.maxInFlight ?? 64;
   const queue: Waiting[] = [];
@@ -60,8 +63,14 @@ export function createStatusReporter(opts: {
 
   function send(batch: Waiting[]) {
     inFlight++;
-    const message: StatusMessage = { v: 1, type: "status", source: opts.source(), updates: batch.flatMap((w) => w.updates), ...opts.extras?.() };
-    opts.publisher.publish("", opts.inbox, encodeMessage(message)).then(
+    const envelope = { v: 1 as const, type: "status" as const, source: opts.source(), ...opts.extras?.() };
+    // Cut by bytes too: the updates of one turn may carry more than one message can hold.
+    const parts = splitBySize(batch.flatMap((w) => w.updates), {
+      maxCount: MAX_UPDATES,
+      maxBytes: opts.maxMessageBytes,
+      overhead: statusOverhead(envelope),
+    });
+    Promise.all(parts.map((updates) => opts.publisher.publish("", opts.inbox, encodeMessage({ ...envelope, updates } satisfies StatusMessage)))).then(
       () => {
         for (const w of batch) w.resolve();
       },

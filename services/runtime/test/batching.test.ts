@@ -9,6 +9,7 @@ import {
   createPublisher,
   createStatusReporter,
   loadConfig,
+  MessageTooLargeError,
   parseMessage,
   startConsumer,
   StatusMessage,
@@ -93,6 +94,7 @@ it("the status reporter sends what one turn reported in one message, and holds m
     inbox: inbox(),
     source: () => ({ service: "agent", id: "a-1" }),
     maxInFlight: 1,
+    maxMessageBytes: 16 * 1024 * 1024,
   });
   const at = new Date().toISOString();
   const report = (from: number, n: number) =>
@@ -112,4 +114,32 @@ it("the status reporter sends what one turn reported in one message, and holds m
   expect(messages.map((m) => m.updates.length)).toEqual([10, 20]);
   expect(messages.flatMap((m) => m.updates.map((u) => u.unitId))).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
   expect(messages[0]!.source).toEqual({ service: "agent", id: "a-1" });
+});
+
+it("the status reporter cuts one turn's updates by bytes, so every message stays within the limit", async () => {
+  const limit = 65_536;
+  const publisher = await createPublisher(broker, "test", testLogger("runtime"), { maxMessageBytes: limit });
+  const reporter = createStatusReporter({ publisher, inbox: inbox(), source: () => ({ service: "agent", id: "a-1" }), maxMessageBytes: limit });
+  const at = new Date().toISOString();
+  // Five updates of ~25 KB each in one turn: one message could carry two, never three.
+  const big = "x".repeat(25_000);
+  await Promise.all(Array.from({ length: 5 }, (_, i) => reporter.report([{ unitId: i + 1, attempt: 1, status: "success", at, result: big }])));
+  const messages: { bytes: number; ids: number[] }[] = [];
+  for (let m = await ch.get(inbox(), { noAck: true }); m; m = await ch.get(inbox(), { noAck: true })) {
+    const parsed = parseMessage(StatusMessage, m.content);
+    if (!parsed.ok) throw new Error(parsed.reason);
+    messages.push({ bytes: m.content.length, ids: parsed.value.updates.map((u) => u.unitId) });
+  }
+  expect(messages.map((m) => m.ids)).toEqual([[1, 2], [3, 4], [5]]);
+  for (const m of messages) expect(m.bytes).toBeLessThanOrEqual(limit);
+});
+
+it("the publisher refuses a body over the limit unsent, and the channel goes on publishing", async () => {
+  const limit = 65_536;
+  const publisher = await createPublisher(broker, "test", testLogger("runtime"), { maxMessageBytes: limit });
+  await expect(publisher.publish("", inbox(), Buffer.alloc(limit + 1, 0x20))).rejects.toBeInstanceOf(MessageTooLargeError);
+  await publisher.publish("", inbox(), Buffer.alloc(limit, 0x20));
+  const got = await ch.get(inbox(), { noAck: true });
+  expect(got && got.content.length).toBe(limit);
+  expect(await ch.get(inbox(), { noAck: true })).toBe(false);
 });
