@@ -48,7 +48,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log);
   let publisher, worker, heartbeat: Heartbeat | undefined;
   try {
-    publisher = await createPublisher(broker, "agent", log, { metrics });
+    publisher = await createPublisher(broker, "agent", log, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
     heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
     worker = await startWorker({
       broker,
@@ -58,6 +58,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       handlers,
       concurrency: config.RTB_AGENT_CONCURRENCY,
       timeoutMs: config.RTB_AGENT_TIMEOUT_MS,
+      maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES,
       stats,
       metrics,
     });

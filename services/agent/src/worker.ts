@@ -3,6 +3,7 @@ import {
   sleep,
   encodeMessage,
   JobMessage,
+  MessageTooLargeError,
   parseMessage,
   startConsumer,
   type Broker,
@@ -32,6 +33,8 @@ export interface WorkerOptions {
   /** Jobs in hand per kind (the consumer's prefetch). */
   concurrency: number;
   timeoutMs: number;
+  /** RTB_BROKER_MAX_MESSAGE_BYTES: a larger success report ends the attempt as a permanent error. */
+  maxMessageBytes: number;
   stats: AgentStats;
   metrics: Pick<AgentMetrics, "consumed" | "jobsInFlight" | "handlerDuration" | "jobs">;
 }
@@ -67,7 +70,25 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   // waits for its reports' confirms, and the broker confirmed the fewer, larger messages
   // later. The api's inbox applies up to RTB_INBOX_PREFETCH messages per transaction anyway.
   async function report(update: StatusUpdate) {
-    await opts.publisher.publish("", broker.topology.inbox, encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }));
+    await opts.publisher.publish("", broker.topology.inbox, statusBody(update));
+  }
+  const statusBody = (update: StatusUpdate) => encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] });
+
+  /**
+   * A result too large for the inbox can never be reported; retrying would only produce it
+   * again, so the attempt ends as a permanent error that says so (and the agent goes on).
+   */
+  function fitted(update: StatusUpdate): StatusUpdate {
+    const bytes = statusBody(update).length;
+    if (bytes <= opts.maxMessageBytes || update.status !== "success") return update;
+    const err = new MessageTooLargeError(bytes, opts.maxMessageBytes);
+    return {
+      unitId: update.unitId,
+      attempt: update.attempt,
+      status: "error",
+      at: update.at,
+      error: { message: `result too large to report: its status message (${err.bytes} bytes) is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${err.limit})`, retryable: false },
+    };
   }
 
   async function runJob(d: Delivery, handler: Handler, kind: string) {
@@ -93,13 +114,15 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         d.requeue();
         return;
       }
-      await report({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
-      if (outcome.status === "success") opts.stats.succeeded++;
+      const final = fitted({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
+      if (final.status !== outcome.status) log.warn({ error: final.error?.message }, "result too large to report: ending the attempt as a permanent error");
+      await report(final);
+      if (final.status === "success") opts.stats.succeeded++;
       else opts.stats.failed++;
       // Counted once reported: a job handed back is counted by the agent that finishes it.
-      metrics.handlerDuration.observe({ kind, outcome: outcome.status }, seconds);
-      metrics.jobs.inc({ kind, outcome: outcome.status });
-      log.debug({ status: outcome.status }, "job done");
+      metrics.handlerDuration.observe({ kind, outcome: final.status }, seconds);
+      metrics.jobs.inc({ kind, outcome: final.status });
+      log.debug({ status: final.status }, "job done");
       d.ack();
     } catch (err) {
       log.warn({ err: (err as Error).message }, "status report not confirmed; handing the job back");

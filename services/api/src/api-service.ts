@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { budget, connectBrokerFromConfig, createPublisher, defaultInstanceId, within, type Broker, type Logger } from "@rtb/runtime";
+import { budget, connectBrokerFromConfig, maxPayloadBytes, createPublisher, defaultInstanceId, within, type Broker, type Logger } from "@rtb/runtime";
 import type { Hono } from "hono";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -59,9 +59,9 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     const stats = createStats();
     const metrics = createApiMetrics();
     collectApiMetrics(metrics, { db: database.db, broker, stats, statements: () => database.statements, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, logger });
-    const publisher = await createPublisher(broker, "outbox", logger, { metrics });
+    const publisher = await createPublisher(broker, "outbox", logger, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
     stops.push((left) => within(publisher.drain(), left()));
-    const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, stats, metrics, logger });
+    const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics, logger });
     stops.push((left) => within(dispatcher.stop(), left(500)));
 
     const inbox = await startInboxConsumer({
@@ -109,6 +109,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       settings: {
         maxBatch: config.RTB_API_MAX_BATCH,
         maxBodyBytes: config.RTB_API_MAX_BODY_BYTES,
+        maxPayloadBytes: maxPayloadBytes(config.RTB_BROKER_MAX_MESSAGE_BYTES),
         maxAttempts: config.RTB_MAX_ATTEMPTS,
         dispatchTimeoutMs: config.RTB_DISPATCH_TIMEOUT_MS,
         processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,

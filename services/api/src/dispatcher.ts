@@ -1,12 +1,12 @@
-import { claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
-import { encodeMessage, type Logger, type Publisher, type Topology } from "@rtb/runtime";
+import { applyStatusUpdates, claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
+import { dispatchMessages, encodeMessage, MessageTooLargeError, type Logger, type Publisher, type Topology } from "@rtb/runtime";
 import type { ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
 
 /** How often the top-up folds the tallies' deltas together (db/src/tallies.ts). */
 const TALLY_COMPACT_MS = 1_000;
 
-/** Units per outbox message; the leader splits each message into one job per unit. */
+/** Units per outbox message at most (fewer when their bytes fill it); the leader splits each into one job per unit. */
 const UNITS_PER_MESSAGE = 100;
 
 export interface Dispatcher {
@@ -29,11 +29,13 @@ export function createDispatcher(deps: {
   publisher: Publisher;
   topology: Topology;
   maxQueue: number;
+  /** RTB_BROKER_MAX_MESSAGE_BYTES */
+  maxMessageBytes: number;
   stats: ApiStats;
   metrics: Pick<ApiMetrics, "topUpDuration">;
   logger: Logger;
 }): Dispatcher {
-  const { db, publisher, topology, maxQueue, stats, metrics, logger } = deps;
+  const { db, publisher, topology, maxQueue, maxMessageBytes, stats, metrics, logger } = deps;
   let running: Promise<number> | null = null;
   let queued = false;
   let stopped = false;
@@ -41,13 +43,17 @@ export function createDispatcher(deps: {
   let lastCompacted = 0;
 
   async function publish(units: ClaimedUnit[]): Promise<void> {
-    const sends: Promise<void>[] = [];
-    for (let i = 0; i < units.length; i += UNITS_PER_MESSAGE) {
-      const batch = units.slice(i, i + UNITS_PER_MESSAGE);
-      sends.push(publisher.publish("", topology.box, encodeMessage({ v: 1, type: "dispatch", units: batch })));
-    }
-    const results = await Promise.allSettled(sends);
-    const failed = results.filter((r) => r.status === "rejected");
+    const messages = dispatchMessages(units, UNITS_PER_MESSAGE, maxMessageBytes);
+    const results = await Promise.allSettled(messages.map((m) => publisher.publish("", topology.box, encodeMessage(m))));
+    // A unit too large for a message of its own can never travel (POST /units refuses such
+    // payloads, but RTB_BROKER_MAX_MESSAGE_BYTES may have been lowered since): it ends as a
+    // permanent error, or the reconciler would publish it again forever.
+    const refused = messages.flatMap((m, i) => {
+      const r = results[i]!;
+      return r.status === "rejected" && r.reason instanceof MessageTooLargeError ? [{ unit: m.units[0]!, err: r.reason }] : [];
+    });
+    const failed = results.filter((r) => r.status === "rejected" && !(r.reason instanceof MessageTooLargeError));
+    if (refused.length > 0) await refuse(refused);
     if (failed.length > 0) {
       stats.publishFailures += failed.length;
       logger.warn(
@@ -55,6 +61,21 @@ export function createDispatcher(deps: {
         "outbox publish not confirmed; the reconciler will publish those units again",
       );
     }
+  }
+
+  async function refuse(refused: { unit: ClaimedUnit; err: MessageTooLargeError }[]) {
+    const at = new Date();
+    const updates = refused.map(({ unit, err }) => ({
+      unitId: unit.unitId,
+      attempt: unit.attempt,
+      status: "error" as const,
+      at,
+      source: "api",
+      error: { message: `refused: its dispatch message (${err.bytes} bytes) is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${err.limit}); the payload can never travel`, retryable: false },
+    }));
+    const result = await applyStatusUpdates(db, updates, { retryBaseMs: 0, retryMaxMs: 0 });
+    stats.refused += result.applied;
+    logger.warn({ units: refused.map(({ unit }) => ({ unitId: unit.unitId, attempt: unit.attempt })) }, "units too large for one message: ended as permanent errors");
   }
 
   async function runOnce(): Promise<number> {

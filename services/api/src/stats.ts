@@ -6,6 +6,8 @@ export interface ApiStats {
   dispatched: number;
   republished: number;
   publishFailures: number;
+  /** Units ended as permanent errors because no message could carry them. */
+  refused: number;
 }
 
 export const createStats = (): ApiStats => ({
@@ -15,6 +17,7 @@ export const createStats = (): ApiStats => ({
   dispatched: 0,
   republished: 0,
   publishFailures: 0,
+  refused: 0,
 });
 
 export function countInto(target: Record<string, number>, key: string, n = 1): void {

@@ -33,9 +33,9 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
   const tracker = startTracker(broker, log, config.RTB_TRACKER_REFRESH_MS);
   let publisher, router, heartbeat: Heartbeat | undefined;
   try {
-    publisher = await createPublisher(broker, "leader", log, { metrics });
+    publisher = await createPublisher(broker, "leader", log, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
     heartbeat = startHeartbeat({ service: "leader", id, publisher, topology, everyMs: config.RTB_HEARTBEAT_MS, logger: log });
-    router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, stats, metrics });
+    router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics });
   } catch (err) {
     heartbeat?.stop();
     tracker.stop();

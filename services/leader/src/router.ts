@@ -1,6 +1,7 @@
 import {
   createStatusReporter,
   encodeMessage,
+  MessageTooLargeError,
   parseDispatch,
   sleep,
   startConsumer,
@@ -35,6 +36,8 @@ export async function startRouter(deps: {
   heartbeat: Heartbeat;
   logger: Logger;
   prefetch: number;
+  /** RTB_BROKER_MAX_MESSAGE_BYTES */
+  maxMessageBytes: number;
   stats: LeaderStats;
   metrics: Pick<LeaderMetrics, "consumed" | "inFlight">;
 }): Promise<Consumer> {
@@ -50,6 +53,7 @@ export async function startRouter(deps: {
     inbox: t.inbox,
     source: () => heartbeat.source,
     extras: () => ({ utilization: tracker.snapshot() }),
+    maxMessageBytes: deps.maxMessageBytes,
   });
   publisher.onReturn((msg) => {
     if (typeof msg.properties.messageId === "string") returned.add(msg.properties.messageId);
@@ -76,14 +80,22 @@ export async function startRouter(deps: {
     try {
       // The broker sends basic.return before the confirm of the same message, so once
       // every confirm is in, `returned` knows exactly which jobs found no queue.
+      // A job too large for one message (the publisher refuses it unsent) can never travel:
+      // its unit is reported as a permanent error below; any other failure hands it all back.
+      const tooLarge = new Map<number, MessageTooLargeError>();
       await Promise.all(
         units.map((u, i) =>
-          publisher.publish(
-            t.jobsExchange,
-            u.kind,
-            encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind: u.kind, payload: u.payload }),
-            { mandatory: true, messageId: ids[i] },
-          ),
+          publisher
+            .publish(
+              t.jobsExchange,
+              u.kind,
+              encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind: u.kind, payload: u.payload }),
+              { mandatory: true, messageId: ids[i] },
+            )
+            .catch((err: unknown) => {
+              if (!(err instanceof MessageTooLargeError)) throw err;
+              tooLarge.set(i, err);
+            }),
         ),
       );
       const at = new Date().toISOString();
@@ -97,6 +109,16 @@ export async function startRouter(deps: {
       }));
       const updates: StatusUpdate[] = units.map((u, i) => {
         tracker.observe(u.kind);
+        const big = tooLarge.get(i);
+        if (big) {
+          return {
+            unitId: u.unitId,
+            attempt: u.attempt,
+            status: "error",
+            at,
+            error: { message: `refused: its job message (${big.bytes} bytes) is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${big.limit}); the payload can never travel`, retryable: false },
+          };
+        }
         if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
         return {
           unitId: u.unitId,

@@ -21,6 +21,8 @@ export interface AppSettings {
   maxBatch: number;
   /** RTB_API_MAX_BODY_BYTES */
   maxBodyBytes: number;
+  /** The largest payload one broker message can carry (maxPayloadBytes of RTB_BROKER_MAX_MESSAGE_BYTES) */
+  maxPayloadBytes: number;
   /** RTB_MAX_ATTEMPTS: for units enqueued without maxAttempts */
   maxAttempts: number;
   /** RTB_DISPATCH_TIMEOUT_MS, RTB_PROCESSING_TIMEOUT_MS: what `stuck` means */

@@ -111,6 +111,7 @@ export const errorBody = z.object({
   error: z.string().describe("invalid_request, not_found, conflict, payload_too_large, unsupported_media_type, unauthorized, cross_origin, database_unavailable, ..."),
   field: z.string().optional().describe("The request field at fault: a query parameter, `body`, or a path into it such as `[3].kind`."),
   message: z.string(),
+  limit: z.number().int().optional().describe("413 for a payload: the most bytes its JSON may take."),
 });
 export const enqueuedOne = z.object({ created: z.boolean().describe("false: the ref existed; this is that unit."), unit: unitView });
 export const enqueuedBatch = z.object({
@@ -140,7 +141,7 @@ export const stateView = z.object({
   services: z.object({ apis: z.array(instance), leaders: z.array(instance), agents: z.array(instance) }).describe("Lifetimes seen in the last 30 s."),
   deadLetters: z.object({ waiting: z.number().int().nullable(), byService: z.record(z.string(), z.number().int()), rejectedByThisApi: z.record(z.string(), z.number().int()) }),
   reports: z.object({ applied: z.number().int(), ignored: z.record(z.string(), z.number().int()) }),
-  publishes: z.object({ dispatched: z.number().int(), republished: z.number().int(), unconfirmed: z.number().int() }),
+  publishes: z.object({ dispatched: z.number().int(), republished: z.number().int(), unconfirmed: z.number().int(), refused: z.number().int().describe("Units ended as permanent errors: too large for any broker message (RTB_BROKER_MAX_MESSAGE_BYTES).") }),
   broker: z.object({ connected: z.boolean(), reconnects: z.number().int() }),
 });
 export const nextResult = z.object({

@@ -29,7 +29,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps) 
     services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
     deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: { ...stats.deadLettered } },
     reports: { applied: stats.applied, ignored: { ...stats.ignored } },
-    publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures },
+    publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures, refused: stats.refused },
     broker: { connected: broker.connected, reconnects: broker.reconnects },
   };
 }

@@ -1,4 +1,5 @@
 import { Hono, type Context } from "hono";
+import { jsonBytes } from "@rtb/runtime";
 import { cancelUnit, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
 import type { AppDeps } from "./app.ts";
 import type { ApiDocs } from "./openapi.ts";
@@ -47,7 +48,12 @@ export function unitRoutes(deps: AppDeps, docs: ApiDocs): Hono {
       200: { description: "One unit whose ref already existed: that unit (created: false).", schema: enqueuedOne },
       201: { description: "Created: one unit (`{created, unit}`), or a batch (`{created, existing, units}`).", schema: enqueuedOne.or(enqueuedBatch) },
       400: invalid,
-      413: { description: "The body is larger than RTB_API_MAX_BODY_BYTES.", schema: errorBody },
+      413: {
+        description:
+          `The body is larger than RTB_API_MAX_BODY_BYTES (field \`body\`), or a payload's JSON is larger than ${settings.maxPayloadBytes} bytes, ` +
+          "the most one broker message can carry (RTB_BROKER_MAX_MESSAGE_BYTES less the envelope; field `payload` or `[i].payload`, with `limit`).",
+        schema: errorBody,
+      },
       415: { description: "The body is not application/json (UTF-8).", schema: errorBody },
     },
   });
@@ -57,6 +63,20 @@ export function unitRoutes(deps: AppDeps, docs: ApiDocs): Hono {
     const body = await readJson(c);
     const one = !Array.isArray(body);
     const units = one ? [parsed(newUnit, body)] : parsed(batch, body);
+    // A payload that no broker message can carry would be dispatched only to be refused.
+    const tooLarge = units.findIndex((u) => jsonBytes(u.payload) > settings.maxPayloadBytes);
+    if (tooLarge >= 0) {
+      const bytes = jsonBytes(units[tooLarge]!.payload);
+      return c.json(
+        {
+          error: "payload_too_large",
+          field: one ? "payload" : `[${tooLarge}].payload`,
+          message: `the payload's JSON is ${bytes} bytes; at most ${settings.maxPayloadBytes} fit in one broker message (RTB_BROKER_MAX_MESSAGE_BYTES less the envelope)`,
+          limit: settings.maxPayloadBytes,
+        },
+        413,
+      );
+    }
     let created = 0;
     const res = await committed(db, async (tx) => {
       const results = await enqueueUnits(tx, units.map(toNewUnit));
