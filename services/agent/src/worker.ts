@@ -3,7 +3,8 @@ import {
   sleep,
   encodeMessage,
   JobMessage,
-  MessageTooLargeError,
+  jsonBytes,
+  maxResultBytes,
   parseMessage,
   startConsumer,
   type Broker,
@@ -70,24 +71,25 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   // waits for its reports' confirms, and the broker confirmed the fewer, larger messages
   // later. The api's inbox applies up to RTB_INBOX_PREFETCH messages per transaction anyway.
   async function report(update: StatusUpdate) {
-    await opts.publisher.publish("", broker.topology.inbox, statusBody(update));
+    await opts.publisher.publish("", broker.topology.inbox, encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }));
   }
-  const statusBody = (update: StatusUpdate) => encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] });
 
   /**
    * A result too large for the inbox can never be reported; retrying would only produce it
    * again, so the attempt ends as a permanent error that says so (and the agent goes on).
+   * The bound is maxResultBytes, the worst-case envelope's, so it does not depend on the ids.
    */
   function fitted(update: StatusUpdate): StatusUpdate {
-    const bytes = statusBody(update).length;
-    if (bytes <= opts.maxMessageBytes || update.status !== "success") return update;
-    const err = new MessageTooLargeError(bytes, opts.maxMessageBytes);
+    if (update.status !== "success") return update;
+    const bytes = jsonBytes(update.result);
+    const max = maxResultBytes(opts.maxMessageBytes, opts.heartbeat.source);
+    if (bytes <= max) return update;
     return {
       unitId: update.unitId,
       attempt: update.attempt,
       status: "error",
       at: update.at,
-      error: { message: `result too large to report: its status message (${err.bytes} bytes) is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${err.limit})`, retryable: false },
+      error: { message: `result too large to report: its JSON is ${bytes} bytes, at most ${max} fit in a status message (RTB_BROKER_MAX_MESSAGE_BYTES ${opts.maxMessageBytes})`, retryable: false },
     };
   }
 

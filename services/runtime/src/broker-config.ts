@@ -10,8 +10,9 @@ export const brokerConfig = {
   RTB_BROKER_USER: text("guest"),
   RTB_BROKER_PASSWORD: text("guest"),
   RTB_BROKER_VHOST: text("/"),
-  RTB_BROKER_BOX: z.string().regex(/^[A-Za-z0-9_.:-]+$/, "expected a queue name (letters, digits, '-', '_', '.', ':')").default("outbox"),
-  RTB_BROKER_PREFIX: z.string().regex(/^[A-Za-z0-9_.:-]*$/, "expected letters, digits, '-', '_', '.' or ':'").default(""),
+  // Queue names are at most 255 bytes: `jobs.<prefix><kind>` with a kind of up to 100 fits.
+  RTB_BROKER_BOX: z.string().max(100).regex(/^[A-Za-z0-9_.:-]+$/, "expected a queue name (letters, digits, '-', '_', '.', ':')").default("outbox"),
+  RTB_BROKER_PREFIX: z.string().max(100).regex(/^[A-Za-z0-9_.:-]*$/, "expected letters, digits, '-', '_', '.' or ':'").default(""),
   RTB_BROKER_QUEUE_TYPE: oneOf(["classic", "quorum"], "classic"),
   RTB_BROKER_DELIVERY_LIMIT: int(20, { min: 1 }),
   RTB_CONNECT_TIMEOUT_MS: int(60_000, { min: 0 }),
