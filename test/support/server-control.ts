@@ -352,3 +352,17 @@ async function waitUntil(what: string, fn: () => Promise<boolean>, timeoutMs: nu
     await sleep(50);
   }
 }
+
+/**
+ * Set the broker's max_message_size at runtime (new channels see it at once) and return how
+ * to put the previous value back. It changes the broker for every test running meanwhile:
+ * only for the disruptive project, which runs alone.
+ */
+export async function setBrokerMaxMessageSize(bytes: number): Promise<() => Promise<void>> {
+  const out = await run("rabbitmqctl", ["eval", "application:get_env(rabbit, max_message_size)."]);
+  const previous = /\{ok,(\d+)\}/.exec(out)?.[1];
+  if (!previous) throw new Error(`rabbitmqctl eval: unexpected answer for max_message_size: ${out}`);
+  const set = (n: string) => run("rabbitmqctl", ["eval", `application:set_env(rabbit, max_message_size, ${n}).`]).then(() => {});
+  await set(String(bytes));
+  return () => set(previous);
+}

@@ -5,6 +5,7 @@ import {
   JobMessage,
   jsonBytes,
   maxResultBytes,
+  MessageTooLargeError,
   parseMessage,
   startConsumer,
   type Broker,
@@ -118,13 +119,24 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       }
       const final = fitted({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
       if (final.status !== outcome.status) log.warn({ error: final.error?.message }, "result too large to report: ending the attempt as a permanent error");
-      await report(final);
-      if (final.status === "success") opts.stats.succeeded++;
+      const sent = await report(final).then(
+        () => final,
+        async (err: unknown) => {
+          // The broker refused the report itself (its max_message_size is below ours): the
+          // result can never be reported, so say so instead of running the job forever.
+          if (!(err instanceof MessageTooLargeError) || final.status !== "success") throw err;
+          const refused: StatusUpdate = { ...final, status: "error", result: undefined, error: { message: `result too large to report: ${err.message}`, retryable: false } };
+          log.warn({ error: refused.error?.message }, "result refused by the broker: ending the attempt as a permanent error");
+          await report(refused);
+          return refused;
+        },
+      );
+      if (sent.status === "success") opts.stats.succeeded++;
       else opts.stats.failed++;
       // Counted once reported: a job handed back is counted by the agent that finishes it.
-      metrics.handlerDuration.observe({ kind, outcome: final.status }, seconds);
-      metrics.jobs.inc({ kind, outcome: final.status });
-      log.debug({ status: final.status }, "job done");
+      metrics.handlerDuration.observe({ kind, outcome: sent.status }, seconds);
+      metrics.jobs.inc({ kind, outcome: sent.status });
+      log.debug({ status: sent.status }, "job done");
       d.ack();
     } catch (err) {
       log.warn({ err: (err as Error).message }, "status report not confirmed; handing the job back");

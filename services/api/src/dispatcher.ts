@@ -42,15 +42,21 @@ export function createDispatcher(deps: {
   let wakeTimer: NodeJS.Timeout | undefined;
   let lastCompacted = 0;
 
-  async function publish(units: ClaimedUnit[]): Promise<void> {
-    const messages = dispatchMessages(units, UNITS_PER_MESSAGE, maxMessageBytes);
+  async function publish(units: ClaimedUnit[], perMessage = UNITS_PER_MESSAGE): Promise<void> {
+    const messages = dispatchMessages(units, perMessage, maxMessageBytes);
     const results = await Promise.allSettled(messages.map((m) => publisher.publish("", topology.box, encodeMessage(m))));
     // A unit too large for a message of its own can never travel (POST /units refuses such
-    // payloads, but RTB_BROKER_MAX_MESSAGE_BYTES may have been lowered since): it ends as a
-    // permanent error, or the reconciler would publish it again forever.
-    const refused = messages.flatMap((m, i) => {
+    // payloads, but RTB_BROKER_MAX_MESSAGE_BYTES may have been lowered since, or the broker's
+    // max_message_size be lower): it ends as a permanent error, or the reconciler would
+    // publish it again forever. A refused message of several units is published again one
+    // unit per message, to find the culprits.
+    const refused: { unit: ClaimedUnit; err: MessageTooLargeError }[] = [];
+    const again: ClaimedUnit[] = [];
+    messages.forEach((m, i) => {
       const r = results[i]!;
-      return r.status === "rejected" && r.reason instanceof MessageTooLargeError ? [{ unit: m.units[0]!, err: r.reason }] : [];
+      if (r.status !== "rejected" || !(r.reason instanceof MessageTooLargeError)) return;
+      if (m.units.length === 1) refused.push({ unit: m.units[0]!, err: r.reason });
+      else again.push(...m.units);
     });
     const failed = results.filter((r) => r.status === "rejected" && !(r.reason instanceof MessageTooLargeError));
     if (refused.length > 0) await refuse(refused);
@@ -61,6 +67,7 @@ export function createDispatcher(deps: {
         "outbox publish not confirmed; the reconciler will publish those units again",
       );
     }
+    if (again.length > 0) await publish(again, 1);
   }
 
   async function refuse(refused: { unit: ClaimedUnit; err: MessageTooLargeError }[]) {
@@ -71,7 +78,7 @@ export function createDispatcher(deps: {
       status: "error" as const,
       at,
       source: "api",
-      error: { message: `refused: its dispatch message (${err.bytes} bytes) is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${err.limit}); the payload can never travel`, retryable: false },
+      error: { message: `refused: its dispatch message (${err.bytes} bytes) is larger than a message may be (${err.limit} bytes: RTB_BROKER_MAX_MESSAGE_BYTES, or the broker's max_message_size when lower); the payload can never travel`, retryable: false },
     }));
     const result = await applyStatusUpdates(db, updates, { retryBaseMs: 0, retryMaxMs: 0 });
     stats.refused += result.applied;

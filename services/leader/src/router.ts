@@ -116,7 +116,7 @@ export async function startRouter(deps: {
             attempt: u.attempt,
             status: "error",
             at,
-            error: { message: `refused: its job message (${big.bytes} bytes) is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${big.limit}); the payload can never travel`, retryable: false },
+            error: { message: `refused: its job message (${big.bytes} bytes) is larger than a message may be (${big.limit} bytes: RTB_BROKER_MAX_MESSAGE_BYTES, or the broker's max_message_size when lower); the payload can never travel`, retryable: false },
           };
         }
         if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };

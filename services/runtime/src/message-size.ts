@@ -13,7 +13,7 @@ export class MessageTooLargeError extends Error {
   readonly bytes: number;
   readonly limit: number;
   constructor(bytes: number, limit: number) {
-    super(`message of ${bytes} bytes is larger than RTB_BROKER_MAX_MESSAGE_BYTES (${limit})`);
+    super(`message of ${bytes} bytes is larger than ${limit} bytes (RTB_BROKER_MAX_MESSAGE_BYTES, or the broker's max_message_size when lower)`);
     this.bytes = bytes;
     this.limit = limit;
   }

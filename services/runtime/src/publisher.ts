@@ -35,10 +35,24 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
   let channel: ConfirmChannel | null = null;
   const returnHandlers: ((msg: Message) => void)[] = [];
   const inFlight = new Set<Promise<void>>();
+  // The broker's own limit when it turns out lower than RTB_BROKER_MAX_MESSAGE_BYTES: learned
+  // from its refusal, so later publishes over it are refused unsent instead of closing the
+  // channel again (a loop of closes and re-publishes otherwise).
+  let limit = opts.maxMessageBytes;
+  const refusedAt = new WeakMap<ConfirmChannel, number>();
 
   await broker.attach(`publisher:${name}`, async (conn) => {
     const ch = await conn.createConfirmChannel();
-    ch.on("error", (err: Error) => logger.warn({ err: err.message, publisher: name }, "publish channel error"));
+    ch.on("error", (err: Error & { code?: number }) => {
+      logger.warn({ err: err.message, publisher: name }, "publish channel error");
+      // 406 "message size N is larger than configured max size M": amqplib emits this before it
+      // fails the unconfirmed publishes, so those can tell whether they were the culprit.
+      const max = err.code === 406 ? /larger than configured max size (\d+)/.exec(err.message)?.[1] : undefined;
+      if (max === undefined) return;
+      refusedAt.set(ch, Number(max));
+      if (limit === undefined || Number(max) < limit) limit = Number(max);
+      logger.error({ publisher: name, brokerMaxMessageBytes: Number(max) }, "the broker's max_message_size is below RTB_BROKER_MAX_MESSAGE_BYTES: refusing larger messages from now on; set the two alike");
+    });
     ch.on("return", (msg: Message) => returnHandlers.forEach((fn) => fn(msg)));
     ch.on("close", () => {
       if (channel !== ch) return;
@@ -50,16 +64,18 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
 
   return {
     publish(exchange, routingKey, body, options) {
-      if (opts.maxMessageBytes !== undefined && body.length > opts.maxMessageBytes) {
-        return Promise.reject(new MessageTooLargeError(body.length, opts.maxMessageBytes));
-      }
+      if (limit !== undefined && body.length > limit) return Promise.reject(new MessageTooLargeError(body.length, limit));
       const ch = channel;
       if (!ch) return Promise.reject(new BrokerUnavailableError("no broker channel to publish on"));
       const p = new Promise<void>((resolve, reject) => {
         try {
-          ch.publish(exchange, routingKey, body, { persistent: true, contentType: "application/json", ...options }, (err) =>
-            err ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(),
-          );
+          ch.publish(exchange, routingKey, body, { persistent: true, contentType: "application/json", ...options }, (err) => {
+            if (!err) return resolve();
+            const max = refusedAt.get(ch);
+            // Only the messages over the broker's limit were refused; the others just lost their channel.
+            if (max !== undefined && body.length > max) return reject(new MessageTooLargeError(body.length, max));
+            reject(err instanceof Error ? err : new Error(String(err)));
+          });
         } catch (err) {
           reject(err);
         }
