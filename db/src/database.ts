@@ -132,3 +132,16 @@ export function isUnavailableError(err: unknown): boolean {
   const message = typeof e?.message === "string" ? e.message : "";
   return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(message);
 }
+
+/**
+ * Worth holding a batch for: the database is down or failing over (isUnavailableError), out
+ * of resources (class 53), read-only mid-failover (25006), or the transaction lost a race
+ * (40001 serialization failure, 40P01 deadlock). Anything else a statement raises says
+ * something about the data it was given, and retrying the same data fails the same way.
+ */
+export function isOutageError(err: unknown): boolean {
+  if (isUnavailableError(err)) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return false;
+  return code.startsWith("53") || ["25006", "40001", "40P01"].includes(code);
+}

@@ -1,4 +1,4 @@
-import { applyStatusUpdates, isDataError, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
+import { applyStatusUpdates, isDataError, isOutageError, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
 import { ackAll, parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
 import { countInto, type ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
@@ -73,6 +73,8 @@ export interface InboxConsumer extends Consumer {
    * been any, would have been applied.
    */
   healthyForMs(): number;
+  /** How long applying has been failing on a database outage (0 while it is not). */
+  failingForMs(): number;
 }
 
 export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsumer> {
@@ -83,6 +85,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
   const stopping = new AbortController();
   let healthySince = Date.now();
   let failing = false;
+  let failingSince: number | null = null;
 
   function scheduleFlush() {
     if (buffer.length >= opts.prefetch) {
@@ -101,51 +104,70 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
     const batch = buffer;
     buffer = [];
     if (batch.length === 0) return;
-    if ((await applyRetrying(batch)) === "data_error") {
-      // Some report in the batch can never be stored (PostgreSQL refused its values): apply
-      // the messages one by one and dead-letter only those, so the rest are not held up.
+    if ((await applyRetrying(batch)).outcome === "refused") {
+      // Something in the batch can never be applied (PostgreSQL refused its values, or the
+      // api failed on it in any way that is not a database outage): apply the messages one
+      // by one and dead-letter only those that fail, so the rest are not held up.
       for (const p of batch) {
-        if ((await applyRetrying([p])) === "data_error") {
-          countInto(stats.deadLettered, "unstorable_status_message");
-          const units = p.message.updates.map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
-          logger.warn({ messageId: p.d.msg.properties.messageId, units }, "dead-lettering a status message PostgreSQL cannot store");
-          p.d.deadLetter();
-        }
+        const one = await applyRetrying([p]);
+        if (one.outcome !== "refused") continue;
+        const reason = isDataError(one.err) ? "unstorable_status_message" : "unapplicable_status_message";
+        countInto(stats.deadLettered, reason);
+        const units = p.message.updates.slice(0, 10).map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
+        logger.warn(
+          { reason, err: errorText(one.err), messageId: p.d.msg.properties.messageId, source: p.message.source, units, updates: p.message.updates.length },
+          "dead-lettering a status message the api cannot apply",
+        );
+        p.d.deadLetter();
       }
     }
     // Stopped before a batch committed: it stays unacked; closing the channel returns it.
     for (const p of batch) p.done();
   }
 
-  /** Apply in one transaction and ack; retry other failures (database down) with backoff. */
-  async function applyRetrying(batch: Pending[]): Promise<"applied" | "data_error" | "stopped"> {
-    const { updates, leader, instances } = collect(batch);
+  /**
+   * Apply in one transaction and ack. Only a database outage (isOutageError) is retried, with
+   * backoff, holding the batch unacked: any other failure is the batch's own and would fail
+   * the same way forever, so it is returned for the caller to isolate.
+   */
+  async function applyRetrying(batch: Pending[]): Promise<{ outcome: "applied" | "stopped" } | { outcome: "refused"; err: unknown }> {
     for (let attempt = 1; !stopping.signal.aborted; attempt++) {
+      let result: Awaited<ReturnType<typeof applyStatusUpdates>>;
       try {
-        const result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances });
-        stats.applied += result.applied;
-        opts.metrics.inboxBatch.observe(batch.length);
-        for (const f of result.finished) opts.metrics.unitDuration.observe({ kind: f.kind, status: f.status }, f.seconds);
-        for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
-        if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
-        // One multiple-ack per channel instead of one ack per message (consumer.ts).
-        ackAll(batch.map((p) => p.d));
-        if (failing) {
-          failing = false;
-          healthySince = Date.now();
-        }
-        // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
-        if (result.freed > 0 || result.retries > 0) opts.onFreed();
-        return "applied";
+        const { updates, leader, instances } = collect(batch);
+        result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances });
       } catch (err) {
-        if (isDataError(err)) return "data_error";
-        failing = true;
+        // Cut short by stop() (the database may be closing under us): the batch stays unacked.
+        if (stopping.signal.aborted) break;
+        if (!isOutageError(err)) return { outcome: "refused", err };
+        markFailing();
         const delay = Math.min(5_000, 100 * 2 ** attempt);
-        logger.warn({ err, reports: updates.length, retryInMs: delay }, "cannot apply status reports; retrying (they stay unacked)");
+        logger.warn({ err, messages: batch.length, retryInMs: delay }, "database unavailable; retrying the status reports (they stay unacked)");
         await sleep(delay, stopping.signal);
+        continue;
       }
+      stats.applied += result.applied;
+      opts.metrics.inboxBatch.observe(batch.length);
+      for (const f of result.finished) opts.metrics.unitDuration.observe({ kind: f.kind, status: f.status }, f.seconds);
+      for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
+      if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
+      // One multiple-ack per channel instead of one ack per message (consumer.ts).
+      ackAll(batch.map((p) => p.d));
+      if (failing) {
+        failing = false;
+        failingSince = null;
+        healthySince = Date.now();
+      }
+      // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
+      if (result.freed > 0 || result.retries > 0) opts.onFreed();
+      return { outcome: "applied" };
     }
-    return "stopped";
+    return { outcome: "stopped" };
+  }
+
+  function markFailing() {
+    if (!failing) failingSince = Date.now();
+    failing = true;
   }
 
   const consumer = await startConsumer({
@@ -172,6 +194,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
 
   return {
     healthyForMs: () => (failing ? 0 : Date.now() - healthySince),
+    failingForMs: () => (failingSince === null ? 0 : Date.now() - failingSince),
     async stop(deadlineMs) {
       // Flush what is buffered, then stop; an in-progress DB retry is cut short by the abort.
       clearTimeout(timer);
@@ -184,3 +207,5 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
     },
   };
 }
+
+const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
