@@ -120,3 +120,17 @@ export function isStuck(opts: { dispatchTimeoutMs: number; processingTimeoutMs: 
     OR (status = 'queued' AND updated_at < now() - make_interval(secs => ${dispatchSecs}))
     OR (status = 'processing' AND updated_at < now() - make_interval(secs => ${processingSecs})))`;
 }
+
+/**
+ * Units still `dispatched` whose current attempt the reconciler re-published at least
+ * `atLeast` times: their messages reach the broker and come to nothing, every time. The
+ * renewed `dispatched_at` hides them from stuckUnits, so they are looked for on their own.
+ */
+export async function republishedWithoutProgress(db: Db, atLeast: number): Promise<{ id: number; attempt: number; republishes: number }[]> {
+  const { rows } = await sql<{ id: number; attempt: number; republishes: number }>`
+    SELECT id, attempt, republishes FROM units
+    WHERE status = 'dispatched' AND republished_attempt = attempt AND republishes >= ${atLeast}
+    ORDER BY id
+    LIMIT 1000`.execute(db);
+  return rows;
+}

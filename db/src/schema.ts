@@ -24,6 +24,9 @@ export interface UnitsTable {
   dispatched_at: Timestamp | null;
   result: Json | null;
   last_error: string | null;
+  /** Re-publishes of attempt `republished_attempt` by the reconciler (migration 0006). */
+  republishes: Generated<number>;
+  republished_attempt: number | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -96,6 +99,13 @@ export interface ServiceInstancesTable {
   dead_lettered: number;
 }
 
+/** Per service: what pruned service_instances rows had counted (migration 0006). */
+export interface ServiceRetiredTable {
+  service: "api" | "leader" | "agent";
+  instances: Generated<number>;
+  dead_lettered: Generated<number>;
+}
+
 export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
@@ -104,6 +114,7 @@ export interface Database {
   ready_tallies: ReadyTalliesView;
   control: ControlTable;
   service_instances: ServiceInstancesTable;
+  service_retired: ServiceRetiredTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

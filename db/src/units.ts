@@ -27,6 +27,8 @@ export interface Unit {
   dispatchedAt: Date | null;
   result: unknown;
   lastError: string | null;
+  /** Times the reconciler re-published the current attempt without it moving on. */
+  republishes: number;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -67,6 +69,7 @@ export function toUnit(row: UnitRow): Unit {
     dispatchedAt: row.dispatched_at,
     result: row.result,
     lastError: row.last_error,
+    republishes: row.republished_attempt === row.attempt ? row.republishes : 0,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

@@ -4,6 +4,7 @@ import * as m0002 from "./0002_service_instances.ts";
 import * as m0003 from "./0003_operator_surface.ts";
 import * as m0004 from "./0004_fair_share.ts";
 import * as m0005 from "./0005_folded_tallies.ts";
+import * as m0006 from "./0006_bounded_inputs.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   "0003_operator_surface": m0003,
   "0004_fair_share": m0004,
   "0005_folded_tallies": m0005,
+  "0006_bounded_inputs": m0006,
 };

@@ -1,4 +1,4 @@
-import { checkTallies, checkTimelines, countByStatus, outstandingNow, stuckUnits, type Db, type UnitStatus, type Violation } from "@rtb/db";
+import { checkTallies, checkTimelines, countByStatus, outstandingNow, republishedWithoutProgress, stuckUnits, type Db, type UnitStatus, type Violation } from "@rtb/db";
 import type { Broker, QueueState } from "@rtb/runtime";
 
 export type { Violation };
@@ -15,6 +15,8 @@ export interface CheckOptions {
   sampleMs?: number;
   /** A peak observed by a sampler that ran during the whole run (tests, chaos). */
   observedPeak?: number;
+  /** A unit still dispatched after this many re-publishes of its attempt is a violation (default 2). */
+  maxRepublishes?: number;
   /** Every unit must be terminal (after a run has drained, not on a live system). */
   expectDone?: boolean;
 }
@@ -41,6 +43,8 @@ export interface CheckReport {
  * - No unit is `dispatched` or `queued` without a message that can reach an agent: past its
  *   timeout plus grace (the reconciler acts by then), a dispatched unit needs ready messages in
  *   the outbox, and a queued one needs jobs waiting in its kind's queue.
+ * - No unit stays `dispatched` after being re-published twice (maxRepublishes) for its attempt:
+ *   its messages are taken by the broker and come to nothing.
  * - Nothing stays `processing` past RTB_PROCESSING_TIMEOUT_MS plus grace.
  * - Outstanding (dispatched + queued) never above RTB_BROADCAST_MAX_QUEUE, sampled.
  */
@@ -91,6 +95,12 @@ export async function checkSystem(opts: CheckOptions): Promise<CheckReport> {
     } else if (q) {
       notes.push(`${ids.length} ${kind} unit(s) queued long ago wait in ${t.jobQueue(kind)} (${q.messages} job(s), ${q.consumers} agent(s) consuming)`);
     }
+  }
+  const minRepublishes = opts.maxRepublishes ?? 2;
+  const republished = await republishedWithoutProgress(db, minRepublishes);
+  if (republished.length > 0) {
+    const most = Math.max(...republished.map((u) => u.republishes));
+    violate("republished_without_progress", `still dispatched after ${minRepublishes} or more re-publishes of the same attempt (up to ${most}): its messages are refused or dropped on every try`, republished.map((u) => u.id));
   }
   if (stuck.processing.length > 0) {
     violate("processing_past_timeout", `processing for over ${opts.processingTimeoutMs + graceMs} ms (RTB_PROCESSING_TIMEOUT_MS plus grace) without being expired`, stuck.processing.map((u) => u.id));

@@ -1,5 +1,5 @@
 import { schedule, type ScheduledTask } from "node-cron";
-import { applyStatusUpdates, claimStaleDispatched, expireProcessing, recordInstances, staleQueued, type Db, type ServiceInstanceReport } from "@rtb/db";
+import { applyStatusUpdates, claimStaleDispatched, expireProcessing, pruneInstances, recordInstances, republishedTooOften, staleQueued, type Db, type ServiceInstanceReport } from "@rtb/db";
 import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { ApiStats } from "./stats.ts";
@@ -20,7 +20,12 @@ export interface ReconcilerOptions {
   self: () => ServiceInstanceReport;
   /** How long the inbox has applied every report without delay (InboxConsumer.healthyForMs). */
   inboxHealthyForMs: () => number;
+  /** Re-publishes of one attempt without progress before it is ended as an error (default 3). */
+  maxRepublishes?: number;
 }
+
+/** How often old service instances are pruned (instances.ts, pruneInstances). */
+const PRUNE_EVERY_MS = 60_000;
 
 export interface Reconciler {
   /** One pass, as the cron tick runs it (exposed for tests and operators). */
@@ -51,9 +56,16 @@ export interface Reconciler {
 export function startReconciler(opts: ReconcilerOptions): Reconciler {
   const { db, broker, dispatcher, stats, logger } = opts;
   let current: Promise<void> | null = null;
+  const maxRepublishes = opts.maxRepublishes ?? 3;
+  let prunedAt = 0;
 
   async function pass() {
     await recordInstances(db, [opts.self()]);
+    if (Date.now() - prunedAt >= PRUNE_EVERY_MS) {
+      prunedAt = Date.now();
+      const pruned = await pruneInstances(db);
+      if (pruned > 0) logger.info({ instances: pruned }, "pruned service instances not seen for long (their dead-letter totals are kept)");
+    }
     const applyOpts = { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs };
     const healthyFor = opts.inboxHealthyForMs();
     if (healthyFor >= opts.processingTimeoutMs) {
@@ -70,7 +82,8 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
 
     const outbox = await broker.inspectQueue(broker.topology.box);
     if (outbox?.exists && outbox.messages === 0) {
-      const stale = await claimStaleDispatched(db, opts.dispatchTimeoutMs, opts.maxQueue);
+      await endRefusedDispatches(applyOpts);
+      const stale = await claimStaleDispatched(db, opts.dispatchTimeoutMs, opts.maxQueue, maxRepublishes);
       if (stale.length > 0) {
         logger.warn({ units: stale.length }, "re-publishing units whose dispatch was never acknowledged");
         stats.republished += stale.length;
@@ -79,6 +92,25 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
     }
     await expireLostJobs(applyOpts);
     dispatcher.trigger("reconcile");
+  }
+
+  /**
+   * Units re-published `maxRepublishes` times without reaching `queued`: the broker took their
+   * messages, yet nothing came of them (a leader refusing them, a message nobody can route).
+   * Re-publishing forever would hide that; the attempt ends as a retryable error naming the
+   * cause, so the status rules retry it (or end the unit) and the timeline says why.
+   */
+  async function endRefusedDispatches(applyOpts: { retryBaseMs: number; retryMaxMs: number }) {
+    const refused = await republishedTooOften(db, opts.dispatchTimeoutMs, maxRepublishes, opts.maxQueue);
+    if (refused.length === 0) return;
+    const message = `dispatch never acknowledged: re-published ${maxRepublishes} times, ${opts.dispatchTimeoutMs} ms apart (RTB_DISPATCH_TIMEOUT_MS), without the unit reaching queued`;
+    const now = new Date();
+    const result = await applyStatusUpdates(
+      db,
+      refused.map((u) => ({ unitId: u.unitId, attempt: u.attempt, status: "error" as const, at: now, source: "reconciler", error: { message, retryable: true } })),
+      applyOpts,
+    );
+    if (result.applied > 0) logger.warn({ units: refused.slice(0, 10), count: result.applied }, "units re-published without progress; their attempts recorded as errors");
   }
 
   // Queued units seen without a job on the previous pass: `unitId:attempt`.

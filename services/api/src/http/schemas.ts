@@ -92,6 +92,7 @@ export const unitView = z.object({
   dispatchedAt: time.nullable(),
   result: z.unknown(),
   lastError: z.string().nullable(),
+  republishes: z.number().int().describe("Re-publishes of the current attempt by the reconciler without progress."),
   createdAt: time,
   updatedAt: time,
 });
