@@ -1,5 +1,6 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
+import { implausibleHeartbeat } from "./instances.ts";
 import { planTransitions, type IgnoreReason, type ReportedUpdate, type UnitState } from "./status-transitions.ts";
 
 export interface ApplyOptions {
@@ -27,6 +28,14 @@ export interface ApplyResult {
   retries: number;
   /** Attempts that ended in this batch: how long each took from dispatch to its end. */
   finished: { kind: string; status: "success" | "error"; seconds: number }[];
+  /** Heartbeats whose claims were refused (instances.ts, implausibleHeartbeat). */
+  refusedHeartbeats: RefusedHeartbeat[];
+}
+
+export interface RefusedHeartbeat {
+  service: ServiceInstanceReport["service"];
+  id: string;
+  reason: string;
 }
 
 /**
@@ -51,7 +60,10 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       rows.map((r) => [r.id, { id: r.id, status: r.status, attempt: r.attempt, maxAttempts: r.max_attempts }]),
     );
     const now = new Date();
-    const plan = planTransitions(units, updates, { now, ...opts });
+    // Times come from other hosts' clocks, or from a bogus message: none may be later than
+    // ours, or a report dated 9999 would outrank every real one (and end a timeline first).
+    const bounded = updates.map((u) => (u.at > now ? { ...u, at: now } : u));
+    const plan = planTransitions(units, bounded, { now, ...opts });
 
     if (plan.outcomes.size > 0) {
       const changed = [...plan.outcomes.entries()];
@@ -78,22 +90,24 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     }
 
     if (opts.leader) {
+      const at = opts.leader.at > now ? now : opts.leader.at;
+      const firstAt = opts.leader.firstAt && opts.leader.firstAt < at ? opts.leader.firstAt : at;
       await trx
         .updateTable("control")
         .set({
           leader_id: opts.leader.id,
           leader_utilization: JSON.stringify(opts.leader.utilization),
-          leader_reported_at: opts.leader.at,
+          leader_reported_at: at,
           // A different leader than last time took over the outbox (failover or restart).
-          leader_since: sql`CASE WHEN leader_id IS DISTINCT FROM ${opts.leader.id} THEN ${opts.leader.firstAt ?? opts.leader.at}::timestamptz ELSE leader_since END`,
+          leader_since: sql`CASE WHEN leader_id IS DISTINCT FROM ${opts.leader.id} THEN ${firstAt}::timestamptz ELSE leader_since END`,
         })
         .where("id", "=", true)
         // A redelivered old report must not replace a newer one.
-        .where((eb) => eb.or([eb("leader_reported_at", "is", null), eb("leader_reported_at", "<=", opts.leader!.at)]))
+        .where((eb) => eb.or([eb("leader_reported_at", "is", null), eb("leader_reported_at", "<=", at)]))
         .execute();
     }
 
-    if (opts.instances?.length) await recordInstances(trx, opts.instances);
+    const refusedHeartbeats = opts.instances?.length ? await recordInstances(trx, opts.instances) : [];
 
     const ignored: ApplyResult["ignored"] = {};
     for (const { reason } of plan.ignored) ignored[reason] = (ignored[reason] ?? 0) + 1;
@@ -112,7 +126,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if (!row?.dispatched_at) continue;
       finished.push({ kind: row.kind, status: a.eventStatus, seconds: Math.max(0, (a.at.getTime() - row.dispatched_at.getTime()) / 1000) });
     }
-    return { applied: plan.applied.length, ignored, freed, retries, finished };
+    return { applied: plan.applied.length, ignored, freed, retries, finished, refusedHeartbeats };
   });
 }
 
@@ -142,16 +156,27 @@ export async function insertEvents(db: Db, events: readonly NewEvent[]): Promise
 
 /**
  * Upsert the service instances seen in a batch: last_seen is the api's clock (not the
- * sender's), and counters only grow, so a redelivered old heartbeat changes nothing.
+ * sender's), and counters only grow, so a redelivered old heartbeat changes nothing. What a
+ * heartbeat may claim is bounded first (implausibleHeartbeat): the refusals are returned.
  */
-export async function recordInstances(db: Db, instances: readonly ServiceInstanceReport[]): Promise<void> {
+export async function recordInstances(db: Db, instances: readonly ServiceInstanceReport[]): Promise<RefusedHeartbeat[]> {
+  const now = new Date();
+  const refused: RefusedHeartbeat[] = [];
   // One row per instance, in key order (concurrent api replicas lock rows in the same order).
   const byKey = new Map<string, ServiceInstanceReport>();
-  for (const i of instances) {
+  for (const reported of instances) {
+    let i = reported;
+    const wrong = implausibleHeartbeat(i, now);
+    if (wrong) {
+      refused.push({ service: i.service, id: i.id, reason: wrong.reason });
+      if (wrong.field === "startedAt") continue;
+      i = { ...i, deadLettered: 0 };
+    }
     const key = `${i.service}\u0000${i.id}\u0000${i.startedAt.toISOString()}`;
     const seen = byKey.get(key);
     if (!seen || i.deadLettered > seen.deadLettered) byKey.set(key, i);
   }
+  if (byKey.size === 0) return refused;
   const rows = [...byKey.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, i]) => i);
   await sql`
     INSERT INTO service_instances (service, id, started_at, last_seen, dead_lettered)
@@ -164,4 +189,5 @@ export async function recordInstances(db: Db, instances: readonly ServiceInstanc
     ON CONFLICT (service, id, started_at) DO UPDATE SET
       last_seen = GREATEST(service_instances.last_seen, EXCLUDED.last_seen),
       dead_lettered = GREATEST(service_instances.dead_lettered, EXCLUDED.dead_lettered)`.execute(db);
+  return refused;
 }

@@ -151,6 +151,10 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       for (const f of result.finished) opts.metrics.unitDuration.observe({ kind: f.kind, status: f.status }, f.seconds);
       for (const [reason, n] of Object.entries(result.ignored)) countInto(stats.ignored, reason, n);
       if (Object.keys(result.ignored).length > 0) logger.debug({ ignored: result.ignored }, "ignored status reports");
+      if (result.refusedHeartbeats.length > 0) {
+        countInto(stats.ignored, "implausible_heartbeat", result.refusedHeartbeats.length);
+        logger.warn({ heartbeats: result.refusedHeartbeats.slice(0, 10) }, "heartbeats claiming implausible values; those values were not recorded");
+      }
       // One multiple-ack per channel instead of one ack per message (consumer.ts).
       ackAll(batch.map((p) => p.d));
       if (failing) {
