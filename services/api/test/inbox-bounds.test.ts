@@ -38,7 +38,7 @@ it("a leader report dated 9999 does not hide the real leader's later reports, an
   const utilization = (at: string) => ({ at, kinds: {} });
   await send(statusMessage([{ unitId: 1, attempt: 1, status: "queued", at: future } as never], { service: "leader", id: "bogus" }, { utilization: utilization(future) }));
   await waitFor("the bogus report to be applied", async () => (await getUnit(api, 1)).status === "queued");
-  const queuedAt = new Date((await getUnit(api, 1)).events[1]!.at as unknown as string).getTime();
+  const queuedAt = new Date((await getUnit(api, 1)).events[1]!.at).getTime();
   expect(queuedAt).toBeLessThanOrEqual(Date.now());
 
   await new Promise((r) => setTimeout(r, 50));

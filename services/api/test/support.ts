@@ -40,7 +40,8 @@ export interface UnitView {
   notBefore: string | null;
   result: unknown;
   lastError: string | null;
-  events: { attempt: number; status: string; source: string; detail: any }[];
+  republishes: number;
+  events: { attempt: number; status: string; at: string; source: string; detail: any }[];
 }
 
 export async function getUnit(api: ApiService, id: number): Promise<UnitView> {
