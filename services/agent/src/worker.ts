@@ -1,6 +1,5 @@
 import {
   assertJobQueue,
-  sleep,
   encodeMessage,
   JobMessage,
   jsonBytes,
@@ -61,6 +60,10 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         logger,
         metrics: { consumed: metrics.consumed, queueRole: "jobs" },
         prepare: async (ch) => void (await assertJobQueue(ch, broker.topology, kind)),
+        onDeadLetter: () => {
+          opts.stats.deadLettered++;
+          opts.heartbeat.deadLettered();
+        },
         onDelivery: (d) => runJob(d, handler, kind),
       }),
     );
@@ -139,11 +142,9 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       log.debug({ status: sent.status }, "job done");
       d.ack();
     } catch (err) {
-      log.warn({ err: (err as Error).message }, "status report not confirmed; handing the job back");
-      // Not at once: while the broker is recovering, an immediate requeue spins (and on a
-      // quorum queue would spend the job's delivery limit in milliseconds).
-      await sleep(1_000, shutdown.signal);
-      d.requeue();
+      log.warn({ err: (err as Error).message }, "status report failed");
+      // Handed back after a pause if the broker is at fault; dead-lettered if this job is (consumer.ts).
+      await d.retryLater(err);
     } finally {
       opts.stats.inFlight--;
       metrics.jobsInFlight.dec({ kind });

@@ -3,7 +3,6 @@ import {
   encodeMessage,
   MessageTooLargeError,
   parseDispatch,
-  sleep,
   startConsumer,
   type Broker,
   type Consumer,
@@ -140,11 +139,9 @@ export async function startRouter(deps: {
       d.ack();
     } catch (err) {
       const which = units.map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
-      logger.warn({ err: (err as Error).message, units: which }, "routing not confirmed; handing the message back");
-      // Not at once: while the broker is recovering, an immediate requeue spins (and on a
-      // quorum queue would spend the message's delivery limit in milliseconds).
-      await sleep(1_000);
-      d.requeue();
+      logger.warn({ err: (err as Error).message, units: which }, "routing failed");
+      // Handed back after a pause if the broker is at fault; dead-lettered if this message is (consumer.ts).
+      await d.retryLater(err);
     } finally {
       for (const id of ids) returned.delete(id);
     }
@@ -157,6 +154,10 @@ export async function startRouter(deps: {
     prefetch: deps.prefetch,
     logger,
     metrics: { consumed: metrics.consumed, queueRole: "outbox" },
+    onDeadLetter: () => {
+      stats.deadLettered++;
+      heartbeat.deadLettered();
+    },
     async onDelivery(d) {
       // Outbox deliveries in hand, until acked or handed back.
       metrics.inFlight.inc();

@@ -1,8 +1,9 @@
+import { createHash } from "node:crypto";
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { Logger } from "pino";
-import type { Broker } from "./broker.ts";
+import { BrokerUnavailableError, type Broker } from "./broker.ts";
 import type { QueueRole, ServiceMetrics } from "./metrics.ts";
-import { within } from "./shutdown.ts";
+import { sleep, within } from "./shutdown.ts";
 
 /** One delivery, with the settle operations bound to the channel it arrived on. */
 export interface Delivery {
@@ -12,6 +13,13 @@ export interface Delivery {
   deadLetter(): void;
   /** Hand it back to the queue for another consumer (shutdown, transient failure). */
   requeue(): void;
+  /**
+   * Handling it failed with `err`. A transient failure (the broker unreachable, a publish
+   * unconfirmed: `isTransient`) hands it back after a pause; any other failure would repeat
+   * with this message forever, so it is dead-lettered (and `onDeadLetter` told). So is a
+   * message that keeps failing "transiently" while other deliveries succeed.
+   */
+  retryLater(err: unknown): Promise<void>;
 }
 
 export interface Consumer {
@@ -29,6 +37,12 @@ export interface ConsumerOptions {
   prepare?: (ch: Channel) => Promise<void>;
   /** Handle one delivery; settle it through `d`. The returned promise counts as work in hand. */
   onDelivery: (d: Delivery) => Promise<void> | void;
+  /** Which failures passed to `retryLater` (or thrown by onDelivery) may pass with time (default: isTransientFailure). */
+  isTransient?: (err: unknown) => boolean;
+  /** A delivery this consumer dead-lettered because handling it failed: count it. */
+  onDeadLetter?: (reason: string) => void;
+  /** Pause before a transient failure hands the message back (default 1 s). */
+  retryPauseMs?: number;
   /** Count every delivery in rtb_broker_messages_consumed_total under `queueRole`. */
   metrics?: { consumed: ServiceMetrics["consumed"]; queueRole: QueueRole } | undefined;
 }
@@ -44,7 +58,45 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
   /** Deliveries being handled, per channel they arrived on (each must be settled there). */
   const inHand = new Map<Channel, Set<Promise<void>>>();
   let stopping = false;
+  const stopped = new AbortController();
   let active: { ch: Channel; tag: string } | null = null;
+  const isTransient = opts.isTransient ?? isTransientFailure;
+  // Messages that failed transiently, by identity, with the acks counted when they first
+  // failed: one that keeps failing while others are acked is the message's fault, not the
+  // system's. Bounded: the oldest entries are forgotten first.
+  const failures = new Map<string, { count: number; ackedBefore: number }>();
+  let acked = 0;
+  const onAck = (msg: ConsumeMessage) => {
+    acked++;
+    if (failures.size > 0) failures.delete(messageKey(msg));
+  };
+
+  async function retryLater(d: Delivery, err: unknown): Promise<void> {
+    const key = messageKey(d.msg);
+    let reason: string | null = null;
+    if (!isTransient(err)) {
+      reason = `handling failed (not transient): ${errorText(err)}`;
+    } else {
+      const f = failures.get(key) ?? { count: 0, ackedBefore: acked };
+      f.count++;
+      failures.delete(key);
+      failures.set(key, f);
+      if (failures.size > MAX_TRACKED) failures.delete(failures.keys().next().value!);
+      if (f.count >= POISON_AFTER && acked > f.ackedBefore) reason = `failed ${f.count} times while other messages succeeded: ${errorText(err)}`;
+    }
+    if (reason !== null) {
+      failures.delete(key);
+      logger.warn({ queue: opts.queue, messageId: d.msg.properties.messageId, reason }, "dead-lettering a message that cannot be handled");
+      opts.onDeadLetter?.(reason);
+      d.deadLetter();
+      return;
+    }
+    logger.warn({ queue: opts.queue, err: errorText(err) }, "handling failed; handing the message back after a pause");
+    // Not at once: while the broker is recovering, an immediate requeue spins (and on a
+    // quorum queue would spend the message's delivery limit in milliseconds).
+    await sleep(opts.retryPauseMs ?? 1_000, stopped.signal);
+    d.requeue();
+  }
 
   const allInHand = () => [...inHand.values()].flatMap((s) => [...s]);
   /** One binding per channel, shared by the deliveries taken on it (see ackAll). */
@@ -86,12 +138,13 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
         return;
       }
       opts.metrics?.consumed.inc({ queue_role: opts.metrics.queueRole });
-      const d = bindDelivery(bindingOf(ch), msg);
+      const d = bindDelivery(bindingOf(ch), msg, { onAck, retryLater });
       const work = Promise.resolve()
         .then(() => opts.onDelivery(d))
         .catch((err: unknown) => {
-          logger.error({ err, queue: opts.queue }, "delivery handler failed; requeueing");
-          d.requeue();
+          // Requeued at once, a handler that throws on this message would loop on it forever.
+          logger.error({ err, queue: opts.queue }, "delivery handler failed");
+          return retryLater(d, err);
         });
       let mine = inHand.get(ch);
       if (!mine) inHand.set(ch, (mine = new Set()));
@@ -110,6 +163,7 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
     async stop(deadlineMs) {
       const deadline = Date.now() + deadlineMs;
       stopping = true;
+      stopped.abort();
       const a = active;
       // Every step is bounded: a blocked broker must not hold the shutdown past its deadline.
       if (a) await within(a.ch.cancel(a.tag), deadlineMs);
@@ -130,9 +184,40 @@ interface Binding {
   open: Map<number, Settle>;
 }
 
+interface DeliveryHooks {
+  onAck(msg: ConsumeMessage): void;
+  retryLater(d: Delivery, err: unknown): Promise<void>;
+}
+
+/** Transient failures passed to retryLater before a message that fails alone is dead-lettered. */
+const POISON_AFTER = 5;
+const MAX_TRACKED = 1_000;
+
+/**
+ * Failures that may pass with time: the broker unreachable or a channel lost (a publish
+ * unconfirmed, nacked, cut off), a network error. Anything else thrown while handling a
+ * message (a TypeError, a RangeError while encoding it, a refusal) says something about the
+ * message, and would repeat.
+ */
+export function isTransientFailure(err: unknown): boolean {
+  if (err instanceof BrokerUnavailableError) return true;
+  const e = err as { code?: unknown; message?: unknown } | null;
+  if (typeof e?.code === "string" && /^E[A-Z]+$/.test(e.code)) return true; // ECONNRESET, EPIPE, ...
+  const message = typeof e?.message === "string" ? e.message : "";
+  return /message nacked|channel (is )?closed|connection (is )?closed|channel ended|no broker/i.test(message);
+}
+
+/** One message's identity across redeliveries: its id when it has one, else its content. */
+function messageKey(msg: ConsumeMessage): string {
+  const id = msg.properties.messageId;
+  return typeof id === "string" && id ? `id:${id}` : `sha1:${createHash("sha1").update(msg.content).digest("hex")}`;
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+
 const bindings = new WeakMap<Delivery, Binding>();
 
-function bindDelivery(binding: Binding, msg: ConsumeMessage): Delivery {
+function bindDelivery(binding: Binding, msg: ConsumeMessage, hooks: DeliveryHooks): Delivery {
   const { ch, open } = binding;
   let settled = false;
   const tag = msg.fields.deliveryTag;
@@ -153,9 +238,13 @@ function bindDelivery(binding: Binding, msg: ConsumeMessage): Delivery {
   };
   const d: Delivery = {
     msg,
-    ack: (allUpTo = false) => once(() => ch.ack(msg, allUpTo)),
+    ack: (allUpTo = false) => once(() => {
+      hooks.onAck(msg);
+      ch.ack(msg, allUpTo);
+    }),
     deadLetter: () => once(() => ch.nack(msg, false, false)),
     requeue: () => once(() => ch.nack(msg, false, true)),
+    retryLater: (err) => hooks.retryLater(d, err),
   };
   bindings.set(d, binding);
   return d;
