@@ -106,6 +106,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
       auth: { token: config.RTB_API_TOKEN, reads: config.RTB_API_TOKEN_READS },
       closing: closing.signal,
+      inboxFailingForMs: () => inbox.failingForMs(),
       settings: {
         maxBatch: config.RTB_API_MAX_BATCH,
         maxBodyBytes: config.RTB_API_MAX_BODY_BYTES,

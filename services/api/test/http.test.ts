@@ -92,7 +92,7 @@ describe("before dispatching is on", () => {
     expect((await call(api, "/healthz")).status).toBe(200);
     const ready = await call(api, "/readyz");
     expect(ready.status).toBe(200);
-    expect(ready.body).toEqual({ ready: true, database: true, broker: true });
+    expect(ready.body).toEqual({ ready: true, database: true, broker: true, inbox: true });
   });
 });
 

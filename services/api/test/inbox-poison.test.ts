@@ -28,6 +28,7 @@ beforeAll(async () => {
   await sql`
     CREATE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+      IF NEW.result = '"full"'::jsonb THEN RAISE EXCEPTION 'disk full (test)' USING ERRCODE = '53100'; END IF;
       IF NEW.result = '"refused"'::jsonb THEN RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = 'P0001'; END IF;
       IF NEW.result = '"flaky"'::jsonb AND nextval('flaky_seen') = 1 THEN
         RAISE EXCEPTION 'could not serialize (test)' USING ERRCODE = '40001';
@@ -83,4 +84,20 @@ it("a serialization failure is retried, not dead-lettered", async () => {
   expect(await deadLetters()).toEqual(before);
   const { rows } = await sql<{ n: string }>`SELECT last_value AS n FROM flaky_seen`.execute(db.db);
   expect(Number(rows[0]!.n)).toBeGreaterThanOrEqual(2);
+});
+
+it("an outage PostgreSQL answers pings through (disk full) holds the inbox, and /readyz says so until it passes", async () => {
+  await send(statusMessage([{ unitId: 7, attempt: 1, status: "success", result: "full" }]));
+  const held = await waitFor("/readyz to say the inbox is held", async () => {
+    const r = await call(api, "/readyz");
+    return r.status === 503 ? r.body : null;
+  }, 15_000);
+  expect(held).toEqual({ ready: false, database: true, broker: true, inbox: false });
+  expect((await getUnit(api, 7)).status).toBe("dispatched");
+  // The outage ends: the held report is applied, not dead-lettered, and the api is ready again.
+  const before = await deadLetters();
+  await sql`CREATE OR REPLACE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`.execute(db.db);
+  await waitFor("the held report to be applied", async () => (await getUnit(api, 7)).status === "success", 15_000);
+  expect((await call(api, "/readyz")).status).toBe(200);
+  expect(await deadLetters()).toEqual(before);
 });

@@ -43,6 +43,8 @@ export interface AppDeps {
   settings: AppSettings;
   /** Aborted when the api starts stopping: long-lived responses (GET /events) end then. */
   closing: AbortSignal;
+  /** How long the inbox has been unable to apply reports (InboxConsumer.failingForMs). */
+  inboxFailingForMs?: () => number;
 }
 
 const VERSION = "0.1.0";
