@@ -38,13 +38,16 @@ export interface Reconciler {
  * 1. attempts stuck in `processing` past RTB_PROCESSING_TIMEOUT_MS are errored (and retried);
  * 2. units `dispatched` longer than RTB_DISPATCH_TIMEOUT_MS are published again, but only when
  *    the outbox has no ready messages: while messages wait there (no leader running), the
- *    units are not lost, and re-publishing would only flood the broker with duplicates;
+ *    units are not lost, and re-publishing would only flood the broker with duplicates. A
+ *    unit re-published `maxRepublishes` times without reaching `queued` is not re-published
+ *    again: its attempt is recorded as a retryable error naming the cause;
  * 3. units `queued` longer than RTB_DISPATCH_TIMEOUT_MS while their kind's job queue has no
  *    job waiting: their job was lost (a queue purged or deleted, a broker that lost it), so
  *    the attempt is recorded as a retryable error. While jobs wait (agents busy or absent),
  *    nothing is touched;
  * 4. a top-up, which also releases retries whose backoff has ended.
- * Each pass also records this api as alive (service_instances), with its dead-letter count.
+ * Each pass also records this api as alive (service_instances), with its dead-letter count,
+ * and once a minute prunes the instances not seen for long (instances.ts, pruneInstances).
  *
  * Steps 1-3 judge a unit by the reports that did NOT arrive, so each runs only once the inbox
  * has applied reports without delay for the whole timeout: after an api restart or a
