@@ -1,4 +1,4 @@
-import { applyStatusUpdates, isDataError, isOutageError, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
+import { applyStatusUpdates, isDataError, isOutageError, isUnavailableError, ping, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
 import { ackAll, parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
 import { countInto, type ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
@@ -140,6 +140,9 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
         // Cut short by stop() (the database may be closing under us): the batch stays unacked.
         if (stopping.signal.aborted) break;
         if (!isOutageError(err)) return { outcome: "refused", err };
+        // The connection died under this batch, again, yet the server answers: the batch is
+        // what kills it (a backend that crashes on it), not an outage. Isolate it as above.
+        if (isUnavailableError(err) && attempt >= 3 && (await ping(db))) return { outcome: "refused", err };
         markFailing();
         const delay = Math.min(5_000, 100 * 2 ** attempt);
         logger.warn({ err, messages: batch.length, retryInMs: delay }, "database unavailable; retrying the status reports (they stay unacked)");

@@ -28,6 +28,7 @@ beforeAll(async () => {
   await sql`
     CREATE FUNCTION refuse_some() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+      IF NEW.result = '"kill"'::jsonb THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
       IF NEW.result = '"full"'::jsonb THEN RAISE EXCEPTION 'disk full (test)' USING ERRCODE = '53100'; END IF;
       IF NEW.result = '"refused"'::jsonb THEN RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = 'P0001'; END IF;
       IF NEW.result = '"flaky"'::jsonb AND nextval('flaky_seen') = 1 THEN
@@ -75,6 +76,16 @@ it("an error PostgreSQL raises that is not an outage dead-letters that message o
   // And the inbox is not held afterwards: a later message is applied.
   await send(statusMessage([{ unitId: 5, attempt: 1, status: "queued" }], { service: "leader", id: "L" }));
   await waitFor("a later report to be applied", async () => (await getUnit(api, 5)).status === "queued", 15_000);
+});
+
+it("a report that kills the database session every time, while the server answers, is isolated too", async () => {
+  await send(
+    statusMessage([{ unitId: 8, attempt: 1, status: "success", result: "kill" }]),
+    statusMessage([{ unitId: 9, attempt: 1, status: "success", result: "fine" }]),
+  );
+  await waitFor("the other report to be applied", async () => (await getUnit(api, 9)).status === "success", 20_000);
+  await waitFor("the killer to be dead-lettered", async () => (await deadLetters()).unapplicable_status_message === 3, 20_000);
+  expect((await getUnit(api, 8)).status).toBe("dispatched");
 });
 
 it("a serialization failure is retried, not dead-lettered", async () => {
