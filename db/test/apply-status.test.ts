@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { applyStatusUpdates, claimTopUp, setDispatching, type DbHandle, type ReportedUpdate } from "@rtb/db";
 import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
@@ -24,7 +25,11 @@ it("reports each attempt that ended in the batch, with its kind and time since d
     .execute();
   await setDispatching(h.db, true);
   const [a, b, c] = (await claimTopUp(h.db, 3)).units;
-  const later = (s: number) => new Date(Date.now() + s * 1000);
+  // Dispatched 10 s ago, so the reports below are in the past: times later than the api's
+  // clock are recorded as its now (apply-status.ts).
+  await sql`UPDATE units SET dispatched_at = dispatched_at - interval '10 seconds'`.execute(h.db);
+  const dispatchedAt = Date.now() - 10_000;
+  const later = (s: number) => new Date(dispatchedAt + s * 1000);
   const report = (unitId: number, status: ReportedUpdate["status"], at: Date, error?: ReportedUpdate["error"]): ReportedUpdate => ({
     unitId,
     attempt: 1,
@@ -50,7 +55,7 @@ it("reports each attempt that ended in the batch, with its kind and time since d
     ["simulate", "success"],
     ["simulate", "error"],
   ]);
-  // Dispatched a moment ago; the reports are stamped 2 s and 3 s later.
+  // The reports are stamped 2 s and 3 s after the dispatch.
   expect(result.finished[0]!.seconds).toBeGreaterThan(1.5);
   expect(result.finished[0]!.seconds).toBeLessThan(60);
   expect(result.finished[1]!.seconds).toBeGreaterThan(2.5);

@@ -131,14 +131,16 @@ describe("who is alive", () => {
   it("a different leader's first report moves activeSince; the same leader's later reports keep it", async () => {
     const report = (id: string, at: Date) =>
       statusMessage([], { service: "leader", id }, { utilization: { at: at.toISOString(), kinds: {} } });
-    // In the past: times later than the api's clock are recorded as its now (apply-status.ts).
-    const t0 = new Date(Date.now() - 20_000);
-    await send(report("leader-a", t0), report("leader-a", new Date(t0.getTime() + 1_000)));
-    await waitFor("leader-a's second report", async () => (await call(api, "/")).body.leader?.reportedAt === new Date(t0.getTime() + 1_000).toISOString());
+    // Later than the reports before, and in the past by the time they are sent: times later
+    // than the api's clock are recorded as its now (apply-status.ts).
+    const t0 = new Date();
+    await new Promise((r) => setTimeout(r, 600));
+    await send(report("leader-a", t0), report("leader-a", new Date(t0.getTime() + 100)));
+    await waitFor("leader-a's second report", async () => (await call(api, "/")).body.leader?.reportedAt === new Date(t0.getTime() + 100).toISOString());
     expect((await call(api, "/")).body.leader).toMatchObject({ id: "leader-a", activeSince: t0.toISOString() });
 
-    const t1 = new Date(t0.getTime() + 5_000);
-    await send(report("leader-b", t1), report("leader-a", new Date(t0.getTime() + 2_000)));
+    const t1 = new Date(t0.getTime() + 500);
+    await send(report("leader-b", t1), report("leader-a", new Date(t0.getTime() + 200)));
     await waitFor("the standby to be shown active", async () => (await call(api, "/")).body.leader?.id === "leader-b");
     await new Promise((r) => setTimeout(r, 200));
     // The old leader's late report (older than leader-b's) does not take the place back.
