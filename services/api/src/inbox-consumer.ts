@@ -139,10 +139,13 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       } catch (err) {
         // Cut short by stop() (the database may be closing under us): the batch stays unacked.
         if (stopping.signal.aborted) break;
-        if (!isOutageError(err)) return { outcome: "refused", err };
-        // The connection died under this batch, again, yet the server answers: the batch is
-        // what kills it (a backend that crashes on it), not an outage. Isolate it as above.
-        if (isUnavailableError(err) && attempt >= 3 && (await ping(db))) return { outcome: "refused", err };
+        // Not an outage, or the connection died under this batch again while the server still
+        // answers (a backend that crashes on it): the batch's fault. The database answered, so
+        // the inbox is not held, and the caller isolates the culprits.
+        if (!isOutageError(err) || (isUnavailableError(err) && attempt >= 3 && (await ping(db)))) {
+          markHealthy();
+          return { outcome: "refused", err };
+        }
         markFailing();
         const delay = Math.min(5_000, 100 * 2 ** attempt);
         logger.warn({ err, messages: batch.length, retryInMs: delay }, "database unavailable; retrying the status reports (they stay unacked)");
@@ -160,16 +163,19 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       }
       // One multiple-ack per channel instead of one ack per message (consumer.ts).
       ackAll(batch.map((p) => p.d));
-      if (failing) {
-        failing = false;
-        failingSince = null;
-        healthySince = Date.now();
-      }
+      markHealthy();
       // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
       if (result.freed > 0 || result.retries > 0) opts.onFreed();
       return { outcome: "applied" };
     }
     return { outcome: "stopped" };
+  }
+
+  function markHealthy() {
+    if (!failing) return;
+    failing = false;
+    failingSince = null;
+    healthySince = Date.now();
   }
 
   function markFailing() {
