@@ -85,16 +85,20 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
    */
   function fitted(update: StatusUpdate): StatusUpdate {
     if (update.status !== "success") return update;
-    const bytes = jsonBytes(update.result);
+    let bytes: number;
+    try {
+      bytes = jsonBytes(update.result);
+    } catch (err) {
+      // Not JSON at all (a BigInt, a cycle, nesting too deep): no retry can report it either.
+      return permanentError(update, `result cannot be encoded as JSON: ${(err as Error).message}`);
+    }
     const max = maxResultBytes(opts.maxMessageBytes, opts.heartbeat.source);
     if (bytes <= max) return update;
-    return {
-      unitId: update.unitId,
-      attempt: update.attempt,
-      status: "error",
-      at: update.at,
-      error: { message: `result too large to report: its JSON is ${bytes} bytes, at most ${max} fit in a status message (RTB_BROKER_MAX_MESSAGE_BYTES ${opts.maxMessageBytes})`, retryable: false },
-    };
+    return permanentError(update, `result too large to report: its JSON is ${bytes} bytes, at most ${max} fit in a status message (RTB_BROKER_MAX_MESSAGE_BYTES ${opts.maxMessageBytes})`);
+  }
+
+  function permanentError(update: StatusUpdate, message: string): StatusUpdate {
+    return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false } };
   }
 
   async function runJob(d: Delivery, handler: Handler, kind: string) {
@@ -121,7 +125,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         return;
       }
       const final = fitted({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
-      if (final.status !== outcome.status) log.warn({ error: final.error?.message }, "result too large to report: ending the attempt as a permanent error");
+      if (final.status !== outcome.status) log.warn({ error: final.error?.message }, "result cannot be reported: ending the attempt as a permanent error");
       const sent = await report(final).then(
         () => final,
         async (err: unknown) => {

@@ -4,10 +4,9 @@ import { assertTopology } from "@rtb/runtime";
 import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
 import { loadAgentConfig, startAgent, type AgentService, type Handler } from "@rtb/agent";
 
-// A job whose report the agent fails to send for a reason of its own (here: a result nested
-// too deep for JSON.stringify) was handed back after a second and run again, forever. Only a
-// broker failure hands a job back now (consumer.ts, retryLater); this one is dead-lettered
-// and counted, and the agent goes on with the next job.
+// A job whose result the agent cannot encode (here: nested too deep for JSON.stringify) was
+// handed back after a second and run again, forever. Now no retry could report it either, so
+// the attempt ends as a permanent error saying so, and the agent goes on with the next job.
 let place: TestPlace;
 let conn: ChannelModel;
 let ch: Channel;
@@ -39,13 +38,23 @@ afterAll(async () => {
 const job = (unitId: number, payload: object) =>
   ch.publish(place.topology.jobsExchange, "simulate", Buffer.from(JSON.stringify({ v: 1, type: "job", unitId, attempt: 1, kind: "simulate", payload })), { persistent: true });
 
-it("does not run a job forever when its report cannot be encoded", async () => {
+it("ends the attempt as a permanent error when its result cannot be encoded, and goes on", async () => {
   job(1, { deep: true });
   job(2, {});
   await waitFor("the next job to run", () => runs.get(2) === 1, 10_000);
-  // Either the agent reports the failure itself (the unit ends) or dead-letters the job, but
-  // it does not hand it back to run again and again.
-  await new Promise((r) => setTimeout(r, 4_000));
+  const reports: { unitId: number; status: string; error?: { message: string; retryable: boolean } }[] = [];
+  await waitFor("both jobs' final reports", async () => {
+    for (let m = await ch.get(place.topology.inbox, { noAck: true }); m; m = await ch.get(place.topology.inbox, { noAck: true })) {
+      reports.push(...(JSON.parse(m.content.toString()) as { updates: typeof reports }).updates);
+    }
+    return reports.filter((r) => r.status !== "processing").length >= 2;
+  }, 10_000);
+  expect(reports.find((r) => r.unitId === 1 && r.status !== "processing")).toMatchObject({
+    status: "error",
+    error: { retryable: false, message: expect.stringMatching(/cannot be encoded as JSON/) },
+  });
+  expect(reports.find((r) => r.unitId === 2 && r.status !== "processing")).toMatchObject({ status: "success" });
+  // Not handed back to run again and again.
+  await new Promise((r) => setTimeout(r, 2_000));
   expect(runs.get(1)).toBe(1);
-  expect(agent.stats.deadLettered + (await queueDepth(conn, place.topology.dead))).toBeGreaterThanOrEqual(1);
 });
