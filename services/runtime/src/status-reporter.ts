@@ -63,14 +63,18 @@ export function createStatusReporter(opts: {
 
   function send(batch: Waiting[]) {
     inFlight++;
-    const envelope = { v: 1 as const, type: "status" as const, source: opts.source(), ...opts.extras?.() };
-    // Cut by bytes too: the updates of one turn may carry more than one message can hold.
-    const parts = splitBySize(batch.flatMap((w) => w.updates), {
-      maxCount: MAX_UPDATES,
-      maxBytes: opts.maxMessageBytes,
-      overhead: statusOverhead(envelope),
-    });
-    Promise.all(parts.map((updates) => opts.publisher.publish("", opts.inbox, encodeMessage({ ...envelope, updates } satisfies StatusMessage)))).then(
+    // Encoding runs inside the chain, so an update that cannot be encoded rejects its callers
+    // (who hand their deliveries back or dead-letter them) instead of throwing out of pump().
+    Promise.resolve().then(() => {
+      const envelope = { v: 1 as const, type: "status" as const, source: opts.source(), ...opts.extras?.() };
+      // Cut by bytes too: the updates of one turn may carry more than one message can hold.
+      const parts = splitBySize(batch.flatMap((w) => w.updates), {
+        maxCount: MAX_UPDATES,
+        maxBytes: opts.maxMessageBytes,
+        overhead: statusOverhead(envelope),
+      });
+      return Promise.all(parts.map((updates) => opts.publisher.publish("", opts.inbox, encodeMessage({ ...envelope, updates } satisfies StatusMessage))));
+    }).then(
       () => {
         for (const w of batch) w.resolve();
       },

@@ -134,6 +134,19 @@ it("the status reporter cuts one turn's updates by bytes, so every message stays
   for (const m of messages) expect(m.bytes).toBeLessThanOrEqual(limit);
 });
 
+it("the status reporter rejects an update it cannot encode, and goes on with the next", async () => {
+  const publisher = await createPublisher(broker, "test", testLogger("runtime"), { maxMessageBytes: 65_536 });
+  const reporter = createStatusReporter({ publisher, inbox: inbox(), source: () => ({ service: "leader", id: "l-1" }), maxMessageBytes: 65_536 });
+  const at = new Date().toISOString();
+  // A BigInt is not JSON: before, the throw escaped pump() (an uncaught exception) and the
+  // caller's promise never settled.
+  await expect(reporter.report([{ unitId: 1, attempt: 1, status: "success", at, result: 1n }])).rejects.toThrow(/BigInt/);
+  await reporter.report([{ unitId: 2, attempt: 1, status: "queued", at }]);
+  const m = await waitFor("the next report", () => ch.get(inbox(), { noAck: true }));
+  const parsed = parseMessage(StatusMessage, m.content);
+  expect(parsed.ok && parsed.value.updates.map((u) => u.unitId)).toEqual([2]);
+});
+
 it("the publisher refuses a body over the limit unsent, and the channel goes on publishing", async () => {
   const limit = 65_536;
   const publisher = await createPublisher(broker, "test", testLogger("runtime"), { maxMessageBytes: limit });
