@@ -1,3 +1,4 @@
 export * from "./config.ts";
 export * from "./leader-service.ts";
 export type { LeaderMetrics } from "./leader-metrics.ts";
+export { MAX_TRACKED_KINDS, startTracker, type Tracker } from "./tracker.ts";

@@ -142,7 +142,7 @@ it("the status reporter rejects an update it cannot encode, and goes on with the
   // caller's promise never settled.
   await expect(reporter.report([{ unitId: 1, attempt: 1, status: "success", at, result: 1n }])).rejects.toThrow(/BigInt/);
   await reporter.report([{ unitId: 2, attempt: 1, status: "queued", at }]);
-  const m = await waitFor("the next report", () => ch.get(inbox(), { noAck: true }));
+  const m = await waitFor("the next report", async () => (await ch.get(inbox(), { noAck: true })) || null);
   const parsed = parseMessage(StatusMessage, m.content);
   expect(parsed.ok && parsed.value.updates.map((u) => u.unitId)).toEqual([2]);
 });
