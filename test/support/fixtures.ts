@@ -3,7 +3,7 @@ import pg from "pg";
 import { inject } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbHandle } from "@rtb/db";
-import { createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
+import { brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
 
 /**
  * Per-test-file isolation: a database cloned from the run's migrated template, and broker
@@ -33,7 +33,21 @@ export interface TestPlace {
   topology: Topology;
 }
 
-export async function createTestPlace(): Promise<TestPlace> {
+export type QueueType = Topology["queueType"];
+
+/**
+ * The queue type test files run on: RTB_BROKER_QUEUE_TYPE's default, unless RTB_TEST_QUEUE_TYPE
+ * names another (`RTB_TEST_QUEUE_TYPE=classic npm test` runs the suite on classic queues).
+ */
+export function defaultQueueType(): QueueType {
+  const parsed = brokerConfig.RTB_BROKER_QUEUE_TYPE.safeParse(process.env.RTB_TEST_QUEUE_TYPE || undefined);
+  if (!parsed.success) throw new Error(`RTB_TEST_QUEUE_TYPE: expected classic or quorum, got ${JSON.stringify(process.env.RTB_TEST_QUEUE_TYPE)}`);
+  return parsed.data;
+}
+
+/** A place of the file's own; `queueType` for the tests whose behaviour differs by type. */
+export async function createTestPlace(opts: { queueType?: QueueType } = {}): Promise<TestPlace> {
+  const queueType = opts.queueType ?? defaultQueueType();
   const s = servers();
   const suffix = uniqueSuffix();
   const dbName = `rtb_${s.runId}_${suffix}`;
@@ -57,7 +71,7 @@ export async function createTestPlace(): Promise<TestPlace> {
   return {
     dbName,
     prefix,
-    topology: createTopology({ prefix, box: "outbox", queueType: "classic", deliveryLimit: 20 }),
+    topology: createTopology({ prefix, box: "outbox", queueType, deliveryLimit: 20 }),
     env: {
       RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
       RTB_DB_USER: s.db.user,
@@ -68,6 +82,8 @@ export async function createTestPlace(): Promise<TestPlace> {
       RTB_BROKER_PASSWORD: s.broker.password,
       RTB_BROKER_VHOST: s.broker.vhost,
       RTB_BROKER_PREFIX: prefix,
+      // Explicit, so an RTB_BROKER_QUEUE_TYPE in the shell cannot make services disagree with `topology`.
+      RTB_BROKER_QUEUE_TYPE: queueType,
       RTB_CONNECT_TIMEOUT_MS: "10000",
       RTB_LOG_LEVEL: process.env.RTB_TEST_LOG_LEVEL ?? "warn",
       RTB_LOG_FORMAT: "json",

@@ -13,7 +13,7 @@ export const brokerConfig = {
   // Queue names are at most 255 bytes: `jobs.<prefix><kind>` with a kind of up to 100 fits.
   RTB_BROKER_BOX: z.string().max(100).regex(/^[A-Za-z0-9_.:-]+$/, "expected a queue name (letters, digits, '-', '_', '.', ':')").default("outbox"),
   RTB_BROKER_PREFIX: z.string().max(100).regex(/^[A-Za-z0-9_.:-]*$/, "expected letters, digits, '-', '_', '.' or ':'").default(""),
-  RTB_BROKER_QUEUE_TYPE: oneOf(["classic", "quorum"], "classic"),
+  RTB_BROKER_QUEUE_TYPE: oneOf(["classic", "quorum"], "quorum"),
   RTB_BROKER_DELIVERY_LIMIT: int(20, { min: 1 }),
   RTB_CONNECT_TIMEOUT_MS: int(60_000, { min: 0 }),
   /**

@@ -1,6 +1,6 @@
 import { connect, type Channel, type ChannelModel, type RecoveringChannelModel } from "amqplib";
 import type { Logger } from "pino";
-import { assertTopology, type Topology } from "./topology.ts";
+import { assertTopology, queueTypeRefusal, type Topology } from "./topology.ts";
 
 /**
  * Two AMQP connections per process (consume, publish), each with amqplib's opt-in recovery
@@ -167,10 +167,13 @@ async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
           await assertTopology(ch, topology);
         } catch (err) {
           if ((err as { code?: number }).code === 406) {
+            const typeChange = queueTypeRefusal((err as Error).message);
             const refused = new BrokerUnavailableError(
-              `RabbitMQ at ${opts.hostLabel} refused the topology: ${(err as Error).message}. A queue or exchange exists with other ` +
-                "arguments than this service declares: check RTB_BROKER_QUEUE_TYPE, RTB_BROKER_DELIVERY_LIMIT and RTB_BROKER_PREFIX " +
-                "against the services that declared it, or delete the old queue",
+              typeChange
+                ? `RabbitMQ at ${opts.hostLabel} refused the topology: ${typeChange}. Broker said: ${(err as Error).message}`
+                : `RabbitMQ at ${opts.hostLabel} refused the topology: ${(err as Error).message}. A queue or exchange exists with other ` +
+                    "arguments than this service declares: check RTB_BROKER_QUEUE_TYPE, RTB_BROKER_DELIVERY_LIMIT and RTB_BROKER_PREFIX " +
+                    "against the services that declared it, or delete the old queue",
             );
             logger.error({ err: (err as Error).message }, "broker refused the topology");
             refuseTopology(refused);

@@ -57,6 +57,24 @@ export async function assertTopology(ch: Channel, t: Topology): Promise<void> {
 }
 
 /**
+ * What to tell the operator when RabbitMQ answers 406 PRECONDITION_FAILED to a declare: for a
+ * queue that exists with another `x-queue-type` (RabbitMQ cannot change a queue's type), the
+ * queue, the existing and the wanted type, and the way out; otherwise null.
+ * RabbitMQ says "received 'quorum' but current is 'classic'", or, for a queue declared
+ * without the argument, "received the value 'quorum' of type 'longstr' but current is none".
+ */
+export function queueTypeRefusal(brokerMessage: string): string | null {
+  const m = /inequivalent arg 'x-queue-type' for queue '([^']*)' in vhost '([^']*)': received (?:the value )?'([^']*)'.* but current is (?:the value )?(?:'([^']*)'|none)/.exec(brokerMessage);
+  if (!m) return null;
+  const [, queue, vhost, wanted, existing = "classic"] = m;
+  return (
+    `queue "${queue}" (vhost "${vhost}") exists as a ${existing} queue, but RTB_BROKER_QUEUE_TYPE asks for ${wanted}; ` +
+    `RabbitMQ cannot change a queue's type. Set RTB_BROKER_QUEUE_TYPE=${existing} to keep running on the existing queues, ` +
+    `or drain them and delete them (rabbitmqctl delete_queue), or use a new RTB_BROKER_PREFIX or vhost, then start on ${wanted} (see the README, "Queue type")`
+  );
+}
+
+/**
  * Only agents declare job queues: a kind that no agent ever bound has no queue, so the
  * leader's mandatory publish comes back and the unit is reported as an error.
  */
