@@ -128,7 +128,9 @@ async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
     try {
       await fn(conn);
     } catch (err) {
-      logger.error({ err, attachment: name }, "broker attachment failed; retrying");
+      // A job queue left with another type (agents declare those here) says what to do.
+      const typeChange = queueTypeRefusal(String((err as Error)?.message));
+      logger.error({ err, attachment: name, ...(typeChange ? { fix: typeChange } : {}) }, "broker attachment failed; retrying");
       scheduleReattach(name, conn);
     }
   }
