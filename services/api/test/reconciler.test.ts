@@ -52,11 +52,20 @@ const olderThan = async (db: DbHandle, status: string, column: "dispatched_at" |
 
 /** Every ready outbox message's units, as `id:attempt`; the messages go back to the queue. */
 async function peekOutbox(place: TestPlace): Promise<string[]> {
+  // A consumer, not basic.get: a quorum queue with single active consumer refuses basic.get (405 RESOURCE_LOCKED).
+  const ready = await queueDepth(conn, place.topology.box);
   const ch = await conn.createChannel();
   const seen: string[] = [];
+  let taken = 0;
   try {
-    for (let msg = await ch.get(place.topology.box); msg; msg = await ch.get(place.topology.box)) {
-      seen.push(...DispatchMessage.parse(JSON.parse(msg.content.toString())).units.map((u) => `${u.unitId}:${u.attempt}`));
+    if (ready > 0) {
+      const { consumerTag } = await ch.consume(place.topology.box, (msg) => {
+        if (!msg) return;
+        seen.push(...DispatchMessage.parse(JSON.parse(msg.content.toString())).units.map((u) => `${u.unitId}:${u.attempt}`));
+        taken++;
+      });
+      await waitFor("every ready outbox message", () => taken === ready, 10_000);
+      await ch.cancel(consumerTag);
     }
     ch.nackAll(true);
   } finally {
