@@ -217,6 +217,8 @@ describe("a queued unit whose job was lost", () => {
     // The jobs vanish (a purge, a lost queue): once two passes in a row see no job, the
     // attempt is errored and the unit retried.
     await ch.purgeQueue(ctx.place.topology.jobQueue("simulate"));
+    // A quorum queue's message count can lag its purge for a moment: wait until it reads 0.
+    await waitFor("the purge to show", async () => (await queueDepth(conn, ctx.place.topology.jobQueue("simulate"))) === 0);
     await api.reconciler.tick();
     expect(await queuedIds()).toEqual(ids);
     await api.reconciler.tick();
