@@ -45,7 +45,7 @@ describe("the seed flow", () => {
     await expectRunSettled({ db: h.db, broker: system.api.broker, env: { ...place.env, ...env }, sampler: s, total: 100 });
     // Every attempt was dispatched once, and nothing needed the reconciler.
     const attempts = await h.db.selectFrom("units").select((eb) => eb.fn.sum<number>("attempt").as("n")).executeTakeFirstOrThrow();
-    expect(final.publishes).toEqual({ dispatched: Number(attempts.n), republished: 0, unconfirmed: 0 });
+    expect(final.publishes).toEqual({ dispatched: Number(attempts.n), republished: 0, unconfirmed: 0, refused: 0 });
     expect(final.counts.error).toBeLessThan(100);
     // The outbox was filled to the bound, not merely kept under it.
     expect(s.peak).toBe(10);
