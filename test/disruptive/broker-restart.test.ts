@@ -54,7 +54,7 @@ describe("a RabbitMQ restart in the middle of a run", () => {
     expect(whileDown).toBeDefined();
     expect(whileDown!.state.broker.connected).toBe(false);
     expect(whileDown!.state.done).toBe(false);
-    expect(whileDown!.ready).toEqual({ status: 503, body: { ready: false, database: true, broker: false } });
+    expect(whileDown!.ready).toEqual({ status: 503, body: { ready: false, database: true, broker: false, inbox: true } });
 
     // Back up: the api reconnected on its own.
     const reconnected = await waitFor("the api to reconnect to the broker", async () => {
