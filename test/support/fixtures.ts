@@ -91,11 +91,15 @@ export async function createTestPlace(opts: { queueType?: QueueType } = {}): Pro
   };
 }
 
-/** Drop the file's database and delete its queues and exchanges. */
-export async function destroyTestPlace(place: TestPlace, kinds: string[] = ["simulate"]): Promise<void> {
+/**
+ * Drop the file's database and delete its queues and exchanges: the job queues of `kinds` and
+ * of the built-in kinds, which every agent started with the built-in handlers declares (left
+ * behind, each would be a quorum queue, a Raft group, kept by the broker for good).
+ */
+export async function destroyTestPlace(place: TestPlace, kinds: string[] = []): Promise<void> {
   const s = servers();
   const conn = await rawBroker();
-  await deleteTopology(conn, place.topology, kinds);
+  await deleteTopology(conn, place.topology, [...new Set([...kinds, "simulate", "noop"])]);
   await conn.close();
   const admin = new pg.Client({ ...s.db, database: "postgres" });
   await admin.connect();
