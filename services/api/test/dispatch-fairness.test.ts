@@ -5,8 +5,8 @@ import type { DbHandle } from "@rtb/db";
 import { createTestPlace, destroyTestPlace, openTestDb, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
 import { call, publishRaw, startApi, statusMessage } from "./support.ts";
 
-// DESIGN.md: dispatch order is "priority first, then fair share across groups (round-robin,
-// so one large group cannot starve the others), then FIFO". In the steady state the outbox
+// The dispatch order (docs/architecture.md, Dispatch) is priority first, then fair share across
+// groups (round-robin, so one large group cannot starve the others), then FIFO. In the steady state the outbox
 // is full and each finished unit frees room for one: every top-up takes a single unit. This
 // file checks that those one-unit top-ups still take turns across groups.
 let place: TestPlace;

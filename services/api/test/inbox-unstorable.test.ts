@@ -6,8 +6,8 @@ import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts
 
 // A report can pass the message schema and still be refused by PostgreSQL: a NUL character
 // (\u0000) is valid JSON and a valid zod string, but jsonb and text columns reject it. Such a
-// report must not stop the inbox: DESIGN.md, "a message that fails validation is dead-lettered
-// and counted, never crashes a consumer", and "no unit is ever lost".
+// report must not stop the inbox (docs/architecture.md, api inbox consumer): it is dead-lettered
+// and counted, never crashes a consumer, and no unit is lost.
 let place: TestPlace;
 let api: ApiService;
 let conn: ChannelModel;
