@@ -15,8 +15,9 @@ WORKDIR /app
 # Dependencies first, from the manifests only, so editing sources does not reinstall them.
 # Every workspace's package.json is needed for `npm ci` to match package-lock.json.
 COPY package.json package-lock.json ./
+COPY packages/protocol/package.json packages/protocol/
+COPY packages/runtime/package.json packages/runtime/
 COPY db/package.json db/
-COPY services/runtime/package.json services/runtime/
 COPY services/api/package.json services/api/
 COPY services/leader/package.json services/leader/
 COPY services/agent/package.json services/agent/
@@ -27,6 +28,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 # Then the sources. They stay owned by root (read-only to the app); tsx caches its
 # transforms under the OS temp directory, which the node user can write.
 COPY tsconfig.base.json tsconfig.json ./
+COPY packages/ packages/
 COPY db/ db/
 COPY services/ services/
 

@@ -15,8 +15,9 @@ export default defineConfig({
     hookTimeout: 60_000,
     projects: [
       // Phase 1 (sequence.groupOrder 0, the default): these run together, files in parallel.
+      project("protocol", "packages/protocol"),
+      project("runtime", "packages/runtime"),
       project("db", "db"),
-      project("runtime", "services/runtime"),
       project("api", "services/api"),
       project("leader", "services/leader"),
       project("agent", "services/agent"),

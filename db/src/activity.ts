@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
-import type { UnitStatus } from "./schema.ts";
+import { OUTCOMES, type UnitStatus } from "@rtb/protocol";
+import { statusList } from "./status-sql.ts";
 
 /** Finished attempts (`success` and `error` events) per time bucket. */
 export interface Throughput {
@@ -48,7 +49,7 @@ export async function terminalThroughput(
       SELECT floor(extract(epoch FROM recorded_at) * 1000 / ${bucketMs})::bigint AS bucket,
              count(*) FILTER (WHERE status = 'success')::int AS success,
              count(*) FILTER (WHERE status = 'error')::int AS error
-      FROM recent WHERE status IN ('success', 'error') GROUP BY 1
+      FROM recent WHERE status IN ${statusList(OUTCOMES)} GROUP BY 1
     )
     SELECT now() AS now, (SELECT id FROM first) AS first_id, (SELECT recorded_at FROM first) AS oldest,
            c.bucket, coalesce(c.success, 0) AS success, coalesce(c.error, 0) AS error

@@ -2,6 +2,8 @@ import { sql, type RawBuilder } from "kysely";
 import type { Db } from "./database.ts";
 import { planDispatch, type GroupShare, type Pick, type ReadyGroup } from "./fair-share.ts";
 import { run, statement, type Statement } from "./prepared.ts";
+import { IN_FLIGHT, OUTSTANDING } from "@rtb/protocol";
+import { statusList } from "./status-sql.ts";
 
 /**
  * The inputs of the dispatch order (docs/architecture.md, "Dispatch"), read the same way by
@@ -57,7 +59,7 @@ export function topUpInputs(maxQueue: number): Statement<InputRow> {
   return statement("rtb_top_up_inputs", sql<InputRow>`
     WITH st AS (
       SELECT c.dispatching, o.n AS outstanding, CASE WHEN c.dispatching THEN greatest(${maxQueue}::bigint - o.n, 0) ELSE 0 END AS free
-      FROM control c CROSS JOIN (SELECT count(*) AS n FROM units WHERE status IN ('dispatched', 'queued')) AS o
+      FROM control c CROSS JOIN (SELECT count(*) AS n FROM units WHERE status IN ${statusList(OUTSTANDING)}) AS o
     ),
     released AS (
       UPDATE units SET not_before = NULL
@@ -114,7 +116,7 @@ function candidatesFrom(allLevels: boolean): RawBuilder<unknown> {
       SELECT d.priority, d.group_name, d.n FROM chosen JOIN d USING (priority)
       WHERE NOT EXISTS (SELECT FROM ready_counts c WHERE c.priority = d.priority AND c.group_name = d.group_name)
     ),
-    f AS (SELECT group_name, count(*) AS in_flight FROM units WHERE status IN ('dispatched', 'queued', 'processing') GROUP BY group_name),
+    f AS (SELECT group_name, count(*) AS in_flight FROM units WHERE status IN ${statusList(IN_FLIGHT)} GROUP BY group_name),
     j AS (
       SELECT r.priority, r.group_name, r.ready, coalesce(f.in_flight, 0) AS in_flight, coalesce(g.weight, 1) AS weight, g.max_in_flight, g.last_served
       FROM r LEFT JOIN f USING (group_name) LEFT JOIN unit_groups g ON g.name = r.group_name

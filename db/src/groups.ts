@@ -1,5 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
+import { IN_FLIGHT } from "@rtb/protocol";
+import { statusList } from "./status-sql.ts";
 
 /** A group as the operator sees it: its share settings and where its units are. */
 export interface GroupView {
@@ -48,7 +50,7 @@ export async function listGroups(db: Db, opts: { names?: string[]; after?: strin
     )
     SELECT p.name, coalesce(g.weight, 1) AS weight, g.max_in_flight,
            coalesce((SELECT sum(n) FROM ready_tallies t WHERE t.group_name = p.name), 0) AS ready,
-           (SELECT count(*) FROM units u WHERE u.group_name = p.name AND u.status IN ('dispatched', 'queued', 'processing')) AS in_flight
+           (SELECT count(*) FROM units u WHERE u.group_name = p.name AND u.status IN ${statusList(IN_FLIGHT)}) AS in_flight
     FROM page p LEFT JOIN unit_groups g ON g.name = p.name
     ORDER BY p.name`.execute(db);
   const more = rows.length > opts.limit;

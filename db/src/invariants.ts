@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
-import { UNIT_STATUSES, type UnitStatus } from "./schema.ts";
+import { IN_FLIGHT, OUTCOMES, OUTSTANDING, zeroCounts, type UnitStatus } from "@rtb/protocol";
+import { statusList } from "./status-sql.ts";
 
 /** One broken rule, with a few of the units concerned (the count says how many in all). */
 export interface Violation {
@@ -33,12 +34,12 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
     WITH attempts AS (
       SELECT e.unit_id, e.attempt,
              count(*) FILTER (WHERE e.status = 'dispatched') AS dispatched,
-             count(*) FILTER (WHERE e.status IN ('success', 'error')) AS terminal,
+             count(*) FILTER (WHERE e.status IN ${statusList(OUTCOMES)}) AS terminal,
              bool_or((e.detail->>'retryable')::boolean) FILTER (WHERE e.status = 'error') AS retryable
       FROM unit_events e
       -- Operator actions (a cancel, a retry: status cancelled/pending) are in the timeline too,
       -- but they are not part of an attempt's dispatch.
-      WHERE e.status IN ('dispatched', 'queued', 'processing', 'success', 'error')
+      WHERE e.status IN ${statusList([...IN_FLIGHT, ...OUTCOMES])}
       GROUP BY e.unit_id, e.attempt
     ),
     per_unit AS (
@@ -57,7 +58,7 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
       UNION ALL SELECT id, 'at_most_one_terminal_per_attempt' FROM per_unit WHERE many_terminal > 0
       UNION ALL SELECT id, 'finished_attempts_have_one_terminal' FROM per_unit WHERE unfinished_earlier > 0
       UNION ALL SELECT id, 'timeline_matches_attempts' FROM per_unit WHERE attempts <> attempt
-      UNION ALL SELECT id, 'terminal_status_has_event' FROM per_unit WHERE status IN ('success', 'error') AND current_terminal IS NOT TRUE
+      UNION ALL SELECT id, 'terminal_status_has_event' FROM per_unit WHERE status IN ${statusList(OUTCOMES)} AND current_terminal IS NOT TRUE
       UNION ALL SELECT id, 'error_only_when_final' FROM per_unit WHERE status = 'error' AND attempt < max_attempts AND current_retryable IS NOT FALSE
     )
     SELECT rule, count(*)::int AS count, (array_agg(id ORDER BY id))[1:${SAMPLE}] AS units FROM broken GROUP BY rule ORDER BY rule`.execute(db);
@@ -75,7 +76,7 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
 /** Counts per status, read exactly (the checker is not the hot path). */
 export async function countByStatus(db: Db): Promise<Record<UnitStatus, number>> {
   const rows = await db.selectFrom("units").select(["status", (eb) => eb.fn.countAll<number>().as("n")]).groupBy("status").execute();
-  const counts = Object.fromEntries(UNIT_STATUSES.map((s) => [s, 0])) as Record<UnitStatus, number>;
+  const counts = zeroCounts();
   for (const r of rows) counts[r.status] = r.n;
   return counts;
 }
@@ -85,7 +86,7 @@ export async function outstandingNow(db: Db): Promise<number> {
   const row = await db
     .selectFrom("units")
     .select((eb) => eb.fn.countAll<number>().as("n"))
-    .where("status", "in", ["dispatched", "queued"])
+    .where("status", "in", OUTSTANDING)
     .executeTakeFirstOrThrow();
   return row.n;
 }

@@ -1,8 +1,6 @@
 import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 
-/** Every status a unit can be in. `pending` is the backlog; the last three are terminal. */
-export const UNIT_STATUSES = ["pending", "dispatched", "queued", "processing", "success", "error", "cancelled"] as const;
-export type UnitStatus = (typeof UNIT_STATUSES)[number];
+import type { UnitStatus } from "@rtb/protocol";
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json = ColumnType<unknown, string | undefined, string>;

@@ -1,4 +1,4 @@
-import type { UnitStatus } from "./schema.ts";
+import { isInFlight, type ReportedStatusName, type UnitStatus } from "@rtb/protocol";
 
 /**
  * The status rules, as a pure function (docs/architecture.md, "Unit lifecycle").
@@ -12,7 +12,6 @@ import type { UnitStatus } from "./schema.ts";
  */
 export const RANK = { dispatched: 1, queued: 2, processing: 3, success: 4, error: 4 } as const;
 export type RankedStatus = keyof typeof RANK;
-export const IN_FLIGHT: readonly UnitStatus[] = ["dispatched", "queued", "processing"];
 
 export interface UnitState {
   id: number;
@@ -24,7 +23,7 @@ export interface UnitState {
 export interface ReportedUpdate {
   unitId: number;
   attempt: number;
-  status: "queued" | "processing" | "success" | "error";
+  status: ReportedStatusName;
   at: Date;
   source: string;
   result?: unknown;
@@ -89,7 +88,7 @@ export function planTransitions(
       plan.ignored.push({ update: u, reason: "stale_attempt" });
       continue;
     }
-    if (!IN_FLIGHT.includes(current.status)) {
+    if (!isInFlight(current.status)) {
       plan.ignored.push({ update: u, reason: "not_in_flight" });
       continue;
     }

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
-import { UNIT_STATUSES, type UnitStatus } from "./schema.ts";
+import { zeroCounts, type UnitStatus } from "@rtb/protocol";
 import type { Violation } from "./invariants.ts";
 import { lockTopUps } from "./dispatch-units.ts";
 
@@ -18,7 +18,7 @@ export async function tallyByStatus(db: Db): Promise<Record<UnitStatus, number>>
     .select(["status", (eb) => eb.fn.sum<string>("n").as("n")])
     .groupBy("status")
     .execute();
-  const counts = Object.fromEntries(UNIT_STATUSES.map((s) => [s, 0])) as Record<UnitStatus, number>;
+  const counts = zeroCounts();
   for (const r of rows) counts[r.status] = Number(r.n);
   return counts;
 }

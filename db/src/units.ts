@@ -1,6 +1,7 @@
 import type { Db } from "./database.ts";
 import { sql } from "kysely";
-import type { UnitRow, UnitStatus } from "./schema.ts";
+import type { UnitStatus } from "@rtb/protocol";
+import type { UnitRow } from "./schema.ts";
 import { isStuck } from "./invariants.ts";
 import { tallyByStatus } from "./tallies.ts";
 

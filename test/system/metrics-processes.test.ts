@@ -39,7 +39,7 @@ describe.each([
     await expect(fetch(line.url, { signal: AbortSignal.timeout(5_000) })).rejects.toThrow();
   });
 
-  // Every bad form is covered by services/runtime/src/metrics.test.ts; here, that the entry point refuses one.
+  // Every bad form is covered by packages/runtime/src/metrics.test.ts; here, that the entry point refuses one.
   it("refuses a bad RTB_METRICS_PORT at start, naming the variable (exit 2)", async () => {
     const value = "nope";
     const p = run(entry, { ...place.env, RTB_METRICS_PORT: value });

@@ -1,20 +1,5 @@
-import {
-  assertJobQueue,
-  encodeMessage,
-  JobMessage,
-  jsonBytes,
-  maxResultBytes,
-  MessageTooLargeError,
-  parseMessage,
-  startConsumer,
-  type Broker,
-  type Consumer,
-  type Delivery,
-  type Heartbeat,
-  type Logger,
-  type Publisher,
-  type StatusUpdate,
-} from "@rtb/runtime";
+import { assertJobQueue, jsonBytes, maxResultBytes, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
+import { encodeMessage, JobMessage, parseMessage, type StatusUpdate } from "@rtb/protocol";
 import { describeFailure, type Handler } from "./handler.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
 

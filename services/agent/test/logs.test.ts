@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertTopology, metricValue, parseMessage, parsePrometheusText, StatusMessage, type StatusUpdate } from "@rtb/runtime";
+import { assertTopology, metricValue, parsePrometheusText } from "@rtb/runtime";
+import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import { capturingLogger, createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
 import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type Handler } from "@rtb/agent";
 

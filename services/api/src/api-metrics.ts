@@ -1,4 +1,5 @@
-import { summarize, UNIT_STATUSES, type Db, type IgnoreReason, type Summary } from "@rtb/db";
+import { UNIT_STATUSES } from "@rtb/protocol";
+import { summarize, type Db, type IgnoreReason, type Summary } from "@rtb/db";
 import {
   countReconnects,
   counterFrom,

@@ -1,4 +1,5 @@
-import { checkTallies, checkTimelines, countByStatus, outstandingNow, republishedWithoutProgress, stuckUnits, type Db, type UnitStatus, type Violation } from "@rtb/db";
+import { checkTallies, checkTimelines, countByStatus, outstandingNow, republishedWithoutProgress, stuckUnits, type Db, type Violation } from "@rtb/db";
+import { isTerminal, TERMINAL, UNIT_STATUSES, type UnitStatus } from "@rtb/protocol";
 import type { Broker, QueueState } from "@rtb/runtime";
 
 export type { Violation };
@@ -106,9 +107,9 @@ export async function checkSystem(opts: CheckOptions): Promise<CheckReport> {
     violate("processing_past_timeout", `processing for over ${opts.processingTimeoutMs + graceMs} ms (RTB_PROCESSING_TIMEOUT_MS plus grace) without being expired`, stuck.processing.map((u) => u.id));
   }
   if (opts.expectDone) {
-    const open = counts.pending + counts.dispatched + counts.queued + counts.processing;
+    const open = UNIT_STATUSES.filter((s) => !isTerminal(s)).reduce((n, s) => n + counts[s], 0);
     if (open > 0) {
-      const rows = await db.selectFrom("units").select("id").where("status", "in", ["pending", "dispatched", "queued", "processing"]).orderBy("id").limit(10).execute();
+      const rows = await db.selectFrom("units").select("id").where("status", "not in", TERMINAL).orderBy("id").limit(10).execute();
       violate("not_done", `${open} unit(s) are not terminal`, rows.map((r) => r.id), open);
     }
   }

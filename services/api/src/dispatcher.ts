@@ -1,5 +1,6 @@
 import { applyStatusUpdates, claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
-import { dispatchMessages, encodeMessage, MessageTooLargeError, type Logger, type Publisher, type Topology } from "@rtb/runtime";
+import { dispatchMessages, MessageTooLargeError, type Logger, type Publisher, type Topology } from "@rtb/runtime";
+import { encodeMessage } from "@rtb/protocol";
 import type { ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
 

@@ -1,5 +1,6 @@
 import { applyStatusUpdates, isDataError, isOutageError, isUnavailableError, ping, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
-import { ackAll, parseMessage, sleep, startConsumer, StatusMessage, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
+import { ackAll, sleep, startConsumer, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
+import { parseMessage, StatusMessage } from "@rtb/protocol";
 import { countInto, type ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
 

@@ -5,7 +5,8 @@ import type { ApiService } from "@rtb/api";
 import { builtinHandlers, loadAgentConfig, startAgent } from "@rtb/agent";
 import type { DbHandle } from "@rtb/db";
 import { loadLeaderConfig, startLeaderService } from "@rtb/leader";
-import { assertJobQueue, DispatchMessage } from "@rtb/runtime";
+import { assertJobQueue } from "@rtb/runtime";
+import { DispatchMessage } from "@rtb/protocol";
 import { createTestPlace, destroyTestPlace, openTestDb, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 

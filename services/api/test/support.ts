@@ -54,7 +54,7 @@ export const eventStatuses = (u: UnitView) => u.events.map((e) => e.status);
 
 type Update = { unitId: number; attempt: number; status: string; result?: unknown; error?: { message: string; retryable: boolean } };
 
-/** A StatusMessage (services/runtime/src/messages.ts) as an agent or the leader sends it. */
+/** A StatusMessage (packages/protocol/src/messages.ts) as an agent or the leader sends it. */
 export function statusMessage(updates: Update[], source: { service: string; id: string } = { service: "agent", id: "t" }, extra: object = {}) {
   const at = new Date().toISOString();
   return { v: 1, type: "status", source, updates: updates.map((u) => ({ at, ...u })), ...extra };

@@ -1,17 +1,5 @@
-import {
-  createStatusReporter,
-  encodeMessage,
-  MessageTooLargeError,
-  parseDispatch,
-  startConsumer,
-  type Broker,
-  type Consumer,
-  type Delivery,
-  type Heartbeat,
-  type Logger,
-  type Publisher,
-  type StatusUpdate,
-} from "@rtb/runtime";
+import { createStatusReporter, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
+import { encodeMessage, parseDispatch, type StatusUpdate } from "@rtb/protocol";
 import type { Tracker } from "./tracker.ts";
 import type { LeaderMetrics } from "./leader-metrics.ts";
 

@@ -1,4 +1,5 @@
-import type { Broker, Logger, Utilization } from "@rtb/runtime";
+import type { Broker, Logger } from "@rtb/runtime";
+import type { Utilization } from "@rtb/protocol";
 
 export interface Tracker {
   /** A kind the leader has routed: its queue is watched from now on. */

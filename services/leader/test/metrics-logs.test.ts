@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertJobQueue, assertTopology, metricValue, parsePrometheusText, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/runtime";
+import { assertJobQueue, assertTopology, metricValue, parsePrometheusText } from "@rtb/runtime";
+import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import { capturingLogger, createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 

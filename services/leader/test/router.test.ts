@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertJobQueue, assertTopology, JobMessage, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/runtime";
+import { assertJobQueue, assertTopology } from "@rtb/runtime";
+import { JobMessage, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 

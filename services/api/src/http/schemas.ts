@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { UNIT_STATUSES } from "@rtb/db";
+import { UNIT_STATUSES } from "@rtb/protocol";
 import { intParam, storableText } from "./validation.ts";
 
 /**

@@ -1,4 +1,4 @@
-import { encodeMessage, type DispatchedUnit, type DispatchMessage, type StatusMessage } from "./messages.ts";
+import { encodeMessage, type DispatchedUnit, type DispatchMessage, type StatusMessage } from "@rtb/protocol";
 
 /**
  * Byte limits of the messages rtb publishes. The broker refuses a message whose body is

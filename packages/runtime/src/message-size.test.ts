@@ -1,5 +1,6 @@
 import { expect, it } from "vitest";
-import { dispatchMessages, encodeMessage, maxPayloadBytes, maxResultBytes, splitBySize } from "./index.ts";
+import { encodeMessage } from "@rtb/protocol";
+import { dispatchMessages, maxPayloadBytes, maxResultBytes, splitBySize } from "./index.ts";
 
 const limit = 65_536;
 const worst = { unitId: Number.MAX_SAFE_INTEGER, attempt: Number.MAX_SAFE_INTEGER, kind: "k".repeat(100) };

@@ -2,7 +2,6 @@ export * from "./config.ts";
 export * from "./log-config.ts";
 export * from "./broker-config.ts";
 export * from "./logger.ts";
-export * from "./messages.ts";
 export * from "./message-size.ts";
 export * from "./topology.ts";
 export * from "./broker.ts";

@@ -1,4 +1,4 @@
-import { encodeMessage, type Source, type StatusMessage, type StatusUpdate } from "./messages.ts";
+import { encodeMessage, type Source, type StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import type { Publisher } from "./publisher.ts";
 import { splitBySize, statusOverhead } from "./message-size.ts";
 

@@ -1,21 +1,8 @@
 import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { z } from "zod";
-import {
-  ackAll,
-  assertTopology,
-  brokerConfig,
-  connectBrokerFromConfig,
-  createPublisher,
-  createStatusReporter,
-  loadConfig,
-  MessageTooLargeError,
-  parseMessage,
-  startConsumer,
-  StatusMessage,
-  type Broker,
-  type Delivery,
-} from "@rtb/runtime";
+import { ackAll, assertTopology, brokerConfig, connectBrokerFromConfig, createPublisher, createStatusReporter, loadConfig, MessageTooLargeError, startConsumer, type Broker, type Delivery } from "@rtb/runtime";
+import { parseMessage, StatusMessage } from "@rtb/protocol";
 import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
 
 /** The pieces that let messages and acks carry batches, on the real broker. */

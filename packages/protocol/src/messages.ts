@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { kindSchema, NAME_MAX_LENGTH } from "./names.ts";
+import { REPORTED_STATUSES } from "./statuses.ts";
 
 /**
  * Message contracts, one schema per message type, each with a version field. Every consumer
@@ -8,7 +10,7 @@ import { z } from "zod";
  */
 const unitId = z.number().int().positive();
 const attempt = z.number().int().positive();
-const kind = z.string().min(1).max(100).regex(/^[A-Za-z0-9_.-]+$/, "letters, digits, '-', '_' or '.'");
+const kind = kindSchema;
 
 export const DispatchedUnit = z.object({ unitId, attempt, kind, payload: z.unknown() });
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;
@@ -33,7 +35,7 @@ export const JobMessage = z.object({
 export type JobMessage = z.infer<typeof JobMessage>;
 
 /** The statuses other services report; `dispatched` is the api's own. */
-export const ReportedStatus = z.enum(["queued", "processing", "success", "error"]);
+export const ReportedStatus = z.enum(REPORTED_STATUSES);
 export type ReportedStatus = z.infer<typeof ReportedStatus>;
 
 export const StatusUpdate = z.object({
@@ -58,7 +60,7 @@ export type Utilization = z.infer<typeof Utilization>;
 /** Who sent a status message: `startedAt` tells one process lifetime from the next. */
 export const Source = z.object({
   service: z.enum(["leader", "agent", "api"]),
-  id: z.string().min(1).max(200),
+  id: z.string().min(1).max(NAME_MAX_LENGTH),
   startedAt: z.iso.datetime({ offset: true }).optional(),
 });
 export type Source = z.infer<typeof Source>;

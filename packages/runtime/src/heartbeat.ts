@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import { int } from "./config.ts";
-import { encodeMessage, type Source } from "./messages.ts";
+import { encodeMessage, type Source } from "@rtb/protocol";
 import type { Publisher } from "./publisher.ts";
 import type { Topology } from "./topology.ts";
 

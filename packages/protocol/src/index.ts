@@ -1,0 +1,3 @@
+export * from "./statuses.ts";
+export * from "./names.ts";
+export * from "./messages.ts";

@@ -1,0 +1,16 @@
+import { z } from "zod";
+
+/**
+ * Name rules shared by the api, the database and the broker. A kind is also a routing key
+ * and part of a queue name (`jobs.<prefix><kind>`, at most 255 bytes in RabbitMQ), so the
+ * units table's CHECK (migration 0001) holds it to the same pattern.
+ */
+export const KIND_MAX_LENGTH = 100;
+export const KIND_PATTERN = /^[A-Za-z0-9_.-]{1,100}$/;
+export const KIND_RULE = "1 to 100 letters, digits, '_', '.' or '-'";
+/** A group name, a unit's ref, a service instance's id. */
+export const NAME_MAX_LENGTH = 200;
+/** RTB_BROKER_PREFIX and RTB_BROKER_BOX. */
+export const BROKER_NAME_MAX_LENGTH = 100;
+
+export const kindSchema = z.string().regex(KIND_PATTERN, { message: `expected ${KIND_RULE}` });
