@@ -4,6 +4,7 @@
  * the run's figures from its unit_events.
  */
 import pg from "pg";
+import { OUTCOMES, TERMINAL } from "@rtb/protocol";
 
 /** Each metric's value summed over its label sets (`name{a="x"} 3` and `name{a="y"} 4`: 7). */
 export function parsePrometheus(text: string): Map<string, number> {
@@ -96,19 +97,22 @@ export interface RunFigures {
   p99Ms: number;
 }
 
+/** A status set from @rtb/protocol as an SQL list: ('success','error'). */
+const inList = (set: readonly string[]) => `(${set.map((s) => `'${s}'`).join(",")})`;
+
 /** The run's figures from its database, after every unit is terminal. */
 export async function runFigures(conn: pg.ClientConfig): Promise<RunFigures> {
   const client = new pg.Client(conn);
   await client.connect();
   try {
     const { rows: counts } = await client.query<{ terminal: number; success: number; error: number; redispatched: number }>(`
-      SELECT count(*) FILTER (WHERE status IN ('success','error','cancelled'))::int AS terminal,
+      SELECT count(*) FILTER (WHERE status IN ${inList(TERMINAL)})::int AS terminal,
              count(*) FILTER (WHERE status = 'success')::int AS success,
              count(*) FILTER (WHERE status = 'error')::int AS error,
              count(*) FILTER (WHERE attempt > 1)::int AS redispatched
       FROM units`);
     const { rows: span } = await client.query<{ seconds: number | null }>(`
-      SELECT extract(epoch FROM (SELECT max(at) FROM unit_events WHERE status IN ('success','error'))
+      SELECT extract(epoch FROM (SELECT max(at) FROM unit_events WHERE status IN ${inList(OUTCOMES)})
                               - (SELECT dispatching_changed_at FROM control))::float8 AS seconds`);
     // Each attempt's first dispatch (a re-publish may record another) and its terminal event
     // (at most one per attempt: the status rules).
@@ -117,7 +121,7 @@ export async function runFigures(conn: pg.ClientConfig): Promise<RunFigures> {
              percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
       FROM (SELECT extract(epoch FROM t.at - d.at)::float8 * 1000 AS ms
             FROM (SELECT unit_id, attempt, min(at) AS at FROM unit_events WHERE status = 'dispatched' GROUP BY unit_id, attempt) d
-            JOIN unit_events t ON t.unit_id = d.unit_id AND t.attempt = d.attempt AND t.status IN ('success','error')) x`);
+            JOIN unit_events t ON t.unit_id = d.unit_id AND t.attempt = d.attempt AND t.status IN ${inList(OUTCOMES)}) x`);
     const c = counts[0]!;
     return {
       ...c,

@@ -20,7 +20,7 @@ export async function seedIfEmpty(db: Db, count: number, maxAttempts: number): P
 
 export interface SeedOptions {
   count: number;
-  /** Must match the kind rule of the units table (`^[A-Za-z0-9_.-]{1,100}$`). */
+  /** Must match the kind rule (KIND_PATTERN in @rtb/protocol, the units table's CHECK). */
   kind: string;
   /** Units are spread round-robin over `customer-1` .. `customer-<groups>`. */
   groups: number;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { ConfigError, bool, hostPort, int, loadConfig, nameList, oneOf, ratio } from "./config.ts";
+import { ConfigError, bool, hostPort, int, loadConfig, kindList, oneOf, ratio } from "./config.ts";
 import { brokerConfig, brokerUrl } from "./broker-config.ts";
 
 const schema = z.object({
@@ -9,7 +9,7 @@ const schema = z.object({
   RTB_AGENT_ERROR_RATE: ratio(0.1),
   RTB_FLAG: bool(false),
   RTB_KIND: oneOf(["classic", "quorum"], "classic"),
-  RTB_AGENT_KINDS: nameList("simulate"),
+  RTB_AGENT_KINDS: kindList("simulate"),
 });
 
 function problem(env: Record<string, string>) {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { KIND_PATTERN, KIND_RULE } from "@rtb/protocol";
 
 /**
  * Config parsing shared by every service. Each service declares one zod object schema whose
@@ -109,15 +110,15 @@ export function oneOf<const T extends readonly [string, ...string[]]>(values: T,
   return z.enum(values, { message: `expected one of ${values.join(", ")}` }).default(defaultValue as never);
 }
 
-/** A comma-separated list of names (letters, digits, `-`, `_`, `.`). */
-export function nameList(defaultValue: string) {
+/** A comma-separated list of unit kinds (the kind rule of @rtb/protocol), without repeats. */
+export function kindList(defaultValue: string) {
   return z
     .string()
     .default(defaultValue)
     .transform((value, ctx) => {
       const names = value.split(",").map((s) => s.trim()).filter(Boolean);
-      if (names.length === 0 || names.some((n) => !/^[A-Za-z0-9_.-]+$/.test(n))) {
-        ctx.addIssue({ code: "custom", message: "expected a comma-separated list of names made of letters, digits, '-', '_' or '.'" });
+      if (names.length === 0 || names.some((n) => !KIND_PATTERN.test(n))) {
+        ctx.addIssue({ code: "custom", message: `expected a comma-separated list of kinds, each ${KIND_RULE}` });
         return z.NEVER;
       }
       return [...new Set(names)];

@@ -14,3 +14,4 @@ export * from "./heartbeat.ts";
 export * from "./metrics.ts";
 export * from "./prometheus-text.ts";
 export * from "./status-reporter.ts";
+export * from "./service-parts.ts";

@@ -5,6 +5,8 @@ import { z } from "zod";
 import type { Broker } from "./broker.ts";
 import { connectBrokerFromConfig, type BrokerSettings } from "./broker-config.ts";
 import { optionalHostPort, type HostPort } from "./config.ts";
+import type { ServiceParts } from "./service-parts.ts";
+import { within } from "./shutdown.ts";
 
 export { Counter, Gauge, Histogram, Registry };
 
@@ -169,20 +171,20 @@ export async function startMetricsServer(registry: Registry, at: HostPort, logge
 /**
  * A leader's or agent's start: serve its metrics first (when RTB_METRICS_PORT is set), so a
  * port that is taken stops it before it takes any work; then connect to the broker and count
- * its reconnects. A broker that cannot be reached closes the listener again.
+ * its reconnects. Both are added to the service's parts, so a broker that cannot be reached
+ * closes the listener again.
  */
 export async function serveMetricsAndConnect(
   config: BrokerSettings & { RTB_METRICS_PORT?: HostPort | undefined },
   metrics: ServiceMetrics,
   logger: Logger,
+  parts: ServiceParts,
 ): Promise<{ broker: Broker; metricsServer: MetricsServer | undefined }> {
   const metricsServer = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, logger) : undefined;
-  try {
-    const broker = await connectBrokerFromConfig(config, logger);
-    countReconnects(metrics, broker);
-    return { broker, metricsServer };
-  } catch (err) {
-    await metricsServer?.stop();
-    throw err;
-  }
+  // Stopped last, so the final counts can still be scraped while the rest stops.
+  if (metricsServer) parts.add("metrics server", (left) => within(metricsServer.stop(), left()));
+  const broker = await connectBrokerFromConfig(config, logger);
+  parts.add("broker", (left) => within(broker.close(), left()));
+  countReconnects(metrics, broker);
+  return { broker, metricsServer };
 }

@@ -1,5 +1,6 @@
 import { createServiceMetrics, Counter, Gauge, Histogram, labelledCounterFrom, type ServiceMetrics } from "@rtb/runtime";
-import type { AgentStats } from "./worker.ts";
+import { OUTCOMES } from "@rtb/protocol";
+import type { AgentStats } from "./agent-stats.ts";
 
 /** An agent's metrics: the common ones and its jobs, by kind. */
 export interface AgentMetrics extends ServiceMetrics {
@@ -32,7 +33,7 @@ export function createAgentMetrics(stats: AgentStats, kinds: readonly string[]):
   // Every kind served appears from the start, at 0.
   for (const kind of kinds) {
     metrics.jobsInFlight.set({ kind }, 0);
-    for (const outcome of ["success", "error"]) metrics.jobs.inc({ kind, outcome }, 0);
+    for (const outcome of OUTCOMES) metrics.jobs.inc({ kind, outcome }, 0);
   }
   return metrics;
 }

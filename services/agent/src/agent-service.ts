@@ -1,18 +1,8 @@
-import {
-  budget,
-  within,
-  createPublisher,
-  defaultInstanceId,
-  serveMetricsAndConnect,
-  startHeartbeat,
-  type BrokerSettings,
-  type Heartbeat,
-  type HostPort,
-  type Logger,
-} from "@rtb/runtime";
+import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type Logger } from "@rtb/runtime";
 import type { Handler } from "./handler.ts";
 import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
-import { startWorker, type AgentStats } from "./worker.ts";
+import { createAgentStats, type AgentStats } from "./agent-stats.ts";
+import { startWorker } from "./worker.ts";
 
 /** What an agent needs besides its handlers; AgentConfig satisfies it. */
 export interface AgentSettings extends BrokerSettings {
@@ -43,14 +33,16 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   const id = config.RTB_AGENT_ID ?? defaultInstanceId("agent");
   // Every line this agent logs (and its handlers, through job.logger) carries its id.
   const log = logger.child({ agentId: id });
-  const stats: AgentStats = { succeeded: 0, failed: 0, inFlight: 0, deadLettered: 0 };
+  const stats = createAgentStats();
   const metrics = createAgentMetrics(stats, [...handlers.keys()]);
-  const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log);
-  let publisher, worker, heartbeat: Heartbeat | undefined;
-  try {
-    publisher = await createPublisher(broker, "agent", log, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
-    heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
-    worker = await startWorker({
+  // Stopped in reverse: jobs in hand finish (or are handed back), then confirms, the connection, the metrics listener.
+  const agent = await startService(log, config.RTB_SHUTDOWN_TIMEOUT_MS, async (parts) => {
+    const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log, parts);
+    const publisher = await createPublisher(broker, "agent", log, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
+    parts.add("publisher", (left) => within(publisher.drain(), left(500)));
+    const heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
+    parts.add("heartbeat", () => heartbeat.stop());
+    const worker = await startWorker({
       broker,
       publisher,
       logger: log,
@@ -62,27 +54,9 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       stats,
       metrics,
     });
-  } catch (err) {
-    heartbeat?.stop();
-    await broker.close();
-    await metricsServer?.stop();
-    throw err;
-  }
+    parts.add("worker", (left) => worker.stop(left(1_000)));
+    return { metricsUrl: metricsServer?.url ?? null };
+  });
   log.info({ kinds: [...handlers.keys()], concurrency: config.RTB_AGENT_CONCURRENCY }, "agent ready");
-  return {
-    id,
-    stats,
-    metrics,
-    metricsUrl: metricsServer?.url ?? null,
-    async stop() {
-      const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
-      // Jobs in hand finish (or are handed back); then confirms and the connection.
-      await worker.stop(left(1_000));
-      heartbeat.stop();
-      await within(publisher.drain(), left(500));
-      await within(broker.close(), left());
-      // Last, so the final counts can still be scraped while the rest stops.
-      if (metricsServer) await within(metricsServer.stop(), left());
-    },
-  };
+  return { id, stats, metrics, ...agent };
 }

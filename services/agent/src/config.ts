@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { brokerConfig, heartbeatConfig, int, loadConfig, logConfig, metricsConfig, nameList, ratio, type Env } from "@rtb/runtime";
+import { brokerConfig, heartbeatConfig, int, loadConfig, logConfig, metricsConfig, kindList, ratio, type Env } from "@rtb/runtime";
 
 export const agentConfigSchema = z
   .object({
@@ -8,7 +8,7 @@ export const agentConfigSchema = z
     ...heartbeatConfig,
     ...metricsConfig,
     RTB_AGENT_ID: z.string().min(1).max(200).optional(),
-    RTB_AGENT_KINDS: nameList("simulate"),
+    RTB_AGENT_KINDS: kindList("simulate"),
     RTB_AGENT_CONCURRENCY: int(4, { min: 1, max: 10_000 }),
     RTB_AGENT_TIMEOUT_MS: int(30_000, { min: 1 }),
     RTB_AGENT_ERROR_RATE: ratio(0.1),

@@ -3,4 +3,5 @@ export * from "./handler.ts";
 export * from "./simulate.ts";
 export * from "./builtin-handlers.ts";
 export * from "./agent-service.ts";
+export type { AgentStats } from "./agent-stats.ts";
 export type { AgentMetrics } from "./agent-metrics.ts";

@@ -2,13 +2,7 @@ import { assertJobQueue, jsonBytes, maxResultBytes, MessageTooLargeError, startC
 import { encodeMessage, JobMessage, parseMessage, type StatusUpdate } from "@rtb/protocol";
 import { describeFailure, type Handler } from "./handler.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
-
-export interface AgentStats {
-  succeeded: number;
-  failed: number;
-  inFlight: number;
-  deadLettered: number;
-}
+import type { AgentStats } from "./agent-stats.ts";
 
 export interface WorkerOptions {
   broker: Broker;

@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { budget, connectBrokerFromConfig, maxPayloadBytes, createPublisher, defaultInstanceId, within, type Broker, type Logger } from "@rtb/runtime";
+import { connectBrokerFromConfig, maxPayloadBytes, createPublisher, defaultInstanceId, startService, within, type Broker, type Logger } from "@rtb/runtime";
 import type { Hono } from "hono";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -30,22 +30,14 @@ export interface ApiService {
  * reconciler, HTTP. Used by main.ts and by the tests, with the same parts.
  */
 export async function startApiService(config: ApiConfig, logger: Logger, opts: { listen?: boolean; signal?: AbortSignal } = {}): Promise<ApiService> {
-  const database = createDb(config, logger);
   const apiId = config.RTB_API_ID ?? defaultInstanceId("api");
   const startedAt = new Date();
-  // Stop steps get the time left (RTB_SHUTDOWN_TIMEOUT_MS); none may wait longer than that.
-  type Left = (reserveMs?: number) => number;
-  const stops: ((left: Left) => Promise<unknown>)[] = [async (left) => within(database.close(), left())];
-  let stopping: Promise<void> | undefined;
+  // Tells open streams (GET /events) to end, so closing the HTTP server does not wait for them.
   const closing = new AbortController();
-  // Reverse start order; a second call waits for the first.
-  const stop = () =>
-    (stopping ??= (async () => {
-      closing.abort();
-      const { left } = budget(config.RTB_SHUTDOWN_TIMEOUT_MS);
-      for (const fn of [...stops].reverse()) await fn(left).catch((err: unknown) => logger.warn({ err }, "stop step failed"));
-    })());
-  try {
+  // Stopped in reverse: intake first, then the batches in hand, then the broker and the database.
+  return startService(logger, config.RTB_SHUTDOWN_TIMEOUT_MS, async (parts) => {
+    const database = createDb(config, logger);
+    parts.add("database", (left) => within(database.close(), left()));
     await waitForDatabase(database, config, logger, { deadlineMs: config.RTB_CONNECT_TIMEOUT_MS, signal: opts.signal });
     const migrated = await migrateToLatest(database.db);
     if (migrated.length > 0) logger.info({ migrations: migrated.map((m) => m.migrationName) }, "database migrated");
@@ -54,15 +46,15 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
 
     const broker = await connectBrokerFromConfig(config, logger);
     const topology = broker.topology;
-    stops.push((left) => within(broker.close(), left()));
+    parts.add("broker", (left) => within(broker.close(), left()));
 
     const stats = createStats();
     const metrics = createApiMetrics();
     collectApiMetrics(metrics, { db: database.db, broker, stats, statements: () => database.statements, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, logger });
     const publisher = await createPublisher(broker, "outbox", logger, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
-    stops.push((left) => within(publisher.drain(), left()));
+    parts.add("publisher", (left) => within(publisher.drain(), left()));
     const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics, logger });
-    stops.push((left) => within(dispatcher.stop(), left(500)));
+    parts.add("dispatcher", (left) => within(dispatcher.stop(), left(500)));
 
     const inbox = await startInboxConsumer({
       db: database.db,
@@ -77,7 +69,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       onFreed: () => dispatcher.trigger("inbox batch"),
     });
     // Most of the budget: the batch in hand is applied and acked, or handed back.
-    stops.push((left) => inbox.stop(left(1_500)));
+    parts.add("inbox", (left) => inbox.stop(left(1_500)));
 
     const reconciler = startReconciler({
       db: database.db,
@@ -94,7 +86,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       inboxHealthyForMs: () => inbox.healthyForMs(),
       self: () => ({ service: "api", id: apiId, startedAt, deadLettered: Object.values(stats.deadLettered).reduce((a, b) => a + b, 0) }),
     });
-    stops.push((left) => within(reconciler.stop(), left(2_000)));
+    parts.add("reconciler", (left) => within(reconciler.stop(), left(2_000)));
 
     const app = createApp({
       db: database.db,
@@ -120,16 +112,14 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     if (opts.listen) {
       const server = await listen(app, config.RTB_API_HOST.host, config.RTB_API_HOST.port);
       address = { host: config.RTB_API_HOST.host, port: (server.address() as { port: number }).port };
-      stops.push((left) => within(closeServer(server), left(2_000)));
+      parts.add("http server", (left) => within(closeServer(server), left(2_000)));
       logger.info({ url: `http://${address.host === "0.0.0.0" ? "localhost" : address.host}:${address.port}/` }, "api listening");
     }
+    parts.add("streams", () => closing.abort());
     // Dispatching may already be on (it survives restarts): resume.
     dispatcher.trigger("start");
-    return { app, database, broker, dispatcher, reconciler, stats, metrics, address, stop };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+    return { app, database, broker, dispatcher, reconciler, stats, metrics, address };
+  });
 }
 
 function listen(app: Hono, hostname: string, port: number): Promise<ServerType> {

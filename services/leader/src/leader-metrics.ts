@@ -1,5 +1,5 @@
 import { counterFrom, createServiceMetrics, Gauge, labelledCounterFrom, type ServiceMetrics } from "@rtb/runtime";
-import type { LeaderStats } from "./router.ts";
+import type { LeaderStats } from "./leader-stats.ts";
 
 /** The leader's metrics: the common ones, its routing counters, and what it has in hand. */
 export interface LeaderMetrics extends ServiceMetrics {

@@ -2,12 +2,7 @@ import { createStatusReporter, MessageTooLargeError, startConsumer, type Broker,
 import { encodeMessage, parseDispatch, type StatusUpdate } from "@rtb/protocol";
 import type { Tracker } from "./tracker.ts";
 import type { LeaderMetrics } from "./leader-metrics.ts";
-
-export interface LeaderStats {
-  routed: number;
-  unroutable: number;
-  deadLettered: number;
-}
+import type { LeaderStats } from "./leader-stats.ts";
 
 /**
  * The leader's one job: take a dispatch message from the outbox (single active consumer, so
