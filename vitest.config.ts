@@ -23,6 +23,7 @@ export default defineConfig({
       project("agent", "services/agent"),
       project("cli", "cli"),
       { extends: true as const, test: { name: "system", include: ["test/system/**/*.test.ts"] } },
+      { extends: true as const, test: { name: "layout", include: ["test/*.test.ts"] } },
       // Phase 2: tests that stop and restart the shared PostgreSQL and RabbitMQ. vitest runs
       // the groups one after another (lowest groupOrder first, each waiting for the one before
       // to finish), so these start only when every other file is done, and one file at a time.
