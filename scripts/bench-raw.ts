@@ -35,7 +35,7 @@ export interface RawResult {
   peakMemoryMiB: Record<string, number | null>;
 }
 
-export const rawQueues = (prefix: string) => ({ outbox: `${prefix}raw.outbox`, jobs: `${prefix}raw.jobs`, inbox: `${prefix}raw.inbox` });
+const rawQueues = (prefix: string) => ({ outbox: `${prefix}raw.outbox`, jobs: `${prefix}raw.jobs`, inbox: `${prefix}raw.inbox` });
 
 /** The raw processes running now, so that an interrupted bench can stop them. */
 export const rawProcs = new Set<ChildProcess>();

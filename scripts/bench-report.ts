@@ -11,7 +11,7 @@ export interface BenchReport {
   raw: RawResult | null;
 }
 
-export const RAW_PATH =
+const RAW_PATH =
   "the same number of persistent messages through outbox -> jobs -> inbox with plain amqplib, each role its own process " +
   "(api: publishes to outbox with confirms, a window of --max-queue, and acks inbox; leader: outbox -> jobs; " +
   "agents: jobs -> inbox; each publishes with a confirm and acks after it, with rtb's prefetch); nothing else";
