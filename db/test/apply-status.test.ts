@@ -1,19 +1,14 @@
 import { sql } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { applyStatusUpdates, claimTopUp, setDispatching, type DbHandle, type ReportedUpdate } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 
 /** What a batch of reports tells its caller, beyond the rows it writes. */
-let place: TestPlace;
+const place = useTestPlace();
 let h: DbHandle;
 
-beforeAll(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-});
-afterAll(async () => {
-  await h.close();
-  await destroyTestPlace(place);
+beforeAll(() => {
+  h = place.own(openTestDb(place));
 });
 
 const opts = { retryBaseMs: 1_000, retryMaxMs: 60_000 };

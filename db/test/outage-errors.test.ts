@@ -1,23 +1,18 @@
 import { sql } from "kysely";
 import pg from "pg";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { isOutageError, type DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 
 // The inbox holds a batch only on isOutageError and dead-letters on anything else, so the
 // errors a real outage raises must be classified as one (and a refusal must not). Checked
 // against the real server, without stopping it: a session terminated by an administrator,
 // a port nobody listens on, and a statement that can never succeed.
-let place: TestPlace;
+const place = useTestPlace();
 let db: DbHandle;
 
-beforeAll(async () => {
-  place = await createTestPlace();
-  db = openTestDb(place);
-});
-afterAll(async () => {
-  await db?.close();
-  if (place) await destroyTestPlace(place);
+beforeAll(() => {
+  db = place.own(openTestDb(place));
 });
 
 const failure = (p: Promise<unknown>) => p.then(() => null, (err: unknown) => err);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { inject } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, inject } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbHandle } from "@rtb/db";
 import { brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
@@ -105,6 +105,83 @@ export async function destroyTestPlace(place: TestPlace, kinds: string[] = []): 
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${place.dbName} WITH (FORCE)`);
   await admin.end();
+}
+
+/** What a test starts on its place: stopped (or closed) before the place is destroyed. */
+export type Owned = { stop(): unknown } | { close(): unknown };
+
+/**
+ * The place of a file (or of each test), read through getters: it exists only between the
+ * hooks `useTestPlace` registers, and reading it outside them throws instead of reading a
+ * place that is gone.
+ */
+export interface LiveTestPlace extends TestPlace {
+  /**
+   * Tear `resource` down with the place: owned resources are stopped last-owned first, then
+   * the place is destroyed, whether the tests passed, failed or never ran.
+   */
+  own<T extends Owned>(resource: T): T;
+}
+
+export interface TestPlaceOptions {
+  queueType?: QueueType;
+  /** Kinds whose job queues the tests declare, deleted with the place (the built-in kinds always are). */
+  kinds?: string[];
+  /** A fresh place for each test (beforeEach/afterEach) instead of one for the file or describe block. */
+  perTest?: boolean;
+}
+
+/**
+ * A test place for the file (or the describe block it is called in): created before its
+ * tests, and after them everything `own`ed stopped and the place destroyed. Register it
+ * before the hooks that use it: vitest runs before-hooks in order and after-hooks in reverse,
+ * so a file's own afterAll runs while the place still exists.
+ */
+export function useTestPlace(opts: TestPlaceOptions = {}): LiveTestPlace {
+  let place: TestPlace | undefined;
+  const owned: Owned[] = [];
+  const current = (): TestPlace => {
+    if (!place) throw new Error("the test place exists only inside its tests and hooks");
+    return place;
+  };
+  (opts.perTest ? beforeEach : beforeAll)(async () => {
+    place = await createTestPlace(opts);
+  });
+  (opts.perTest ? afterEach : afterAll)(async () => {
+    const errors: unknown[] = [];
+    for (const r of owned.splice(0).reverse()) {
+      try {
+        await ("stop" in r ? r.stop() : r.close());
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    if (place) {
+      const gone = place;
+      place = undefined;
+      await destroyTestPlace(gone, opts.kinds).catch((err: unknown) => errors.push(err));
+    }
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, "tearing down the test place");
+  });
+  return {
+    get env() {
+      return current().env;
+    },
+    get dbName() {
+      return current().dbName;
+    },
+    get prefix() {
+      return current().prefix;
+    },
+    get topology() {
+      return current().topology;
+    },
+    own(resource) {
+      owned.push(resource);
+      return resource;
+    },
+  };
 }
 
 /** A database handle on the file's database (for assertions and direct store calls). */

@@ -5,8 +5,7 @@ import { sql } from "kysely";
 import { loadApiConfig, sampleOutstanding } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
 import { connectBrokerFromConfig, type Broker } from "@rtb/runtime";
-import { afterEach, beforeEach } from "vitest";
-import { createTestPlace, destroyTestPlace, openTestDb, testLogger, waitFor, type TestPlace } from "./fixtures.ts";
+import { openTestDb, testLogger, useTestPlace, waitFor, type TestPlace } from "./fixtures.ts";
 import { expectRunSettled, type Sampler } from "./runs.ts";
 
 /**
@@ -362,24 +361,12 @@ export async function expectSettled(cluster: Cluster, timeoutMs = 40_000): Promi
  * after it the cluster stopped (whatever still runs is killed) and the place dropped.
  */
 export function clusterPerTest(): { readonly place: TestPlace; start(env?: Record<string, string>): Promise<Cluster> } {
-  let place: TestPlace | undefined;
-  let cluster: Cluster | undefined;
-  beforeEach(async () => {
-    place = await createTestPlace();
-  });
-  afterEach(async () => {
-    await cluster?.stopAll();
-    cluster = undefined;
-    if (place) await destroyTestPlace(place);
-    place = undefined;
-  });
+  const place = useTestPlace({ perTest: true });
   return {
-    get place() {
-      if (!place) throw new Error("clusterPerTest: the place exists only inside a test");
-      return place;
-    },
+    place,
     async start(env = {}) {
-      cluster = await startCluster(this.place, env);
+      const cluster = await startCluster(place, env);
+      place.own({ stop: () => cluster.stopAll() });
       return cluster;
     },
   };
