@@ -3,6 +3,7 @@ export * from "./db-config.ts";
 export * from "./database.ts";
 export * from "./migrate.ts";
 export * from "./status-transitions.ts";
+export * from "./status-sql.ts";
 export * from "./apply-status.ts";
 export * from "./dispatch-order.ts";
 export * from "./top-up.ts";

@@ -3,7 +3,8 @@ import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "kysely";
 import { loadApiConfig, sampleOutstanding } from "@rtb/api";
-import type { DbHandle } from "@rtb/db";
+import { statusList, type DbHandle } from "@rtb/db";
+import { OUTCOMES, TERMINAL } from "@rtb/protocol";
 import { connectBrokerFromConfig, type Broker } from "@rtb/runtime";
 import { openTestDb, testLogger, useTestPlace, waitFor, type TestPlace } from "./fixtures.ts";
 import { expectRunSettled, type Sampler } from "./runs.ts";
@@ -309,7 +310,7 @@ async function diagnose(cluster: Cluster, names: string[]): Promise<string> {
   const stuck = await sql<{ id: number; status: string; attempt: number; events: unknown }>`
     SELECT u.id, u.status, u.attempt,
       (SELECT json_agg(json_build_object('attempt', e.attempt, 'status', e.status, 'source', e.source, 'at', e.at) ORDER BY e.id) FROM unit_events e WHERE e.unit_id = u.id) AS events
-    FROM units u WHERE u.status NOT IN ('success','error','cancelled') ORDER BY u.updated_at LIMIT 5`
+    FROM units u WHERE u.status NOT IN ${statusList(TERMINAL)} ORDER BY u.updated_at LIMIT 5`
     .execute(cluster.db)
     .then((r) => r.rows, (err: Error) => `unavailable (${err.message})`);
   parts.push(`units not finished (oldest first): ${JSON.stringify(stuck)}`);
@@ -338,7 +339,7 @@ export async function finishedBy(db: DbHandle["db"], units: { id: number; attemp
   const out = new Map<number, string>();
   for (const u of units) {
     const { rows } = await sql<{ source: string }>`
-      SELECT source FROM unit_events WHERE unit_id = ${u.id} AND attempt = ${u.attempt} AND status IN ('success','error')`.execute(db);
+      SELECT source FROM unit_events WHERE unit_id = ${u.id} AND attempt = ${u.attempt} AND status IN ${statusList(OUTCOMES)}`.execute(db);
     if (rows[0]) out.set(u.id, rows[0].source);
   }
   return out;

@@ -1,7 +1,8 @@
 import { sql } from "kysely";
 import { expect } from "vitest";
 import { checkSystem, loadApiConfig, sampleOutstanding, type CheckReport } from "@rtb/api";
-import type { Db } from "@rtb/db";
+import { statusList, type Db } from "@rtb/db";
+import { OUTCOMES } from "@rtb/protocol";
 import type { Broker } from "@rtb/runtime";
 import { waitFor, type TestPlace } from "./fixtures.ts";
 import { startSystem, type System } from "./system.ts";
@@ -133,7 +134,7 @@ export async function startBusyRun(place: TestPlace, db: Db, opts: { units: numb
       expect(lost.rows).toEqual([]);
       // Work went on after the outage.
       const { rows } = await sql<{ n: number }>`
-        SELECT count(*)::int AS n FROM unit_events WHERE status IN ('success','error') AND recorded_at > ${new Date(workedAfter)}`.execute(db);
+        SELECT count(*)::int AS n FROM unit_events WHERE status IN ${statusList(OUTCOMES)} AND recorded_at > ${new Date(workedAfter)}`.execute(db);
       expect(rows[0]!.n).toBeGreaterThan(0);
       return final;
     },
