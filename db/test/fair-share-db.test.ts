@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { sql } from "kysely";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import {
   checkTallies,
   claimTopUp,
@@ -14,24 +14,20 @@ import {
   type GroupShare,
   type ReadyGroup,
 } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { isInFlight } from "@rtb/protocol";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 
 // The dispatch order against PostgreSQL, on random backlogs: priorities, groups (more of them
 // than picks, names that sort differently as UTF-16 and as code points), weights, in-flight
 // limits, service memories, units already in flight, retry backoffs (ended and not), tallies
 // folded or not. Each run starts from an empty table (DELETE, not TRUNCATE: the tallies are
 // kept by triggers) and takes a few top-ups in a row, units finishing in between.
-let place: TestPlace;
+const place = useTestPlace();
 let h: DbHandle;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
+  h = place.own(openTestDb(place));
   await setDispatching(h.db, true);
-});
-afterAll(async () => {
-  await h?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 const NAMES = ["a", "b", "B", "c", "d", "e", "é", "z", "\u{1F600}", "\uE000", "g-10", "g-9"];
@@ -100,7 +96,7 @@ async function model(k: number): Promise<number[]> {
       const key = `${u.priority}\u0000${u.group_name}`;
       queues.set(key, [...(queues.get(key) ?? []), u.id]);
     }
-    if (["dispatched", "queued", "processing"].includes(u.status)) inFlight.set(u.group_name, (inFlight.get(u.group_name) ?? 0) + 1);
+    if (isInFlight(u.status)) inFlight.set(u.group_name, (inFlight.get(u.group_name) ?? 0) + 1);
   }
   const ready: ReadyGroup[] = [...queues].map(([key, ids]) => ({ group: key.split("\u0000")[1]!, priority: Number(key.split("\u0000")[0]), ready: ids.length }));
   const shares = new Map<string, GroupShare>();

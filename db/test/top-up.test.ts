@@ -1,18 +1,14 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
+import { beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { sql } from "kysely";
 import { checkTallies, claimTopUp, compactTallies, createDb, nextInLine, nextRetryAt, setDispatching, type DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, testLogger, type TestPlace } from "@rtb/testing";
+import { OUTSTANDING } from "@rtb/protocol";
+import { openTestDb, testLogger, useTestPlace } from "@rtb/testing";
 
-let place: TestPlace;
+const place = useTestPlace();
 let h: DbHandle;
 
-beforeAll(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-});
-afterAll(async () => {
-  await h.close();
-  await destroyTestPlace(place);
+beforeAll(() => {
+  h = place.own(openTestDb(place));
 });
 beforeEach(async () => {
   await sql`TRUNCATE units, unit_events, unit_groups, status_tallies, ready_deltas, ready_counts, ready_levels`.execute(h.db);
@@ -29,7 +25,7 @@ async function addUnits(rows: { group?: string; priority?: number; notBefore?: D
 }
 
 const outstanding = async () =>
-  (await h.db.selectFrom("units").select((eb) => eb.fn.countAll<number>().as("n")).where("status", "in", ["dispatched", "queued"]).executeTakeFirstOrThrow()).n;
+  (await h.db.selectFrom("units").select((eb) => eb.fn.countAll<number>().as("n")).where("status", "in", OUTSTANDING).executeTakeFirstOrThrow()).n;
 
 describe("top-up", () => {
   it("fills the outbox up to the maximum and no further", async () => {
