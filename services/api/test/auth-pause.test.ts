@@ -1,23 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import { loadApiConfig } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, type TestPlace } from "@rtb/testing";
+import { useTestPlace } from "@rtb/testing";
 import { startApi } from "./support.ts";
 
 const TOKEN = "s3cret-token-for-tests-0123456789";
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let readsToo: ApiService;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, { RTB_API_TOKEN: TOKEN, RTB_BROADCAST_MAX_QUEUE: "3" });
-  readsToo = await startApi(place, { RTB_API_TOKEN: TOKEN, RTB_API_TOKEN_READS: "true" });
-});
-afterAll(async () => {
-  await readsToo?.stop();
-  await api?.stop();
-  if (place) await destroyTestPlace(place);
+  api = place.own(await startApi(place, { RTB_API_TOKEN: TOKEN, RTB_BROADCAST_MAX_QUEUE: "3" }));
+  readsToo = place.own(await startApi(place, { RTB_API_TOKEN: TOKEN, RTB_API_TOKEN_READS: "true" }));
 });
 
 const req = async (a: ApiService, path: string, method = "GET", token?: string) => {

@@ -1,34 +1,26 @@
 import type { ChannelModel } from "amqplib";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // The dispatch order (docs/architecture.md, Dispatch) is priority first, then fair share across
 // groups (round-robin, so one large group cannot starve the others), then FIFO. In the steady state the outbox
 // is full and each finished unit frees room for one: every top-up takes a single unit. This
 // file checks that those one-unit top-ups still take turns across groups.
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let db: DbHandle;
 let conn: ChannelModel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  db = openTestDb(place);
+  db = place.own(openTestDb(place));
   // A large group enqueued first, then a small one (the backlog is not empty, so no seed).
   const unit = (group_name: string) => ({ kind: "simulate", group_name, priority: 0, max_attempts: 3, status: "pending" as const });
   await db.db.insertInto("units").values([...Array.from({ length: 6 }, () => unit("big")), unit("small"), unit("small")]).execute();
-  api = await startApi(place, { RTB_BROADCAST_MAX_QUEUE: "1" });
-  conn = await rawBroker();
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  await db?.close();
-  if (place) await destroyTestPlace(place);
+  api = place.own(await startApi(place, { RTB_BROADCAST_MAX_QUEUE: "1" }));
+  conn = place.own(await rawBroker());
 });
 
 const inFlight = async () => (await db.db.selectFrom("units").select(["id", "group_name"]).where("status", "=", "dispatched").execute())[0];

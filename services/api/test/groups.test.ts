@@ -1,24 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, type TestPlace } from "@rtb/testing";
+import { useTestPlace } from "@rtb/testing";
 import { call, startApi } from "./support.ts";
 
 // Fair share as an operator sets it: PUT /groups/:name, seen in GET /groups and in GET /next.
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, { RTB_SEED_UNITS: "0", RTB_BROADCAST_MAX_QUEUE: "100" });
+  api = place.own(await startApi(place, { RTB_SEED_UNITS: "0", RTB_BROADCAST_MAX_QUEUE: "100" }));
   await call(api, "/units", "POST", [
     ...Array.from({ length: 6 }, () => ({ kind: "simulate", group: "acme" })),
     ...Array.from({ length: 6 }, () => ({ kind: "simulate", group: "globex" })),
   ]);
-});
-
-afterAll(async () => {
-  await api?.stop();
-  if (place) await destroyTestPlace(place);
 });
 
 const nextGroups = async (limit: number) => (await call(api, `/next?limit=${limit}`)).body.units.map((u: any) => u.group);

@@ -1,28 +1,21 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
+import { UNIT_STATUSES } from "@rtb/protocol";
 import { call, getUnit, startApi } from "./support.ts";
 
 // One api, 10 seeded units, RTB_BROADCAST_MAX_QUEUE=4 and no leader: nothing moves after a
 // dispatch, so every number below is exact. The tests run in order: before /go, then after.
 const MAX_QUEUE = 4;
-const ALL_STATUSES = ["pending", "dispatched", "queued", "processing", "success", "error", "cancelled"];
 
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let db: DbHandle;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, { RTB_BROADCAST_MAX_QUEUE: String(MAX_QUEUE) });
-  db = openTestDb(place);
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await db?.close();
-  if (place) await destroyTestPlace(place);
+  api = place.own(await startApi(place, { RTB_BROADCAST_MAX_QUEUE: String(MAX_QUEUE) }));
+  db = place.own(openTestDb(place));
 });
 
 const ids = (units: { id: number }[]) => units.map((u) => u.id);
@@ -31,7 +24,7 @@ describe("before dispatching is on", () => {
   it("GET / reports counts for all 7 statuses, the total, outstanding, maxQueue, dispatching off and no leader", async () => {
     const { status, body } = await call(api, "/");
     expect(status).toBe(200);
-    expect(Object.keys(body.counts).sort()).toEqual([...ALL_STATUSES].sort());
+    expect(Object.keys(body.counts).sort()).toEqual([...UNIT_STATUSES].sort());
     expect(body.counts).toEqual({ pending: 10, dispatched: 0, queued: 0, processing: 0, success: 0, error: 0, cancelled: 0 });
     expect(body).toMatchObject({ total: 10, outstanding: 0, maxQueue: MAX_QUEUE, dispatching: false, leader: null });
   });

@@ -1,31 +1,23 @@
 import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import { LISTED_PER_SERVICE, pruneInstances, type DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // Times and counters in messages come from other hosts, or from a bogus message. Whatever
 // they say, the api's clock bounds the times, and counters and registries stay bounded.
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let conn: ChannelModel;
 let db: DbHandle;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place);
-  conn = await rawBroker();
-  db = openTestDb(place);
+  api = place.own(await startApi(place));
+  conn = place.own(await rawBroker());
+  db = place.own(openTestDb(place));
   await call(api, "/go");
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  await db?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 const send = (...bodies: (object | string)[]) => publishRaw(conn, place.topology.inbox, ...bodies);

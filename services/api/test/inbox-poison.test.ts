@@ -1,25 +1,24 @@
 import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, queueDepth, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, queueDepth, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // Only a database outage may hold the inbox. A well-formed report the api fails on in any
 // other way (it cannot encode the result, PostgreSQL raises an error that is not an outage)
 // is dead-lettered on its own, counted and logged, and the reports after it are applied.
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let conn: ChannelModel;
 let db: DbHandle;
 
 beforeAll(async () => {
-  place = await createTestPlace();
   // A short shutdown deadline: if the inbox is stuck retrying, afterAll still ends quickly.
-  api = await startApi(place, { RTB_SHUTDOWN_TIMEOUT_MS: "1000", RTB_INBOX_BATCH_MS: "200" });
-  conn = await rawBroker();
-  db = openTestDb(place);
+  api = place.own(await startApi(place, { RTB_SHUTDOWN_TIMEOUT_MS: "1000", RTB_INBOX_BATCH_MS: "200" }));
+  conn = place.own(await rawBroker());
+  db = place.own(openTestDb(place));
   await call(api, "/go");
   // Stand-ins for failures inside the database, raised by a trigger on what a report writes:
   // "refused" always (an error that is no outage), "flaky" once (a serialization failure,
@@ -37,13 +36,6 @@ beforeAll(async () => {
       RETURN NEW;
     END $$`.execute(db.db);
   await sql`CREATE TRIGGER refuse_some BEFORE UPDATE ON units FOR EACH ROW EXECUTE FUNCTION refuse_some()`.execute(db.db);
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  await db?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 const send = (...bodies: (object | string)[]) => publishRaw(conn, place.topology.inbox, ...bodies);

@@ -1,29 +1,22 @@
 import type { ChannelModel } from "amqplib";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { queueDepth, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // A report can pass the message schema and still be refused by PostgreSQL: a NUL character
 // (\u0000) is valid JSON and a valid zod string, but jsonb and text columns reject it. Such a
 // report must not stop the inbox (docs/architecture.md, api inbox consumer): it is dead-lettered
 // and counted, never crashes a consumer, and no unit is lost.
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let conn: ChannelModel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
   // A short shutdown deadline: if the inbox is stuck retrying, afterAll still ends quickly.
-  api = await startApi(place, { RTB_SHUTDOWN_TIMEOUT_MS: "1000" });
-  conn = await rawBroker();
+  api = place.own(await startApi(place, { RTB_SHUTDOWN_TIMEOUT_MS: "1000" }));
+  conn = place.own(await rawBroker());
   await call(api, "/go");
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 it("a report PostgreSQL cannot store (a NUL in the result) does not block the reports published after it", async () => {

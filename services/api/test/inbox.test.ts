@@ -1,29 +1,22 @@
 import type { ChannelModel } from "amqplib";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { queueDepth, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // The api alone (no leader, no agents): after /go its 10 seeded units are `dispatched` on
 // attempt 1, and this file plays the leader and the agents by publishing raw status messages
 // to the inbox. Each test works on its own unit. A long retry backoff keeps a retried unit
 // `pending` for the whole file.
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let conn: ChannelModel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, { RTB_RETRY_BACKOFF_MS: "600000", RTB_RETRY_BACKOFF_MAX_MS: "600000" });
-  conn = await rawBroker();
+  api = place.own(await startApi(place, { RTB_RETRY_BACKOFF_MS: "600000", RTB_RETRY_BACKOFF_MAX_MS: "600000" }));
+  conn = place.own(await rawBroker());
   const go = await call(api, "/go");
   expect(go.body.dispatchedNow).toBe(10);
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 const send = (...bodies: (object | string)[]) => publishRaw(conn, place.topology.inbox, ...bodies);

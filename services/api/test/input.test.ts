@@ -1,26 +1,20 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { createApp, type ApiService } from "@rtb/api";
 import { countByStatus, enqueueUnits, type DbHandle } from "@rtb/db";
 import { sql } from "kysely";
-import { createTestPlace, destroyTestPlace, openTestDb, testLogger, type TestPlace } from "@rtb/testing";
+import { openTestDb, testLogger, useTestPlace } from "@rtb/testing";
 import { call, startApi } from "./support.ts";
 
 // Issue 12: what the api accepts is stored and handed over exactly as sent, or refused at
 // the door with a 4xx naming the field; a 5xx leaves nothing written; no web page can
 // change state. Every refusal below must leave the table as it was.
-let place: TestPlace;
+const place = useTestPlace({ kinds: ["render"] });
 let api: ApiService;
 let db: DbHandle;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, { RTB_SEED_UNITS: "0" });
-  db = openTestDb(place);
-});
-afterAll(async () => {
-  await api?.stop();
-  await db?.close();
-  if (place) await destroyTestPlace(place, ["render"]);
+  api = place.own(await startApi(place, { RTB_SEED_UNITS: "0" }));
+  db = place.own(openTestDb(place));
 });
 
 const total = async () => Object.values(await countByStatus(db.db)).reduce((a, b) => a + b, 0);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChannelModel } from "amqplib";
 import type { ApiService } from "@rtb/api";
 import { metricValue, parsePrometheusText, type Sample } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // One api, 10 seeded units, RTB_BROADCAST_MAX_QUEUE=4 and no leader: the reports the tests
@@ -10,20 +10,13 @@ import { call, publishRaw, startApi, statusMessage } from "./support.ts";
 const MAX_QUEUE = 4;
 const TOKEN = "metrics-token-for-tests-0123456789";
 
-let place: TestPlace;
-let guarded: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let conn: ChannelModel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, { RTB_BROADCAST_MAX_QUEUE: String(MAX_QUEUE) });
-  conn = await rawBroker();
-});
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  if (place) await destroyTestPlace(place);
+  api = place.own(await startApi(place, { RTB_BROADCAST_MAX_QUEUE: String(MAX_QUEUE) }));
+  conn = place.own(await rawBroker());
 });
 
 async function scrape(a: ApiService = api, headers: Record<string, string> = {}): Promise<Sample[]> {
@@ -111,14 +104,10 @@ describe("GET /metrics on the api", () => {
 });
 
 describe("GET /metrics with RTB_API_TOKEN", () => {
+  const guarded = useTestPlace();
   let readsToo: ApiService;
   beforeAll(async () => {
-    guarded = await createTestPlace();
-    readsToo = await startApi(guarded, { RTB_API_TOKEN: TOKEN, RTB_API_TOKEN_READS: "true" });
-  });
-  afterAll(async () => {
-    await readsToo?.stop();
-    if (guarded) await destroyTestPlace(guarded);
+    readsToo = guarded.own(await startApi(guarded, { RTB_API_TOKEN: TOKEN, RTB_API_TOKEN_READS: "true" }));
   });
 
   it("needs the bearer token when reads need it (RTB_API_TOKEN_READS=true)", async () => {

@@ -7,7 +7,7 @@ import type { DbHandle } from "@rtb/db";
 import { loadLeaderConfig, startLeaderService } from "@rtb/leader";
 import { assertJobQueue } from "@rtb/runtime";
 import { DispatchMessage } from "@rtb/protocol";
-import { createTestPlace, destroyTestPlace, openTestDb, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, queueDepth, rawBroker, testLogger, useTestPlace, waitFor, type TestPlace } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // Deterministic reconciler passes: the cron never fires (support.ts), the tests call tick().
@@ -25,21 +25,20 @@ afterEach(async () => {
   for (const s of running.splice(0).reverse()) await s.stop();
 });
 
-/** A place, an api on it (stopped after each test) and a database handle, per describe. */
+/** A place and a database handle per describe; `start()` an api on it (stopped after each test). */
 function setup(env: Record<string, string>) {
-  const ctx = {} as { place: TestPlace; db: DbHandle; start(): Promise<ApiService> };
-  beforeAll(async () => {
-    ctx.place = await createTestPlace();
-    ctx.db = openTestDb(ctx.place);
-    ctx.start = async () => {
-      const api = await startApi(ctx.place, env);
+  const place = useTestPlace();
+  const ctx = {
+    place,
+    db: undefined as unknown as DbHandle,
+    async start(): Promise<ApiService> {
+      const api = await startApi(place, env);
       running.push(api);
       return api;
-    };
-  });
-  afterAll(async () => {
-    await ctx.db?.close();
-    if (ctx.place) await destroyTestPlace(ctx.place);
+    },
+  };
+  beforeAll(() => {
+    ctx.db = place.own(openTestDb(place));
   });
   return ctx;
 }

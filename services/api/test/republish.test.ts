@@ -1,9 +1,9 @@
 import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { checkSystem, type ApiService } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, eventStatuses, getUnit, startApi } from "./support.ts";
 
 // A unit whose dispatch messages come to nothing on every try (here: the outbox is purged, as
@@ -11,30 +11,22 @@ import { call, eventStatuses, getUnit, startApi } from "./support.ts";
 // while `npm run check` said ok. Each re-publish is now counted against the attempt: the
 // checker reports a unit re-published twice without progress, and the reconciler ends the
 // attempt after the third. The cron never fires (support.ts): the test calls tick().
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
 let conn: ChannelModel;
 let db: DbHandle;
 const DISPATCH_TIMEOUT_MS = 300;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, {
+  api = place.own(await startApi(place, {
     RTB_BROADCAST_MAX_QUEUE: "1",
     RTB_DISPATCH_TIMEOUT_MS: String(DISPATCH_TIMEOUT_MS),
     RTB_RETRY_BACKOFF_MS: "600000",
     RTB_RETRY_BACKOFF_MAX_MS: "600000",
-  });
-  conn = await rawBroker();
-  db = openTestDb(place);
+  }));
+  conn = place.own(await rawBroker());
+  db = place.own(openTestDb(place));
   expect((await call(api, "/go")).body.dispatchedNow).toBe(1);
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await conn?.close();
-  await db?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 /** The message is lost on its way, then the dispatch timeout passes, then a reconciler pass. */

@@ -1,9 +1,9 @@
 import type { ChannelModel } from "amqplib";
 import { Kysely, PostgresDialect } from "kysely";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import { checkTimelines, countByStatus, enqueueUnits, type Database, type DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // The api alone, with small request limits, no seed and no leader: this file plays the
@@ -12,29 +12,21 @@ import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } fro
 const MAX_BATCH = 50;
 const MAX_BODY = 32 * 1024;
 
-let place: TestPlace;
+const place = useTestPlace({ kinds: ["simulate", "render", "email"] });
 let api: ApiService;
 let db: DbHandle;
 let conn: ChannelModel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  api = await startApi(place, {
+  api = place.own(await startApi(place, {
     RTB_SEED_UNITS: "0",
     RTB_API_MAX_BATCH: String(MAX_BATCH),
     RTB_API_MAX_BODY_BYTES: String(MAX_BODY),
     RTB_MAX_ATTEMPTS: "2",
     RTB_BROADCAST_MAX_QUEUE: "1000",
-  });
-  db = openTestDb(place);
-  conn = await rawBroker();
-});
-
-afterAll(async () => {
-  await api?.stop();
-  await db?.close();
-  await conn?.close();
-  if (place) await destroyTestPlace(place, ["simulate", "render", "email"]);
+  }));
+  db = place.own(openTestDb(place));
+  conn = place.own(await rawBroker());
 });
 
 const post = (path: string, body?: unknown) => call(api, path, "POST", body);
