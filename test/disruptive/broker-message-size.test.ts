@@ -1,7 +1,6 @@
-import { afterAll, afterEach, beforeAll, beforeEach, expect, it } from "vitest";
-import type { DbHandle } from "@rtb/db";
+import { afterAll, beforeAll, expect, it } from "vitest";
 import type { Handler } from "@rtb/agent";
-import { createTestPlace, destroyTestPlace, openTestDb, setBrokerMaxMessageSize, startSystem, waitFor, type System, type TestPlace } from "@rtb/testing";
+import { setBrokerMaxMessageSize, startSystem, useTestPlace, waitFor } from "@rtb/testing";
 
 /**
  * The broker's max_message_size is lower than rtb was told (RTB_BROKER_MAX_MESSAGE_BYTES): the
@@ -22,9 +21,7 @@ const handlers = new Map<string, Handler>([
 ]);
 
 let restore: (() => Promise<void>) | undefined;
-let place: TestPlace;
-let h: DbHandle;
-let system: System | undefined;
+const place = useTestPlace({ perTest: true, kinds: ["measure", "produce"] });
 
 beforeAll(async () => {
   restore = await setBrokerMaxMessageSize(BROKER_MAX);
@@ -32,21 +29,11 @@ beforeAll(async () => {
 afterAll(async () => {
   await restore?.();
 });
-beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-});
-afterEach(async () => {
-  await system?.stop();
-  system = undefined;
-  await h.close();
-  await destroyTestPlace(place, ["measure", "produce"]);
-});
 
 const body = (res: Response): Promise<any> => res.json();
 
 it("a payload or result over the broker's own limit ends its unit as a permanent error; the rest of its message travels", async () => {
-  system = await startSystem(place, env, 1, handlers);
+  const system = place.own(await startSystem(place, env, { agents: 1, handlers }));
   const res = await system.api.app.request("/units", {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -62,7 +49,7 @@ it("a payload or result over the broker's own limit ends its unit as a permanent
   const ids: number[] = (await body(res)).units.map((u: { id: number }) => u.id);
   await system.get("/go");
   const units = await waitFor("every unit to end", async () => {
-    const all = await Promise.all(ids.map((id) => system!.get(`/units/${id}`)));
+    const all = await Promise.all(ids.map((id) => system.get(`/units/${id}`)));
     return all.every((u) => u.status === "success" || u.status === "error") ? all : null;
   }, 60_000);
   const [small, big, other, bigResult, smallResult] = units;

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, openTestDb, outage, outagesSettled, startBusyRun, waitFor, type BusyRun, type TestPlace } from "@rtb/testing";
+import { openTestDb, outage, outagesSettled, startBusyRun, useTestPlace, waitFor } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
 
 /**
@@ -15,26 +15,21 @@ const UNITS = 500;
 const MAX_QUEUE = 20;
 const DOWN_MS = 5_000;
 
-let place: TestPlace;
+const place = useTestPlace({ perTest: true });
 let h: DbHandle;
-let run: BusyRun | undefined;
 
-beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
+beforeEach(() => {
+  h = place.own(openTestDb(place));
 });
 afterEach(async () => {
-  // A failed or timed-out test may still be in its outage: the broker must be back first.
+  // A failed or timed-out test may still be in its outage: the broker must be back before the
+  // place's teardown (registered first, so it runs after this hook) stops the run and drops it.
   await outagesSettled();
-  await run?.stop();
-  run = undefined;
-  await h.close();
-  await destroyTestPlace(place);
 });
 
 describe("a RabbitMQ restart in the middle of a run", () => {
   it("is survived by the api, the leader and the agents: every unit finishes, every rule holds", async () => {
-    run = await startBusyRun(place, h.db, { units: UNITS, maxQueue: MAX_QUEUE });
+    const run = place.own(await startBusyRun(place, h.db, { units: UNITS, maxQueue: MAX_QUEUE }));
     const s = run.system;
 
     let whileDown: { state: any; ready: { status: number; body: any } } | undefined;

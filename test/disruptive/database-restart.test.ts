@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, openTestDb, outage, outagesSettled, startBusyRun, waitFor, type BusyRun, type System, type TestPlace } from "@rtb/testing";
+import { openTestDb, outage, outagesSettled, startBusyRun, useTestPlace, waitFor, type System } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
 
 /**
@@ -12,25 +12,20 @@ const UNITS = 300;
 const MAX_QUEUE = 20;
 const DOWN_MS = 5_000;
 
-let place: TestPlace;
+const place = useTestPlace({ perTest: true });
 let h: DbHandle;
-let run: BusyRun | undefined;
 
-beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
+beforeEach(() => {
+  h = place.own(openTestDb(place));
   // This file's own pool (the sampler's) must survive the restart: a client checked out
   // (between acquire and query) when PostgreSQL terminates it emits 'error', and pg-pool
   // listens only on idle ones. The api's pool gets no such help: it must cope by itself.
   h.pool.on("connect", (client) => client.on("error", () => {}));
 });
 afterEach(async () => {
-  // A failed or timed-out test may still be in its outage: the database must be back first.
+  // A failed or timed-out test may still be in its outage: the database must be back before the
+  // place's teardown (registered first, so it runs after this hook) stops the run and drops it.
   await outagesSettled();
-  await run?.stop();
-  run = undefined;
-  await h.close();
-  await destroyTestPlace(place);
 });
 
 async function readyz(system: System) {
@@ -40,7 +35,7 @@ async function readyz(system: System) {
 
 describe("a PostgreSQL restart in the middle of a run", () => {
   it("makes the api not ready while it lasts; then the run completes and every rule holds", async () => {
-    run = await startBusyRun(place, h.db, { units: UNITS, maxQueue: MAX_QUEUE });
+    const run = place.own(await startBusyRun(place, h.db, { units: UNITS, maxQueue: MAX_QUEUE }));
     const s = run.system;
 
     let notReady: Awaited<ReturnType<typeof readyz>> | undefined;

@@ -1,23 +1,18 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { sql } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { loadApiConfig, startApiService } from "@rtb/api";
 import type { DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { openTestDb, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 
 /** `npm run check` as an operator runs it: a process, its output and its exit code. */
 const root = fileURLToPath(new URL("../..", import.meta.url));
-let place: TestPlace;
+const place = useTestPlace();
 let db: DbHandle;
 
-beforeAll(async () => {
-  place = await createTestPlace();
-  db = openTestDb(place);
-});
-afterAll(async () => {
-  await db?.close();
-  if (place) await destroyTestPlace(place);
+beforeAll(() => {
+  db = place.own(openTestDb(place));
 });
 
 function check(...args: string[]): Promise<{ code: number | null; output: string }> {

@@ -1,8 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { enqueueUnits, type DbHandle } from "@rtb/db";
 import { maxPayloadBytes, maxResultBytes } from "@rtb/runtime";
 import type { Handler } from "@rtb/agent";
-import { createTestPlace, destroyTestPlace, openTestDb, startSystem, waitFor, type System, type TestPlace } from "@rtb/testing";
+import { openTestDb, startSystem, useTestPlace, waitFor, type System } from "@rtb/testing";
 
 /**
  * Every documented limit, end to end (api -> outbox -> leader -> jobs -> agent -> inbox):
@@ -24,19 +24,12 @@ const handlers = new Map<string, Handler>([
   [LONG_KIND, async () => "long"],
 ]);
 
-let place: TestPlace;
+const place = useTestPlace({ perTest: true, kinds: ["measure", "produce", LONG_KIND] });
 let h: DbHandle;
 let system: System | undefined;
 
-beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-});
-afterEach(async () => {
-  await system?.stop();
-  system = undefined;
-  await h.close();
-  await destroyTestPlace(place, ["measure", "produce", LONG_KIND]);
+beforeEach(() => {
+  h = place.own(openTestDb(place));
 });
 
 const post = (body: unknown) =>
@@ -50,7 +43,7 @@ const finished = (ids: number[]) =>
 
 describe("message size limits", () => {
   it("a payload of exactly the max travels to the agent whole; one byte more is 413 naming payload and the limit", async () => {
-    system = await startSystem(place, env, 1, handlers);
+    system = place.own(await startSystem(place, env, { agents: 1, handlers }));
     const max = maxPayloadBytes(LIMIT);
     const ok = await post({ kind: "measure", payload: jsonOf(max) });
     expect(ok.status).toBe(201);
@@ -71,7 +64,7 @@ describe("message size limits", () => {
   });
 
   it("units whose payloads fill several messages are cut into messages that fit, and all succeed", async () => {
-    system = await startSystem(place, env, 2, handlers);
+    system = place.own(await startSystem(place, env, { agents: 2, handlers }));
     // Three of these fill more than one message: a top-up of 30 needs at least 10 messages.
     const size = Math.floor(maxPayloadBytes(LIMIT) / 2.5);
     const res = await post(Array.from({ length: 30 }, () => ({ kind: "measure", payload: jsonOf(size) })));
@@ -84,7 +77,7 @@ describe("message size limits", () => {
   });
 
   it("a result of exactly the max is reported; one byte more ends that attempt as a permanent error, and the agent carries on", async () => {
-    system = await startSystem(place, env, 1, handlers);
+    system = place.own(await startSystem(place, env, { agents: 1, handlers }));
     // The agent's source: its id (agent-1, from startSystem) and a start time of fixed width.
     const max = maxResultBytes(LIMIT, { service: "agent", id: "agent-1", startedAt: new Date().toISOString() });
     const res = await post([
@@ -109,7 +102,7 @@ describe("message size limits", () => {
       { kind: "measure", group: "g", priority: 0, payload: jsonOf(LIMIT), ref: null, maxAttempts: 3 },
       { kind: "measure", group: "g", priority: 0, payload: jsonOf(100), ref: null, maxAttempts: 3 },
     ]);
-    system = await startSystem(place, env, 1, handlers);
+    system = place.own(await startSystem(place, env, { agents: 1, handlers }));
     await system.get("/go");
     const [refused, travelled] = await finished([big!.id, small!.id]);
     expect(refused).toMatchObject({ status: "error", attempt: 1 });
@@ -125,7 +118,7 @@ describe("message size limits", () => {
 
 describe("request limits", () => {
   it(`a batch of RTB_API_MAX_BATCH units travels; one more is 400`, async () => {
-    system = await startSystem(place, env, 2, handlers);
+    system = place.own(await startSystem(place, env, { agents: 2, handlers }));
     const over = await post(Array.from({ length: MAX_BATCH + 1 }, () => ({ kind: "measure" })));
     expect(over.status).toBe(400);
     expect(await body(over)).toMatchObject({ field: "body", message: expect.stringContaining("RTB_API_MAX_BATCH") });
@@ -137,7 +130,7 @@ describe("request limits", () => {
   });
 
   it("a kind of 100 characters and a group and ref of 200 travel; one character more is 400 naming the field", async () => {
-    system = await startSystem(place, env, 1, handlers);
+    system = place.own(await startSystem(place, env, { agents: 1, handlers }));
     const longest = { kind: LONG_KIND, group: "g".repeat(200), ref: "r".repeat(200) };
     for (const [field, value] of [["kind", "k".repeat(101)], ["group", "g".repeat(201)], ["ref", "r".repeat(201)]] as const) {
       const res = await post({ ...longest, [field]: value });

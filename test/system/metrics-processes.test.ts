@@ -1,18 +1,12 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { metricValue, parsePrometheusText } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, exitWithin, killAll, logLines, run, waitFor, type TestPlace } from "@rtb/testing";
+import { exitWithin, killAll, logLines, run, useTestPlace, waitFor } from "@rtb/testing";
 
 /** RTB_METRICS_PORT as an operator sets it: on the real entry points, in real processes. */
-let place: TestPlace;
+const place = useTestPlace();
 
-beforeAll(async () => {
-  place = await createTestPlace();
-});
 afterEach(async () => {
   await killAll();
-});
-afterAll(async () => {
-  await destroyTestPlace(place);
 });
 
 describe.each([

@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { metricValue, parsePrometheusText, type Sample } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, openTestDb, startSystem, waitFor, type System, type TestPlace } from "@rtb/testing";
+import { openTestDb, startSystem, useTestPlace, waitFor, type System } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
 
 /**
@@ -9,15 +9,14 @@ import type { DbHandle } from "@rtb/db";
  * HTTP, in the text format. The counters must agree with GET / and with the database.
  */
 const UNITS = 40;
-let place: TestPlace;
+const place = useTestPlace();
 let h: DbHandle;
 let system: System;
 let final: any;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-  system = await startSystem(place, {
+  h = place.own(openTestDb(place));
+  system = place.own(await startSystem(place, {
     RTB_SEED_UNITS: String(UNITS),
     RTB_BROADCAST_MAX_QUEUE: "8",
     RTB_RETRY_BACKOFF_MS: "10",
@@ -25,17 +24,12 @@ beforeAll(async () => {
     RTB_AGENT_WORK_MIN_MS: "1",
     RTB_AGENT_WORK_MAX_MS: "10",
     RTB_METRICS_PORT: "127.0.0.1:0",
-  });
+  }));
   await system.get("/go");
   final = await waitFor("every unit to finish", async () => {
     const state = await system.get("/");
     return state.done ? state : null;
   }, 60_000);
-});
-afterAll(async () => {
-  await system?.stop();
-  await h?.close();
-  if (place) await destroyTestPlace(place);
 });
 
 async function scrape(url: string): Promise<Sample[]> {

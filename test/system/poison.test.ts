@@ -1,21 +1,19 @@
 import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import { loadAgentConfig, PermanentJobError, startAgent, type Handler } from "@rtb/agent";
 import type { DbHandle } from "@rtb/db";
 import { checkSystem } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, openTestDb, queueDepth, rawBroker, startSystem, testLogger, waitFor, type System, type TestPlace } from "@rtb/testing";
+import { openTestDb, queueDepth, rawBroker, startSystem, testLogger, useTestPlace, waitFor, type System } from "@rtb/testing";
 
 /**
  * Bad messages on every queue, and handlers that misbehave, while the system runs: each bad
  * message is dead-lettered and counted in GET / under the service that rejected it, each bad
  * handler run is an `error` for its attempt, and every consumer keeps going.
  */
-let place: TestPlace;
 let system: System;
 let db: DbHandle;
 let conn: ChannelModel;
-const stops: { stop(): Promise<void> }[] = [];
 
 const handlers = new Map<string, Handler>([
   ["ok", async (job) => ({ done: job.unitId })],
@@ -28,21 +26,14 @@ const handlers = new Map<string, Handler>([
   }],
   ["hangs", (job) => new Promise((resolve) => job.signal.addEventListener("abort", () => setTimeout(resolve, 60_000)))],
 ]);
+const place = useTestPlace({ kinds: [...handlers.keys()] });
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  system = await startSystem(place, { RTB_SEED_UNITS: "0", RTB_MAX_ATTEMPTS: "1", RTB_HEARTBEAT_MS: "200" }, 0);
+  system = place.own(await startSystem(place, { RTB_SEED_UNITS: "0", RTB_MAX_ATTEMPTS: "1", RTB_HEARTBEAT_MS: "200" }, { agents: 0 }));
   const config = loadAgentConfig({ ...place.env, RTB_AGENT_ID: "agent-p", RTB_AGENT_TIMEOUT_MS: "500", RTB_HEARTBEAT_MS: "200" });
-  stops.push(await startAgent(config, testLogger("agent"), handlers));
-  db = openTestDb(place);
-  conn = await rawBroker();
-});
-afterAll(async () => {
-  for (const s of stops) await s.stop();
-  await system?.stop();
-  await db?.close();
-  await conn?.close();
-  if (place) await destroyTestPlace(place, [...handlers.keys()]);
+  place.own(await startAgent(config, testLogger("agent"), handlers));
+  db = place.own(openTestDb(place));
+  conn = place.own(await rawBroker());
 });
 
 async function send(queue: string, body: string | object) {

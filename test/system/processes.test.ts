@@ -1,17 +1,11 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, freePort, getJson, killAll, run, waitFor, type TestPlace } from "@rtb/testing";
+import { afterEach, describe, expect, it } from "vitest";
+import { freePort, getJson, killAll, run, useTestPlace, waitFor } from "@rtb/testing";
 
 /** The services as an operator runs them: real processes, real signals, real exit codes. */
-let place: TestPlace;
+const place = useTestPlace();
 
-beforeAll(async () => {
-  place = await createTestPlace();
-});
 afterEach(async () => {
   await killAll();
-});
-afterAll(async () => {
-  await destroyTestPlace(place);
 });
 
 describe("npm start", () => {

@@ -1,25 +1,15 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { sampleOutstanding } from "@rtb/api";
-import { createTestPlace, destroyTestPlace, expectRunSettled, openTestDb, startSystem, waitFor, type Sampler, type System, type TestPlace } from "@rtb/testing";
+import { expectRunSettled, openTestDb, startSystem, useTestPlace, waitFor } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
 
 /** The operator flow end to end: seed, /go, every unit terminal, every rule kept. */
-let place: TestPlace;
+const place = useTestPlace({ perTest: true, kinds: ["nobody"] });
 let h: DbHandle;
-let system: System | undefined;
-let sampler: Sampler | undefined;
 
-beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-});
-afterEach(async () => {
-  await sampler?.stop();
-  await system?.stop();
-  system = sampler = undefined;
-  await h.close();
-  await destroyTestPlace(place, ["simulate", "nobody"]);
+beforeEach(() => {
+  h = place.own(openTestDb(place));
 });
 
 describe("the seed flow", () => {
@@ -32,13 +22,13 @@ describe("the seed flow", () => {
       RTB_AGENT_WORK_MIN_MS: "1",
       RTB_AGENT_WORK_MAX_MS: "20",
     };
-    system = await startSystem(place, env);
+    const system = place.own(await startSystem(place, env));
     expect((await system.get("/")).counts.pending).toBe(100);
-    const s = (sampler = sampleOutstanding(h.db, 5));
+    const s = place.own(sampleOutstanding(h.db, 5));
     expect(await system.get("/go")).toMatchObject({ dispatching: true, changed: true });
 
     const final = await waitFor("every unit to finish", async () => {
-      const state = await system!.get("/");
+      const state = await system.get("/");
       return state.done ? state : null;
     }, 60_000);
     // Every rule, checked by the product's checker: timelines, nothing stuck, never over the bound.
@@ -63,12 +53,14 @@ describe("the seed flow", () => {
   });
 
   it("keeps the outbox full, never over the maximum, while a slow agent works", async () => {
-    system = await startSystem(
-      place,
-      { RTB_SEED_UNITS: "40", RTB_BROADCAST_MAX_QUEUE: "5", RTB_AGENT_ERROR_RATE: "0", RTB_AGENT_WORK_MIN_MS: "60", RTB_AGENT_WORK_MAX_MS: "120", RTB_AGENT_CONCURRENCY: "2" },
-      1,
+    const system = place.own(
+      await startSystem(
+        place,
+        { RTB_SEED_UNITS: "40", RTB_BROADCAST_MAX_QUEUE: "5", RTB_AGENT_ERROR_RATE: "0", RTB_AGENT_WORK_MIN_MS: "60", RTB_AGENT_WORK_MAX_MS: "120", RTB_AGENT_CONCURRENCY: "2" },
+        { agents: 1 },
+      ),
     );
-    const s = (sampler = sampleOutstanding(h.db, 5));
+    const s = place.own(sampleOutstanding(h.db, 5));
     await system.get("/go");
     // How full the outbox is while units wait for room: outstanding and eligible pending units,
     // read together (one snapshot) every few ms until the run is done. The product's sampler
@@ -83,7 +75,7 @@ describe("the seed flow", () => {
           FROM units`.execute(h.db);
         const { outstanding, eligible } = rows[0]!;
         if (eligible > 0) whileWaiting.push(outstanding);
-        return outstanding === 0 && eligible === 0 && (await system!.get("/")).done;
+        return outstanding === 0 && eligible === 0 && (await system.get("/")).done;
       },
       60_000,
       5,
@@ -100,7 +92,7 @@ describe("the seed flow", () => {
   });
 
   it("reports a unit whose kind no agent consumes as an error, then gives up after its attempts", async () => {
-    system = await startSystem(place, { RTB_SEED_UNITS: "0", RTB_RETRY_BACKOFF_MS: "10" }, 1);
+    const system = place.own(await startSystem(place, { RTB_SEED_UNITS: "0", RTB_RETRY_BACKOFF_MS: "10" }, { agents: 1 }));
     const [unit] = await h.db
       .insertInto("units")
       .values({ kind: "nobody", group_name: "g", priority: 0, payload: "{}", status: "pending", max_attempts: 2 })
@@ -108,7 +100,7 @@ describe("the seed flow", () => {
       .execute();
     await system.get("/go");
     const final = await waitFor("the unit to fail", async () => {
-      const u = await system!.get(`/units/${unit!.id}`);
+      const u = await system.get(`/units/${unit!.id}`);
       return u.status === "error" ? u : null;
     });
     expect(final.attempt).toBe(2);
@@ -118,14 +110,16 @@ describe("the seed flow", () => {
 
   it("retries a failed unit when its backoff ends, without waiting for the reconcile tick", async () => {
     // The cron never fires during the test: only the dispatcher's backoff timer can retry.
-    system = await startSystem(
-      place,
-      { RTB_SEED_UNITS: "1", RTB_RECONCILE_CRON: "0 0 1 1 *", RTB_AGENT_ERROR_RATE: "1", RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "5", RTB_RETRY_BACKOFF_MS: "50" },
-      1,
+    const system = place.own(
+      await startSystem(
+        place,
+        { RTB_SEED_UNITS: "1", RTB_RECONCILE_CRON: "0 0 1 1 *", RTB_AGENT_ERROR_RATE: "1", RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "5", RTB_RETRY_BACKOFF_MS: "50" },
+        { agents: 1 },
+      ),
     );
     await system.get("/go");
     const unit = await waitFor("the unit to use all its attempts", async () => {
-      const u = await system!.get("/units/1");
+      const u = await system.get("/units/1");
       return u.status === "error" ? u : null;
     });
     expect(unit.attempt).toBe(3);

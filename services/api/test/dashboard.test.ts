@@ -1,11 +1,9 @@
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
-import { loadApiConfig, startApiService, type ApiService } from "@rtb/api";
-import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
-import { builtinHandlers, loadAgentConfig, startAgent, type AgentService } from "@rtb/agent";
-import { createTestPlace, destroyTestPlace, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import type { ApiService } from "@rtb/api";
+import { startSystem, useTestPlace, waitFor } from "@rtb/testing";
 import { NEVER } from "./support.ts";
 import { launchChromium, readEvents, waitForText, type PageGlobals } from "./browser.ts";
 
@@ -15,34 +13,26 @@ import { launchChromium, readEvents, waitForText, type PageGlobals } from "./bro
 const UNITS = 40;
 const BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 
-let place: TestPlace;
+const place = useTestPlace();
 let api: ApiService;
-let leader: LeaderService;
-const agents: AgentService[] = [];
 let browser: Browser;
 let base: string;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  const env = { ...place.env, RTB_SEED_UNITS: String(UNITS), RTB_RECONCILE_CRON: NEVER, RTB_BROADCAST_MAX_QUEUE: "10" };
-  // Port 0 (any free port) is not a valid RTB_API_HOST for an operator; the test sets it after validation.
-  const config = { ...loadApiConfig(env), RTB_API_HOST: { host: "127.0.0.1", port: 0 } };
-  api = await startApiService(config, testLogger("api"), { listen: true });
-  base = `http://127.0.0.1:${api.address!.port}`;
-  leader = await startLeaderService(loadLeaderConfig({ ...env, RTB_LEADER_ID: "leader-d" }), testLogger("leader"));
-  const agentConfig = loadAgentConfig({ ...env, RTB_AGENT_ERROR_RATE: "0", RTB_AGENT_CONCURRENCY: "2", RTB_AGENT_WORK_MIN_MS: "300", RTB_AGENT_WORK_MAX_MS: "600" });
-  for (const id of ["agent-d1", "agent-d2"]) {
-    agents.push(await startAgent({ ...agentConfig, RTB_AGENT_ID: id }, testLogger("agent"), builtinHandlers(agentConfig)));
-  }
-  browser = await launchChromium();
-});
-
-afterAll(async () => {
-  await browser?.close();
-  await Promise.all(agents.map((a) => a.stop()));
-  await leader?.stop();
-  await api?.stop();
-  if (place) await destroyTestPlace(place);
+  const env = {
+    RTB_SEED_UNITS: String(UNITS),
+    RTB_RECONCILE_CRON: NEVER,
+    RTB_BROADCAST_MAX_QUEUE: "10",
+    RTB_LEADER_ID: "leader-d",
+    RTB_AGENT_ERROR_RATE: "0",
+    RTB_AGENT_CONCURRENCY: "2",
+    RTB_AGENT_WORK_MIN_MS: "300",
+    RTB_AGENT_WORK_MAX_MS: "600",
+  };
+  const system = place.own(await startSystem(place, env, { agents: ["agent-d1", "agent-d2"], listen: true }));
+  api = system.api;
+  base = system.url!;
+  browser = place.own(await launchChromium());
 });
 
 describe("GET / content negotiation", () => {
