@@ -1,23 +1,12 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, freePort, type TestPlace } from "@rtb/testing";
-import { rtb, rtbJson, startListeningApi, type Listening } from "./support.ts";
+import { describe, expect, it } from "vitest";
+import { freePort, useTestPlace } from "@rtb/testing";
+import { rtb, rtbJson, startListeningApi } from "./support.ts";
 
 /** The operator flow through the bin: status, next, go, pause, unit; usage, reachability, auth. */
-let place: TestPlace;
-let running: Listening[] = [];
-
-beforeEach(async () => {
-  place = await createTestPlace();
-});
-afterEach(async () => {
-  for (const l of running.reverse()) await l.api.stop();
-  running = [];
-  await destroyTestPlace(place);
-});
+const place = useTestPlace({ perTest: true });
 
 async function api(env: Record<string, string> = {}): Promise<{ url: string; env: Record<string, string> }> {
-  const l = await startListeningApi(place, env);
-  running.push(l);
+  const l = place.own(await startListeningApi(place, env));
   return { url: l.url, env: { RTB_API_URL: l.url } };
 }
 

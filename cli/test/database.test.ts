@@ -1,22 +1,19 @@
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, inject, it } from "vitest";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
 import { rtb, rtbJson } from "./support.ts";
 
 /** migrate and seed talk to PostgreSQL directly (RTB_DB_*), with no api running. */
 const servers = () => inject("rtbServers");
-let place: TestPlace;
+const place = useTestPlace({ perTest: true });
 let h: DbHandle;
 const dropped: string[] = [];
 
-beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
+beforeEach(() => {
+  h = place.own(openTestDb(place));
 });
 afterEach(async () => {
-  await h.close();
-  await destroyTestPlace(place);
   const admin = new pg.Client({ ...servers().db, database: "postgres" });
   await admin.connect();
   for (const name of dropped.splice(0)) await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);

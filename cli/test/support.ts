@@ -13,13 +13,15 @@ export const NEVER = "0 0 1 1 *";
 export interface Listening {
   api: ApiService;
   url: string;
+  /** The api's stop: a Listening is a test place's to own (`place.own(...)`). */
+  stop(): Promise<void>;
 }
 
 /** An api in-process, listening on 127.0.0.1 on a port of the system's choosing. */
 export async function startListeningApi(place: TestPlace, env: Record<string, string> = {}): Promise<Listening> {
   const config = loadApiConfig({ ...place.env, RTB_API_HOST: "127.0.0.1:0", RTB_SEED_UNITS: "10", RTB_RECONCILE_CRON: NEVER, ...env });
   const api = await startApiService(config, testLogger("api"), { listen: true });
-  return { api, url: `http://127.0.0.1:${api.address!.port}` };
+  return { api, url: `http://127.0.0.1:${api.address!.port}`, stop: () => api.stop() };
 }
 
 export interface Ran {

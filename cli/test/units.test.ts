@@ -3,29 +3,25 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
 import { rtb, rtbJson, startListeningApi, type Listening } from "./support.ts";
 
 /** Producing and managing units through the bin: enqueue, units, retry, cancel, redrive. */
-let place: TestPlace;
+const place = useTestPlace({ perTest: true });
 let h: DbHandle;
 let api: Listening;
 let env: Record<string, string>;
 let dir: string;
 
 beforeEach(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
+  h = place.own(openTestDb(place));
   // An empty backlog to start with; nothing is dispatched unless a test says /go.
-  api = await startListeningApi(place, { RTB_SEED_UNITS: "0" });
+  api = place.own(await startListeningApi(place, { RTB_SEED_UNITS: "0" }));
   env = { RTB_API_URL: api.url };
   dir = await mkdtemp(join(tmpdir(), "rtb-cli-"));
 });
 afterEach(async () => {
-  await api.api.stop();
-  await h.close();
-  await destroyTestPlace(place);
   await rm(dir, { recursive: true, force: true });
 });
 

@@ -1,26 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { loadAgentConfig, builtinHandlers, startAgent, type AgentService } from "@rtb/agent";
-import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
-import { createTestPlace, destroyTestPlace, testLogger, waitFor, type TestPlace } from "@rtb/testing";
-import { rtb, rtbJson, start, startListeningApi, type Listening } from "./support.ts";
+import { describe, expect, it } from "vitest";
+import { startSystem, useTestPlace, waitFor } from "@rtb/testing";
+import { rtb, rtbJson, start, startListeningApi } from "./support.ts";
 
 /** `rtb go --wait` against a real api, leader and agents: it returns when the backlog drains. */
-let place: TestPlace;
-let api: Listening | undefined;
-let leader: LeaderService | undefined;
-let agents: AgentService[] = [];
-
-beforeEach(async () => {
-  place = await createTestPlace();
-});
-afterEach(async () => {
-  await Promise.all(agents.map((a) => a.stop()));
-  await leader?.stop();
-  await api?.api.stop();
-  agents = [];
-  leader = api = undefined;
-  await destroyTestPlace(place);
-});
+const place = useTestPlace({ perTest: true });
 
 const fast = {
   RTB_BROADCAST_MAX_QUEUE: "8",
@@ -31,18 +14,10 @@ const fast = {
   RTB_RECONCILE_CRON: "*/1 * * * * *",
 };
 
-async function startSystem(env: Record<string, string>): Promise<Record<string, string>> {
-  const all = { ...place.env, ...env };
-  api = await startListeningApi(place, all);
-  leader = await startLeaderService(loadLeaderConfig(all), testLogger("leader"));
-  const agentConfig = loadAgentConfig(all);
-  for (const id of ["agent-1", "agent-2"]) agents.push(await startAgent({ ...agentConfig, RTB_AGENT_ID: id }, testLogger("agent"), builtinHandlers(agentConfig)));
-  return { ...place.env, RTB_API_URL: api.url };
-}
-
 describe("rtb go --wait", () => {
   it("starts dispatching, shows progress, and exits 0 once every unit is terminal", async () => {
-    const env = await startSystem({ ...fast, RTB_SEED_UNITS: "60" });
+    const system = place.own(await startSystem(place, { ...fast, RTB_SEED_UNITS: "60" }, { listen: true }));
+    const env = { ...place.env, RTB_API_URL: system.url! };
     // --timeout only bounds a broken run, so that it fails with the progress lines to read.
     const r = await rtb(["go", "--wait", "--interval", "100", "--timeout", "45"], env);
     expect(r.code, r.stderr).toBe(0);
@@ -68,7 +43,7 @@ describe("rtb go --wait", () => {
 
   it("stops waiting on Ctrl-C (exit 130) and leaves dispatching on", async () => {
     // An api with no agents: the backlog cannot drain.
-    api = await startListeningApi(place, { RTB_SEED_UNITS: "20" });
+    const api = place.own(await startListeningApi(place, { RTB_SEED_UNITS: "20" }));
     const env = { RTB_API_URL: api.url };
     const waiting = start(["go", "--wait", "--interval", "100"], env);
     await waitFor("the first progress line", () => / done \(/.test(waiting.stderr()), 30_000);
@@ -80,7 +55,7 @@ describe("rtb go --wait", () => {
   });
 
   it("gives up after --timeout with exit 1", async () => {
-    api = await startListeningApi(place, { RTB_SEED_UNITS: "5" });
+    const api = place.own(await startListeningApi(place, { RTB_SEED_UNITS: "5" }));
     const r = await rtb(["go", "--wait", "--interval", "100", "--timeout", "1"], { RTB_API_URL: api.url });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("rtb go: gave up after --timeout 1 s; the backlog has not drained");
