@@ -1,27 +1,21 @@
-import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
+import { beforeAll, beforeEach, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { z } from "zod";
 import { ackAll, assertTopology, brokerConfig, connectBrokerFromConfig, createPublisher, createStatusReporter, loadConfig, MessageTooLargeError, startConsumer, type Broker, type Delivery } from "@rtb/runtime";
 import { parseMessage, StatusMessage } from "@rtb/protocol";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 
 /** The pieces that let messages and acks carry batches, on the real broker. */
-let place: TestPlace;
+const place = useTestPlace();
 let broker: Broker;
 let conn: ChannelModel;
 let ch: Channel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
-  broker = await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("runtime"));
-});
-afterAll(async () => {
-  await broker?.close();
-  await conn?.close();
-  await destroyTestPlace(place, []);
+  broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("runtime")));
 });
 
 const inbox = () => place.topology.inbox;

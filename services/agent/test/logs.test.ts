@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertTopology, metricValue, parsePrometheusText } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { capturingLogger, createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { capturingLogger, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type Handler } from "@rtb/agent";
 
 /**
@@ -10,15 +10,14 @@ import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type
  * says which unit, which attempt and which agent (and every other line which agent).
  */
 const AGENT_ID = "agent-logs-1";
-let place: TestPlace;
+const place = useTestPlace();
 let conn: ChannelModel;
 let ch: Channel;
 let agent: AgentService;
 const { logger, lines } = capturingLogger("agent");
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   const handler: Handler = async (job) => {
@@ -26,12 +25,7 @@ beforeAll(async () => {
     if ((job.payload as { fail?: boolean }).fail) throw new PermanentJobError("scene 7 is corrupt");
     return { ok: true };
   };
-  agent = await startAgent({ ...loadAgentConfig(place.env), RTB_AGENT_ID: AGENT_ID }, logger, new Map([["simulate", handler]]));
-});
-afterAll(async () => {
-  await agent?.stop();
-  await conn?.close();
-  if (place) await destroyTestPlace(place);
+  agent = place.own(await startAgent({ ...loadAgentConfig(place.env), RTB_AGENT_ID: AGENT_ID }, logger, new Map([["simulate", handler]])));
 });
 
 const job = (unitId: number, attempt: number, payload: object) =>

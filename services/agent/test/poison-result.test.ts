@@ -1,21 +1,20 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertTopology } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 import { loadAgentConfig, startAgent, type AgentService, type Handler } from "@rtb/agent";
 
 // A job whose result the agent cannot encode (here: nested too deep for JSON.stringify) was
 // handed back after a second and run again, forever. Now no retry could report it either, so
 // the attempt ends as a permanent error saying so, and the agent goes on with the next job.
-let place: TestPlace;
+const place = useTestPlace();
 let conn: ChannelModel;
 let ch: Channel;
 let agent: AgentService;
 const runs = new Map<number, number>();
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   const handler: Handler = async (job) => {
@@ -27,12 +26,7 @@ beforeAll(async () => {
     }
     return { ok: true };
   };
-  agent = await startAgent({ ...loadAgentConfig(place.env), RTB_AGENT_ID: "agent-poison" }, testLogger("agent"), new Map([["simulate", handler]]));
-});
-afterAll(async () => {
-  await agent?.stop();
-  await conn?.close();
-  if (place) await destroyTestPlace(place);
+  agent = place.own(await startAgent({ ...loadAgentConfig(place.env), RTB_AGENT_ID: "agent-poison" }, testLogger("agent"), new Map([["simulate", handler]])));
 });
 
 const job = (unitId: number, payload: object) =>

@@ -1,30 +1,24 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertJobQueue, assertTopology, metricValue, parsePrometheusText } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { capturingLogger, createTestPlace, destroyTestPlace, rawBroker, waitFor, type TestPlace } from "@rtb/testing";
+import { capturingLogger, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader's own metrics listener (RTB_METRICS_PORT) and its log lines, captured as JSON. */
 const LEADER_ID = "leader-m";
-let place: TestPlace;
+const place = useTestPlace({ kinds: ["simulate"] });
 let leader: LeaderService;
 let conn: ChannelModel;
 let ch: Channel;
 const { logger, lines } = capturingLogger("leader");
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   await assertJobQueue(ch, place.topology, "simulate");
-  leader = await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: LEADER_ID, RTB_METRICS_PORT: "127.0.0.1:0" }), logger);
-});
-afterAll(async () => {
-  await leader?.stop();
-  await conn?.close();
-  if (place) await destroyTestPlace(place, ["simulate"]);
+  leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: LEADER_ID, RTB_METRICS_PORT: "127.0.0.1:0" }), logger));
 });
 
 const reported: StatusUpdate[] = [];

@@ -1,31 +1,25 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertJobQueue, assertTopology } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 // A dispatch message that passes validation but that the leader fails on every time (here:
 // a payload nested too deep for JSON.stringify to write the job) was handed back after a
 // second, forever. A failure that is not the broker's dead-letters the message (consumer.ts,
 // retryLater), counted as the leader's, and the messages after it are routed.
-let place: TestPlace;
+const place = useTestPlace({ kinds: ["simulate"] });
 let leader: LeaderService;
 let conn: ChannelModel;
 let ch: Channel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   await assertJobQueue(ch, place.topology, "simulate");
-  leader = await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-p" }), testLogger("leader"));
-});
-afterAll(async () => {
-  await leader?.stop();
-  await conn?.close();
-  await destroyTestPlace(place, ["simulate"]);
+  leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-p" }), testLogger("leader")));
 });
 
 const reported: StatusUpdate[] = [];

@@ -1,28 +1,22 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertJobQueue, assertTopology } from "@rtb/runtime";
 import { JobMessage, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader alone, on the real broker: what it routes, what it reports, what it rejects. */
-let place: TestPlace;
+const place = useTestPlace({ kinds: ["simulate"] });
 let leader: LeaderService;
 let conn: ChannelModel;
 let ch: Channel;
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   await assertJobQueue(ch, place.topology, "simulate"); // an agent's queue, without the agent
-  leader = await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-t" }), testLogger("leader"));
-});
-afterAll(async () => {
-  await leader?.stop();
-  await conn?.close();
-  await destroyTestPlace(place, ["simulate"]);
+  leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-t" }), testLogger("leader")));
 });
 
 const dispatch = (units: unknown[]) =>

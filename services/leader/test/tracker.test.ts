@@ -1,35 +1,28 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { z } from "zod";
 import { assertJobQueue, assertTopology, brokerConfig, connectBrokerFromConfig, loadConfig, type Broker } from "@rtb/runtime";
-import { createTestPlace, destroyTestPlace, rawBroker, testLogger, waitFor, type TestPlace } from "@rtb/testing";
+import { rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 import { startTracker, type Tracker } from "@rtb/leader";
 
 // The tracker watches what producers name: kinds. Ever new kinds must not grow its checks or
 // the utilization every `queued` report carries without bound. At its maximum (here 2) it
 // watches every kind with an agent; one past it is routed but not watched; and a kind with no
 // queue is dropped, so it takes no room from the kinds that have agents.
-let place: TestPlace;
 let conn: ChannelModel;
 let ch: Channel;
 let broker: Broker;
 let tracker: Tracker;
 const KINDS = ["alpha", "beta", "gamma"];
+const place = useTestPlace({ kinds: KINDS });
 
 beforeAll(async () => {
-  place = await createTestPlace();
-  conn = await rawBroker();
+  conn = place.own(await rawBroker());
   ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   for (const kind of KINDS) await assertJobQueue(ch, place.topology, kind);
-  broker = await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("leader"));
-  tracker = startTracker(broker, testLogger("leader"), 100, 2);
-});
-afterAll(async () => {
-  tracker?.stop();
-  await broker?.close();
-  await conn?.close();
-  await destroyTestPlace(place, KINDS);
+  broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("leader")));
+  tracker = place.own(startTracker(broker, testLogger("leader"), 100, 2));
 });
 
 it("drops kinds without a queue, and watches at most its maximum of kinds", async () => {
