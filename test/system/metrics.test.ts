@@ -1,4 +1,5 @@
 import { beforeAll, expect, it } from "vitest";
+import { OUTCOMES } from "@rtb/protocol";
 import { metricValue, parsePrometheusText, type Sample } from "@rtb/runtime";
 import { openTestDb, startSystem, useTestPlace, waitFor, type System } from "@rtb/testing";
 import type { DbHandle } from "@rtb/db";
@@ -77,7 +78,7 @@ async function terminalEvents(): Promise<{ success: number; error: number }> {
   const rows = await h.db
     .selectFrom("unit_events")
     .select(["status", (eb) => eb.fn.countAll<number>().as("n")])
-    .where("status", "in", ["success", "error"])
+    .where("status", "in", OUTCOMES)
     .groupBy("status")
     .execute();
   return { success: rows.find((r) => r.status === "success")?.n ?? 0, error: rows.find((r) => r.status === "error")?.n ?? 0 };

@@ -2,7 +2,8 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { sampleOutstanding } from "@rtb/api";
 import { expectRunSettled, openTestDb, startSystem, useTestPlace, waitFor } from "@rtb/testing";
-import type { DbHandle } from "@rtb/db";
+import { statusList, type DbHandle } from "@rtb/db";
+import { OUTSTANDING } from "@rtb/protocol";
 
 /** The operator flow end to end: seed, /go, every unit terminal, every rule kept. */
 const place = useTestPlace({ perTest: true, kinds: ["nobody"] });
@@ -70,7 +71,7 @@ describe("the seed flow", () => {
       "every unit to finish",
       async () => {
         const { rows } = await sql<{ outstanding: number; eligible: number }>`
-          SELECT count(*) FILTER (WHERE status IN ('dispatched','queued'))::int AS outstanding,
+          SELECT count(*) FILTER (WHERE status IN ${statusList(OUTSTANDING)})::int AS outstanding,
                  count(*) FILTER (WHERE status = 'pending' AND (not_before IS NULL OR not_before <= now()))::int AS eligible
           FROM units`.execute(h.db);
         const { outstanding, eligible } = rows[0]!;

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChannelModel } from "amqplib";
 import type { ApiService } from "@rtb/api";
+import { UNIT_STATUSES } from "@rtb/protocol";
 import { metricValue, parsePrometheusText, type Sample } from "@rtb/runtime";
 import { rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, publishRaw, startApi, statusMessage } from "./support.ts";
@@ -30,7 +31,7 @@ describe("GET /metrics on the api", () => {
   it("before dispatching: units by status from the tallies, the bound, the process metrics, all labelled service=api", async () => {
     const s = await scrape();
     expect(metricValue(s, "rtb_units", { status: "pending", service: "api" })).toBe(10);
-    for (const status of ["dispatched", "queued", "processing", "success", "error", "cancelled"]) expect(metricValue(s, "rtb_units", { status })).toBe(0);
+    for (const status of UNIT_STATUSES.filter((s) => s !== "pending")) expect(metricValue(s, "rtb_units", { status })).toBe(0);
     expect(metricValue(s, "rtb_outstanding")).toBe(0);
     expect(metricValue(s, "rtb_outstanding_max")).toBe(MAX_QUEUE);
     expect(metricValue(s, "rtb_dispatching")).toBe(0);
