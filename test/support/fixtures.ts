@@ -45,7 +45,11 @@ export function defaultQueueType(): QueueType {
   return parsed.data;
 }
 
-/** A place of the file's own; `queueType` for the tests whose behaviour differs by type. */
+/**
+ * A place of its own; `queueType` for the tests whose behaviour differs by type. Test files
+ * take theirs from `useTestPlace`; this and `destroyTestPlace` are for a test that makes an
+ * extra place of its own (and destroys it itself).
+ */
 export async function createTestPlace(opts: { queueType?: QueueType } = {}): Promise<TestPlace> {
   const queueType = opts.queueType ?? defaultQueueType();
   const s = servers();
@@ -135,7 +139,7 @@ export interface TestPlaceOptions {
  * A test place for the file (or the describe block it is called in): created before its
  * tests, and after them everything `own`ed stopped and the place destroyed. Register it
  * before the hooks that use it: vitest runs before-hooks in order and after-hooks in reverse,
- * so a file's own afterAll runs while the place still exists.
+ * so a file's own after-hooks run while the place still exists.
  */
 export function useTestPlace(opts: TestPlaceOptions = {}): LiveTestPlace {
   let place: TestPlace | undefined;
