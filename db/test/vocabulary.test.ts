@@ -1,24 +1,19 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { KIND_PATTERN, UNIT_STATUSES } from "@rtb/protocol";
 import type { DbHandle } from "@rtb/db";
-import { createTestPlace, destroyTestPlace, openTestDb, type TestPlace } from "@rtb/testing";
+import { openTestDb, useTestPlace } from "@rtb/testing";
 
 /**
  * The database's CHECKs (written in the migrations) and @rtb/protocol's vocabulary are one
  * rule: a status added to UNIT_STATUSES without its migration, or the other way round, fails
  * here rather than in production.
  */
-let place: TestPlace;
+const place = useTestPlace();
 let h: DbHandle;
 
-beforeAll(async () => {
-  place = await createTestPlace();
-  h = openTestDb(place);
-});
-afterAll(async () => {
-  await h.close();
-  await destroyTestPlace(place);
+beforeAll(() => {
+  h = place.own(openTestDb(place));
 });
 
 /** Inserts a unit in a transaction that is always rolled back; the SQLSTATE if refused. */
