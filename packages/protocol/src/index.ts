@@ -1,3 +1,4 @@
 export * from "./statuses.ts";
 export * from "./names.ts";
 export * from "./messages.ts";
+export * from "./http/index.ts";

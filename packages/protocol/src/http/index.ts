@@ -1,0 +1,3 @@
+export * from "./fields.ts";
+export * from "./requests.ts";
+export * from "./responses.ts";

@@ -1,0 +1,75 @@
+import { z } from "zod";
+import { groupName, intParam, statusList, unitKind, unitRef } from "./fields.ts";
+
+/**
+ * What the api's requests take: the api validates with these (and documents them in
+ * /openapi.json); the CLI types what it sends with them.
+ */
+
+/** The limits a request is held to, from the api's configuration. */
+export interface RequestLimits {
+  /** RTB_API_MAX_BATCH: units in one POST /units. */
+  maxBatch: number;
+  /** RTB_MAX_ATTEMPTS: a unit's attempts when the request does not say. */
+  maxAttempts: number;
+}
+
+/** POST /units: one unit, or a batch; their bounds and defaults come from the configuration. */
+export function unitSchemas(limits: RequestLimits) {
+  const newUnit = z
+    .strictObject({
+      kind: unitKind,
+      group: groupName.default("default"),
+      priority: z.number().int().min(-1_000_000).max(1_000_000).default(0).describe("Higher first."),
+      payload: z.unknown().default({}).describe("Any JSON; handed to the agent as it is."),
+      ref: unitRef.optional().describe("Your idempotency key: POST the same ref again and you get the existing unit back, never a second one."),
+      maxAttempts: z.number().int().min(1).max(1000).default(limits.maxAttempts).describe("Attempts before a retryable error is final (RTB_MAX_ATTEMPTS)."),
+    })
+    .describe("A unit to enqueue.");
+  const batch = z
+    .array(newUnit)
+    .min(1, { message: "expected at least one unit" })
+    .max(limits.maxBatch, { message: `expected at most ${limits.maxBatch} units per request (RTB_API_MAX_BATCH); send several requests` })
+    .describe(`Up to ${limits.maxBatch} units, inserted in one statement, in this order.`);
+  return { newUnit, batch };
+}
+type UnitSchemas = ReturnType<typeof unitSchemas>;
+/** One unit as a producer writes it (the defaults left out). */
+export type NewUnitInput = z.input<UnitSchemas["newUnit"]>;
+/** One unit as the api has validated it (the defaults filled in). */
+export type ParsedNewUnit = z.output<UnitSchemas["newUnit"]>;
+
+export const listUnitsQuery = z.strictObject({
+  status: statusList.optional(),
+  kind: unitKind.optional(),
+  group: groupName.optional(),
+  stuck: z
+    .enum(["true", "false"], { message: "expected true or false" })
+    .transform((v) => v === "true")
+    .optional()
+    .describe("true: only units in flight for longer than their timeout (RTB_DISPATCH_TIMEOUT_MS, RTB_PROCESSING_TIMEOUT_MS)."),
+  limit: intParam({ min: 1, max: 1000, defaultValue: 50 }).describe("Units per page, 1 to 1000 (default 50)."),
+  after: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER }).optional().describe("The nextCursor of the previous page."),
+});
+
+export const idParam = z.object({ id: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER }).describe("The unit's id.") });
+
+export const redriveBody = z
+  .strictObject({ kind: unitKind.optional(), group: groupName.optional() })
+  .describe("Optional filters; an empty body redrives every errored unit.");
+
+export const nextQuery = z.strictObject({ limit: intParam({ min: 1, max: 1000, defaultValue: 10 }).describe("How many, 1 to 1000 (default 10).") });
+
+export const groupParam = z.object({ name: groupName });
+
+export const groupBody = z
+  .strictObject({
+    weight: z.number().positive().max(1_000_000).optional().describe("Its share relative to the others' (default 1): weight 2 keeps twice as many units in flight."),
+    maxInFlight: z.number().int().min(1).max(2_147_483_647).nullable().optional().describe("At most this many units dispatched, queued or processing; null: no limit."),
+  })
+  .refine((b) => b.weight !== undefined || b.maxInFlight !== undefined, { message: "expected weight and/or maxInFlight" });
+
+export const listGroupsQuery = z.strictObject({
+  limit: intParam({ min: 1, max: 1000, defaultValue: 100 }).describe("Groups per page, 1 to 1000 (default 100)."),
+  after: groupName.optional().describe("The nextCursor of the previous page."),
+});
