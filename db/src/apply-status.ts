@@ -1,13 +1,14 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
 import { implausibleHeartbeat } from "./instances.ts";
+import type { Utilization } from "@rtb/protocol";
 import { planTransitions, type IgnoreReason, type ReportedUpdate, type UnitState } from "./status-transitions.ts";
 
 export interface ApplyOptions {
   retryBaseMs: number;
   retryMaxMs: number;
   /** The leader's latest view of the job tracker, stored with the batch. */
-  leader?: { id: string; utilization: unknown; at: Date; firstAt?: Date };
+  leader?: { id: string; utilization: Utilization; at: Date; firstAt?: Date };
   /** Senders of the batch's messages (heartbeats included), recorded as seen now. */
   instances?: readonly ServiceInstanceReport[];
 }

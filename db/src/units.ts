@@ -1,6 +1,6 @@
 import type { Db } from "./database.ts";
 import { sql } from "kysely";
-import type { UnitStatus } from "@rtb/protocol";
+import type { UnitStatus, Utilization } from "@rtb/protocol";
 import type { UnitRow } from "./schema.ts";
 import { isStuck } from "./invariants.ts";
 import { tallyByStatus } from "./tallies.ts";
@@ -268,7 +268,8 @@ export interface Summary {
   outstanding: number;
   dispatching: boolean;
   dispatchingSince: Date | null;
-  leader: { id: string; activeSince: Date | null; utilization: unknown; reportedAt: Date } | null;
+  /** utilization: as the inbox stored it from a validated status message (or null: none came with the report). */
+  leader: { id: string; activeSince: Date | null; utilization: Utilization | null; reportedAt: Date } | null;
 }
 
 /** Counts per status (from the tallies: exact, and cheap at any size) and the shared control state. */
@@ -282,7 +283,7 @@ export async function summarize(db: Db): Promise<Summary> {
     dispatchingSince: control.dispatching_changed_at,
     leader:
       control.leader_id && control.leader_reported_at
-        ? { id: control.leader_id, activeSince: control.leader_since, utilization: control.leader_utilization, reportedAt: control.leader_reported_at }
+        ? { id: control.leader_id, activeSince: control.leader_since, utilization: control.leader_utilization as Utilization | null, reportedAt: control.leader_reported_at }
         : null,
   };
 }

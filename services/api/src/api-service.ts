@@ -1,7 +1,7 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
 import { connectBrokerFromConfig, maxPayloadBytes, createPublisher, defaultInstanceId, startService, within, type Broker, type Logger } from "@rtb/runtime";
-import type { Hono } from "hono";
+import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
 import { createApp } from "./http/app.ts";
@@ -11,7 +11,7 @@ import { createStats, type ApiStats } from "./stats.ts";
 import { collectApiMetrics, createApiMetrics, type ApiMetrics } from "./api-metrics.ts";
 
 export interface ApiService {
-  app: Hono;
+  app: OpenAPIHono;
   database: DbHandle;
   broker: Broker;
   dispatcher: Dispatcher;
@@ -122,7 +122,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
   });
 }
 
-function listen(app: Hono, hostname: string, port: number): Promise<ServerType> {
+function listen(app: OpenAPIHono, hostname: string, port: number): Promise<ServerType> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch: app.fetch, hostname, port }, () => resolve(server));
     server.once("error", (err: Error) =>

@@ -1,6 +1,6 @@
 import { applyStatusUpdates, isDataError, isOutageError, isUnavailableError, ping, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
 import { ackAll, sleep, startConsumer, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
-import { parseMessage, StatusMessage } from "@rtb/protocol";
+import { parseMessage, StatusMessage, type Utilization } from "@rtb/protocol";
 import { countInto, type ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
 
@@ -29,7 +29,7 @@ interface Pending {
 function collect(batch: Pending[]) {
   const updates: ReportedUpdate[] = [];
   const instances: ServiceInstanceReport[] = [];
-  let leader: { id: string; utilization: unknown; at: Date; firstAt: Date } | undefined;
+  let leader: { id: string; utilization: Utilization; at: Date; firstAt: Date } | undefined;
   const firstReport = new Map<string, Date>();
   for (const { message } of batch) {
     const source = `${message.source.service}:${message.source.id}`;

@@ -1,58 +1,23 @@
-import { Hono } from "hono";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
-import { isUnavailableError, type Db } from "@rtb/db";
-import type { Broker, Logger, Registry } from "@rtb/runtime";
-import type { Dispatcher } from "../dispatcher.ts";
-import type { ApiStats } from "../stats.ts";
+import { isUnavailableError } from "@rtb/db";
+import type { AppDeps } from "./deps.ts";
 import { InvalidRequestError, UnsupportedMediaTypeError, utf8Url } from "./validation.ts";
 import { sameOrigin } from "./same-origin.ts";
+import { bearerAuth } from "./auth.ts";
+import { routes, serve } from "./routes.ts";
 import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { groupRoutes } from "./group-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { metricsRoutes } from "./metrics-routes.ts";
-import { bearerAuth, type AuthOptions } from "./auth.ts";
 import { dashboardRoutes } from "./dashboard.ts";
-import { ApiDocs } from "./openapi.ts";
-
-export interface AppSettings {
-  /** RTB_API_MAX_BATCH */
-  maxBatch: number;
-  /** RTB_API_MAX_BODY_BYTES */
-  maxBodyBytes: number;
-  /** The largest payload one broker message can carry (maxPayloadBytes of RTB_BROKER_MAX_MESSAGE_BYTES) */
-  maxPayloadBytes: number;
-  /** RTB_MAX_ATTEMPTS: for units enqueued without maxAttempts */
-  maxAttempts: number;
-  /** RTB_DISPATCH_TIMEOUT_MS, RTB_PROCESSING_TIMEOUT_MS: what `stuck` means */
-  dispatchTimeoutMs: number;
-  processingTimeoutMs: number;
-}
-
-export interface AppDeps {
-  auth: AuthOptions;
-  db: Db;
-  broker: Broker;
-  dispatcher: Dispatcher;
-  stats: ApiStats;
-  /** This api's metrics registry (GET /metrics). */
-  metrics: Registry;
-  logger: Logger;
-  maxQueue: number;
-  settings: AppSettings;
-  /** Aborted when the api starts stopping: long-lived responses (GET /events) end then. */
-  closing: AbortSignal;
-  /** How long the inbox has been unable to apply reports (InboxConsumer.failingForMs). */
-  inboxFailingForMs?: () => number;
-}
-
-const VERSION = "0.1.0";
+import { openApiDocument } from "./openapi-document.ts";
 
 /** The HTTP surface: one sub-app per resource, one error handler, JSON everywhere. */
-export function createApp(deps: AppDeps): Hono {
-  const app = new Hono();
-  const docs = new ApiDocs();
+export function createApp(deps: AppDeps): OpenAPIHono {
+  const app = routes();
   // Where a request comes from is judged before anything else, token or not.
   app.use(sameOrigin());
   app.use(bearerAuth(deps.auth));
@@ -71,39 +36,23 @@ export function createApp(deps: AppDeps): Hono {
         ),
     }),
   );
-  app.route("/", controlRoutes(deps, docs));
-  app.route("/units", unitRoutes(deps, docs));
-  app.route("/groups", groupRoutes(deps, docs));
-  app.route("/", healthRoutes(deps, docs));
-  app.route("/", metricsRoutes(deps, docs));
+  app.route("/", controlRoutes(deps));
+  app.route("/units", unitRoutes(deps));
+  app.route("/groups", groupRoutes(deps));
+  app.route("/", healthRoutes(deps));
+  app.route("/", metricsRoutes(deps));
   app.route("/", dashboardRoutes(deps));
-  docs.add({
-    method: "get",
-    path: "/events",
-    tags: ["dashboard"],
-    auth: "read",
-    summary: "Server-sent events: the state of things, throughput and recently active units, live",
-    description: "Events `state` (the body of GET /), `throughput` and `units`, about once a second while anything changes. See docs/dashboard.md.",
-    responses: { 200: { description: "An event stream (text/event-stream)." } },
-  });
 
-  const document = docs.add({
+  const document = createRoute({
     method: "get",
     path: "/openapi.json",
     tags: ["meta"],
-    auth: "read",
-    summary: "This document: OpenAPI 3.1, generated from the schemas that validate requests",
+    summary: "This document: OpenAPI 3.1, generated from the route declarations and the schemas that validate requests",
     responses: { 200: { description: "The OpenAPI document." } },
   });
+  // Built on first use, when every route (this one too) is registered.
   let cached: object | undefined;
-  app.get(document.path, (c) =>
-    c.json(
-      (cached ??= docs.document({
-        version: VERSION,
-        description: "rtb tracks every unit's status in PostgreSQL and keeps the broker's outbox topped up to RTB_BROADCAST_MAX_QUEUE. Errors are JSON `{error, field?, message}`.",
-      })),
-    ),
-  );
+  serve(app, document, (c) => c.json((cached ??= openApiDocument(app))));
 
   app.notFound((c) => c.json({ error: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {

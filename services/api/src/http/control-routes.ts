@@ -1,46 +1,50 @@
-import { Hono, type Context } from "hono";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { z } from "zod";
 import { nextInLine, setDispatching, summarize } from "@rtb/db";
-import type { AppDeps } from "./app.ts";
-import { valid } from "./validation.ts";
+import { errorBody, goResult, nextQuery, nextResult, pauseResult, stateView } from "@rtb/protocol";
+import type { AppDeps } from "./deps.ts";
 import { committed } from "./committed.ts";
-import type { ApiDocs } from "./openapi.ts";
-import { errorBody, goResult, nextQuery, nextResult, pauseResult, stateView } from "./schemas.ts";
+import { CHANGE, json, routes, serve } from "./routes.ts";
 import { dashboardPage, prefersHtml } from "./dashboard.ts";
 import { stateSnapshot } from "./state.ts";
 
 const tags = ["control"];
 
-/** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start). */
-export function controlRoutes(deps: AppDeps, docs: ApiDocs): Hono {
+/** GET / (the state of things), GET /next (the backlog in dispatch order), /go (start), /pause (stop). */
+export function controlRoutes(deps: AppDeps): OpenAPIHono {
   const { db, dispatcher, logger } = deps;
-  const app = new Hono();
+  const app = routes();
 
-  docs.add({
+  const state = createRoute({
     method: "get",
     path: "/",
     tags,
-    auth: "read",
     summary: "The state of things (JSON); a browser (Accept: text/html) gets the live dashboard",
-    responses: { 200: { description: "Counts, flow control, leader, services seen, dead letters, counters.", schema: stateView } },
+    responses: {
+      200: {
+        description: "Counts, flow control, leader, services seen, dead letters, counters.",
+        content: { ...json(stateView), "text/html": { schema: z.string().describe("The dashboard page.") } },
+      },
+    },
   });
-  app.get("/", async (c) => {
+  serve(app, state, async (c) => {
     if (prefersHtml(c)) return dashboardPage(c);
-    return c.json(await stateSnapshot(deps));
+    return c.json(await stateSnapshot(deps), 200);
   });
 
-  docs.add({
+  const next = createRoute({
     method: "get",
     path: "/next",
     tags,
-    auth: "read",
     summary: "The backlog in dispatch order: exactly what the next top-ups will take",
-    query: nextQuery,
-    responses: { 200: { description: "The next units, in order.", schema: nextResult }, 400: { description: "A bad limit.", schema: errorBody } },
+    request: { query: nextQuery },
+    responses: { 200: { description: "The next units, in order.", content: json(nextResult) }, 400: { description: "A bad limit.", content: json(errorBody) } },
   });
-  app.get("/next", valid("query", nextQuery), async (c) => {
+  serve(app, next, async (c) => {
     const { limit } = c.req.valid("query");
     const units = await nextInLine(db, limit);
-    return c.json({ limit, units });
+    return c.json({ limit, units }, 200);
   });
 
   const go = async (c: Context) => {
@@ -49,53 +53,62 @@ export function controlRoutes(deps: AppDeps, docs: ApiDocs): Hono {
     const state = await setDispatching(db, true);
     if (state.changed) logger.info("dispatching turned on (GET /go)");
     const dispatchedNow = await dispatcher.topUp();
-    return c.json({
-      dispatching: true,
-      changed: state.changed,
-      since: state.since,
-      dispatchedNow,
-      message: state.changed ? "dispatching is on" : "dispatching was already on",
-    });
+    return c.json(
+      {
+        dispatching: true as const,
+        changed: state.changed,
+        since: state.since,
+        dispatchedNow,
+        message: state.changed ? "dispatching is on" : "dispatching was already on",
+      },
+      200,
+    );
   };
   for (const method of ["get", "post"] as const) {
-    docs.add({
+    const route = createRoute({
       method,
       path: "/go",
       tags,
-      auth: "change",
+      security: CHANGE,
       summary: "Start dispatching (GET too, for browsers and curl); the state is shared by api replicas and survives restarts",
-      responses: { 200: { description: "Dispatching is on; a top-up ran.", schema: goResult } },
+      responses: { 200: { description: "Dispatching is on; a top-up ran.", content: json(goResult) }, 405: { description: "HEAD: it would start dispatching.", content: json(errorBody) } },
     });
+    serve(app, route, go);
   }
-  app.on(["GET", "POST"], ["/go", "/go/"], go);
+  app.on(["GET", "POST"], "/go/", go);
 
   // Stop dispatching: units in flight finish, nothing new goes out. POST only: a paused
   // system is an operator's decision, not something a link checker should make.
-  docs.add({
+  const pause = createRoute({
     method: "post",
     path: "/pause",
     tags,
-    auth: "change",
+    security: CHANGE,
     summary: "Stop dispatching: units in flight finish, nothing new goes out",
-    responses: { 200: { description: "Dispatching is off.", schema: pauseResult } },
+    responses: { 200: { description: "Dispatching is off.", content: json(pauseResult) } },
   });
-  app.on("POST", ["/pause", "/pause/"], async (c) => {
+  const paused = async (c: Context) => {
     let changed = false;
     const res = await committed(db, async (tx) => {
       const state = await setDispatching(tx, false);
       changed = state.changed;
       const summary = await summarize(tx);
-      return c.json({
-        dispatching: false,
-        changed: state.changed,
-        since: state.since,
-        inFlight: summary.outstanding + summary.counts.processing,
-        message: state.changed ? "dispatching is paused; units in flight will finish" : "dispatching was already paused",
-      });
+      return c.json(
+        {
+          dispatching: false as const,
+          changed: state.changed,
+          since: state.since,
+          inFlight: summary.outstanding + summary.counts.processing,
+          message: state.changed ? "dispatching is paused; units in flight will finish" : "dispatching was already paused",
+        },
+        200,
+      );
     });
     if (changed) logger.info("dispatching paused (POST /pause)");
     return res;
-  });
+  };
+  serve(app, pause, paused);
+  app.post("/pause/", paused);
   app.on(["GET", "HEAD"], ["/pause", "/pause/"], (c) => c.json({ error: "method_not_allowed", message: "use POST /pause" }, 405));
 
   return app;

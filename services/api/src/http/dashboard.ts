@@ -1,17 +1,21 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { Hono, type Context } from "hono";
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import type { AppDeps } from "./app.ts";
+import { z } from "zod";
+import { errorBody } from "@rtb/protocol";
+import type { AppDeps } from "./deps.ts";
 import { createEventHub } from "./events.ts";
+import { json, routes, serve } from "./routes.ts";
 
 /**
  * The live dashboard (GET / from a browser) and its server-sent events stream (GET /events).
  * The page is three static files (dashboard/), read once at start and served as they are:
  * plain browser JavaScript, nothing to build.
  */
-export function dashboardRoutes(deps: AppDeps): Hono {
-  const app = new Hono();
+export function dashboardRoutes(deps: AppDeps): OpenAPIHono {
+  const app = routes();
   const hub = createEventHub(deps);
 
   for (const asset of [ASSETS.js, ASSETS.css]) {
@@ -23,7 +27,18 @@ export function dashboardRoutes(deps: AppDeps): Hono {
     });
   }
 
-  app.get("/events", (c) => {
+  const events = createRoute({
+    method: "get",
+    path: "/events",
+    tags: ["dashboard"],
+    summary: "Server-sent events: the state of things, throughput and recently active units, live",
+    description: "Events `state` (the body of GET /), `throughput` and `units`, about once a second while anything changes. See docs/dashboard.md.",
+    responses: {
+      200: { description: "An event stream.", content: { "text/event-stream": { schema: z.string() } } },
+      503: { description: "The api is stopping; retry (Retry-After).", content: json(errorBody) },
+    },
+  });
+  serve(app, events, (c) => {
     if (deps.closing.aborted) {
       c.header("Retry-After", "5");
       return c.json({ error: "unavailable", message: "the api is stopping" }, 503);

@@ -1,5 +1,5 @@
 import { isUnavailableError, recentlyActiveUnits, terminalThroughput } from "@rtb/db";
-import type { AppDeps } from "./app.ts";
+import type { AppDeps } from "./deps.ts";
 import { stateSnapshot } from "./state.ts";
 
 /** One server-sent event, its data already serialised. */

@@ -1,14 +1,16 @@
 import { deadLetteredByService, recentInstances, summarize } from "@rtb/db";
+import type { StateView } from "@rtb/protocol";
 import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
-import type { AppDeps } from "./app.ts";
+import type { AppDeps } from "./deps.ts";
 
 export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue">;
 
 /**
  * The state of things: the body of GET / (as JSON) and of the `state` event of GET /events.
- * One builder, so the dashboard and curl never disagree.
+ * One builder, so the dashboard and curl never disagree; typed as the protocol's StateView,
+ * timestamps written as JSON writes them (toISOString), so the compiler checks the answer.
  */
-export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps) {
+export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps): Promise<StateView> {
   const [summary, deadLetters, instances, deadByService] = await Promise.all([
     summarize(db),
     deadDepth(broker),
@@ -16,16 +18,17 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps) 
     deadLetteredByService(db),
   ]);
   const seen = (service: string) =>
-    instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt, lastSeen, deadLettered }));
+    instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt: startedAt.toISOString(), lastSeen: lastSeen.toISOString(), deadLettered }));
+  const { leader } = summary;
   return {
     counts: summary.counts,
     total: summary.total,
     outstanding: summary.outstanding,
     maxQueue,
     dispatching: summary.dispatching,
-    dispatchingSince: summary.dispatchingSince,
+    dispatchingSince: summary.dispatchingSince?.toISOString() ?? null,
     done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
-    leader: summary.leader,
+    leader: leader && { ...leader, activeSince: leader.activeSince?.toISOString() ?? null, reportedAt: leader.reportedAt.toISOString() },
     services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
     deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: { ...stats.deadLettered } },
     reports: { applied: stats.applied, ignored: { ...stats.ignored } },
@@ -34,7 +37,6 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps) 
   };
 }
 
-export type StateSnapshot = Awaited<ReturnType<typeof stateSnapshot>>;
 
 // The dead queue's depth, read at most once a second per broker however often GET / is
 // polled and however many dashboards are open (each read opens a channel on the broker).

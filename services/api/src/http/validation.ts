@@ -1,6 +1,5 @@
-import { validator } from "hono/validator";
 import type { Context, MiddlewareHandler } from "hono";
-import { z } from "zod";
+import type { z } from "zod";
 import { findUnstorable } from "./storable-json.ts";
 
 /** A request that does not match its schema: 400, naming the field and the reason. */
@@ -11,15 +10,6 @@ export class InvalidRequestError extends Error {
     super(message);
     this.field = field;
   }
-}
-
-/**
- * Hono validator middleware over a zod schema; handlers see only valid, typed input. Query
- * and path parameters only: bodies go through readJson, because Hono's "json" target reads
- * the body with c.req.json() (lossy decoding) and passes `{}` when the Content-Type is not JSON.
- */
-export function valid<T extends "query" | "param", S extends z.ZodType>(target: T, schema: S) {
-  return validator(target, (value): z.output<S> => check(schema, value, target));
 }
 
 /** A body that is not JSON by its Content-Type: 415, naming `content-type`. */
@@ -78,16 +68,22 @@ const UTF8 = new TextDecoder("utf-8", { fatal: true });
 const isBlank = (bytes: Uint8Array) => bytes.every((b) => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d);
 
 /** `value` checked against `schema`; the first issue is an InvalidRequestError naming its field (`[3].kind`). */
-export const parsed = <S extends z.ZodType>(schema: S, value: unknown): z.output<S> => check(schema, value, "body");
-
-function check<S extends z.ZodType>(schema: S, value: unknown, whole: string): z.output<S> {
+export function parsed<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0];
-  if (!issue) throw new InvalidRequestError(whole, "invalid");
+  throw invalidRequest(result.error, "body");
+}
+
+/**
+ * A zod failure as the api reports it: its first issue, naming the field (`[3].kind`,
+ * `limit`), or `whole` (`body`, `query`, `param`) when the issue is about all of it.
+ */
+export function invalidRequest(error: z.ZodError, whole: string): InvalidRequestError {
+  const issue = error.issues[0];
+  if (!issue) return new InvalidRequestError(whole, "invalid");
   const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]!] : issue.path;
   const message = issue.code === "unrecognized_keys" ? `unknown field (${issue.message})` : issue.message;
-  throw new InvalidRequestError(fieldName(path) || whole, message);
+  return new InvalidRequestError(fieldName(path) || whole, message);
 }
 
 /**
@@ -106,34 +102,6 @@ export function fieldName(path: readonly PropertyKey[]): string {
     .join("");
 }
 const PLAIN_KEY = /^[^\u0000-\u001f.[\]"\\\p{Cs}]+$/u;
-
-/**
- * Text PostgreSQL stores as sent: no NUL (text cannot hold one) and no lone surrogate (pg
- * would encode it as U+FFFD, so different values would become one). For strings that arrive
- * outside a JSON body, in a path or query; readJson checks every string of a body.
- */
-export const storableText = (schema: z.ZodString) =>
-  schema
-    .refine((s) => !s.includes("\u0000"), { message: "contains a NUL character (\\u0000), which PostgreSQL cannot store" })
-    .refine((s) => !/\p{Cs}/u.test(s), { message: "contains a lone UTF-16 surrogate, which is not Unicode text" });
-
-/**
- * A whole number written in plain decimal digits, within [min, max]. Stricter than
- * z.coerce.number, which would also take "0x10", "1e3" or " 7 ".
- */
-export function intParam(opts: { min: number; max: number; defaultValue?: number }) {
-  const message = `expected an integer between ${opts.min} and ${opts.max}`;
-  const digits = z.string().regex(/^-?\d+$/, { message });
-  // In the OpenAPI document it is the integer it stands for (a query string carries text).
-  INTEGER_PARAMS.set(digits, { type: "integer", minimum: opts.min, maximum: opts.max, ...(opts.defaultValue === undefined ? {} : { default: opts.defaultValue }) });
-  const schema = digits
-    .transform(Number)
-    .pipe(z.number().int().min(opts.min, { message }).max(opts.max, { message }));
-  return opts.defaultValue === undefined ? schema : schema.optional().transform((v) => v ?? opts.defaultValue!);
-}
-
-/** The JSON schema of each intParam's text, for openapi.ts. */
-export const INTEGER_PARAMS = new WeakMap<z.ZodType, Record<string, unknown>>();
 
 /**
  * The URL's percent-encoded path and query must decode to UTF-8. Hono decodes a parameter

@@ -1,0 +1,41 @@
+import type { Db } from "@rtb/db";
+import type { Broker, Logger, Registry } from "@rtb/runtime";
+import type { Dispatcher } from "../dispatcher.ts";
+import type { ApiStats } from "../stats.ts";
+import type { AuthOptions } from "./auth.ts";
+
+/**
+ * What the HTTP surface is given: the route modules, the event hub and the state builder
+ * take what they need from here, and app.ts only assembles them (so no route module
+ * imports the file that imports it).
+ */
+export interface AppSettings {
+  /** RTB_API_MAX_BATCH */
+  maxBatch: number;
+  /** RTB_API_MAX_BODY_BYTES */
+  maxBodyBytes: number;
+  /** The largest payload one broker message can carry (maxPayloadBytes of RTB_BROKER_MAX_MESSAGE_BYTES) */
+  maxPayloadBytes: number;
+  /** RTB_MAX_ATTEMPTS: for units enqueued without maxAttempts */
+  maxAttempts: number;
+  /** RTB_DISPATCH_TIMEOUT_MS, RTB_PROCESSING_TIMEOUT_MS: what `stuck` means */
+  dispatchTimeoutMs: number;
+  processingTimeoutMs: number;
+}
+
+export interface AppDeps {
+  auth: AuthOptions;
+  db: Db;
+  broker: Broker;
+  dispatcher: Dispatcher;
+  stats: ApiStats;
+  /** This api's metrics registry (GET /metrics). */
+  metrics: Registry;
+  logger: Logger;
+  maxQueue: number;
+  settings: AppSettings;
+  /** Aborted when the api starts stopping: long-lived responses (GET /events) end then. */
+  closing: AbortSignal;
+  /** How long the inbox has been unable to apply reports (InboxConsumer.failingForMs). */
+  inboxFailingForMs?: () => number;
+}
