@@ -3,6 +3,7 @@ import { Kysely, PostgresDialect } from "kysely";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import { checkTimelines, countByStatus, enqueueUnits, type Database, type DbHandle } from "@rtb/db";
+import { BACKLOG, IN_FLIGHT, KIND_PATTERN, KIND_RULE, NAME_MAX_LENGTH, OUTCOMES, OUTSTANDING, TERMINAL, UNIT_STATUSES } from "@rtb/protocol";
 import { openTestDb, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
@@ -317,5 +318,17 @@ describe("GET /openapi.json", () => {
     const limit = body.paths["/units"].get.parameters.find((p: any) => p.name === "limit");
     expect(limit.schema).toMatchObject({ type: "integer", minimum: 1, maximum: 1000, default: 50 });
     expect(body.paths["/units/{id}/retry"].post.responses).toHaveProperty("409");
+  });
+});
+
+describe("GET /meta", () => {
+  it("serves @rtb/protocol's statuses, their sets and name rules, and the request limits this api runs with", async () => {
+    const { status, body } = await call(api, "/meta");
+    expect(status).toBe(200);
+    expect(body.statuses).toEqual([...UNIT_STATUSES]);
+    expect(body.sets).toEqual({ backlog: [...BACKLOG], outstanding: [...OUTSTANDING], inFlight: [...IN_FLIGHT], terminal: [...TERMINAL], outcomes: [...OUTCOMES] });
+    expect(body.names).toMatchObject({ kindPattern: KIND_PATTERN.source, kindRule: KIND_RULE, nameMaxLength: NAME_MAX_LENGTH });
+    expect(body.limits).toMatchObject({ maxBatch: MAX_BATCH, maxBodyBytes: MAX_BODY, maxAttempts: 2 });
+    expect(body.limits.maxPayloadBytes).toBeGreaterThan(0);
   });
 });

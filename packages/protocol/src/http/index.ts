@@ -1,3 +1,4 @@
 export * from "./fields.ts";
 export * from "./requests.ts";
 export * from "./responses.ts";
+export * from "./meta.ts";

@@ -12,6 +12,7 @@ import { unitRoutes } from "./unit-routes.ts";
 import { groupRoutes } from "./group-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { metricsRoutes } from "./metrics-routes.ts";
+import { metaRoutes } from "./meta-routes.ts";
 import { dashboardRoutes } from "./dashboard.ts";
 import { openApiDocument } from "./openapi-document.ts";
 
@@ -41,6 +42,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/groups", groupRoutes(deps));
   app.route("/", healthRoutes(deps));
   app.route("/", metricsRoutes(deps));
+  app.route("/", metaRoutes(deps.settings));
   app.route("/", dashboardRoutes(deps));
 
   const document = createRoute({
