@@ -54,6 +54,3 @@ export const optionalInt = (value: unknown, name: string, bounds?: { min?: numbe
   value === undefined ? undefined : intArg(value, name, bounds);
 
 export const str = (value: unknown): string | undefined => (typeof value === "string" ? value : undefined);
-
-/** Unit kinds, as the units table allows them. */
-export const KIND = /^[A-Za-z0-9_.-]{1,100}$/;

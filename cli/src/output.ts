@@ -1,3 +1,5 @@
+import { isInFlight, type UnitStatus } from "@rtb/protocol";
+
 /**
  * What the commands print. Machine output (`--json`) goes to stdout untouched; people get
  * aligned tables and lines, with colors only on a terminal and only without NO_COLOR.
@@ -67,20 +69,9 @@ export function fields(out: Output, pairs: [string, string][]): void {
   for (const [k, v] of pairs) out.line(`${out.paint(k.padEnd(width), "dim")}  ${v}`);
 }
 
-/** A unit status in its color: done is green, failed red, in flight yellow. */
+/** A unit status in its color: done is green, failed red, in flight yellow (the protocol's IN_FLIGHT). */
 export function paintStatus(out: Output, status: string): string {
-  switch (status) {
-    case "success":
-      return out.paint(status, "green");
-    case "error":
-      return out.paint(status, "red");
-    case "cancelled":
-      return out.paint(status, "dim");
-    case "dispatched":
-    case "queued":
-    case "processing":
-      return out.paint(status, "yellow");
-    default:
-      return status;
-  }
+  const style = STATUS_STYLES[status as UnitStatus] ?? (isInFlight(status) ? "yellow" : undefined);
+  return style ? out.paint(status, style) : status;
 }
+const STATUS_STYLES: Partial<Record<UnitStatus, Style>> = { success: "green", error: "red", cancelled: "dim" };

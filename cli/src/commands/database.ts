@@ -1,5 +1,6 @@
 import type { DbHandle } from "@rtb/db";
-import { ConfigurationError, intArg, KIND, str, UsageError, type Command, type Context } from "../command.ts";
+import { KIND_PATTERN, KIND_RULE } from "@rtb/protocol";
+import { ConfigurationError, intArg, str, UsageError, type Command, type Context } from "../command.ts";
 import { count, duration } from "../format.ts";
 
 /**
@@ -99,7 +100,7 @@ export const seed: Command = {
       priority: intArg(values.priority, "--priority", { min: -2_147_483_648, max: 2_147_483_647 }),
       maxAttempts: intArg(values["max-attempts"], "--max-attempts", { min: 1, max: 1000 }),
     };
-    if (!KIND.test(opts.kind)) throw new UsageError(`--kind: expected 1 to 100 letters, digits, _ . or -, got ${JSON.stringify(opts.kind)}`);
+    if (!KIND_PATTERN.test(opts.kind)) throw new UsageError(`--kind: expected ${KIND_RULE}, got ${JSON.stringify(opts.kind)}`);
     const { seedUnits } = await import("@rtb/db");
     const started = Date.now();
     const { label, created } = await withDatabase(ctx, "seed", async (database) => ({ label: database.label, created: await seedUnits(database.db, opts) }));

@@ -1,8 +1,8 @@
 import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { ApiError } from "../api-client.ts";
-import type { EnqueueBatchAnswer, EnqueueOneAnswer, NewUnit } from "../api-types.ts";
-import { intArg, KIND, optionalInt, str, UsageError, type Command, type Context, type Values } from "../command.ts";
+import { KIND_PATTERN, KIND_RULE, type EnqueuedBatch, type EnqueuedOne, type NewUnitInput as NewUnit } from "@rtb/protocol";
+import { intArg, optionalInt, str, UsageError, type Command, type Context, type Values } from "../command.ts";
 import { count } from "../format.ts";
 import { chunked, InputError, readUnits, type InputFormat, type InputRecord } from "../unit-input.ts";
 
@@ -75,7 +75,7 @@ function unitFromFlags(values: Values): Partial<NewUnit> {
   const unit: Partial<NewUnit> = {};
   const kind = str(values.kind);
   if (kind !== undefined) {
-    if (!KIND.test(kind)) throw new UsageError(`--kind: expected 1 to 100 letters, digits, _ . or -, got ${JSON.stringify(kind)}`);
+    if (!KIND_PATTERN.test(kind)) throw new UsageError(`--kind: expected ${KIND_RULE}, got ${JSON.stringify(kind)}`);
     unit.kind = kind;
   }
   if (values.group !== undefined) unit.group = str(values.group);
@@ -95,7 +95,7 @@ function unitFromFlags(values: Values): Partial<NewUnit> {
 }
 
 async function enqueueOne(ctx: Context, unit: NewUnit): Promise<void> {
-  const answer = await ctx.api().post<EnqueueOneAnswer>("/units", unit);
+  const answer = await ctx.api().post<EnqueuedOne>("/units", unit);
   if (ctx.json) return ctx.out.json(answer);
   const u = answer.unit;
   const ref = u.ref === null ? "" : ` (ref ${u.ref})`;
@@ -116,9 +116,9 @@ async function enqueueFile(ctx: Context, records: AsyncIterable<InputRecord>, de
     out.stdout.write(error ? `, "error": ${JSON.stringify(error)}}\n` : "}\n");
   };
   const send = async (chunk: InputRecord[]): Promise<void> => {
-    let answer: EnqueueBatchAnswer;
+    let answer: EnqueuedBatch;
     try {
-      answer = await ctx.api().post<EnqueueBatchAnswer>("/units", chunk.map((r) => r.value));
+      answer = await ctx.api().post<EnqueuedBatch>("/units", chunk.map((r) => r.value));
     } catch (err) {
       // Over the api's body limit (RTB_API_MAX_BODY_BYTES: large payloads): halve and go on.
       if (err instanceof ApiError && err.status === 413 && chunk.length > 1) {

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { ApiError, UnreachableError } from "../api-client.ts";
-import type { GoAnswer, SystemState } from "../api-types.ts";
+import type { GoResult, StateView } from "@rtb/protocol";
 import { intArg, type Command, type Context } from "../command.ts";
 import { count, duration } from "../format.ts";
 import { createProgress, progressBar, progressText } from "../progress.ts";
@@ -32,7 +32,7 @@ export const go: Command = {
   async run(ctx, values) {
     const intervalMs = intArg(values.interval, "--interval", { min: 50, max: 60_000 });
     const timeoutS = values.timeout === undefined ? undefined : intArg(values.timeout, "--timeout", { min: 1 });
-    const answer = await ctx.api().post<GoAnswer>("/go");
+    const answer = await ctx.api().post<GoResult>("/go");
     if (!values.wait) {
       if (ctx.json) return ctx.out.json(answer);
       return ctx.out.line(`${answer.message} (${count(answer.dispatchedNow)} dispatched now)`);
@@ -57,7 +57,7 @@ export const go: Command = {
 
 interface Waited {
   outcome: "drained" | "timeout" | "interrupted";
-  state: SystemState | null;
+  state: StateView | null;
   elapsedMs: number;
 }
 
@@ -69,7 +69,7 @@ async function waitUntilDrained(ctx: Context, opts: { intervalMs: number; timeou
   const tty = stderr.isTTY === true;
   const progress = createProgress();
   const started = Date.now();
-  let state: SystemState | null = null;
+  let state: StateView | null = null;
   let lastPlain = -Infinity;
   let drawn = false;
   const show = (note: string, final = false) => {
@@ -91,7 +91,7 @@ async function waitUntilDrained(ctx: Context, opts: { intervalMs: number; timeou
   for (;;) {
     let note = "";
     try {
-      state = await ctx.api().get<SystemState>("/");
+      state = await ctx.api().get<StateView>("/");
       const c = state.counts;
       progress.add({ at: Date.now(), done: c.success + c.error + c.cancelled, total: state.total });
       if (state.done) {

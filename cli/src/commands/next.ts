@@ -1,4 +1,4 @@
-import type { NextUnits } from "../api-types.ts";
+import type { NextResult } from "@rtb/protocol";
 import { intArg, type Command } from "../command.ts";
 import { timestamp } from "../format.ts";
 import { table } from "../output.ts";
@@ -12,7 +12,7 @@ export const next: Command = {
   positionals: { min: 0, max: 0 },
   async run(ctx, values) {
     const limit = intArg(values.limit, "--limit", { min: 1, max: 1000 });
-    const answer = await ctx.api().get<NextUnits>("/next", { limit });
+    const answer = await ctx.api().get<NextResult>("/next", { limit });
     if (ctx.json) return ctx.out.json(answer);
     if (answer.units.length === 0) return ctx.out.line("nothing is eligible for dispatch (the backlog is empty, or every pending unit waits for a retry)");
     table(

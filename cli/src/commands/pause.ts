@@ -1,4 +1,4 @@
-import type { PauseAnswer } from "../api-types.ts";
+import type { PauseResult } from "@rtb/protocol";
 import type { Command } from "../command.ts";
 import { count } from "../format.ts";
 
@@ -10,7 +10,7 @@ export const pause: Command = {
   options: {},
   positionals: { min: 0, max: 0 },
   async run(ctx) {
-    const answer = await ctx.api().post<PauseAnswer>("/pause");
+    const answer = await ctx.api().post<PauseResult>("/pause");
     if (ctx.json) return ctx.out.json(answer);
     ctx.out.line(`${answer.message} (${count(answer.inFlight)} in flight)`);
   },

@@ -1,5 +1,5 @@
 import { ApiError, describeApiError } from "../api-client.ts";
-import type { Unit } from "../api-types.ts";
+import type { UnitView as Unit } from "@rtb/protocol";
 import { intArg, str, UsageError, type Command, type Context } from "../command.ts";
 import { count } from "../format.ts";
 

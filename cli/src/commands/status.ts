@@ -1,5 +1,4 @@
-import type { SystemState } from "../api-types.ts";
-import { STATUSES } from "../api-types.ts";
+import { UNIT_STATUSES, type StateView } from "@rtb/protocol";
 import type { Command, Context } from "../command.ts";
 import { ago, count } from "../format.ts";
 import { fields, paintStatus, table } from "../output.ts";
@@ -12,15 +11,15 @@ export const status: Command = {
   options: {},
   positionals: { min: 0, max: 0 },
   async run(ctx) {
-    const state = await ctx.api().get<SystemState>("/");
+    const state = await ctx.api().get<StateView>("/");
     if (ctx.json) return ctx.out.json(state);
     renderStatus(ctx, state);
   },
 };
 
-function renderStatus({ out }: Context, s: SystemState): void {
+function renderStatus({ out }: Context, s: StateView): void {
   const now = Date.now();
-  const rows = STATUSES.map((st) => [paintStatus(out, st), count(s.counts[st] ?? 0)]);
+  const rows = UNIT_STATUSES.map((st) => [paintStatus(out, st), count(s.counts[st] ?? 0)]);
   rows.push([out.paint("total", "bold"), count(s.total)]);
   table(out, [{ header: "status" }, { header: "units", align: "right" }], rows);
   out.line();

@@ -1,4 +1,4 @@
-import type { Unit, UnitEvent } from "../api-types.ts";
+import type { UnitWithTimeline } from "@rtb/protocol";
 import { intArg, type Command } from "../command.ts";
 import { oneLine, timestamp } from "../format.ts";
 import { fields, paintStatus, table } from "../output.ts";
@@ -12,7 +12,7 @@ export const unit: Command = {
   positionals: { min: 1, max: 1 },
   async run(ctx, _values, [idArg]) {
     const id = intArg(idArg, "<id>", { min: 1 });
-    const u = await ctx.api().get<Unit & { events: UnitEvent[] }>(`/units/${id}`);
+    const u = await ctx.api().get<UnitWithTimeline>(`/units/${id}`);
     if (ctx.json) return ctx.out.json(u);
     const { out } = ctx;
     out.line(out.paint(`unit ${u.id}`, "bold"));

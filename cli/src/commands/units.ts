@@ -1,4 +1,4 @@
-import { STATUSES, type Unit, type UnitPage } from "../api-types.ts";
+import { UNIT_STATUSES, type UnitPage, type UnitView as Unit } from "@rtb/protocol";
 import { intArg, str, UsageError, type Command, type Context, type Values } from "../command.ts";
 import { oneLine, timestamp } from "../format.ts";
 import { paintStatus, table } from "../output.ts";
@@ -8,7 +8,7 @@ export const units: Command = {
   summary: "list units, newest first, filtered by status, kind, group or stuck",
   usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
   help: [
-    `  -s, --status S   only these statuses, comma-separated (${STATUSES.join(", ")})`,
+    `  -s, --status S   only these statuses, comma-separated (${UNIT_STATUSES.join(", ")})`,
     "  --kind K         only this kind",
     "  --group G        only this group",
     "  --stuck          only units in flight for longer than the api's timeouts",
@@ -47,7 +47,7 @@ export const units: Command = {
 
 function unitQuery(values: Values) {
   const statuses = ((values.status as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
-  for (const s of statuses) if (!(STATUSES as readonly string[]).includes(s)) throw new UsageError(`--status: ${JSON.stringify(s)} is not a status (${STATUSES.join(", ")})`);
+  for (const s of statuses) if (!(UNIT_STATUSES as readonly string[]).includes(s)) throw new UsageError(`--status: ${JSON.stringify(s)} is not a status (${UNIT_STATUSES.join(", ")})`);
   return {
     status: statuses.length ? statuses.join(",") : undefined,
     kind: str(values.kind),
