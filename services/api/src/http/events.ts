@@ -1,6 +1,21 @@
-import { isUnavailableError, recentlyActiveUnits, terminalThroughput } from "@rtb/db";
+import type { JSONParsed } from "hono/utils/types";
+import { isUnavailableError, recentlyActiveUnits, terminalThroughput, type ActiveUnit, type Throughput } from "@rtb/db";
+import type { ErrorBody, StateView } from "@rtb/protocol";
 import type { AppDeps } from "./deps.ts";
 import { stateSnapshot } from "./state.ts";
+
+/** The data of each event the hub publishes, before it is serialised. */
+interface Published {
+  /** The body of GET /. */
+  state: StateView;
+  throughput: Omit<Throughput, "nextAfterId">;
+  units: { units: ActiveUnit[] };
+  /** null: the snapshots work again. */
+  problem: ErrorBody | null;
+}
+
+/** Each event's data as the dashboard (dashboard/dashboard.js) parses it: JSON, so timestamps are ISO strings. */
+export type DashboardEvents = { [E in keyof Published]: JSONParsed<Published[E]> };
 
 /** One server-sent event, its data already serialised. */
 export interface HubEvent {
@@ -47,7 +62,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
   let failing = false;
   let throughputAfter: number | undefined;
 
-  const publish = (event: string, data: unknown) => {
+  const publish = <E extends keyof Published>(event: E, data: Published[E]) => {
     latest.set(event, JSON.stringify(data));
     for (const c of clients) c.wake();
   };

@@ -1,32 +1,63 @@
+// @ts-check
 // The rtb dashboard: plain browser JavaScript, no build step. Everything it shows comes from
-// the api's server-sent events (GET /events); Go and Pause POST to /go and /pause; a unit's
-// timeline is GET /units/:id. Data is put on the page as text nodes only, never as HTML.
+// the api's server-sent events (GET /events); the status list from GET /meta; Go and Pause
+// POST to /go and /pause; a unit's timeline is GET /units/:id. Data is put on the page as
+// text nodes only, never as HTML. Type-checked (tsconfig.json beside it) against the shapes
+// the api defines:
+/** @typedef {import("../events.ts").DashboardEvents} DashboardEvents */
+/** @typedef {DashboardEvents["state"]} State */
+/** @typedef {DashboardEvents["throughput"]} Throughput */
+/** @typedef {DashboardEvents["units"]["units"][number]} ActiveUnit */
+/** @typedef {DashboardEvents["problem"]} Problem */
+/** @typedef {import("@rtb/protocol").MetaView} Meta */
+/** @typedef {import("@rtb/protocol").UnitStatus} UnitStatus */
+/** @typedef {import("@rtb/protocol").UnitWithTimeline} UnitWithTimeline */
+/** @typedef {import("@rtb/protocol").ErrorBody} ErrorBody */
+/** @typedef {import("@rtb/protocol").GoResult | import("@rtb/protocol").PauseResult} ControlResult */
 
-const STATUSES = ["pending", "dispatched", "queued", "processing", "success", "error", "cancelled"];
-const $ = (id) => document.getElementById(id);
+// From GET /meta, before the stream starts: every status in order, and the finished ones.
+/** @type {readonly UnitStatus[]} */
+let statuses = [];
+/** @type {readonly UnitStatus[]} */
+let terminal = [];
+/** The page's element with this id: index.html has every id this script asks for. */
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const button = (/** @type {string} */ id) => /** @type {HTMLButtonElement} */ ($(id));
+const timeline = () => /** @type {HTMLDialogElement} */ ($("timeline"));
+const tokenInput = () => /** @type {HTMLInputElement} */ ($("token"));
 const SVG = "http://www.w3.org/2000/svg";
 
-/** An element with attributes (class, data-*, aria-*, on* handlers) and children (strings become text). */
+/** @typedef {Node | string | null | undefined | false | Child[]} Child */
+
+/**
+ * An element with attributes (class, data-*, aria-*, on* handlers) and children (strings
+ * become text). `svg:rect` makes an SVG element; only what Element has is used on those.
+ * @param {string} tag
+ * @param {Record<string, unknown>} [attrs]
+ * @param {...Child} children
+ * @returns {HTMLElement}
+ */
 function h(tag, attrs = {}, ...children) {
-  const el = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  const el = /** @type {HTMLElement} */ (tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag));
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), /** @type {EventListener} */ (v));
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(c);
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) el.append(/** @type {Node | string} */ (c));
   return el;
 }
 
 const nf = new Intl.NumberFormat();
-const num = (n) => (n === null || n === undefined ? "–" : nf.format(n));
-const badge = (status) => h("span", { class: `badge s-${status}` }, status);
+const num = (/** @type {number | null | undefined} */ n) => (n === null || n === undefined ? "–" : nf.format(n));
+const badge = (/** @type {string} */ status) => h("span", { class: `badge s-${status}` }, status);
 
 // The server's clock, as seen through its snapshots: "5 s ago" is judged by it, not by a
 // browser whose clock may be off.
 let clockSkewMs = 0;
 const serverNow = () => Date.now() + clockSkewMs;
 
+/** @param {string | null | undefined} iso */
 function ago(iso) {
   if (!iso) return "–";
   const s = Math.max(0, Math.round((serverNow() - Date.parse(iso)) / 1000));
@@ -35,8 +66,8 @@ function ago(iso) {
   if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
   return `${Math.floor(s / 86400)} d ago`;
 }
-const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "–");
-const clockMs = (iso) => {
+const clock = (/** @type {string | null | undefined} */ iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "–");
+const clockMs = (/** @type {string | null | undefined} */ iso) => {
   if (!iso) return "–";
   const d = new Date(iso);
   return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
@@ -44,62 +75,94 @@ const clockMs = (iso) => {
 
 // ---- live connection ------------------------------------------------------------------
 
+/** @param {"connecting" | "live" | "down"} state @param {string} text */
 function setConn(state, text) {
   $("conn").dataset.state = state;
   $("conn-text").textContent = text;
 }
 
+/** @type {EventSource | null} */
 let source = null;
 function connect() {
   setConn("connecting", source ? "reconnecting…" : "connecting…");
-  source = new EventSource("/events");
-  source.addEventListener("open", () => setConn("live", "live"));
-  source.addEventListener("error", () => {
-    if (source.readyState === EventSource.CLOSED) {
+  const events = new EventSource("/events");
+  source = events;
+  events.addEventListener("open", () => setConn("live", "live"));
+  events.addEventListener("error", () => {
+    if (events.readyState === EventSource.CLOSED) {
       // Refused (a 401, a 503 while the api restarts): EventSource gives up; we do not.
       setConn("down", "disconnected · retrying");
-      source.close();
+      events.close();
       setTimeout(connect, 5_000);
     } else {
       setConn("connecting", "reconnecting…");
     }
   });
-  source.addEventListener("state", (e) => renderState(JSON.parse(e.data)));
-  source.addEventListener("throughput", (e) => renderThroughput(JSON.parse(e.data)));
-  source.addEventListener("units", (e) => renderUnits(JSON.parse(e.data).units));
-  source.addEventListener("problem", (e) => renderProblem(JSON.parse(e.data)));
+  on(events, "state", renderState);
+  on(events, "throughput", renderThroughput);
+  on(events, "units", (d) => renderUnits(d.units));
+  on(events, "problem", renderProblem);
+}
+
+/**
+ * Render each event of this kind with its data, the JSON the api sends for it (DashboardEvents).
+ * @template {keyof DashboardEvents} K
+ * @param {EventSource} events
+ * @param {K} kind
+ * @param {(data: DashboardEvents[K]) => void} render
+ */
+function on(events, kind, render) {
+  events.addEventListener(kind, (e) => render(JSON.parse(/** @type {MessageEvent<string>} */ (e).data)));
+}
+
+/** The status list, from GET /meta; then the stream. Retried every 5 s while the api does not answer. */
+async function start() {
+  try {
+    const res = await fetch("/meta", { headers: { Accept: "application/json", ...authHeader() } });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const meta = /** @type {Meta} */ (await res.json());
+    statuses = meta.statuses;
+    terminal = meta.sets.terminal;
+  } catch {
+    setConn("down", "disconnected · retrying");
+    setTimeout(start, 5_000);
+    return;
+  }
+  connect();
 }
 
 // ---- state ------------------------------------------------------------------------------
 
+/** @type {State | null} */
 let lastState = null;
 
+/** @param {State} s */
 function renderState(s) {
   lastState = s;
   $("updated").textContent = clock(new Date().toISOString());
-  $("updated").dateTime = new Date().toISOString();
+  /** @type {HTMLTimeElement} */ ($("updated")).dateTime = new Date().toISOString();
 
   // Counts per status, and a bar of the whole backlog split by status.
   const counts = $("counts");
   if (!counts.children.length) {
-    for (const st of STATUSES) {
+    for (const st of statuses) {
       counts.append(h("li", { class: `count-card c-${st}` }, badge(st), h("strong", { class: "count-value", "data-count": st }, "–")));
     }
   }
-  for (const st of STATUSES) counts.querySelector(`[data-count="${st}"]`).textContent = num(s.counts[st]);
+  for (const st of statuses) /** @type {Element} */ (counts.querySelector(`[data-count="${st}"]`)).textContent = num(s.counts[st]);
   $("total").textContent = num(s.total);
-  const finished = s.counts.success + s.counts.error + s.counts.cancelled;
+  const finished = terminal.reduce((n, st) => n + s.counts[st], 0);
   $("done-pct").textContent = s.total ? `${Math.floor((finished / s.total) * 100)}%` : "–";
   $("done-note").textContent = s.done && s.total ? " · all done" : "";
   const bar = $("progress");
   bar.replaceChildren(
-    ...STATUSES.filter((st) => s.counts[st] > 0).map((st) => {
+    ...statuses.filter((st) => s.counts[st] > 0).map((st) => {
       const seg = h("span", { class: `seg s-${st}`, title: `${st}: ${num(s.counts[st])}` });
       seg.style.flexGrow = String(s.counts[st]);
       return seg;
     }),
   );
-  bar.setAttribute("aria-label", STATUSES.map((st) => `${st} ${s.counts[st]}`).join(", "));
+  bar.setAttribute("aria-label", statuses.map((st) => `${st} ${s.counts[st]}`).join(", "));
 
   // The gauge: outstanding (dispatched + queued) against the maximum the api keeps out.
   const frac = s.maxQueue ? Math.min(1, s.outstanding / s.maxQueue) : 0;
@@ -116,14 +179,15 @@ function renderState(s) {
   const pill = $("dispatching");
   pill.dataset.on = String(s.dispatching);
   pill.textContent = `${s.dispatching ? "dispatching" : "paused"}${s.dispatchingSince ? ` since ${clock(s.dispatchingSince)}` : ""}`;
-  $("go").disabled = busy || s.dispatching;
-  $("pause").disabled = busy || !s.dispatching;
+  button("go").disabled = busy || s.dispatching;
+  button("pause").disabled = busy || !s.dispatching;
 
   renderServices(s);
   renderDead(s);
   renderReports(s);
 }
 
+/** @param {State} s */
 function renderServices(s) {
   const l = s.leader;
   const leader = $("leader");
@@ -139,16 +203,20 @@ function renderServices(s) {
         h("strong", { "data-leader": l.id }, l.id),
         h("span", { class: "muted" }, ` · since ${clock(l.activeSince)} · reported ${ago(l.reportedAt)}`),
       ),
-      kinds.length
-        ? h(
-            "table",
-            { class: "mini" },
-            h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "kind"), h("th", { scope: "col" }, "jobs waiting"), h("th", { scope: "col" }, "agents"))),
-            h("tbody", {}, kinds.map(([k, u]) => h("tr", {}, h("td", {}, k), h("td", {}, num(u.ready)), h("td", {}, num(u.consumers))))),
-          )
-        : null,
+      // No table without kinds (replaceChildren would write a null as the text "null").
+      ...(kinds.length
+        ? [
+            h(
+              "table",
+              { class: "mini" },
+              h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "kind"), h("th", { scope: "col" }, "jobs waiting"), h("th", { scope: "col" }, "agents"))),
+              h("tbody", {}, kinds.map(([k, u]) => h("tr", {}, h("td", {}, k), h("td", {}, num(u.ready)), h("td", {}, num(u.consumers))))),
+            ),
+          ]
+        : []),
     );
   }
+  /** @param {string} id @param {State["services"]["agents"]} list */
   const chips = (id, list) => {
     $(`${id}-count`).textContent = String(list.length);
     $(id).replaceChildren(
@@ -163,6 +231,7 @@ function renderServices(s) {
   $("broker").textContent = `broker ${s.broker.connected ? "connected" : "DISCONNECTED"} · ${s.broker.reconnects} reconnects`;
 }
 
+/** @param {State} s */
 function renderDead(s) {
   const d = s.deadLetters;
   $("dead-waiting").textContent = d.waiting === null ? "?" : num(d.waiting);
@@ -172,8 +241,10 @@ function renderDead(s) {
   $("dead-rejected").textContent = rejected.length ? `rejected by this api: ${rejected.map(([k, v]) => `${k} ${v}`).join(", ")}` : "";
 }
 
+/** @param {State} s */
 function renderReports(s) {
   const ignored = Object.values(s.reports.ignored).reduce((a, b) => a + b, 0);
+  /** @type {[string, string][]} */
   const rows = [
     ["reports applied", num(s.reports.applied)],
     ["reports ignored", `${num(ignored)}${ignored ? ` (${Object.entries(s.reports.ignored).map(([k, v]) => `${k} ${v}`).join(", ")})` : ""}`],
@@ -184,6 +255,7 @@ function renderReports(s) {
   $("reports").replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
+/** @param {Problem} p */
 function renderProblem(p) {
   $("problem").hidden = !p;
   $("problem").textContent = p ? p.message : "";
@@ -191,6 +263,7 @@ function renderProblem(p) {
 
 // ---- throughput -------------------------------------------------------------------------
 
+/** @param {Throughput} t */
 function renderThroughput(t) {
   clockSkewMs = Date.parse(t.now) - Date.now();
   const W = 600, H = 170, top = 14, bottom = 20, left = 34;
@@ -198,7 +271,7 @@ function renderThroughput(t) {
   const max = Math.max(1, ...t.buckets.map((b) => b.success + b.error));
   const scale = niceCeil(max);
   const bw = (W - left) / n;
-  const y = (v) => H - bottom - (v / scale) * (H - top - bottom);
+  const y = (/** @type {number} */ v) => H - bottom - (v / scale) * (H - top - bottom);
   const covered = Date.parse(t.coveredFrom);
   const svg = $("tp-chart");
   const parts = [];
@@ -216,7 +289,7 @@ function renderThroughput(t) {
     parts.push(g);
   });
   const minutes = Math.round((n * t.bucketMs) / 60_000);
-  for (const [frac, label] of [[0, `−${minutes} min`], [0.5, `−${minutes / 2} min`], [1, "now"]]) {
+  for (const [frac, label] of /** @type {[number, string][]} */ ([[0, `−${minutes} min`], [0.5, `−${minutes / 2} min`], [1, "now"]])) {
     parts.push(h("svg:text", { class: "axis", x: left + frac * (W - left), y: H - 4, "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle" }, label));
   }
   svg.replaceChildren(...parts);
@@ -228,19 +301,21 @@ function renderThroughput(t) {
   $("tp-summary").textContent = `attempts finished per ${t.bucketMs / 1000} s over the last ${minutes} minutes: ${num(total.s)} success, ${num(total.e)} error`;
 }
 
-/** 1, 2, 5, 10, 20, 50, ... at or above v. */
+/** 1, 2, 5, 10, 20, 50, ... at or above v (10 × p is always). @param {number} v */
 function niceCeil(v) {
   const p = 10 ** Math.floor(Math.log10(v));
-  return [1, 2, 5, 10].map((m) => m * p).find((c) => c >= v);
+  return [1, 2, 5, 10].map((m) => m * p).find((c) => c >= v) ?? 10 * p;
 }
 
 // ---- recent units and the timeline -------------------------------------------------------
 
+/** @type {ActiveUnit[]} */
 let lastUnits = [];
 
+/** @param {ActiveUnit[]} units */
 function renderUnits(units) {
   const body = $("units-body");
-  const openId = Number($("timeline").dataset.unit);
+  const openId = Number(timeline().dataset.unit);
   const before = lastUnits.find((u) => u.id === openId);
   lastUnits = units;
   $("units-empty").hidden = units.length > 0;
@@ -249,7 +324,7 @@ function renderUnits(units) {
       h(
         "tr",
         { "data-unit": u.id, onclick: () => openTimeline(u.id) },
-        h("td", {}, h("button", { type: "button", class: "link", "aria-label": `Timeline of unit ${u.id}`, onclick: (e) => (e.stopPropagation(), openTimeline(u.id)) }, `#${u.id}`)),
+        h("td", {}, h("button", { type: "button", class: "link", "aria-label": `Timeline of unit ${u.id}`, onclick: (/** @type {Event} */ e) => (e.stopPropagation(), openTimeline(u.id)) }, `#${u.id}`)),
         h("td", {}, badge(u.status)),
         h("td", { class: "num" }, `${u.attempt} / ${u.maxAttempts}`),
         h("td", {}, u.kind),
@@ -261,11 +336,12 @@ function renderUnits(units) {
   );
   // The open timeline follows its unit.
   const now = units.find((u) => u.id === openId);
-  if ($("timeline").open && now && (!before || before.lastEvent.at !== now.lastEvent.at || before.status !== now.status)) loadTimeline(openId);
+  if (timeline().open && now && (!before || before.lastEvent.at !== now.lastEvent.at || before.status !== now.status)) loadTimeline(openId);
 }
 
+/** @param {number} id */
 async function openTimeline(id) {
-  const dlg = $("timeline");
+  const dlg = timeline();
   dlg.dataset.unit = String(id);
   $("tl-title").textContent = `Unit #${id}`;
   $("tl-summary").replaceChildren(h("p", { class: "muted" }, "loading…"));
@@ -274,17 +350,20 @@ async function openTimeline(id) {
   await loadTimeline(id);
 }
 
+/** @param {number} id */
 async function loadTimeline(id) {
+  /** @type {UnitWithTimeline} */
   let unit;
   try {
     const res = await fetch(`/units/${id}`, { headers: { Accept: "application/json", ...authHeader() } });
-    unit = await res.json();
-    if (!res.ok) throw new Error(unit.message ?? `HTTP ${res.status}`);
+    const body = /** @type {UnitWithTimeline | ErrorBody} */ (await res.json());
+    if (!res.ok || !("id" in body)) throw new Error(("message" in body ? body.message : undefined) ?? `HTTP ${res.status}`);
+    unit = body;
   } catch (err) {
-    $("tl-summary").replaceChildren(h("p", { class: "banner" }, `Could not load unit ${id}: ${err.message}`));
+    $("tl-summary").replaceChildren(h("p", { class: "banner" }, `Could not load unit ${id}: ${/** @type {Error} */ (err).message}`));
     return;
   }
-  if (Number($("timeline").dataset.unit) !== id) return; // another unit was opened meanwhile
+  if (Number(timeline().dataset.unit) !== id) return; // another unit was opened meanwhile
   $("tl-title").textContent = `Unit #${unit.id}`;
   $("tl-summary").replaceChildren(
     h(
@@ -314,7 +393,7 @@ async function loadTimeline(id) {
               "div",
               { class: "tl-body" },
               h("div", { class: "tl-line" }, badge(e.status), h("span", { class: "muted" }, ` attempt ${e.attempt}`), h("time", { class: "tl-at", datetime: e.at }, clockMs(e.at))),
-              h("div", { class: "muted small" }, e.source, i > 0 ? ` · +${fmtMs(Date.parse(e.at) - Date.parse(unit.events[i - 1].at))}` : ""),
+              h("div", { class: "muted small" }, e.source, i > 0 ? ` · +${fmtMs(Date.parse(e.at) - Date.parse(/** @type {UnitWithTimeline["events"][number]} */ (unit.events[i - 1]).at))}` : ""),
               e.detail ? h("pre", { class: "detail" }, JSON.stringify(e.detail, null, 2)) : null,
             ),
           ),
@@ -323,51 +402,57 @@ async function loadTimeline(id) {
   );
 }
 
-const fmtMs = (ms) => (Math.abs(ms) < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
+const fmtMs = (/** @type {number} */ ms) => (Math.abs(ms) < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
 
-$("tl-close").addEventListener("click", () => $("timeline").close());
-$("timeline").addEventListener("close", () => delete $("timeline").dataset.unit);
+$("tl-close").addEventListener("click", () => timeline().close());
+timeline().addEventListener("close", () => delete timeline().dataset.unit);
 // A click on the backdrop (outside the panel) closes it too.
-$("timeline").addEventListener("click", (e) => {
-  if (e.target === $("timeline")) $("timeline").close();
+timeline().addEventListener("click", (e) => {
+  if (e.target === timeline()) timeline().close();
 });
 
 // ---- Go / Pause -------------------------------------------------------------------------
 
 let busy = false;
 const TOKEN_KEY = "rtb.token";
+/** @returns {Record<string, string>} */
 const authHeader = () => {
   const t = sessionStorage.getItem(TOKEN_KEY);
   return t ? { Authorization: `Bearer ${t}` } : {};
 };
+/** @type {"/go" | "/pause" | null} */
 let retryAfterToken = null;
 
+/** @param {"/go" | "/pause"} path */
 async function control(path) {
   busy = true;
-  $("go").disabled = $("pause").disabled = true;
+  button("go").disabled = button("pause").disabled = true;
   try {
     const res = await fetch(path, { method: "POST", headers: { Accept: "application/json", ...authHeader() } });
-    const body = await res.json().catch(() => ({}));
+    const body = /** @type {ControlResult | Partial<ErrorBody>} */ (await res.json().catch(() => ({})));
     if (res.status === 401) {
       retryAfterToken = path;
       $("token-form").hidden = false;
-      $("token").focus();
+      tokenInput().focus();
       toast(body.message ?? "unauthorized");
       return;
     }
     if (!res.ok) throw new Error(body.message ?? `HTTP ${res.status}`);
-    toast(body.message + (body.dispatchedNow ? ` · ${body.dispatchedNow} dispatched now` : ""));
-    if (lastState) renderState({ ...lastState, dispatching: body.dispatching, dispatchingSince: body.since });
+    const done = /** @type {ControlResult} */ (body);
+    toast(done.message + ("dispatchedNow" in done && done.dispatchedNow ? ` · ${done.dispatchedNow} dispatched now` : ""));
+    if (lastState) renderState({ ...lastState, dispatching: done.dispatching, dispatchingSince: done.since });
   } catch (err) {
-    toast(`${path} failed: ${err.message}`, true);
+    toast(`${path} failed: ${/** @type {Error} */ (err).message}`, true);
   } finally {
     busy = false;
     if (lastState) renderState(lastState);
-    else $("go").disabled = $("pause").disabled = false;
+    else button("go").disabled = button("pause").disabled = false;
   }
 }
 
-let toastTimer = 0;
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let toastTimer;
+/** @param {string} text */
 function toast(text, bad = false) {
   const t = $("toast");
   t.textContent = text;
@@ -381,8 +466,8 @@ $("go").addEventListener("click", () => control("/go"));
 $("pause").addEventListener("click", () => control("/pause"));
 $("token-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $("token").value);
-  $("token").value = "";
+  sessionStorage.setItem(TOKEN_KEY, tokenInput().value);
+  tokenInput().value = "";
   $("token-form").hidden = true;
   if (retryAfterToken) control(retryAfterToken);
   retryAfterToken = null;
@@ -398,4 +483,4 @@ setInterval(() => {
 }, 1_000);
 
 $("curl").textContent = `curl -s ${location.origin}/`;
-connect();
+start();
