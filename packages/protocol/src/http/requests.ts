@@ -21,7 +21,8 @@ export function unitSchemas(limits: RequestLimits) {
       kind: unitKind,
       group: groupName.default("default"),
       priority: z.number().int().min(-1_000_000).max(1_000_000).default(0).describe("Higher first."),
-      payload: z.unknown().default({}).describe("Any JSON; handed to the agent as it is."),
+      // The metadata: a generator leaves an unknown's default out of the document.
+      payload: z.unknown().default({}).meta({ default: {} }).describe("Any JSON; handed to the agent as it is."),
       ref: unitRef.optional().describe("Your idempotency key: POST the same ref again and you get the existing unit back, never a second one."),
       maxAttempts: z.number().int().min(1).max(1000).default(limits.maxAttempts).describe("Attempts before a retryable error is final (RTB_MAX_ATTEMPTS)."),
     })
