@@ -39,7 +39,6 @@ export const unitEvent = z.object({
   source: z.string().describe("api, reconciler, operator, leader:<id> or agent:<id>"),
   detail: z.unknown(),
 });
-export type UnitEvent = z.output<typeof unitEvent>;
 export const unitWithTimeline = unitView.extend({ events: z.array(unitEvent) });
 export type UnitWithTimeline = z.output<typeof unitWithTimeline>;
 

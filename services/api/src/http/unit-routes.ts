@@ -134,7 +134,7 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
     return c.json({ retried }, 200);
   });
 
-  const one = createRoute({
+  const show = createRoute({
     method: "get",
     path: "/{id}",
     tags,
@@ -142,7 +142,7 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
     request: { params: idParam },
     responses: { 200: { description: "The unit, with every event of every attempt.", content: json(unitWithTimeline) }, 400: invalid, 404: notFound },
   });
-  serve(app, one, async (c) => {
+  serve(app, show, async (c) => {
     const { id } = c.req.valid("param");
     const unit = await getUnit(db, id);
     if (!unit) return unknownUnit(c, id);
