@@ -4,7 +4,7 @@ import { ApiError } from "../api-client.ts";
 import { KIND_PATTERN, KIND_RULE, type EnqueuedBatch, type EnqueuedOne, type NewUnitInput as NewUnit } from "@rtb/protocol";
 import { intArg, optionalInt, str, UsageError, type Command, type Context, type Values } from "../command.ts";
 import { count } from "../format.ts";
-import { chunked, InputError, readUnits, type InputFormat, type InputRecord } from "../unit-input.ts";
+import { chunked, InputError, readUnits, type InputRecord } from "../unit-input.ts";
 
 /** The most any api takes per request (its RTB_API_MAX_BATCH: 10 000 by default, at most 100 000). */
 const MAX_CHUNK = 100_000;

@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertTopology } from "@rtb/runtime";
-import { queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
-import { loadAgentConfig, startAgent, type AgentService, type Handler } from "@rtb/agent";
+import { rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { loadAgentConfig, startAgent, type Handler } from "@rtb/agent";
 
 // A job whose result the agent cannot encode (here: nested too deep for JSON.stringify) was
 // handed back after a second and run again, forever. Now no retry could report it either, so
@@ -10,7 +10,6 @@ import { loadAgentConfig, startAgent, type AgentService, type Handler } from "@r
 const place = useTestPlace();
 let conn: ChannelModel;
 let ch: Channel;
-let agent: AgentService;
 const runs = new Map<number, number>();
 
 beforeAll(async () => {
@@ -26,7 +25,7 @@ beforeAll(async () => {
     }
     return { ok: true };
   };
-  agent = place.own(await startAgent({ ...loadAgentConfig(place.env), RTB_AGENT_ID: "agent-poison" }, testLogger("agent"), new Map([["simulate", handler]])));
+  place.own(await startAgent({ ...loadAgentConfig(place.env), RTB_AGENT_ID: "agent-poison" }, testLogger("agent"), new Map([["simulate", handler]])));
 });
 
 const job = (unitId: number, payload: object) =>

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ChannelModel } from "amqplib";
 import type { ApiService } from "@rtb/api";
 import { UNIT_STATUSES } from "@rtb/protocol";
