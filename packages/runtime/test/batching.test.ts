@@ -49,7 +49,9 @@ it("acks a run of deliveries at once, and never covers one still in hand", async
   ackAll(deliveries.slice(7));
   release(deliveries);
   await stop(1_000);
-  // Closing the channel returned only the unsettled delivery.
+  // Closing the channel returned only the unsettled delivery (a quorum queue counts a
+  // returned message ready a moment after the close, so wait for it to show).
+  await waitFor("the unsettled delivery back in the queue", async () => (await queueDepth(conn, inbox())) >= 1);
   expect(await queueDepth(conn, inbox())).toBe(1);
   const left = await ch.get(inbox(), { noAck: true });
   expect(left && left.content.toString()).toBe("6");
