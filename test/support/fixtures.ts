@@ -3,7 +3,7 @@ import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, inject } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbHandle } from "@rtb/db";
-import { brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
+import { assertTopology, brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
 
 /**
  * Per-test-file isolation: a database cloned from the run's migrated template, and broker
@@ -207,6 +207,17 @@ export function openTestDb(place: TestPlace): DbHandle {
 export async function rawBroker(): Promise<ChannelModel> {
   const b = servers().broker;
   return connect(`amqp://${encodeURIComponent(b.user)}:${encodeURIComponent(b.password)}@${b.host}:${b.port}/${encodeURIComponent(b.vhost)}`);
+}
+
+/**
+ * A raw connection and channel, owned by the place, with the place's topology declared: for
+ * tests that publish, take or count messages themselves.
+ */
+export async function rawChannel(place: LiveTestPlace): Promise<{ conn: ChannelModel; ch: Channel }> {
+  const conn = place.own(await rawBroker());
+  const ch = await conn.createChannel();
+  await assertTopology(ch, place.topology);
+  return { conn, ch };
 }
 
 /** Ready messages in a queue (0 when it does not exist). */

@@ -1,9 +1,9 @@
 import { beforeAll, beforeEach, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { z } from "zod";
-import { ackAll, assertTopology, brokerConfig, connectBrokerFromConfig, createPublisher, createStatusReporter, loadConfig, MessageTooLargeError, startConsumer, type Broker, type Delivery } from "@rtb/runtime";
+import { ackAll, brokerConfig, connectBrokerFromConfig, createPublisher, createStatusReporter, loadConfig, MessageTooLargeError, startConsumer, type Broker, type Delivery } from "@rtb/runtime";
 import { parseMessage, StatusMessage } from "@rtb/protocol";
-import { queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { queueDepth, testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
 
 /** The pieces that let messages and acks carry batches, on the real broker. */
 const place = useTestPlace();
@@ -12,9 +12,7 @@ let conn: ChannelModel;
 let ch: Channel;
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ conn, ch } = await rawChannel(place));
   broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("runtime")));
 });
 

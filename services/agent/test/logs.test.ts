@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
-import type { Channel, ChannelModel } from "amqplib";
-import { assertTopology, metricValue, parsePrometheusText } from "@rtb/runtime";
+import type { Channel } from "amqplib";
+import { metricValue, parsePrometheusText } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { capturingLogger, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
+import { capturingLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
 import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type Handler } from "@rtb/agent";
 
 /**
@@ -11,15 +11,12 @@ import { loadAgentConfig, PermanentJobError, startAgent, type AgentService, type
  */
 const AGENT_ID = "agent-logs-1";
 const place = useTestPlace();
-let conn: ChannelModel;
 let ch: Channel;
 let agent: AgentService;
 const { logger, lines } = capturingLogger("agent");
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ ch } = await rawChannel(place));
   const handler: Handler = async (job) => {
     job.logger.info({ step: "render" }, "handler at work");
     if ((job.payload as { fail?: boolean }).fail) throw new PermanentJobError("scene 7 is corrupt");

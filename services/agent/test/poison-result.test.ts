@@ -1,21 +1,17 @@
 import { beforeAll, expect, it } from "vitest";
-import type { Channel, ChannelModel } from "amqplib";
-import { assertTopology } from "@rtb/runtime";
-import { rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import type { Channel } from "amqplib";
+import { testLogger, useTestPlace, rawChannel, waitFor } from "@rtb/testing";
 import { loadAgentConfig, startAgent, type Handler } from "@rtb/agent";
 
 // A job whose result the agent cannot encode (here: nested too deep for JSON.stringify) was
 // handed back after a second and run again, forever. Now no retry could report it either, so
 // the attempt ends as a permanent error saying so, and the agent goes on with the next job.
 const place = useTestPlace();
-let conn: ChannelModel;
 let ch: Channel;
 const runs = new Map<number, number>();
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ ch } = await rawChannel(place));
   const handler: Handler = async (job) => {
     runs.set(job.unitId, (runs.get(job.unitId) ?? 0) + 1);
     if ((job.payload as { deep?: boolean }).deep) {

@@ -1,22 +1,19 @@
 import { beforeAll, expect, it } from "vitest";
-import type { Channel, ChannelModel } from "amqplib";
-import { assertJobQueue, assertTopology, metricValue, parsePrometheusText } from "@rtb/runtime";
+import type { Channel } from "amqplib";
+import { assertJobQueue, metricValue, parsePrometheusText } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { capturingLogger, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
+import { capturingLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader's own metrics listener (RTB_METRICS_PORT) and its log lines, captured as JSON. */
 const LEADER_ID = "leader-m";
 const place = useTestPlace({ kinds: ["simulate"] });
 let leader: LeaderService;
-let conn: ChannelModel;
 let ch: Channel;
 const { logger, lines } = capturingLogger("leader");
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ ch } = await rawChannel(place));
   await assertJobQueue(ch, place.topology, "simulate");
   leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: LEADER_ID, RTB_METRICS_PORT: "127.0.0.1:0" }), logger));
 });

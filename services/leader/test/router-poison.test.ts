@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertJobQueue, assertTopology } from "@rtb/runtime";
+import { assertJobQueue } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { queueDepth, testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 // A dispatch message that passes validation but that the leader fails on every time (here:
@@ -15,9 +15,7 @@ let conn: ChannelModel;
 let ch: Channel;
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ conn, ch } = await rawChannel(place));
   await assertJobQueue(ch, place.topology, "simulate");
   leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-p" }), testLogger("leader")));
 });

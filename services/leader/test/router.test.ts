@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { assertJobQueue, assertTopology } from "@rtb/runtime";
+import { assertJobQueue } from "@rtb/runtime";
 import { JobMessage, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { createTestPlace, destroyTestPlace, queueDepth, rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { createTestPlace, destroyTestPlace, queueDepth, testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader alone, on the real broker: what it routes, what it reports, what it rejects. */
@@ -12,9 +12,7 @@ let conn: ChannelModel;
 let ch: Channel;
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ conn, ch } = await rawChannel(place));
   await assertJobQueue(ch, place.topology, "simulate"); // an agent's queue, without the agent
   leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-t" }), testLogger("leader")));
 });

@@ -1,15 +1,14 @@
 import { beforeAll, expect, it } from "vitest";
-import type { Channel, ChannelModel } from "amqplib";
+import type { Channel } from "amqplib";
 import { z } from "zod";
-import { assertJobQueue, assertTopology, brokerConfig, connectBrokerFromConfig, loadConfig, type Broker } from "@rtb/runtime";
-import { rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { assertJobQueue, brokerConfig, connectBrokerFromConfig, loadConfig, type Broker } from "@rtb/runtime";
+import { testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
 import { startTracker, type Tracker } from "@rtb/leader";
 
 // The tracker watches what producers name: kinds. Ever new kinds must not grow its checks or
 // the utilization every `queued` report carries without bound. At its maximum (here 2) it
 // watches every kind with an agent; one past it is routed but not watched; and a kind with no
 // queue is dropped, so it takes no room from the kinds that have agents.
-let conn: ChannelModel;
 let ch: Channel;
 let broker: Broker;
 let tracker: Tracker;
@@ -17,9 +16,7 @@ const KINDS = ["alpha", "beta", "gamma"];
 const place = useTestPlace({ kinds: KINDS });
 
 beforeAll(async () => {
-  conn = place.own(await rawBroker());
-  ch = await conn.createChannel();
-  await assertTopology(ch, place.topology);
+  ({ ch } = await rawChannel(place));
   for (const kind of KINDS) await assertJobQueue(ch, place.topology, kind);
   broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("leader")));
   tracker = place.own(startTracker(broker, testLogger("leader"), 100, 2));
