@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
 import { implausibleHeartbeat } from "./instances.ts";
+import { releaseWaitingUnits } from "./agent-wait.ts";
 import type { Utilization } from "@rtb/protocol";
 import { planTransitions, type IgnoreReason, type ReportedUpdate, type UnitState } from "./status-transitions.ts";
 
@@ -11,6 +12,8 @@ export interface ApplyOptions {
   leader?: { id: string; utilization: Utilization; at: Date; firstAt?: Date };
   /** Senders of the batch's messages (heartbeats included), recorded as seen now. */
   instances?: readonly ServiceInstanceReport[];
+  /** Kinds agents announced in their heartbeats: units waiting for an agent of these kinds are released. */
+  agentKinds?: readonly string[];
 }
 
 export interface ServiceInstanceReport {
@@ -27,6 +30,8 @@ export interface ApplyResult {
   freed: number;
   /** Units sent back to the backlog to be retried after their backoff. */
   retries: number;
+  /** Units that waited for an agent of their kind and are ready again (agentKinds). */
+  released: number;
   /** Attempts that ended in this batch: how long each took from dispatch to its end. */
   finished: { kind: string; status: "success" | "error"; seconds: number }[];
   /** Heartbeats whose claims were refused (instances.ts, implausibleHeartbeat). */
@@ -58,7 +63,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           .execute()
       : [];
     const units = new Map<number, UnitState>(
-      rows.map((r) => [r.id, { id: r.id, status: r.status, attempt: r.attempt, maxAttempts: r.max_attempts }]),
+      rows.map((r) => [r.id, { id: r.id, status: r.status, attempt: r.attempt, maxAttempts: r.max_attempts, kind: r.kind }]),
     );
     const now = new Date();
     // Times come from other hosts' clocks, or from a bogus message: none may be later than
@@ -71,7 +76,11 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       await sql`
         UPDATE units AS u SET
           status = c.status,
-          not_before = c.not_before,
+          -- Waiting for an agent: pending but never ready (and in no ready count) until released.
+          not_before = CASE WHEN c.wait THEN 'infinity'::timestamptz ELSE c.not_before END,
+          -- ... and the dispatch that found no agent does not use up an attempt.
+          max_attempts = u.max_attempts + CASE WHEN c.wait THEN 1 ELSE 0 END,
+          agent_wait_since = CASE WHEN c.wait THEN COALESCE(u.agent_wait_since, now()) ELSE NULL END,
           result = COALESCE(c.result, u.result),
           last_error = CASE WHEN c.status = 'success' THEN NULL ELSE COALESCE(c.last_error, u.last_error) END,
           updated_at = now()
@@ -80,11 +89,17 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           ${sql.val(changed.map(([, o]) => o.status))}::text[],
           ${sql.val(changed.map(([, o]) => o.notBefore))}::timestamptz[],
           ${sql.val(changed.map(([, o]) => (o.result === null || o.result === undefined ? null : JSON.stringify(o.result))))}::jsonb[],
-          ${sql.val(changed.map(([, o]) => o.lastError))}::text[]
-        ) AS c(id, status, not_before, result, last_error)
+          ${sql.val(changed.map(([, o]) => o.lastError))}::text[],
+          ${sql.val(changed.map(([, o]) => o.waitForAgent === true))}::boolean[]
+        ) AS c(id, status, not_before, result, last_error, wait)
         WHERE u.id = c.id`.execute(trx);
       await insertEvents(trx, plan.applied);
+      const waiting = [...new Set(changed.filter(([, o]) => o.waitForAgent).map(([id]) => units.get(id)!.kind))];
+      if (waiting.length > 0) {
+        await sql`INSERT INTO kinds_without_agents (kind, since) SELECT unnest(${sql.val(waiting)}::text[]), now() ON CONFLICT (kind) DO NOTHING`.execute(trx);
+      }
     }
+    const released = opts.agentKinds?.length ? await releaseWaitingUnits(trx, opts.agentKinds) : 0;
     const touched = plan.touched.filter((id) => !plan.outcomes.has(id));
     if (touched.length > 0) {
       await sql`UPDATE units SET updated_at = now() WHERE id = ANY(${sql.val(touched)}::bigint[]) AND status = 'processing'`.execute(trx);
@@ -127,7 +142,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if (!row?.dispatched_at) continue;
       finished.push({ kind: row.kind, status: a.eventStatus, seconds: Math.max(0, (a.at.getTime() - row.dispatched_at.getTime()) / 1000) });
     }
-    return { applied: plan.applied.length, ignored, freed, retries, finished, refusedHeartbeats };
+    return { applied: plan.applied.length, ignored, freed, retries, released, finished, refusedHeartbeats };
   });
 }
 

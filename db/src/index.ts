@@ -17,3 +17,4 @@ export * from "./activity.ts";
 export * from "./tallies.ts";
 export * from "./fair-share.ts";
 export * from "./groups.ts";
+export * from "./agent-wait.ts";

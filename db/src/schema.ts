@@ -25,6 +25,8 @@ export interface UnitsTable {
   /** Re-publishes of attempt `republished_attempt` by the reconciler (migration 0006). */
   republishes: Generated<number>;
   republished_attempt: number | null;
+  /** When the unit first found no agent for its kind (migration 0007); null once routed. */
+  agent_wait_since: Timestamp | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -104,6 +106,12 @@ export interface ServiceRetiredTable {
   dead_lettered: Generated<number>;
 }
 
+/** Kinds whose units wait for an agent, and since when (migration 0007). */
+export interface KindsWithoutAgentsTable {
+  kind: string;
+  since: Timestamp;
+}
+
 export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
@@ -113,6 +121,7 @@ export interface Database {
   control: ControlTable;
   service_instances: ServiceInstancesTable;
   service_retired: ServiceRetiredTable;
+  kinds_without_agents: KindsWithoutAgentsTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

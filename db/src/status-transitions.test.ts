@@ -64,6 +64,14 @@ describe("status transitions", () => {
     expect(p.applied[0]?.detail).toMatchObject({ message: "boom", retryable: true, retryAt: new Date(now.getTime() + 2_000).toISOString() });
   });
 
+  it("sends a unit the leader found no agent for back to wait, not ready and not counted, even on its last attempt", () => {
+    const p = plan(unit({ status: "dispatched", attempt: 3 }), [
+      report({ attempt: 3, status: "error", error: { message: 'no agent consumes kind "render"', retryable: true, noAgent: true } }),
+    ]);
+    expect(p.outcomes.get(1)).toMatchObject({ status: "pending", notBefore: null, waitForAgent: true });
+    expect(p.applied[0]).toMatchObject({ eventStatus: "error", detail: { noAgent: true, counted: false } });
+  });
+
   it("ends in error when the attempts are exhausted", () => {
     const p = plan(unit({ status: "processing", attempt: 3 }), [report({ attempt: 3, status: "error", error: { message: "boom", retryable: true } })]);
     expect(p.outcomes.get(1)).toMatchObject({ status: "error", notBefore: null, lastError: "boom" });

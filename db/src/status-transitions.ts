@@ -15,6 +15,7 @@ export type RankedStatus = keyof typeof RANK;
 
 export interface UnitState {
   id: number;
+  kind?: string;
   status: UnitStatus;
   attempt: number;
   maxAttempts: number;
@@ -27,7 +28,7 @@ export interface ReportedUpdate {
   at: Date;
   source: string;
   result?: unknown;
-  error?: { message: string; retryable: boolean };
+  error?: { message: string; retryable: boolean; noAgent?: true };
 }
 
 export type IgnoreReason = "unknown_unit" | "stale_attempt" | "not_in_flight" | "not_forward";
@@ -45,6 +46,12 @@ export interface AppliedTransition {
 export interface UnitOutcome {
   status: UnitStatus;
   notBefore: Date | null;
+  /**
+   * No agent consumes the unit's kind (the leader found no job queue): back to the backlog,
+   * not ready until an agent of its kind announces itself, and this dispatch does not count
+   * as an attempt (apply-status.ts gives the unit one more).
+   */
+  waitForAgent?: true;
   result: unknown;
   lastError: string | null;
 }
@@ -100,7 +107,11 @@ export function planTransitions(
 
     let outcome: UnitOutcome;
     let detail: Record<string, unknown> | null = null;
-    if (u.status === "error") {
+    if (u.status === "error" && u.error?.noAgent) {
+      const message = u.error.message;
+      detail = { message, noAgent: true, counted: false };
+      outcome = { status: "pending", notBefore: null, waitForAgent: true, result: null, lastError: message };
+    } else if (u.status === "error") {
       const message = u.error?.message ?? "unknown error";
       const retryable = u.error?.retryable ?? true;
       const willRetry = retryable && current.attempt < current.maxAttempts;

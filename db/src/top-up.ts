@@ -53,6 +53,8 @@ export async function nextRetryAt(db: Db): Promise<Date | null> {
     .where("status", "=", "pending")
     .where("not_before", "is not", null)
     .where("not_before", ">", sql<Date>`now()`)
+    // Units waiting for an agent ('infinity') wait for its heartbeat, not for a clock.
+    .where("not_before", "<", sql<Date>`'infinity'`)
     .executeTakeFirst();
   return (row?.at as Date | null | undefined) ?? null;
 }

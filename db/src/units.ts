@@ -30,6 +30,8 @@ export interface Unit {
   lastError: string | null;
   /** Times the reconciler re-published the current attempt without it moving on. */
   republishes: number;
+  /** Pending, waiting since then for an agent of its kind (none consumed it when it was dispatched). */
+  waitingForAgentSince: Date | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -66,11 +68,13 @@ export function toUnit(row: UnitRow): Unit {
     status: row.status,
     attempt: row.attempt,
     maxAttempts: row.max_attempts,
-    notBefore: row.not_before,
+    // A unit waiting for an agent is not ready until one comes ('infinity'): no time to show.
+    notBefore: row.not_before instanceof Date && Number.isFinite(row.not_before.getTime()) ? row.not_before : null,
     dispatchedAt: row.dispatched_at,
     result: row.result,
     lastError: row.last_error,
     republishes: row.republished_attempt === row.attempt ? row.republishes : 0,
+    waitingForAgentSince: row.agent_wait_since,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -230,8 +234,8 @@ async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], to: "p
  * Back to the backlog: eligible at once, with at least one attempt left (a unit that used up
  * its attempts gets one more). The next dispatch is a new attempt.
  */
-const RETRY_SET = sql`status = 'pending', not_before = NULL, max_attempts = GREATEST(u.max_attempts, u.attempt + 1), updated_at = now()`;
-const CANCEL_SET = sql`status = 'cancelled', not_before = NULL, updated_at = now()`;
+const RETRY_SET = sql`status = 'pending', not_before = NULL, agent_wait_since = NULL, max_attempts = GREATEST(u.max_attempts, u.attempt + 1), updated_at = now()`;
+const CANCEL_SET = sql`status = 'cancelled', not_before = NULL, agent_wait_since = NULL, updated_at = now()`;
 const setFor = (to: "pending" | "cancelled") => (to === "pending" ? RETRY_SET : CANCEL_SET);
 
 /** The statuses an operator may retry from. */

@@ -92,23 +92,6 @@ describe("the seed flow", () => {
     expect((await system.get("/")).counts.success).toBe(40);
   });
 
-  it("reports a unit whose kind no agent consumes as an error, then gives up after its attempts", async () => {
-    const system = place.own(await startSystem(place, { RTB_SEED_UNITS: "0", RTB_RETRY_BACKOFF_MS: "10" }, { agents: 1 }));
-    const [unit] = await h.db
-      .insertInto("units")
-      .values({ kind: "nobody", group_name: "g", priority: 0, payload: "{}", status: "pending", max_attempts: 2 })
-      .returning("id")
-      .execute();
-    await system.get("/go");
-    const final = await waitFor("the unit to fail", async () => {
-      const u = await system.get(`/units/${unit!.id}`);
-      return u.status === "error" ? u : null;
-    });
-    expect(final.attempt).toBe(2);
-    expect(final.lastError).toMatch(/no agent consumes kind "nobody"/);
-    expect(final.events.filter((e: { status: string; source: string }) => e.status === "error" && e.source.startsWith("leader:"))).toHaveLength(2);
-  });
-
   it("retries a failed unit when its backoff ends, without waiting for the reconcile tick", async () => {
     // The cron never fires during the test: only the dispatcher's backoff timer can retry.
     const system = place.own(

@@ -5,6 +5,7 @@ import * as m0003 from "./0003_operator_surface.ts";
 import * as m0004 from "./0004_fair_share.ts";
 import * as m0005 from "./0005_folded_tallies.ts";
 import * as m0006 from "./0006_bounded_inputs.ts";
+import * as m0007 from "./0007_waiting_for_agents.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
 export const migrations: Record<string, Migration> = {
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   "0004_fair_share": m0004,
   "0005_folded_tallies": m0005,
   "0006_bounded_inputs": m0006,
+  "0007_waiting_for_agents": m0007,
 };

@@ -11,6 +11,8 @@ import { REPORTED_STATUSES } from "./statuses.ts";
 const unitId = z.number().int().positive();
 const attempt = z.number().int().positive();
 const kind = kindSchema;
+/** The most kinds one agent may announce in its heartbeat. */
+export const MAX_AGENT_KINDS = 1_000;
 
 export const DispatchedUnit = z.object({ unitId, attempt, kind, payload: z.unknown() });
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;
@@ -45,8 +47,12 @@ export const StatusUpdate = z.object({
   at: z.iso.datetime({ offset: true }),
   /** success: the handler's result. */
   result: z.unknown().optional(),
-  /** error: what went wrong, and whether another attempt may help. */
-  error: z.object({ message: z.string().max(4_000), retryable: z.boolean() }).optional(),
+  /**
+   * error: what went wrong, and whether another attempt may help. `noAgent` (the leader's
+   * only): no agent consumes the unit's kind yet; the unit waits for one, and this dispatch
+   * does not count as an attempt.
+   */
+  error: z.object({ message: z.string().max(4_000), retryable: z.boolean(), noAgent: z.literal(true).optional() }).optional(),
 });
 export type StatusUpdate = z.infer<typeof StatusUpdate>;
 
@@ -78,6 +84,8 @@ export const StatusMessage = z.object({
   utilization: Utilization.optional(),
   /** Heartbeats only: the sender's running totals. */
   counters: z.object({ deadLettered: z.number().int().min(0) }).optional(),
+  /** Agents' heartbeats: the kinds this agent consumes (units waiting for an agent of these kinds go back to the backlog). */
+  kinds: z.array(kindSchema).max(MAX_AGENT_KINDS).optional(),
 });
 export type StatusMessage = z.infer<typeof StatusMessage>;
 

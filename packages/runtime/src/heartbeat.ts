@@ -16,6 +16,11 @@ export interface Heartbeat {
   readonly source: Source;
   /** Count a message this process dead-lettered, and report it soon. */
   deadLettered(n?: number): void;
+  /**
+   * An agent, once it consumes its job queues: the kinds it serves, sent with every heartbeat
+   * from now on (and at once), so units waiting for an agent of those kinds go back to the backlog.
+   */
+  announceKinds(kinds: readonly string[]): void;
   stop(): void;
 }
 
@@ -36,11 +41,12 @@ export function startHeartbeat(opts: {
 }): Heartbeat {
   const source: Source = { service: opts.service, id: opts.id, startedAt: new Date().toISOString() };
   let deadLettered = 0;
+  let kinds: string[] | undefined;
   let soon: NodeJS.Timeout | undefined;
 
   function beat() {
     opts.publisher
-      .publish("", opts.topology.inbox, encodeMessage({ v: 1, type: "status", source, updates: [], counters: { deadLettered } }))
+      .publish("", opts.topology.inbox, encodeMessage({ v: 1, type: "status", source, updates: [], counters: { deadLettered }, ...(kinds ? { kinds } : {}) }))
       .catch((err: unknown) => opts.logger.debug({ err: (err as Error).message }, "heartbeat not confirmed; the next one repeats it"));
   }
 
@@ -57,6 +63,10 @@ export function startHeartbeat(opts: {
         soon = undefined;
         beat();
       }, 200);
+    },
+    announceKinds(served) {
+      kinds = [...served];
+      beat();
     },
     stop() {
       clearInterval(timer);

@@ -55,6 +55,8 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       metrics,
     });
     parts.add("worker", (left) => worker.stop(left(1_000)));
+    // Its queues exist and are consumed: units of these kinds waiting for an agent may come.
+    heartbeat.announceKinds([...handlers.keys()]);
     return { metricsUrl: metricsServer?.url ?? null };
   });
   log.info({ kinds: [...handlers.keys()], concurrency: config.RTB_AGENT_CONCURRENCY }, "agent ready");

@@ -1,5 +1,5 @@
 import { UNIT_STATUSES } from "@rtb/protocol";
-import { summarize, type Db, type IgnoreReason, type Summary } from "@rtb/db";
+import { kindsWithoutAgents, summarize, type Db, type IgnoreReason, type Summary } from "@rtb/db";
 import {
   countReconnects,
   counterFrom,
@@ -122,6 +122,17 @@ export function collectApiMetrics(
       const summary = await tallies();
       this.reset();
       if (summary) this.set(summary.dispatching ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "rtb_kind_without_agent_since_seconds",
+    help: "Kinds whose units wait for an agent (none consumes the kind yet): when the first one found none, as a Unix time",
+    labelNames: ["kind"],
+    registers: [registry],
+    async collect() {
+      const kinds = await kindsWithoutAgents(deps.db).catch(() => null);
+      this.reset();
+      for (const k of kinds ?? []) this.set({ kind: k.kind }, k.since.getTime() / 1000);
     },
   });
   const max = new Gauge({ name: "rtb_outstanding_max", help: "RTB_BROADCAST_MAX_QUEUE: the bound on rtb_outstanding", registers: [registry] });

@@ -81,6 +81,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
       dispatchTimeoutMs: config.RTB_DISPATCH_TIMEOUT_MS,
       processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
+      noAgentTimeoutMs: config.RTB_NO_AGENT_TIMEOUT_MS,
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
       inboxHealthyForMs: () => inbox.healthyForMs(),

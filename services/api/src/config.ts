@@ -20,6 +20,8 @@ export const apiConfigSchema = z.object({
   RTB_RETRY_BACKOFF_MAX_MS: int(60_000, { min: 0 }),
   RTB_DISPATCH_TIMEOUT_MS: int(30_000, { min: 100 }),
   RTB_PROCESSING_TIMEOUT_MS: int(300_000, { min: 100 }),
+  /** How long a unit may wait for an agent of its kind before the reconciler cancels it; 0: forever. */
+  RTB_NO_AGENT_TIMEOUT_MS: int(86_400_000, { min: 0 }),
   RTB_RECONCILE_CRON: z
     .string()
     .default("*/5 * * * * *")

@@ -29,6 +29,7 @@ interface Pending {
 function collect(batch: Pending[]) {
   const updates: ReportedUpdate[] = [];
   const instances: ServiceInstanceReport[] = [];
+  const agentKinds = new Set<string>();
   let leader: { id: string; utilization: Utilization; at: Date; firstAt: Date } | undefined;
   const firstReport = new Map<string, Date>();
   for (const { message } of batch) {
@@ -41,9 +42,12 @@ function collect(batch: Pending[]) {
         startedAt: new Date(message.source.startedAt),
         deadLettered: message.counters?.deadLettered ?? 0,
       });
+      if (message.source.service === "agent") for (const kind of message.kinds ?? []) agentKinds.add(kind);
     }
     for (const u of message.updates) {
-      updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error: u.error });
+      // Only the leader knows whether a kind has a job queue: from anyone else, "no agent" is an ordinary error.
+      const error = u.error?.noAgent && message.source.service !== "leader" ? { message: u.error.message, retryable: u.error.retryable } : u.error;
+      updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error });
     }
     if (message.source.service === "leader" && message.utilization) {
       // When the leader reported: its updates' time, not the tracker's (a standby that just
@@ -56,7 +60,7 @@ function collect(batch: Pending[]) {
   }
   // A leader that takes over has been active since its earliest report in the batch.
   if (leader) leader.firstAt = firstReport.get(leader.id) ?? leader.at;
-  return { updates, leader, instances };
+  return { updates, leader, instances, agentKinds: [...agentKinds] };
 }
 
 /**
@@ -135,8 +139,8 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
     for (let attempt = 1; !stopping.signal.aborted; attempt++) {
       let result: Awaited<ReturnType<typeof applyStatusUpdates>>;
       try {
-        const { updates, leader, instances } = collect(batch);
-        result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances });
+        const { updates, leader, instances, agentKinds } = collect(batch);
+        result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances, agentKinds });
       } catch (err) {
         // Cut short by stop() (the database may be closing under us): the batch stays unacked.
         if (stopping.signal.aborted) break;
@@ -166,7 +170,9 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       ackAll(batch.map((p) => p.d));
       markHealthy();
       // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
-      if (result.freed > 0 || result.retries > 0) opts.onFreed();
+      if (result.released > 0) logger.info({ units: result.released }, "an agent announced kinds that units were waiting for: back in the backlog");
+      // Units released for an agent are ready now: a top-up takes them.
+      if (result.freed > 0 || result.retries > 0 || result.released > 0) opts.onFreed();
       return { outcome: "applied" };
     }
     return { outcome: "stopped" };

@@ -1,5 +1,5 @@
 import { schedule, type ScheduledTask } from "node-cron";
-import { applyStatusUpdates, claimStaleDispatched, expireProcessing, pruneInstances, recordInstances, republishedTooOften, staleQueued, type Db, type ServiceInstanceReport } from "@rtb/db";
+import { applyStatusUpdates, cancelLongWaits, claimStaleDispatched, expireProcessing, pruneInstances, recordInstances, republishedTooOften, staleQueued, type Db, type ServiceInstanceReport } from "@rtb/db";
 import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { ApiStats } from "./stats.ts";
@@ -14,6 +14,8 @@ export interface ReconcilerOptions {
   maxQueue: number;
   dispatchTimeoutMs: number;
   processingTimeoutMs: number;
+  /** RTB_NO_AGENT_TIMEOUT_MS: units waiting longer for an agent of their kind are cancelled (0: never). */
+  noAgentTimeoutMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
   /** This api instance, recorded as seen on every pass (GET / lists the replicas alive). */
@@ -45,7 +47,9 @@ export interface Reconciler {
  *    job waiting: their job was lost (a queue purged or deleted, a broker that lost it), so
  *    the attempt is recorded as a retryable error. While jobs wait (agents busy or absent),
  *    nothing is touched;
- * 4. a top-up, which also releases retries whose backoff has ended.
+ * 4. units that waited for an agent of their kind longer than RTB_NO_AGENT_TIMEOUT_MS are
+ *    cancelled (db/src/agent-wait.ts), and kinds with no unit waiting any more are forgotten;
+ * 5. a top-up, which also releases retries whose backoff has ended.
  * Each pass also records this api as alive (service_instances), with its dead-letter count,
  * and once a minute prunes the instances not seen for long (instances.ts, pruneInstances).
  *
@@ -69,6 +73,8 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
       const pruned = await pruneInstances(db);
       if (pruned > 0) logger.info({ instances: pruned }, "pruned service instances not seen for long (their dead-letter totals are kept)");
     }
+    const waits = await cancelLongWaits(db, opts.noAgentTimeoutMs);
+    if (waits.cancelled > 0) logger.warn({ units: waits.cancelled, kinds: waits.kinds }, "units waited longer than RTB_NO_AGENT_TIMEOUT_MS for an agent of their kind: cancelled");
     const applyOpts = { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs };
     const healthyFor = opts.inboxHealthyForMs();
     if (healthyFor >= opts.processingTimeoutMs) {

@@ -24,6 +24,16 @@ const ignored = async (reason: string): Promise<number> => (await call(api, "/")
 const untilStatus = (id: number, status: string) => waitFor(`unit ${id} to be ${status}`, async () => (await getUnit(api, id)).status === status);
 
 describe("status reports from the inbox", () => {
+  it("takes 'no agent for this kind' only from the leader: from an agent it is an ordinary error", async () => {
+    await send(statusMessage([{ unitId: 8, attempt: 1, status: "error", error: { message: "no agent, says an agent", retryable: true, noAgent: true } }]));
+    await untilStatus(8, "pending");
+    const unit = await getUnit(api, 8);
+    // Retried after its backoff like any error, its attempt counted: not waiting for an agent.
+    expect(unit).toMatchObject({ maxAttempts: 3, waitingForAgentSince: null });
+    expect(unit.notBefore).not.toBeNull();
+    expect(unit.events.at(-1)?.detail).toMatchObject({ retryable: true, retryAt: expect.any(String) });
+  });
+
   it("applies queued, processing, success of the current attempt, one event each", async () => {
     await send(
       statusMessage([{ unitId: 1, attempt: 1, status: "queued" }], { service: "leader", id: "L" }),

@@ -38,6 +38,7 @@ export interface UnitView {
   attempt: number;
   maxAttempts: number;
   notBefore: string | null;
+  waitingForAgentSince: string | null;
   result: unknown;
   lastError: string | null;
   republishes: number;
@@ -52,7 +53,7 @@ export async function getUnit(api: ApiService, id: number): Promise<UnitView> {
 
 export const eventStatuses = (u: UnitView) => u.events.map((e) => e.status);
 
-type Update = { unitId: number; attempt: number; status: string; result?: unknown; error?: { message: string; retryable: boolean } };
+type Update = { unitId: number; attempt: number; status: string; result?: unknown; error?: { message: string; retryable: boolean; noAgent?: true } };
 
 /** A StatusMessage (packages/protocol/src/messages.ts) as an agent or the leader sends it. */
 export function statusMessage(updates: Update[], source: { service: string; id: string } = { service: "agent", id: "t" }, extra: object = {}) {

@@ -107,7 +107,7 @@ export async function startRouter(deps: {
           attempt: u.attempt,
           status: "error",
           at,
-          error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true },
+          error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true, noAgent: true },
         };
       });
       const reports = [...updates, ...rejected];

@@ -22,6 +22,7 @@ export const unitView = z.object({
   attempt: count.describe("Dispatches so far; every report carries the attempt it is about."),
   maxAttempts: count,
   notBefore: time.nullable().describe("Pending, waiting for its retry backoff until then."),
+  waitingForAgentSince: time.nullable().describe("Pending, waiting since then for an agent of its kind: it becomes ready when one starts (RTB_NO_AGENT_TIMEOUT_MS bounds the wait)."),
   dispatchedAt: time.nullable(),
   result: z.unknown(),
   lastError: z.string().nullable(),
@@ -90,6 +91,9 @@ export const stateView = z.object({
     refused: count.describe("Units ended as permanent errors: too large for any broker message (RTB_BROKER_MAX_MESSAGE_BYTES)."),
   }),
   broker: z.object({ connected: z.boolean(), reconnects: count }),
+  waitingForAgents: z
+    .array(z.object({ kind: z.string(), since: time.describe("When its first waiting unit found no agent.") }))
+    .describe("Kinds with units waiting for an agent (no job queue when dispatched: no agent consumes them yet), longest waiting first, at most 100. They wait without using attempts until an agent of the kind starts, at most RTB_NO_AGENT_TIMEOUT_MS."),
 });
 export type StateView = z.output<typeof stateView>;
 
