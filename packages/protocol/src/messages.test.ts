@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DispatchMessage, JobMessage, StatusMessage, encodeMessage, parseMessage } from "./messages.ts";
+import { DispatchMessage, JobMessage, MAX_AGENT_KINDS, StatusMessage, encodeMessage, parseMessage } from "./messages.ts";
 
 const buf = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v));
 
@@ -35,5 +35,23 @@ describe("message contracts", () => {
   it("accepts a heartbeat: no updates, the sender's lifetime and its counters", () => {
     const beat = { v: 1, type: "status", source: { service: "agent", id: "a", startedAt: "2026-01-01T00:00:00Z" }, updates: [], counters: { deadLettered: 2 } };
     expect(parseMessage(StatusMessage, buf(beat))).toEqual({ ok: true, value: beat });
+  });
+});
+
+describe("an agent's heartbeat names its kinds", () => {
+  const heartbeat = (n: number) => ({
+    v: 1,
+    type: "status",
+    source: { service: "agent", id: "a".repeat(200), startedAt: new Date().toISOString() },
+    updates: [],
+    counters: { deadLettered: 1_000_000_000 },
+    kinds: Array.from({ length: n }, (_, i) => `${i}`.padStart(100, "k")),
+  });
+
+  it("takes MAX_AGENT_KINDS kinds of the longest kind, within the smallest message limit (64 KiB); one kind more is refused", () => {
+    const full = heartbeat(MAX_AGENT_KINDS);
+    expect(StatusMessage.safeParse(full).success).toBe(true);
+    expect(encodeMessage(StatusMessage.parse(full)).length).toBeLessThanOrEqual(65_536);
+    expect(StatusMessage.safeParse(heartbeat(MAX_AGENT_KINDS + 1)).success).toBe(false);
   });
 });

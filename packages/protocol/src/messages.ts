@@ -11,8 +11,11 @@ import { REPORTED_STATUSES } from "./statuses.ts";
 const unitId = z.number().int().positive();
 const attempt = z.number().int().positive();
 const kind = kindSchema;
-/** The most kinds one agent may announce in its heartbeat. */
-export const MAX_AGENT_KINDS = 1_000;
+/**
+ * The most kinds one agent serves (RTB_AGENT_KINDS, or its handler map): all of them travel
+ * in each heartbeat, which must fit the smallest message limit (64 KiB) at 100 characters each.
+ */
+export const MAX_AGENT_KINDS = 500;
 
 export const DispatchedUnit = z.object({ unitId, attempt, kind, payload: z.unknown() });
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;

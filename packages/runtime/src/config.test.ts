@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ConfigError, bool, hostPort, int, loadConfig, kindList, oneOf, ratio } from "./config.ts";
 import { brokerConfig, brokerUrl } from "./broker-config.ts";
+import { MAX_AGENT_KINDS } from "@rtb/protocol";
 
 const schema = z.object({
   RTB_DB_HOST: hostPort("localhost:5432", 5432),
@@ -53,6 +54,14 @@ describe("loadConfig", () => {
   it("reports every bad variable at once", () => {
     const err = problem({ RTB_DB_HOST: "db:99999", RTB_AGENT_ERROR_RATE: "2", RTB_FLAG: "maybe", RTB_KIND: "stream", RTB_AGENT_KINDS: "a b" });
     expect(err.problems.map((p) => p.variable).sort()).toEqual(["RTB_AGENT_ERROR_RATE", "RTB_AGENT_KINDS", "RTB_DB_HOST", "RTB_FLAG", "RTB_KIND"]);
+  });
+
+  it("takes up to MAX_AGENT_KINDS kinds in RTB_AGENT_KINDS, and refuses one more, naming the variable", () => {
+    const kinds = (n: number) => Array.from({ length: n }, (_, i) => `kind-${i}`).join(",");
+    expect(loadConfig(schema, { RTB_AGENT_KINDS: kinds(MAX_AGENT_KINDS) }).RTB_AGENT_KINDS).toHaveLength(MAX_AGENT_KINDS);
+    const err = problem({ RTB_AGENT_KINDS: kinds(MAX_AGENT_KINDS + 1) });
+    expect(err.problems.map((p) => p.variable)).toEqual(["RTB_AGENT_KINDS"]);
+    expect(err.message).toContain(`at most ${MAX_AGENT_KINDS} kinds`);
   });
 
   it("rejects values below the minimum", () => {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { KIND_PATTERN, KIND_RULE } from "@rtb/protocol";
+import { KIND_PATTERN, KIND_RULE, MAX_AGENT_KINDS } from "@rtb/protocol";
 
 /**
  * Config parsing shared by every service. Each service declares one zod object schema whose
@@ -121,7 +121,12 @@ export function kindList(defaultValue: string) {
         ctx.addIssue({ code: "custom", message: `expected a comma-separated list of kinds, each ${KIND_RULE}` });
         return z.NEVER;
       }
-      return [...new Set(names)];
+      const kinds = [...new Set(names)];
+      if (kinds.length > MAX_AGENT_KINDS) {
+        ctx.addIssue({ code: "custom", message: `expected at most ${MAX_AGENT_KINDS} kinds, got ${kinds.length}: run several agents` });
+        return z.NEVER;
+      }
+      return kinds;
     });
 }
 

@@ -1,4 +1,5 @@
 import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type Logger } from "@rtb/runtime";
+import { MAX_AGENT_KINDS } from "@rtb/protocol";
 import type { Handler } from "./handler.ts";
 import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
 import { createAgentStats, type AgentStats } from "./agent-stats.ts";
@@ -30,6 +31,7 @@ export interface AgentService {
  * writing your own agents: `startAgent(loadAgentConfig(process.env), logger, new Map([...]))`.
  */
 export async function startAgent(config: AgentSettings, logger: Logger, handlers: ReadonlyMap<string, Handler>): Promise<AgentService> {
+  if (handlers.size > MAX_AGENT_KINDS) throw new Error(`an agent serves at most ${MAX_AGENT_KINDS} kinds (its heartbeat names them all); got ${handlers.size} handlers: run several agents`);
   const id = config.RTB_AGENT_ID ?? defaultInstanceId("agent");
   // Every line this agent logs (and its handlers, through job.logger) carries its id.
   const log = logger.child({ agentId: id });
