@@ -9,6 +9,9 @@ const project = (name: string, dir: string) => ({
 });
 
 export default defineConfig({
+  // @rtb/protocol, @rtb/runtime and @rtb/agent export their built dist/ (what a packed tarball
+  // holds); the repository runs their sources, through tsconfig.base.json's `paths` (as tsc and tsx do).
+  resolve: { tsconfigPaths: true },
   test: {
     globalSetup: ["./test/support/global-setup.ts"],
     testTimeout: 60_000,

@@ -22,7 +22,8 @@ const LAYERS: Record<string, { dir: string; layer: number }> = {
 
 const sourceFiles = (dir: string): string[] =>
   readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile() && /\.(ts|js)$/.test(e.name) && !e.parentPath.includes("node_modules"))
+    // dist/: what `npm pack` builds from src (docs/architecture.md, Packages), not sources.
+    .filter((e) => e.isFile() && /\.(ts|js)$/.test(e.name) && !/(^|\/)(node_modules|dist)(\/|$)/.test(relative(dir, e.parentPath)))
     .map((e) => join(e.parentPath, e.name));
 const importsOf = (file: string): string[] =>
   [...readFileSync(file, "utf8").matchAll(/(?:^|\n)\s*(?:import|export)\b[^;]*?\bfrom\s+"([^"]+)"|import\(\s*"([^"]+)"\s*\)/g)].map((m) => (m[1] ?? m[2])!);
