@@ -14,3 +14,21 @@ export const NAME_MAX_LENGTH = 200;
 export const BROKER_NAME_MAX_LENGTH = 100;
 
 export const kindSchema = z.string().regex(KIND_PATTERN, { message: `expected ${KIND_RULE}` });
+
+/**
+ * A field's name in an error message, by its path (the api's 400s, a handler's payload errors):
+ * ["units", 3, "kind"] -> "units[3].kind"; [3, "kind"] -> "[3].kind". A key that would make
+ * the name ambiguous or unreadable (empty, with `.`, `[`, `]`, quotes, backslashes, control
+ * characters or lone surrogates) is written as a JSON string in brackets: `payload["a.b"]`.
+ */
+export function fieldName(path: readonly PropertyKey[]): string {
+  return path
+    .map((p, i) => {
+      if (typeof p === "number") return `[${p}]`;
+      const key = String(p);
+      if (!PLAIN_KEY.test(key)) return `[${JSON.stringify(key)}]`;
+      return i === 0 ? key : `.${key}`;
+    })
+    .join("");
+}
+const PLAIN_KEY = /^[^\u0000-\u001f.[\]"\\\p{Cs}]+$/u;

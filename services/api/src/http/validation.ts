@@ -1,5 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { z } from "zod";
+import { fieldName } from "@rtb/protocol";
 import { findUnstorable } from "./storable-json.ts";
 
 /** A request that does not match its schema: 400, naming the field and the reason. */
@@ -85,23 +86,6 @@ export function invalidRequest(error: z.ZodError, whole: string): InvalidRequest
   const message = issue.code === "unrecognized_keys" ? `unknown field (${issue.message})` : issue.message;
   return new InvalidRequestError(fieldName(path) || whole, message);
 }
-
-/**
- * ["units", 3, "kind"] -> "units[3].kind"; [3, "kind"] -> "[3].kind". A key that would make
- * the name ambiguous or unreadable (empty, with `.`, `[`, `]`, quotes, backslashes, control
- * characters or lone surrogates) is written as a JSON string in brackets: `payload["a.b"]`.
- */
-export function fieldName(path: readonly PropertyKey[]): string {
-  return path
-    .map((p, i) => {
-      if (typeof p === "number") return `[${p}]`;
-      const key = String(p);
-      if (!PLAIN_KEY.test(key)) return `[${JSON.stringify(key)}]`;
-      return i === 0 ? key : `.${key}`;
-    })
-    .join("");
-}
-const PLAIN_KEY = /^[^\u0000-\u001f.[\]"\\\p{Cs}]+$/u;
 
 /**
  * The URL's percent-encoded path and query must decode to UTF-8. Hono decodes a parameter
