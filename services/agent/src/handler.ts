@@ -13,7 +13,7 @@ export interface Job<P = unknown> {
   attempt: number;
   /** The unit's kind: the key this handler is served under. */
   kind: string;
-  /** The unit's payload as enqueued (any JSON; null when it had none), or as a handler's schema parsed it. */
+  /** The unit's payload as enqueued (any JSON; `{}` when none was given), or as the handler's schema parsed it (defineHandler). */
   payload: P;
   /** Aborted when the handler's time is up (RTB_AGENT_TIMEOUT_MS) or the agent is shutting down: stop, and throw. */
   signal: AbortSignal;

@@ -3,5 +3,6 @@ export * from "./handler.ts";
 export * from "./simulate.ts";
 export * from "./builtin-handlers.ts";
 export * from "./agent-service.ts";
+export * from "./run-agent.ts";
 export type { AgentStats } from "./agent-stats.ts";
 export type { AgentMetrics } from "./agent-metrics.ts";
