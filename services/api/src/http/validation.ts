@@ -70,7 +70,8 @@ const isBlank = (bytes: Uint8Array) => bytes.every((b) => b === 0x20 || b === 0x
 
 /** `value` checked against `schema`; the first issue is an InvalidRequestError naming its field (`[3].kind`). */
 export function parsed<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
-  const result = schema.safeParse(value);
+  // The api's words where the schema has none of its own (a schema's message wins over this).
+  const result = schema.safeParse(value, { error: (issue) => apiWords(issue) });
   if (result.success) return result.data;
   throw invalidRequest(result.error, "body");
 }
@@ -83,8 +84,72 @@ export function invalidRequest(error: z.ZodError, whole: string): InvalidRequest
   const issue = error.issues[0];
   if (!issue) return new InvalidRequestError(whole, "invalid");
   const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]!] : issue.path;
-  const message = issue.code === "unrecognized_keys" ? `unknown field (${issue.message})` : issue.message;
+  // Query and path parameters are validated by zod-openapi's validator, which cannot be given
+  // `apiWords`: zod's own words (English, "Invalid input: ...", "Too small: ...") are replaced
+  // here. The schemas' own messages ("expected an integer between 1 and 1000") stay.
+  const message = ZOD_WORDS.test(issue.message) ? apiWords(issue) : issue.message;
   return new InvalidRequestError(fieldName(path) || whole, message);
+}
+
+/** zod's default messages (its English locale); the api's and the schemas' begin otherwise. */
+const ZOD_WORDS = /^(Invalid|Too (big|small)|Unrecognized key)/;
+
+type Issue = z.core.$ZodRawIssue | z.core.$ZodIssue;
+
+/**
+ * An issue in the api's words: what is expected, and what came instead where that helps
+ * (`required: expected a string`, `expected a number, got a string`, `expected at least 1`).
+ * Used as the zod error customizer for bodies (where the issue still has its input) and on
+ * the finished issues of query and path parameters (where it does not).
+ */
+export function apiWords(issue: Issue): string {
+  switch (issue.code) {
+    case "invalid_type": {
+      const expected = TYPE_WORDS[issue.expected] ?? `a ${issue.expected}`;
+      const hasInput = "input" in issue;
+      const missing = hasInput ? issue.input === undefined : / received undefined$/.test(issue.message ?? "");
+      if (missing) return `required: expected ${expected}`;
+      return hasInput ? `expected ${expected}, got ${typeWord(issue.input)}` : `expected ${expected}`;
+    }
+    case "too_small":
+    case "too_big": {
+      const bound = issue.code === "too_small" ? issue.minimum : issue.maximum;
+      const exact = issue.code === "too_small" ? (issue.inclusive ?? true) : (issue.inclusive ?? true);
+      const word = issue.code === "too_small" ? (exact ? "at least" : "more than") : exact ? "at most" : "less than";
+      const unit = issue.origin === "string" ? " characters" : issue.origin === "array" || issue.origin === "set" ? " items" : "";
+      return `expected ${word} ${String(bound)}${unit}`;
+    }
+    case "invalid_value":
+      return `expected ${issue.values.length === 1 ? JSON.stringify(issue.values[0]) : `one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`}`;
+    case "unrecognized_keys":
+      return "unknown field: leave it out";
+    case "invalid_format":
+      return issue.format === "regex" && "pattern" in issue && issue.pattern ? `expected text matching ${issue.pattern}` : `expected ${issue.format}`;
+    case "not_multiple_of":
+      return `expected a multiple of ${String(issue.divisor)}`;
+    case "invalid_union":
+      return "matches none of the accepted shapes";
+    default:
+      return "invalid value";
+  }
+}
+
+const TYPE_WORDS: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  int: "an integer",
+  boolean: "true or false",
+  object: "an object",
+  array: "an array",
+  null: "null",
+};
+
+/** What a JSON value is, in words: `a string`, `null`, `an array`. */
+function typeWord(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v === "number") return Number.isInteger(v) ? "a number" : "a fractional number";
+  return TYPE_WORDS[typeof v] ?? typeof v;
 }
 
 /**
