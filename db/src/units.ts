@@ -7,7 +7,7 @@ import { tallyByStatus } from "./tallies.ts";
 
 export interface UnitEvent {
   attempt: number;
-  status: string;
+  status: UnitStatus;
   at: Date;
   recordedAt: Date;
   source: string;

@@ -61,8 +61,16 @@ export type StatusUpdate = z.infer<typeof StatusUpdate>;
 
 /** How busy the job tracker (the jobs.<kind> queues) was when the leader last looked. */
 export const Utilization = z.object({
-  at: z.iso.datetime({ offset: true }),
-  kinds: z.record(z.string(), z.object({ ready: z.number().int().min(0), consumers: z.number().int().min(0) })),
+  at: z.iso.datetime({ offset: true }).describe("When the leader read the job queues."),
+  kinds: z
+    .record(
+      z.string(),
+      z.object({
+        ready: z.number().int().min(0).describe("Jobs waiting in jobs.<kind>."),
+        consumers: z.number().int().min(0).describe("Agents consuming jobs.<kind>."),
+      }),
+    )
+    .describe("Per kind: its job queue."),
 });
 export type Utilization = z.infer<typeof Utilization>;
 

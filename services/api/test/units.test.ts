@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import { checkTimelines, countByStatus, enqueueUnits, type Database, type DbHandle } from "@rtb/db";
 import { BACKLOG, IN_FLIGHT, KIND_PATTERN, KIND_RULE, NAME_MAX_LENGTH, OUTCOMES, OUTSTANDING, TERMINAL, UNIT_STATUSES } from "@rtb/protocol";
+import { createConfig, lintFromString } from "@redocly/openapi-core";
 import { openTestDb, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
@@ -318,6 +319,93 @@ describe("GET /openapi.json", () => {
     const limit = body.paths["/units"].get.parameters.find((p: any) => p.name === "limit");
     expect(limit.schema).toMatchObject({ type: "integer", minimum: 1, maximum: 1000, default: 50 });
     expect(body.paths["/units/{id}/retry"].post.responses).toHaveProperty("409");
+  });
+});
+
+describe("GET /openapi.json, linted", () => {
+  it("passes Redocly's recommended rules with no errors; the only warning is the license the project does not declare", async () => {
+    const { body } = await call(api, "/openapi.json");
+    const config = await createConfig({ extends: ["recommended"] });
+    const problems = await lintFromString({ source: JSON.stringify(body), absoluteRef: "openapi.json", config });
+    const shown = problems.map((p) => `${p.severity} ${p.ruleId}: ${p.message} at ${p.location[0]?.pointer}`);
+    expect(shown.filter((p) => p.startsWith("error"))).toEqual([]);
+    expect(problems.filter((p) => p.severity === "warn").map((p) => p.ruleId)).toEqual(["info-license"]);
+    expect(body.servers).toEqual([expect.objectContaining({ url: "/" })]);
+  });
+
+  it("names the shared schemas in components.schemas and refers to them, instead of writing the unit out at every use", async () => {
+    const { body } = await call(api, "/openapi.json");
+    expect(Object.keys(body.components.schemas)).toEqual(expect.arrayContaining(["Unit", "UnitWithTimeline", "UnitEvent", "UnitStatus", "Error", "Group", "State"]));
+    const text = JSON.stringify(body.paths);
+    expect(text).toContain('"$ref":"#/components/schemas/Unit"');
+    // The unit's properties are written out once: in its component.
+    expect(JSON.stringify(body).split('"republishes":').length - 1).toBe(1);
+    expect(body.components.schemas.UnitEvent.properties.status).toEqual({ $ref: "#/components/schemas/UnitStatus" });
+    expect(body.components.schemas.UnitStatus.enum).toEqual([...UNIT_STATUSES]);
+    // Counts are never negative; the cursor goes back as the text it came as.
+    expect(body.components.schemas.Unit.properties.attempt).toMatchObject({ type: "integer", minimum: 0 });
+    const cursor = body.paths["/units"].get.responses["200"].content["application/json"].schema.properties.nextCursor;
+    const after = body.paths["/units"].get.parameters.find((p: any) => p.name === "after").schema;
+    expect(after.type).toBe("string");
+    expect(JSON.stringify(cursor)).toContain(after.pattern);
+  });
+
+  it("describes every property of every schema", async () => {
+    const { body } = await call(api, "/openapi.json");
+    const undescribed: string[] = [];
+    const described = (s: any): boolean => Boolean(s?.description) || (typeof s?.$ref === "string" && Boolean(resolve(s.$ref)?.description)) || (Array.isArray(s?.allOf) && s.allOf.some(described));
+    const resolve = (ref: string) => body.components.schemas[ref.replace("#/components/schemas/", "")];
+    const walk = (s: any, at: string) => {
+      if (!s || typeof s !== "object") return;
+      for (const [k, v] of Object.entries((s.properties ?? {}) as Record<string, any>)) {
+        if (!described(v)) undescribed.push(`${at}.${k}`);
+        walk(v, `${at}.${k}`);
+      }
+      for (const key of ["items", "additionalProperties"]) walk(s[key], `${at}[]`);
+      for (const key of ["anyOf", "oneOf", "allOf"]) (s[key] ?? []).forEach((x: any, i: number) => walk(x, `${at}|${i}`));
+    };
+    for (const [name, s] of Object.entries(body.components.schemas)) walk(s, name);
+    for (const [path, ops] of Object.entries(body.paths as Record<string, Record<string, any>>)) {
+      for (const [method, op] of Object.entries(ops)) {
+        for (const [code, r] of Object.entries((op.responses ?? {}) as Record<string, any>)) {
+          for (const media of Object.values((r.content ?? {}) as Record<string, any>)) walk(media.schema, `${method} ${path} ${code}`);
+        }
+      }
+    }
+    expect(undescribed).toEqual([]);
+  });
+
+  it("says reads need the token when RTB_API_TOKEN_READS is on, and documents the 401", async () => {
+    const token = "0123456789abcdef0123456789abcdef";
+    const guarded = place.own(await startApi(place, { RTB_SEED_UNITS: "0", RTB_API_TOKEN: token, RTB_API_TOKEN_READS: "true" }));
+    const res = await guarded.app.request("/openapi.json", { headers: { authorization: `Bearer ${token}` } });
+    const doc = (await res.json()) as any;
+    expect(doc.paths["/units"].get.security).toEqual([{ bearer: [] }]);
+    expect(doc.paths["/units"].get.responses).toHaveProperty("401");
+    expect(doc.paths["/healthz"].get.security).toEqual([]);
+    const open = (await call(api, "/openapi.json")).body;
+    expect(open.paths["/units"].get.security).toEqual([]);
+    expect(open.paths["/units"].post.security).toEqual([{ bearer: [] }]);
+  });
+});
+
+describe("refusals are in the api's words", () => {
+  it.each([
+    ["a body without kind", "/units", "POST", {}, "kind", /^required: expected a string$/],
+    ["kind a number", "/units", "POST", { kind: 5 }, "kind", /^expected a string, got a number$/],
+    ["priority a string", "/units", "POST", { kind: "render", priority: "5" }, "priority", /^expected a number, got a string$/],
+    ["maxAttempts 0", "/units", "POST", { kind: "render", maxAttempts: 0 }, "maxAttempts", /^expected at least 1$/],
+    ["an unknown field in a batch", "/units", "POST", [{ kind: "render", colour: 1 }], "[0].colour", /^unknown field/],
+    ["a group's weight as text", "/groups/g", "PUT", { weight: "heavy" }, "weight", /^expected a number, got a string$/],
+    ["a group's maxInFlight fractional", "/groups/g", "PUT", { maxInFlight: 1.5 }, "maxInFlight", /integer/],
+    ["an unknown query parameter", "/units?colour=red", "GET", undefined, "colour", /^unknown field/],
+    ["an empty group filter", "/units?group=", "GET", undefined, "group", /^expected at least 1 characters$/],
+  ])("%s: 400 naming the field, never zod's words", async (_what, path, method, body, field, message) => {
+    const res = await call(api, path, method, body);
+    expect(res.status, JSON.stringify(res.body)).toBe(400);
+    expect(res.body).toMatchObject({ error: "invalid_request", field });
+    expect(res.body.message).toMatch(message);
+    expect(res.body.message).not.toMatch(/Invalid input|Too small|Too big|Unrecognized/);
   });
 });
 

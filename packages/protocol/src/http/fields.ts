@@ -22,9 +22,12 @@ export const storableText = (schema: z.ZodString) =>
  * z.coerce.number, which would also take "0x10", "1e3" or " 7 ". In the OpenAPI document
  * it is the integer it stands for (the metadata below), not the text that carries it.
  */
-export function intParam(opts: { min: number; max: number; defaultValue?: number }) {
+export function intParam(opts: { min: number; max: number; defaultValue?: number; cursor?: boolean }) {
   const message = `expected an integer between ${opts.min} and ${opts.max}`;
-  const documented = { type: "integer", minimum: opts.min, maximum: opts.max, ...(opts.defaultValue === undefined ? {} : { default: opts.defaultValue }) };
+  // A cursor is documented as the text it is, typed as the `nextCursor` it comes from.
+  const documented = opts.cursor
+    ? { type: "string", pattern: CURSOR_PATTERN.source }
+    : { type: "integer", minimum: opts.min, maximum: opts.max, ...(opts.defaultValue === undefined ? {} : { default: opts.defaultValue }) };
   const schema = z
     .string()
     .regex(/^-?\d+$/, { message })
@@ -32,6 +35,9 @@ export function intParam(opts: { min: number; max: number; defaultValue?: number
     .pipe(z.number().int().min(opts.min, { message }).max(opts.max, { message }));
   return opts.defaultValue === undefined ? schema.meta(documented) : schema.optional().transform((v) => v ?? opts.defaultValue!).meta(documented);
 }
+
+/** A unit page's cursor (`nextCursor`, `after`): a unit id in decimal. */
+export const CURSOR_PATTERN = /^[1-9][0-9]*$/;
 
 export const unitKind = kindSchema.describe("What the unit is; agents consume by kind.");
 export const groupName = storableText(z.string().min(1).max(NAME_MAX_LENGTH)).describe("Who the unit is for (a customer, a tenant): dispatch shares fairly across groups.");

@@ -16,20 +16,20 @@ export const metaView = z.object({
     inFlight: statuses.describe("Dispatched and not finished: what a group's maxInFlight bounds."),
     terminal: statuses.describe("Finished: nothing happens to the unit again unless an operator retries it."),
     outcomes: statuses.describe("What an attempt can end as."),
-  }),
+  }).describe("The sets of statuses the code asks about."),
   names: z.object({
     kindPattern: z.string().describe("A kind: this regular expression (it is also a routing key)."),
-    kindRule: z.string(),
-    kindMaxLength: z.number().int(),
+    kindRule: z.string().describe("The same rule, in words."),
+    kindMaxLength: z.number().int().min(1).describe("The longest kind, in characters."),
     nameMaxLength: z.number().int().describe("A group, a ref."),
-    brokerNameMaxLength: z.number().int(),
-  }),
+    brokerNameMaxLength: z.number().int().min(1).describe("The longest RTB_BROKER_PREFIX and RTB_BROKER_BOX."),
+  }).describe("What names may be."),
   limits: z.object({
     maxBatch: z.number().int().describe("RTB_API_MAX_BATCH: units in one POST /units."),
     maxBodyBytes: z.number().int().describe("RTB_API_MAX_BODY_BYTES"),
     maxPayloadBytes: z.number().int().describe("The most bytes a unit's payload JSON may take: one broker message (RTB_BROKER_MAX_MESSAGE_BYTES less the envelope)."),
     maxAttempts: z.number().int().describe("RTB_MAX_ATTEMPTS: a unit's attempts when it does not say."),
-  }),
+  }).describe("This api's request limits."),
 });
 export type MetaView = z.output<typeof metaView>;
 

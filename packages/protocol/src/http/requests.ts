@@ -50,7 +50,7 @@ export const listUnitsQuery = z.strictObject({
     .optional()
     .describe("true: only units in flight for longer than their timeout (RTB_DISPATCH_TIMEOUT_MS, RTB_PROCESSING_TIMEOUT_MS)."),
   limit: intParam({ min: 1, max: 1000, defaultValue: 50 }).describe("Units per page, 1 to 1000 (default 50)."),
-  after: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER }).optional().describe("The nextCursor of the previous page."),
+  after: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER, cursor: true }).optional().describe("The nextCursor of the previous page."),
 });
 
 export const idParam = z.object({ id: intParam({ min: 1, max: Number.MAX_SAFE_INTEGER }).describe("The unit's id.") });

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { Utilization } from "../messages.ts";
 import { UNIT_STATUSES, type UnitStatus } from "../statuses.ts";
+import { CURSOR_PATTERN } from "./fields.ts";
 
 /**
  * What the api answers. The api's handlers are type-checked against these (zod-openapi's
@@ -8,113 +9,235 @@ import { UNIT_STATUSES, type UnitStatus } from "../statuses.ts";
  * types. Timestamps are ISO strings.
  */
 const time = z.iso.datetime();
-const count = z.number().int();
-const status = z.enum(UNIT_STATUSES);
+/** Counts, ids and attempts: never negative. */
+const count = z.number().int().min(0);
+const id = z.number().int().min(1);
+export const unitStatus = z.enum(UNIT_STATUSES).describe(`A unit's status: ${UNIT_STATUSES.join(", ")}.`);
+const countOf = (what: string) => count.describe(what);
 
-export const unitView = z.object({
-  id: count,
-  kind: z.string(),
-  group: z.string(),
-  priority: count,
-  payload: z.unknown(),
-  ref: z.string().nullable(),
-  status,
-  attempt: count.describe("Dispatches so far; every report carries the attempt it is about."),
-  maxAttempts: count,
-  notBefore: time.nullable().describe("Pending, waiting for its retry backoff until then."),
-  waitingForAgentSince: time.nullable().describe("Pending, waiting since then for an agent of its kind: it becomes ready when one starts (RTB_NO_AGENT_TIMEOUT_MS bounds the wait)."),
-  dispatchedAt: time.nullable(),
-  result: z.unknown(),
-  lastError: z.string().nullable(),
-  republishes: count.describe("Re-publishes of the current attempt by the reconciler without progress."),
-  createdAt: time,
-  updatedAt: time,
-});
+export const unitView = z
+  .object({
+    id: id.describe("The unit's id, assigned by the api."),
+    kind: z.string().describe("What the unit is; agents consume by kind."),
+    group: z.string().describe("Who the unit is for: dispatch shares fairly across groups."),
+    priority: z.number().int().describe("Higher first."),
+    payload: z.unknown().describe("The JSON the producer sent, as it was sent."),
+    ref: z.string().nullable().describe("The producer's idempotency key; null when none was given."),
+    status: unitStatus,
+    attempt: countOf("Dispatches so far; every report carries the attempt it is about."),
+    maxAttempts: count.min(1).describe("Attempts before a retryable error is final."),
+    notBefore: time.nullable().describe("Pending, waiting for its retry backoff until then."),
+    waitingForAgentSince: time.nullable().describe("Pending, waiting since then for an agent of its kind: it becomes ready when one starts (RTB_NO_AGENT_TIMEOUT_MS bounds the wait)."),
+    dispatchedAt: time.nullable().describe("When the current attempt was dispatched."),
+    result: z.unknown().describe("What the agent reported with success; null otherwise."),
+    lastError: z.string().nullable().describe("The last error reported, if any."),
+    republishes: countOf("Re-publishes of the current attempt by the reconciler without progress."),
+    createdAt: time.describe("When it was enqueued."),
+    updatedAt: time.describe("When its row last changed."),
+  })
+  .describe("A unit of work and where it is.");
 export type UnitView = z.output<typeof unitView>;
 
-export const unitEvent = z.object({
-  attempt: count,
-  status: z.string(),
-  at: time.describe("When the reporting service saw it."),
-  recordedAt: time,
-  source: z.string().describe("api, reconciler, operator, leader:<id> or agent:<id>"),
-  detail: z.unknown(),
-});
-export const unitWithTimeline = unitView.extend({ events: z.array(unitEvent) });
+export const unitEvent = z
+  .object({
+    attempt: countOf("The attempt this event is about."),
+    status: unitStatus,
+    at: time.describe("When the reporting service saw it."),
+    recordedAt: time.describe("When the api recorded it."),
+    source: z.string().describe("api, reconciler, operator, leader:<id> or agent:<id>"),
+    detail: z.unknown().describe("The error and retry decision, the result, or the operator's action; null when none."),
+  })
+  .describe("One applied transition of a unit.");
+// An intersection, not unitView.extend: the document then refers to Unit (allOf) instead of
+// writing its properties out a second time.
+export const unitWithTimeline = z
+  .intersection(unitView, z.object({ events: z.array(unitEvent).describe("Every event of every attempt, oldest first.") }))
+  .describe("A unit with its timeline.");
 export type UnitWithTimeline = z.output<typeof unitWithTimeline>;
 
-export const errorBody = z.object({
-  error: z.string().describe("invalid_request, not_found, conflict, payload_too_large, unsupported_media_type, unauthorized, cross_origin, database_unavailable, ..."),
-  field: z.string().optional().describe("The request field at fault: a query parameter, `body`, or a path into it such as `[3].kind`."),
-  message: z.string(),
-  limit: count.optional().describe("413 for a payload: the most bytes its JSON may take."),
-});
+export const errorBody = z
+  .object({
+    error: z.string().describe("invalid_request, not_found, conflict, payload_too_large, unsupported_media_type, unauthorized, cross_origin, database_unavailable, ..."),
+    field: z.string().optional().describe("The request field at fault: a query parameter, `body`, or a path into it such as `[3].kind`."),
+    message: z.string().describe("What is wrong, in words, and what is expected."),
+    limit: count.optional().describe("413 for a payload: the most bytes its JSON may take."),
+  })
+  .describe("Every error the api answers.");
 export type ErrorBody = z.output<typeof errorBody>;
 
-export const enqueuedOne = z.object({ created: z.boolean().describe("false: the ref existed; this is that unit."), unit: unitView });
+export const enqueuedOne = z
+  .object({ created: z.boolean().describe("false: the ref existed; this is that unit."), unit: unitView })
+  .describe("One unit enqueued, or found by its ref.");
 export type EnqueuedOne = z.output<typeof enqueuedOne>;
-export const enqueuedBatch = z.object({
-  created: count,
-  existing: count.describe("Entries whose ref already existed (or repeated an earlier entry's)."),
-  units: z.array(z.object({ id: count, ref: z.string().nullable(), status, created: z.boolean() })).describe("In request order."),
-});
+export const enqueuedBatch = z
+  .object({
+    created: countOf("Units inserted by this request."),
+    existing: countOf("Entries whose ref already existed (or repeated an earlier entry's)."),
+    units: z
+      .array(
+        z.object({
+          id: id.describe("The unit's id."),
+          ref: z.string().nullable().describe("Its ref, as sent."),
+          status: unitStatus,
+          created: z.boolean().describe("false: the ref existed; this is that unit."),
+        }),
+      )
+      .describe("In request order."),
+  })
+  .describe("A batch enqueued.");
 export type EnqueuedBatch = z.output<typeof enqueuedBatch>;
-export const unitPage = z.object({
-  units: z.array(unitView).describe("Newest first."),
-  nextCursor: z.string().nullable().describe("Pass as `after` for the next page; null on the last page."),
-});
+/** The cursor of keyset pagination: a unit's id, as decimal text (ids may exceed 2^53 one day; JSON numbers would not say so). */
+const unitCursor = z.string().regex(CURSOR_PATTERN);
+export const unitPage = z
+  .object({
+    units: z.array(unitView).describe("Newest first."),
+    nextCursor: unitCursor.nullable().describe("Pass as `after` for the next page; null on the last page."),
+  })
+  .describe("A page of units.");
 export type UnitPage = z.output<typeof unitPage>;
-export const unitActionResult = z.object({ unit: unitView });
-export const conflictBody = errorBody.extend({ unit: unitView });
-export const redriveResult = z.object({ retried: count.describe("Units sent back to the backlog.") });
+export const unitActionResult = z.object({ unit: unitView }).describe("The unit as the action left it.");
+export const conflictBody = errorBody.extend({ unit: unitView }).describe("The unit is not in a state the action applies to; `unit` shows it as it is.");
+export const redriveResult = z.object({ retried: countOf("Units sent back to the backlog.") }).describe("What a redrive did.");
 
-const counts = z.object(Object.fromEntries(UNIT_STATUSES.map((s) => [s, count])) as Record<UnitStatus, typeof count>);
-const instance = z.object({ id: z.string(), startedAt: time, lastSeen: time, deadLettered: count });
-export const stateView = z.object({
-  counts,
-  total: count,
-  outstanding: count.describe("dispatched + queued: never above maxQueue"),
-  maxQueue: count.describe("RTB_BROADCAST_MAX_QUEUE"),
-  dispatching: z.boolean(),
-  dispatchingSince: time.nullable(),
-  done: z.boolean().describe("Nothing pending or in flight."),
-  leader: z
-    .object({ id: z.string(), activeSince: time.nullable(), reportedAt: time, utilization: Utilization.nullable().describe("The job queues as the leader last saw them.") })
-    .nullable(),
-  services: z.object({ apis: z.array(instance), leaders: z.array(instance), agents: z.array(instance) }).describe("Lifetimes seen in the last 30 s."),
-  deadLetters: z.object({ waiting: count.nullable(), byService: z.record(z.string(), count), rejectedByThisApi: z.record(z.string(), count) }),
-  reports: z.object({ applied: count, ignored: z.record(z.string(), count) }),
-  publishes: z.object({
-    dispatched: count,
-    republished: count,
-    unconfirmed: count,
-    refused: count.describe("Units ended as permanent errors: too large for any broker message (RTB_BROKER_MAX_MESSAGE_BYTES)."),
-  }),
-  broker: z.object({ connected: z.boolean(), reconnects: count }),
-  waitingForAgents: z
-    .array(z.object({ kind: z.string(), since: time.describe("When its first waiting unit found no agent.") }))
-    .describe("Kinds with units waiting for an agent (no job queue when dispatched: no agent consumes them yet), longest waiting first, at most 100. They wait without using attempts until an agent of the kind starts, at most RTB_NO_AGENT_TIMEOUT_MS."),
-});
+const counts = z
+  .object(Object.fromEntries(UNIT_STATUSES.map((s) => [s, countOf(`Units ${s} now.`)])) as Record<UnitStatus, typeof count>)
+  .describe("Units per status, every status present.");
+const instance = z
+  .object({
+    id: z.string().describe("The instance's id (RTB_LEADER_ID, RTB_AGENT_ID, or generated)."),
+    startedAt: time.describe("When this process lifetime started."),
+    lastSeen: time.describe("Its latest heartbeat, by the api's clock."),
+    deadLettered: countOf("Messages this lifetime dead-lettered."),
+  })
+  .describe("One process lifetime.");
+const perName = (what: string) => z.record(z.string(), count).describe(what);
+export const stateView = z
+  .object({
+    counts,
+    total: countOf("Units in all."),
+    outstanding: countOf("dispatched + queued: never above maxQueue"),
+    maxQueue: countOf("RTB_BROADCAST_MAX_QUEUE"),
+    dispatching: z.boolean().describe("Whether the api dispatches (/go turns it on, /pause off)."),
+    dispatchingSince: time.nullable().describe("When dispatching last changed."),
+    done: z.boolean().describe("Nothing pending or in flight."),
+    leader: z
+      .object({
+        id: z.string().describe("The leader that routed last."),
+        activeSince: time.nullable().describe("When it first reported after a different leader: the failover time."),
+        reportedAt: time.describe("Its latest routing report."),
+        utilization: Utilization.nullable().describe("The job queues as the leader last saw them."),
+      })
+      .nullable()
+      .describe("The active leader; null before any leader has routed."),
+    services: z
+      .object({
+        apis: z.array(instance).describe("api instances."),
+        leaders: z.array(instance).describe("Leader instances."),
+        agents: z.array(instance).describe("Agent instances."),
+      })
+      .describe("Lifetimes seen in the last 30 s."),
+    deadLetters: z
+      .object({
+        waiting: count.nullable().describe("Messages in the dead-letter queue; null when the broker cannot be asked."),
+        byService: perName("Dead-lettered in all, per service."),
+        rejectedByThisApi: perName("Inbox messages this api dead-lettered, by reason."),
+      })
+      .describe("Messages that could not be handled."),
+    reports: z
+      .object({ applied: countOf("Status reports applied by this api."), ignored: perName("Reports ignored, by reason (stale_attempt, not_forward, ...).") })
+      .describe("What this api did with the reports it consumed."),
+    publishes: z
+      .object({
+        dispatched: countOf("Units this api dispatched."),
+        republished: countOf("Units the reconciler re-published."),
+        unconfirmed: countOf("Publishes the broker did not confirm."),
+        refused: countOf("Units ended as permanent errors: too large for any broker message (RTB_BROKER_MAX_MESSAGE_BYTES)."),
+      })
+      .describe("This api's publishes to the outbox."),
+    broker: z
+      .object({ connected: z.boolean().describe("Whether this api's broker connections are up."), reconnects: countOf("Reconnects since start.") })
+      .describe("This api's broker connection."),
+    waitingForAgents: z
+      .array(z.object({ kind: z.string().describe("The kind no agent consumes yet."), since: time.describe("When its first waiting unit found no agent.") }))
+      .describe("Kinds with units waiting for an agent (no job queue when dispatched: no agent consumes them yet), longest waiting first, at most 100. They wait without using attempts until an agent of the kind starts, at most RTB_NO_AGENT_TIMEOUT_MS."),
+  })
+  .describe("The state of things.");
 export type StateView = z.output<typeof stateView>;
 
-export const nextResult = z.object({
-  limit: count,
-  units: z.array(z.object({ id: count, kind: z.string(), group: z.string(), priority: count, attempt: count, createdAt: time })),
-});
+export const nextResult = z
+  .object({
+    limit: count.min(1).describe("How many were asked for."),
+    units: z
+      .array(
+        z.object({
+          id: id.describe("The unit's id."),
+          kind: z.string().describe("Its kind."),
+          group: z.string().describe("Its group."),
+          priority: z.number().int().describe("Its priority."),
+          attempt: countOf("Dispatches so far."),
+          createdAt: time.describe("When it was enqueued."),
+        }),
+      )
+      .describe("The next units, in dispatch order."),
+  })
+  .describe("The backlog in dispatch order.");
 export type NextResult = z.output<typeof nextResult>;
-export const goResult = z.object({ dispatching: z.literal(true), changed: z.boolean(), since: time.nullable(), dispatchedNow: count, message: z.string() });
+const since = time.nullable().describe("When dispatching last changed.");
+const changed = z.boolean().describe("false: it already was.");
+export const goResult = z
+  .object({
+    dispatching: z.literal(true).describe("Dispatching is on."),
+    changed,
+    since,
+    dispatchedNow: countOf("Units the top-up dispatched right away."),
+    message: z.string().describe("The same, in words."),
+  })
+  .describe("Dispatching is on.");
 export type GoResult = z.output<typeof goResult>;
-export const pauseResult = z.object({ dispatching: z.literal(false), changed: z.boolean(), since: time.nullable(), inFlight: count, message: z.string() });
+export const pauseResult = z
+  .object({
+    dispatching: z.literal(false).describe("Dispatching is off."),
+    changed,
+    since,
+    inFlight: countOf("Units still in flight; they finish."),
+    message: z.string().describe("The same, in words."),
+  })
+  .describe("Dispatching is off.");
 export type PauseResult = z.output<typeof pauseResult>;
 
-export const groupView = z.object({
-  name: z.string(),
-  weight: z.number(),
-  maxInFlight: count.nullable(),
-  ready: count.describe("Pending units past any retry backoff."),
-  inFlight: count.describe("dispatched + queued + processing"),
-});
-export const groupPage = z.object({ groups: z.array(groupView), nextCursor: z.string().nullable().describe("Pass as `after` for the next page.") });
+export const groupView = z
+  .object({
+    name: z.string().describe("The group's name."),
+    weight: z.number().positive().describe("Its share relative to the others' (default 1)."),
+    maxInFlight: count.min(1).nullable().describe("At most this many units in flight; null: no limit."),
+    ready: countOf("Pending units past any retry backoff."),
+    inFlight: countOf("dispatched + queued + processing"),
+  })
+  .describe("A group's fair share, and where its units are.");
+export const groupPage = z
+  .object({ groups: z.array(groupView).describe("By name."), nextCursor: z.string().nullable().describe("Pass as `after` for the next page; null on the last page.") })
+  .describe("A page of groups.");
 
-export const liveness = z.object({ ok: z.literal(true) });
-export const readiness = z.object({ ready: z.boolean(), database: z.boolean(), broker: z.boolean(), inbox: z.boolean() });
+export const liveness = z.object({ ok: z.literal(true).describe("The process answers.") }).describe("Alive.");
+export const readiness = z
+  .object({
+    ready: z.boolean().describe("All of the below."),
+    database: z.boolean().describe("PostgreSQL answers."),
+    broker: z.boolean().describe("The broker connections are up."),
+    inbox: z.boolean().describe("false once the inbox has been unable to apply reports for 5 s."),
+  })
+  .describe("Whether this api can do its work.");
+
+/**
+ * The schemas /openapi.json names in components.schemas (and refers to by $ref) instead of
+ * writing them out at every use. Plain zod: the api gives them their names for the generator.
+ */
+export const httpComponents = {
+  Unit: unitView,
+  UnitWithTimeline: unitWithTimeline,
+  UnitEvent: unitEvent,
+  UnitStatus: unitStatus,
+  Error: errorBody,
+  Group: groupView,
+  State: stateView,
+} as const;

@@ -54,7 +54,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   });
   // Built on first use, when every route (this one too) is registered.
   let cached: object | undefined;
-  serve(app, document, (c) => c.json((cached ??= openApiDocument(app))));
+  serve(app, document, (c) => c.json((cached ??= openApiDocument(app, deps.auth))));
 
   app.notFound((c) => c.json({ error: "not_found", message: `no route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError((err, c) => {
