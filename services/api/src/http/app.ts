@@ -6,6 +6,7 @@ import type { AppDeps } from "./deps.ts";
 import { InvalidRequestError, UnsupportedMediaTypeError, utf8Url } from "./validation.ts";
 import { sameOrigin } from "./same-origin.ts";
 import { bearerAuth } from "./auth.ts";
+import { auditLog } from "./audit.ts";
 import { routes, serve } from "./routes.ts";
 import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
@@ -19,6 +20,8 @@ import { openApiDocument } from "./openapi-document.ts";
 /** The HTTP surface: one sub-app per resource, one error handler, JSON everywhere. */
 export function createApp(deps: AppDeps): OpenAPIHono {
   const app = routes();
+  // Who did what: first, so refused attempts are logged too.
+  app.use(auditLog(deps.logger));
   // Where a request comes from is judged before anything else, token or not.
   app.use(sameOrigin());
   app.use(bearerAuth(deps.auth));
