@@ -62,9 +62,11 @@ export async function run(argv: string[], deps: RunDeps): Promise<number> {
 
 function fail(out: Output, command: Command, err: unknown, signal: AbortSignal): number {
   const prefix = `rtb ${command.name}:`;
-  // parseArgs' own errors (unknown option, missing value) are usage errors too.
-  if (err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-    out.note(`${prefix} ${(err as Error).message}\nusage: ${command.usage}\n(rtb ${command.name} --help for more)`);
+  // parseArgs' own errors (unknown option, missing value) are usage errors too, in our words.
+  const parseError = (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+  if (err instanceof UsageError || parseError) {
+    const message = parseError ? parseArgsWords(err as Error & { code: string }, command) : (err as Error).message;
+    out.note(`${prefix} ${message}\nusage: ${command.usage}\n(rtb ${command.name} --help for more)`);
     return 2;
   }
   if (err instanceof ConfigurationError) {
@@ -79,6 +81,27 @@ function fail(out: Output, command: Command, err: unknown, signal: AbortSignal):
   else if (err instanceof UnreachableError) out.note(`${prefix} ${err.message}`);
   else out.note(`${prefix} ${causes(err)}`);
   return 1;
+}
+
+/**
+ * node:util parseArgs' errors in the CLI's words: `Unknown option '--colour'; rtb go takes --wait, ...` instead of
+ * "Unknown option '--colour'. To specify a positional argument starting with a '-', ...".
+ */
+function parseArgsWords(err: Error & { code: string }, command: Command): string {
+  // "Option '-n, --limit <value>' argument missing": the long name, else the short one.
+  const option = /--[\w-]+/.exec(err.message)?.[0] ?? /'(-\w)/.exec(err.message)?.[1];
+  const known = Object.keys(command.options).map((o) => `--${o}`).concat("--json", "--help");
+  switch (err.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `Unknown option '${option ?? "?"}'; rtb ${command.name} takes ${known.join(", ")}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      if (!option) return "an option's value is wrong";
+      return /argument missing/.test(err.message) ? `${option} <value> needs a value` : `${option} takes no value`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return "takes no arguments";
+    default:
+      return "cannot read the command line";
+  }
 }
 
 /** `migration 0002 failed: relation "x" already exists`: the whole chain of causes. */
@@ -121,7 +144,8 @@ function mainUsage(): string {
     "environment:    RTB_API_URL; RTB_API_TOKEN (sent as Authorization: Bearer <token>);",
     "                NO_COLOR; migrate and seed: RTB_DB_HOST, RTB_DB_USER, RTB_DB_PASSWORD, RTB_DB_NAME",
     "exit codes:     0 ok, 1 failed (the api refused, or cannot be reached), 2 bad usage or",
-    "                configuration, 130 interrupted (Ctrl-C)",
+    "                configuration, 3 rtb go --wait drained with units in error,",
+    "                130 interrupted (Ctrl-C)",
   ].join("\n");
 }
 

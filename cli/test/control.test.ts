@@ -110,6 +110,11 @@ describe("usage", () => {
     expect(flag.code).toBe(2);
     expect(flag.stderr).toContain("rtb status: Unknown option '--bogus'");
     expect(flag.stderr).toContain("usage: rtb status");
+    // The CLI's own words: what the command takes, not node:util's advice about `--` separators.
+    expect(flag.stderr).toContain("rtb status takes --json, --help");
+    expect(flag.stderr).not.toContain("positional argument");
+    expect(await rtb(["next", "--limit"])).toMatchObject({ code: 2, stderr: expect.stringContaining("rtb next: --limit <value> needs a value") });
+    expect(await rtb(["go", "--wait=yes"])).toMatchObject({ code: 2, stderr: expect.stringContaining("rtb go: --wait takes no value") });
 
     expect(await rtb(["next", "--limit", "0"])).toMatchObject({ code: 2, stderr: expect.stringContaining("--limit: expected an integer from 1 to 1000") });
     expect(await rtb(["unit"])).toMatchObject({ code: 2, stderr: expect.stringContaining("usage: rtb unit <id>") });

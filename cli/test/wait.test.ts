@@ -12,6 +12,8 @@ const fast = {
   RTB_AGENT_ERROR_RATE: "0.2",
   RTB_RETRY_BACKOFF_MS: "20",
   RTB_RECONCILE_CRON: "*/1 * * * * *",
+  // Failures are retried until they succeed (0.2^20): a unit left in error would make the run exit 3.
+  RTB_MAX_ATTEMPTS: "20",
 };
 
 describe("rtb go --wait", () => {
@@ -54,10 +56,20 @@ describe("rtb go --wait", () => {
     expect(await rtbJson(["status"], env)).toMatchObject({ dispatching: true, done: false });
   });
 
+  it("exits 3 once drained when units ended in error, saying so", async () => {
+    const system = place.own(await startSystem(place, { ...fast, RTB_SEED_UNITS: "6", RTB_AGENT_ERROR_RATE: "1", RTB_MAX_ATTEMPTS: "1" }, { listen: true }));
+    const r = await rtb(["go", "--wait", "--interval", "100", "--timeout", "45"], { ...place.env, RTB_API_URL: system.url! });
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stdout).toMatch(/drained in \S+: 0 success, 6 error, 0 cancelled\n$/);
+    expect(r.stderr).toContain("rtb go: drained, but 6 units ended in error (exit 3;");
+  });
+
   it("gives up after --timeout with exit 1", async () => {
     const api = place.own(await startListeningApi(place, { RTB_SEED_UNITS: "5" }));
     const r = await rtb(["go", "--wait", "--interval", "100", "--timeout", "1"], { RTB_API_URL: api.url });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("rtb go: gave up after --timeout 1 s; the backlog has not drained");
+    // Not a terminal: the progress ends with a line of its own, however soon it gave up.
+    expect(r.stderr).toMatch(/\d+\/\d+ done \([\d.]+%\).*\(timed out\)\n/);
   });
 });

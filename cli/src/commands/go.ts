@@ -18,7 +18,8 @@ export const go: Command = {
     "  --json          POST /go exactly as the api answers it; with --wait, once drained:",
     '                  {"go": <POST /go>, "status": <last GET />, "drained": true, "elapsedMs": n}',
     "",
-    "Exit 0 when drained, 1 on --timeout, 130 on Ctrl-C. Ctrl-C only stops waiting: dispatching",
+    "Exit 0 when drained with no unit in error, 3 when drained with units in error (they are",
+    "listed by rtb units --status error), 1 on --timeout, 130 on Ctrl-C. Ctrl-C only stops waiting: dispatching",
     "goes on (rtb pause stops it). An api that stops answering while waiting is retried.",
     "Needs RTB_API_TOKEN when the api has one.",
   ].join("\n"),
@@ -44,6 +45,10 @@ export const go: Command = {
       const c = waited.state!.counts;
       ctx.out.line(`drained in ${duration(waited.elapsedMs)}: ${count(c.success)} success, ${count(c.error)} error, ${count(c.cancelled)} cancelled`);
     }
+    if (waited.outcome === "drained" && waited.state!.counts.error > 0) {
+      ctx.out.note(`rtb go: drained, but ${count(waited.state!.counts.error)} units ended in error (exit ${EXIT_FINISHED_WITH_ERRORS}; rtb units --status error lists them, rtb retry retries them)`);
+      return EXIT_FINISHED_WITH_ERRORS;
+    }
     if (waited.outcome === "interrupted") {
       ctx.out.note("stopped waiting (Ctrl-C); dispatching goes on: `rtb pause` stops it");
       return 130;
@@ -54,6 +59,9 @@ export const go: Command = {
     }
   },
 };
+
+/** `rtb go --wait`: the backlog drained, and some units ended in error. */
+export const EXIT_FINISHED_WITH_ERRORS = 3;
 
 interface Waited {
   outcome: "drained" | "timeout" | "interrupted";
@@ -85,6 +93,8 @@ async function waitUntilDrained(ctx: Context, opts: { intervalMs: number; timeou
   };
   const finish = (outcome: Waited["outcome"]): Waited => {
     if (outcome !== "drained" && tty && drawn) stderr.write("\n");
+    // Not a terminal: the plain lines come every 5 s; the last state gets a line of its own.
+    if (outcome !== "drained" && !tty && !opts.quiet && progress.last()) stderr.write(`${progressText(progress, `(${outcome === "timeout" ? "timed out" : "stopped waiting"})`)}\n`);
     return { outcome, state, elapsedMs: Date.now() - started };
   };
 
