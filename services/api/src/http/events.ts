@@ -51,7 +51,9 @@ type HubDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue" | "logger" |
  * The snapshot poller behind GET /events. One per api process: while at least one client
  * listens, it computes a snapshot every `intervalMs` (state, throughput, recent units) and
  * hands the same serialised events to every client, so the database sees one poll however
- * many dashboards are open. It stops when the last client leaves, or when the api closes.
+ * many dashboards are open. A client is sent an event only when its data differs from what
+ * that client was sent last: while nothing changes, nothing is sent (the stream's keep-alive
+ * comment aside, dashboard.ts). It stops when the last client leaves, or when the api closes.
  */
 export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
   const { logger, closing } = deps;
@@ -61,6 +63,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
   let polling = false;
   let failing = false;
   let throughputAfter: number | undefined;
+  let throughputCounted: string | undefined;
 
   const publish = <E extends keyof Published>(event: E, data: Published[E]) => {
     latest.set(event, JSON.stringify(data));
@@ -80,7 +83,13 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
       throughputAfter = complete ? throughput.nextAfterId : undefined;
       const { nextAfterId: _, ...chart } = throughput;
       publish("state", state);
-      publish("throughput", chart);
+      // `now` and the window's start move on every tick: the chart is sent again only when
+      // its counts (or where they are in the window) change, so an idle system sends nothing.
+      const counted = JSON.stringify([chart.buckets.map((b) => [b.success, b.error]), complete || chart.coveredFrom]);
+      if (counted !== throughputCounted || !latest.has("throughput")) {
+        throughputCounted = counted;
+        publish("throughput", chart);
+      }
       publish("units", { units });
       if (failing) {
         failing = false;
@@ -115,6 +124,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
       latest.clear();
       failing = false;
       throughputAfter = undefined;
+      throughputCounted = undefined;
     }
   }
 
