@@ -162,6 +162,25 @@ describe("the dashboard in a real browser", () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it("finds a unit by id, shows its ref and payload, and cancels and retries it from its timeline", async () => {
+    // Dispatching is paused (above): a new unit stays pending.
+    const res = await fetch(`${base}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ kind: "simulate", ref: "dash-find-1", payload: { order: 42 } }) });
+    const { unit } = (await res.json()) as { unit: { id: number } };
+    await page.locator("#find").fill(String(unit.id));
+    await page.locator("#find-form button[type=submit]").click();
+    await waitForText(page, "#tl-title", `Unit #${unit.id}`);
+    await waitForText(page, "#tl-ref", "dash-find-1");
+    expect(JSON.parse((await page.locator("#tl-payload").textContent())!)).toEqual({ order: 42 });
+    await page.locator("#tl-cancel").click();
+    await page.locator('#tl-events li[data-status="cancelled"]').waitFor();
+    expect(((await (await fetch(`${base}/units/${unit.id}`)).json()) as { status: string }).status).toBe("cancelled");
+    await page.locator("#tl-retry").click();
+    await page.locator("#tl-cancel").waitFor();
+    expect(((await (await fetch(`${base}/units/${unit.id}`)).json()) as { status: string }).status).toBe("pending");
+    await page.keyboard.press("Escape");
+    expect(pageErrors).toEqual([]);
+  });
+
   it("ends open event streams when the api stops, so the stop does not hang", async () => {
     const res = await fetch(`${base}/events`);
     // A kept-alive socket would hold server.close() until the keep-alive timeout.

@@ -275,10 +275,12 @@ function renderThroughput(t) {
   const covered = Date.parse(t.coveredFrom);
   const svg = $("tp-chart");
   const parts = [];
-  for (const frac of [0, 0.5, 1]) {
+  // An empty chart has no scale to label: only its baseline.
+  const empty = t.buckets.every((b) => b.success + b.error === 0);
+  for (const frac of empty ? [0] : [0, 0.5, 1]) {
     const v = scale * frac;
     parts.push(h("svg:line", { class: "grid-line", x1: left, x2: W, y1: y(v), y2: y(v) }));
-    parts.push(h("svg:text", { class: "axis", x: left - 6, y: y(v) + 4, "text-anchor": "end" }, num(Math.round(v))));
+    if (!empty) parts.push(h("svg:text", { class: "axis", x: left - 6, y: y(v) + 4, "text-anchor": "end" }, num(Math.round(v))));
   }
   t.buckets.forEach((b, i) => {
     const x = left + i * bw + 1;
@@ -289,7 +291,7 @@ function renderThroughput(t) {
     parts.push(g);
   });
   const minutes = Math.round((n * t.bucketMs) / 60_000);
-  for (const [frac, label] of /** @type {[number, string][]} */ ([[0, `−${minutes} min`], [0.5, `−${minutes / 2} min`], [1, "now"]])) {
+  for (const [frac, label] of /** @type {[number, string][]} */ (empty ? [] : [[0, `−${minutes} min`], [0.5, `−${minutes / 2} min`], [1, "now"]])) {
     parts.push(h("svg:text", { class: "axis", x: left + frac * (W - left), y: H - 4, "text-anchor": frac === 0 ? "start" : frac === 1 ? "end" : "middle" }, label));
   }
   svg.replaceChildren(...parts);
@@ -298,7 +300,9 @@ function renderThroughput(t) {
   const lastMinute = t.buckets.slice(-perMinute).reduce((a, b) => a + b.success + b.error, 0);
   const total = t.buckets.reduce((a, b) => ({ s: a.s + b.success, e: a.e + b.error }), { s: 0, e: 0 });
   $("tp-rate").textContent = num(lastMinute);
-  $("tp-summary").textContent = `attempts finished per ${t.bucketMs / 1000} s over the last ${minutes} minutes: ${num(total.s)} success, ${num(total.e)} error`;
+  $("tp-summary").textContent = empty
+    ? `no attempt finished in the last ${minutes} minutes`
+    : `attempts finished per ${t.bucketMs / 1000} s over the last ${minutes} minutes: ${num(total.s)} succeeded, ${num(total.e)} failed (a failed attempt may be retried; the error count above is units)`;
 }
 
 /** 1, 2, 5, 10, 20, 50, ... at or above v (10 × p is always). @param {number} v */
@@ -345,6 +349,7 @@ async function openTimeline(id) {
   dlg.dataset.unit = String(id);
   $("tl-title").textContent = `Unit #${id}`;
   $("tl-summary").replaceChildren(h("p", { class: "muted" }, "loading…"));
+  $("tl-actions").replaceChildren();
   $("tl-events").replaceChildren();
   if (!dlg.open) dlg.showModal();
   await loadTimeline(id);
@@ -377,10 +382,18 @@ async function loadTimeline(id) {
       h("dd", {}, `${unit.kind} · ${unit.group}`),
       h("dt", {}, "priority"),
       h("dd", {}, String(unit.priority)),
+      h("dt", {}, "ref"),
+      h("dd", { id: "tl-ref" }, unit.ref ?? "none"),
+      h("dt", {}, "payload"),
+      h("dd", {}, h("pre", { class: "detail", id: "tl-payload" }, JSON.stringify(unit.payload, null, 2))),
       unit.notBefore ? [h("dt", {}, "not before"), h("dd", {}, clockMs(unit.notBefore))] : null,
       unit.lastError ? [h("dt", {}, "last error"), h("dd", { class: "err" }, unit.lastError)] : null,
       unit.result !== null && unit.result !== undefined ? [h("dt", {}, "result"), h("dd", {}, h("code", {}, JSON.stringify(unit.result)))] : null,
     ),
+  );
+  $("tl-actions").replaceChildren(
+    ...(retryable.includes(unit.status) ? [h("button", { type: "button", class: "btn", id: "tl-retry", onclick: () => unitAction(unit.id, "retry") }, "Retry")] : []),
+    ...(cancellable.includes(unit.status) ? [h("button", { type: "button", class: "btn btn-quiet", id: "tl-cancel", onclick: () => unitAction(unit.id, "cancel") }, "Cancel")] : []),
   );
   $("tl-events").replaceChildren(
     ...(unit.events.length
@@ -402,7 +415,44 @@ async function loadTimeline(id) {
   );
 }
 
+// What POST /units/:id/retry and /cancel accept (the api answers 409 otherwise).
+/** @type {readonly string[]} */
+const retryable = ["error", "cancelled"];
+/** @type {readonly string[]} */
+const cancellable = ["pending"];
+
+/**
+ * Retry or cancel the unit from its timeline: the api's POST route, same origin, with the
+ * token when one was given; then the timeline shows the unit as the action left it.
+ * @param {number} id @param {"retry" | "cancel"} verb
+ */
+async function unitAction(id, verb) {
+  try {
+    const res = await fetch(`/units/${id}/${verb}`, { method: "POST", headers: { Accept: "application/json", ...authHeader() } });
+    const body = /** @type {Partial<ErrorBody>} */ (await res.json().catch(() => ({})));
+    if (res.status === 401) {
+      $("token-form").hidden = false;
+      tokenInput().focus();
+      toast(body.message ?? "unauthorized");
+      return;
+    }
+    if (!res.ok) throw new Error(body.message ?? `HTTP ${res.status}`);
+    toast(`unit ${id}: ${verb === "retry" ? "back to the backlog" : "cancelled"}`);
+  } catch (err) {
+    toast(`${verb} failed: ${/** @type {Error} */ (err).message}`, true);
+  }
+  await loadTimeline(id);
+}
+
 const fmtMs = (/** @type {number} */ ms) => (Math.abs(ms) < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
+
+// Any unit by its id, whether recently active or not.
+$("find-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = /** @type {HTMLInputElement} */ ($("find"));
+  const id = Number(input.value.trim());
+  if (Number.isSafeInteger(id) && id > 0) openTimeline(id);
+});
 
 $("tl-close").addEventListener("click", () => timeline().close());
 timeline().addEventListener("close", () => delete timeline().dataset.unit);
