@@ -34,7 +34,7 @@ describe("rtb go --wait", () => {
     expect(await rtbJson(["status"], env)).toMatchObject({ done: true, dispatching: true, counts: { pending: 0, processing: 0 } });
 
     // Again, for a script: seed more, then one JSON document once drained.
-    await rtb(["seed", "25"], env);
+    await rtb(["seed", "25", "--max-attempts", "20"], env);
     const json = await rtbJson(["go", "--wait", "--interval", "100", "--quiet"], env);
     expect(json.go).toMatchObject({ dispatching: true, changed: false });
     expect(json.drained).toBe(true);
