@@ -2,12 +2,13 @@
  * `npm start`: run the whole system locally, each service as its own process: the api, one
  * leader and RTB_AGENTS agents (default 2). Like compose's restart policy, a service that dies
  * is restarted with backoff; one that exits with code 2 (bad configuration) stops everything,
- * since restarting cannot fix it. Ctrl-C (or SIGTERM) stops all services gracefully.
+ * since restarting cannot fix it. Ctrl-C, SIGTERM or SIGHUP stops all services gracefully, and
+ * so does npm exiting (killed by anything) when npm started this launcher.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { ConfigError, int, loadConfig, metricsConfig, type HostPort } from "@rtb/runtime";
+import { ConfigError, int, loadConfig, metricsConfig, onParentExit, type HostPort } from "@rtb/runtime";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 
@@ -126,6 +127,17 @@ process.on("SIGINT", onSignal);
 process.on("SIGTERM", onSignal);
 // The terminal went away (window closed, ssh dropped): stop as for Ctrl-C.
 process.on("SIGHUP", onSignal);
+// `npm start` runs this launcher as npm's own child (`exec` in the script: no shell between
+// them, which would not relay npm's SIGTERM). npm relays SIGINT and SIGTERM; if npm itself
+// dies (SIGKILL, or a SIGHUP it does not relay), stop as for Ctrl-C rather than run on.
+if (process.env.npm_lifecycle_event !== undefined) {
+  onParentExit(() => {
+    if (stopping) return;
+    stopRequestedAt = Date.now();
+    say("npm exited: stopping all services gracefully");
+    stopAll();
+  });
+}
 
 say(`starting api, leader and ${agents} agent(s); Ctrl-C stops them`);
 for (const s of services) launch(s);

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { sql } from "kysely";
@@ -39,7 +39,12 @@ const spawned = new Set<Proc>();
 
 /** Start `entry` (a path under the repository) as `node --import tsx entry`, capturing its output. */
 export function run(entry: string, env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, ["--import", "tsx", entry], { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  return runCommand(process.execPath, ["--import", "tsx", entry], env);
+}
+
+/** Start `command` in the repository (`npm`, ["start"] is what an operator types), capturing its output. */
+export function runCommand(command: string, args: string[], env: Record<string, string>): Proc {
+  const child = spawn(command, args, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
@@ -54,6 +59,29 @@ export function run(entry: string, env: Record<string, string>): Proc {
   spawned.add(p);
   void exit.then(() => spawned.delete(p));
   return p;
+}
+
+/** `pid` and every process below it (children, grandchildren ...), from `ps`. */
+export function processTree(pid: number): number[] {
+  const rows = execFileSync("ps", ["-e", "-o", "pid=,ppid="]).toString().trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number));
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) for (const [child, parent] of rows) if (parent === tree[i]) tree.push(child!);
+  return tree;
+}
+
+/** Whether `pid` is still running (a zombie, exited but not yet reaped, is not). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const state = execFileSync("ps", ["-o", "stat=", "-p", String(pid)]).toString().trim();
+    return state !== "" && !state.startsWith("Z");
+  } catch {
+    return false;
+  }
 }
 
 /** SIGKILL every process `run` started that is still running, and wait for them to exit. */

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { freePort, getJson, killAll, run, useTestPlace, waitFor } from "@rtb/testing";
+import { freePort, getJson, killAll, processAlive, processTree, run, runCommand, useTestPlace, waitFor, type Proc } from "@rtb/testing";
 
 /** The services as an operator runs them: real processes, real signals, real exit codes. */
 const place = useTestPlace();
@@ -62,6 +62,65 @@ describe("npm start", () => {
     const p = run("scripts/start.ts", { ...place.env, RTB_API_HOST: "127.0.0.1:1", RTB_BROADCAST_MAX_QUEUE: "lots" });
     expect(await p.exited).toBe(2);
     expect(p.output()).toContain('RTB_BROADCAST_MAX_QUEUE="lots": expected an integer');
+  });
+});
+
+/** Wait until no process of `pids` runs (and fail naming those that still do). */
+async function allGone(pids: number[], what: string) {
+  await waitFor(`${what}: every process of the run to exit (${pids.join(", ")})`, () => pids.every((pid) => !processAlive(pid)), 30_000, 100);
+}
+
+describe("stopping npm as a supervisor does", () => {
+  const readyLines = (p: Proc) => p.output().match(/"msg":"(agent ready|leader ready|api listening)/g)?.length ?? 0;
+
+  async function npmStart(): Promise<{ p: Proc; pids: number[] }> {
+    const port = await freePort();
+    const p = runCommand("npm", ["start"], { ...place.env, RTB_API_HOST: `127.0.0.1:${port}`, RTB_SEED_UNITS: "0", RTB_LOG_LEVEL: "info" });
+    await waitFor("all four services to be ready", () => readyLines(p) >= 4, 40_000, 100);
+    const pids = processTree(p.pid);
+    // npm, the launcher and four services at least (tsx's esbuild helpers come on top).
+    expect(pids.length).toBeGreaterThanOrEqual(6);
+    return { p, pids };
+  }
+
+  it("kill -TERM of `npm start` (npm's pid) stops the launcher and every service gracefully; nothing is left running", async () => {
+    const { p, pids } = await npmStart();
+    p.child.kill("SIGTERM");
+    await allGone(pids, "npm start, SIGTERM");
+    expect(p.output()).toContain("all services stopped");
+    expect(p.output().match(/"msg":"stopped"/g)?.length).toBe(4);
+    expect(p.output()).not.toMatch(/second stop request|did not finish in time/);
+  });
+
+  it("kill -KILL of `npm start` (npm's pid): the launcher sees npm gone and stops every service gracefully", async () => {
+    const { p, pids } = await npmStart();
+    p.child.kill("SIGKILL");
+    await allGone(pids, "npm start, SIGKILL");
+    expect(p.output()).toContain("npm exited: stopping all services gracefully");
+    expect(p.output()).toContain("all services stopped");
+    expect(p.output().match(/"msg":"stopped"/g)?.length).toBe(4);
+  });
+
+  it("kill -TERM of `npm run api` stops the api gracefully; nothing is left running", async () => {
+    const port = await freePort();
+    const p = runCommand("npm", ["run", "api"], { ...place.env, RTB_API_HOST: `127.0.0.1:${port}`, RTB_SEED_UNITS: "0", RTB_LOG_LEVEL: "info" });
+    await waitFor("the api to listen", () => readyLines(p) >= 1, 40_000, 100);
+    const pids = processTree(p.pid);
+    p.child.kill("SIGTERM");
+    await allGone(pids, "npm run api, SIGTERM");
+    expect(p.output()).toMatch(/"reason":"SIGTERM","msg":"stopping"/);
+    expect(p.output().match(/"code":0,"msg":"stopped"/g)?.length).toBe(1);
+  });
+
+  it("kill -HUP of `npm run api` (npm does not relay it and dies): the api sees npm gone and stops gracefully", async () => {
+    const port = await freePort();
+    const p = runCommand("npm", ["run", "api"], { ...place.env, RTB_API_HOST: `127.0.0.1:${port}`, RTB_SEED_UNITS: "0", RTB_LOG_LEVEL: "info" });
+    await waitFor("the api to listen", () => readyLines(p) >= 1, 40_000, 100);
+    const pids = processTree(p.pid);
+    p.child.kill("SIGHUP");
+    await allGone(pids, "npm run api, SIGHUP");
+    expect(p.output()).toMatch(/"reason":"parent exited","msg":"stopping"/);
+    expect(p.output().match(/"code":0,"msg":"stopped"/g)?.length).toBe(1);
   });
 });
 

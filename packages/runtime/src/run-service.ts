@@ -12,7 +12,8 @@ interface ServiceBasics {
 /**
  * What every service's main.ts does: validate the environment (a bad variable: its message
  * on stderr, exit 2), create the logger and the lifecycle, start the service (failure: a
- * fatal log line, exit 1), and stop it on SIGTERM/SIGINT.
+ * fatal log line, exit 1), and stop it on SIGTERM/SIGINT/SIGHUP. Run by `npm run` (npm sets
+ * npm_lifecycle_event), it also stops when npm exits, so no way of stopping npm leaves it behind.
  */
 export async function runService<C extends ServiceBasics>(
   service: string,
@@ -29,7 +30,7 @@ export async function runService<C extends ServiceBasics>(
     process.exit(2);
   }
   const logger = createLogger({ service, level: config.RTB_LOG_LEVEL, format: config.RTB_LOG_FORMAT });
-  const lifecycle = createLifecycle(logger, config.RTB_SHUTDOWN_TIMEOUT_MS);
+  const lifecycle = createLifecycle(logger, config.RTB_SHUTDOWN_TIMEOUT_MS, { watchParent: env.npm_lifecycle_event !== undefined });
   try {
     const running = await start(config, logger, lifecycle);
     lifecycle.onStop(service, () => running.stop());

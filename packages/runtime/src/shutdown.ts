@@ -1,8 +1,12 @@
 import type { Logger } from "pino";
 
 /**
- * Process lifecycle: SIGTERM/SIGINT abort the returned signal and run the stop functions in
- * reverse start order; a second signal exits at once. Exits 0 after a clean stop.
+ * Process lifecycle: SIGTERM/SIGINT/SIGHUP abort the returned signal and run the stop
+ * functions in reverse start order; a second signal exits at once (but not one within a second
+ * of the first: a terminal's Ctrl-C reaches npm and its child, and npm relays it too). Exits 0
+ * after a clean stop. Whoever started the process going away stops it too: a launcher's IPC
+ * channel closing (npm start), or, with `watchParent` (started by `npm run`), the parent
+ * process exiting, whatever killed it.
  */
 export interface Lifecycle {
   readonly signal: AbortSignal;
@@ -12,10 +16,17 @@ export interface Lifecycle {
   shutdown(code: number, reason: string): Promise<never>;
 }
 
-export function createLifecycle(logger: Logger, timeoutMs: number): Lifecycle {
+export function createLifecycle(logger: Logger, timeoutMs: number, { watchParent = false } = {}): Lifecycle {
   const controller = new AbortController();
   const steps: { name: string; fn: () => Promise<void> | void }[] = [];
   let shuttingDown = false;
+  let firstSignalAt = 0;
+
+  function onSignal(sig: NodeJS.Signals) {
+    if (shuttingDown && Date.now() - firstSignalAt < 1_000) return;
+    firstSignalAt ||= Date.now();
+    void shutdown(0, sig);
+  }
 
   async function shutdown(code: number, reason: string): Promise<never> {
     if (shuttingDown) {
@@ -44,10 +55,11 @@ export function createLifecycle(logger: Logger, timeoutMs: number): Lifecycle {
     process.exit(code);
   }
 
-  for (const sig of ["SIGTERM", "SIGINT"] as const) process.on(sig, () => void shutdown(0, sig));
+  for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(sig, onSignal);
   // Started by a launcher with an IPC channel (npm start): its end closing means the launcher
   // is gone, whatever killed it. Stop gracefully rather than run on as an orphan.
   if (process.send) process.on("disconnect", () => void shutdown(0, "launcher exited"));
+  else if (watchParent) onParentExit(() => void shutdown(0, "parent exited"));
   process.on("unhandledRejection", (err) => {
     logger.fatal({ err }, "unhandled rejection");
     void shutdown(1, "unhandledRejection");
@@ -58,6 +70,22 @@ export function createLifecycle(logger: Logger, timeoutMs: number): Lifecycle {
     onStop: (name, fn) => void steps.push({ name, fn }),
     shutdown,
   };
+}
+
+/**
+ * Call `onGone` once this process's parent has exited (the process was re-parented, so
+ * `process.ppid` changed), checked every `everyMs`. For processes run by `npm run`: npm killed
+ * by SIGKILL, or by a SIGHUP it does not relay, must not leave them running as orphans.
+ */
+export function onParentExit(onGone: () => void, everyMs = 500): () => void {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    onGone();
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /** Retry `fn` with exponential backoff and jitter until it succeeds or `deadlineMs` passes. */
