@@ -27,7 +27,8 @@ export default defineConfig({
       project("cli", "cli"),
       { extends: true as const, test: { name: "system", include: ["test/system/**/*.test.ts"] } },
       { extends: true as const, test: { name: "layout", include: ["test/*.test.ts"] } },
-      // Phase 2: tests that stop and restart the shared PostgreSQL and RabbitMQ. vitest runs
+      // Phase 2: tests that stop and restart PostgreSQL and RabbitMQ: servers this project owns
+      // (global-setup.ts starts a throwaway cluster and node for it), never the shared ones. vitest runs
       // the groups one after another (lowest groupOrder first, each waiting for the one before
       // to finish), so these start only when every other file is done, and one file at a time.
       // `vitest run --project disruptive` runs only these; `--project '!disruptive'` all but these.

@@ -6,7 +6,8 @@ import { setBrokerMaxMessageSize, startSystem, useTestPlace, waitFor } from "@rt
  * The broker's max_message_size is lower than rtb was told (RTB_BROKER_MAX_MESSAGE_BYTES): the
  * broker closes the channel on each larger message. The units concerned still end, as
  * permanent errors naming the cause; the others succeed; nothing stays in flight and nothing
- * is published again forever. Disruptive: it lowers the shared broker's limit meanwhile.
+ * is published again forever. Disruptive: it lowers the broker's limit meanwhile (the
+ * project's own node: server-control.ts).
  */
 const BROKER_MAX = 65_536;
 const env = {

@@ -3,8 +3,8 @@ import { openTestDb, outage, outagesSettled, startBusyRun, useTestPlace, waitFor
 import type { DbHandle } from "@rtb/db";
 
 /**
- * RabbitMQ goes away for a few seconds in the middle of a run (the real server, stopped and
- * started again: server-control.ts) and the system finishes the run as if nothing happened:
+ * RabbitMQ goes away for a few seconds in the middle of a run (a real server, the project's own,
+ * stopped and started again: server-control.ts) and the system finishes the run as if nothing happened:
  * every unit terminal, every rule kept, the outbox never over its maximum.
  * The test queues are classic, durable, with persistent messages: they survive the restart.
  */

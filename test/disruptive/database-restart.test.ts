@@ -3,8 +3,8 @@ import { openTestDb, outage, outagesSettled, startBusyRun, useTestPlace, waitFor
 import type { DbHandle } from "@rtb/db";
 
 /**
- * PostgreSQL goes away for a few seconds in the middle of a run (the real server, stopped and
- * started again: server-control.ts). The api says so on /readyz, keeps status reports unacked
+ * PostgreSQL goes away for a few seconds in the middle of a run (a real server, the project's own,
+ * stopped and started again: server-control.ts). The api says so on /readyz, keeps status reports unacked
  * in the broker meanwhile, does not crash (it runs in this test's process: an unhandled
  * 'error' would fail the run), and the run completes with every rule kept.
  */

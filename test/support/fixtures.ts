@@ -1,8 +1,9 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
-import { afterAll, afterEach, beforeAll, beforeEach, inject } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbHandle } from "@rtb/db";
+import { testServers } from "./servers.ts";
 import { assertTopology, brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
 
 /**
@@ -10,7 +11,7 @@ import { assertTopology, brokerConfig, createLogger, createTopology, deleteTopol
  * names under a prefix of its own (RTB_BROKER_PREFIX), so files run in parallel and runs on
  * one server never see each other's data.
  */
-const servers = () => inject("rtbServers");
+const servers = testServers;
 
 export const testLogger = (service = "test"): Logger =>
   createLogger({ service, level: (process.env.RTB_TEST_LOG_LEVEL as "silent" | undefined) ?? "silent", format: "json" });

@@ -1,5 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { createConnection, createServer } from "node:net";
+import { inject } from "vitest";
+import type { OwnedPostgres, OwnedRabbit } from "./owned-servers.ts";
 
 /**
  * Where the tests find PostgreSQL and RabbitMQ, in this order:
@@ -8,17 +10,29 @@ import { createConnection, createServer } from "node:net";
  * 2. localhost on the default ports;
  * 3. containers started with testcontainers, where a Docker engine answers.
  * With none of these, the run stops with a message saying what to start.
+ * The tests that stop a server (test/disruptive) never use these: their project runs on
+ * servers of its own (owned-servers.ts, started by global-setup.ts).
  * `origin` says which, for the tests that restart a server (server-control.ts).
  */
 export interface Servers {
   db: { host: string; port: number; user: string; password: string };
   broker: { host: string; port: number; user: string; password: string; vhost: string };
-  origin: { db: ServerOrigin; broker: ServerOrigin };
+  origin: { db: ServerOrigin | OwnedPostgres; broker: ServerOrigin | OwnedRabbit };
   stop(): Promise<void>;
 }
 
-/** Where a server came from: an RTB_TEST_* variable, this machine's default port, or a container started for the run. */
+/** Where a shared server came from: an RTB_TEST_* variable, this machine's default port, or a container started for the run. */
 export type ServerOrigin = { kind: "env"; variable: string } | { kind: "localhost" } | { kind: "container"; containerId: string };
+
+/**
+ * The run's servers, in a test file. Throws when this project's servers could not be
+ * started (the disruptive project, without PostgreSQL's or RabbitMQ's tools), with the reason.
+ */
+export function testServers() {
+  const s = inject("rtbServers");
+  if (s.unavailable) throw new Error(s.unavailable);
+  return s;
+}
 
 function splitHost(value: string, defaultPort: number) {
   const [host, port] = value.split(":");
