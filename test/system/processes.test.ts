@@ -131,6 +131,23 @@ describe("service start-up", () => {
     expect(p.output()).toContain('RTB_AGENT_ERROR_RATE="1.5": expected a number between 0 and 1');
   });
 
+  it("never prints a secret it rejects: a short RTB_API_TOKEN is named with its length only", async () => {
+    const token = "short-secret-x";
+    const p = run("services/api/src/main.ts", { ...place.env, RTB_API_TOKEN: token });
+    expect(await p.exited).toBe(2);
+    expect(p.output()).toContain(`RTB_API_TOKEN=<${token.length} characters, hidden>: expected a token of at least 16 characters`);
+    expect(p.output()).not.toContain(token);
+  });
+
+  it("never logs a broker password the broker refuses", async () => {
+    const password = "wrong-password-6f1e";
+    const p = run("services/leader/src/main.ts", { ...place.env, RTB_BROKER_PASSWORD: password, RTB_CONNECT_TIMEOUT_MS: "1500", RTB_LOG_LEVEL: "debug" });
+    expect(await p.exited).toBe(1);
+    expect(p.output()).toMatch(/cannot reach the broker; retrying with backoff/);
+    expect(p.output()).not.toContain(password);
+    expect(p.output()).not.toContain(encodeURIComponent(password));
+  });
+
   it("retries an unreachable database with backoff, then exits non-zero naming the host and the variable", async () => {
     const p = run("services/api/src/main.ts", { ...place.env, RTB_DB_HOST: "127.0.0.1:1", RTB_CONNECT_TIMEOUT_MS: "1500" });
     expect(await p.exited).toBe(1);

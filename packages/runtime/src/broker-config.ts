@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { Logger } from "pino";
-import { hostPort, int, oneOf, text } from "./config.ts";
+import { hostPort, int, oneOf, secret, text } from "./config.ts";
 import { connectBroker, type Broker } from "./broker.ts";
 import { createTopology, type Topology } from "./topology.ts";
 
@@ -8,7 +8,7 @@ import { createTopology, type Topology } from "./topology.ts";
 export const brokerConfig = {
   RTB_BROKER_HOST: hostPort("localhost:5672", 5672),
   RTB_BROKER_USER: text("guest"),
-  RTB_BROKER_PASSWORD: text("guest"),
+  RTB_BROKER_PASSWORD: secret(text("guest")),
   RTB_BROKER_VHOST: text("/"),
   // Queue names are at most 255 bytes: `jobs.<prefix><kind>` with a kind of up to 100 fits.
   RTB_BROKER_BOX: z.string().max(100).regex(/^[A-Za-z0-9_.:-]+$/, "expected a queue name (letters, digits, '-', '_', '.', ':')").default("outbox"),

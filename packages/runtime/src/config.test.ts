@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { ConfigError, bool, hostPort, int, loadConfig, kindList, oneOf, ratio } from "./config.ts";
+import { ConfigError, bool, hostPort, int, loadConfig, kindList, oneOf, ratio, secret } from "./config.ts";
 import { brokerConfig, brokerUrl } from "./broker-config.ts";
 import { MAX_AGENT_KINDS } from "@rtb/protocol";
 
@@ -66,6 +66,30 @@ describe("loadConfig", () => {
 
   it("rejects values below the minimum", () => {
     expect(problem({ RTB_BROADCAST_MAX_QUEUE: "0" }).problems[0]?.expected).toBe("expected an integer >= 1");
+  });
+
+  it("never shows a secret's value: a marked setting, or one named like a credential, shows its length only", () => {
+    const secrets = z.object({
+      RTB_KEYPHRASE: secret(z.string().min(16, { message: "expected at least 16 characters" })),
+      RTB_DB_PASSWORD: z.string().max(3, { message: "expected at most 3 characters" }),
+      RTB_BROKER_PASSWORD: z.coerce.number({ message: "expected a number" }),
+    });
+    let err: ConfigError | undefined;
+    try {
+      loadConfig(secrets, { RTB_KEYPHRASE: "short-secret", RTB_DB_PASSWORD: "hunter2", RTB_BROKER_PASSWORD: "s3cr3t" });
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    for (const value of ["short-secret", "hunter2", "s3cr3t"]) {
+      expect(err!.message).not.toContain(value);
+      expect(JSON.stringify(err!.problems)).not.toContain(value);
+    }
+    expect(err!.message).toContain("RTB_KEYPHRASE=<12 characters, hidden>: expected at least 16 characters");
+    expect(err!.message).toContain("RTB_DB_PASSWORD=<7 characters, hidden>");
+    expect(err!.problems).toContainEqual({ variable: "RTB_BROKER_PASSWORD", value: "<6 characters, hidden>", expected: "expected a number" });
+    // Constructed by hand (a service's own check), a credential's name is enough.
+    expect(new ConfigError([{ variable: "RTB_API_TOKEN", value: "abc", expected: "x" }]).message).toContain("RTB_API_TOKEN=<3 characters, hidden>");
   });
 
   it("builds an AMQP URL with escaped credentials and vhost", () => {

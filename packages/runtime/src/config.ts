@@ -4,21 +4,46 @@ import { KIND_PATTERN, KIND_RULE, MAX_AGENT_KINDS } from "@rtb/protocol";
 /**
  * Config parsing shared by every service. Each service declares one zod object schema whose
  * keys are the RTB_* variable names; `loadConfig` validates the whole environment at once
- * and throws a ConfigError that names every bad variable, its value and what was expected.
+ * and throws a ConfigError that names every bad variable, its value and what was expected,
+ * except the value of a secret (`secret()`, or a name ending in PASSWORD, TOKEN, SECRET or
+ * _KEY): only its length is shown (`RTB_API_TOKEN=<5 characters, hidden>`), so a message on
+ * stderr, in a log or a CI transcript never holds a credential.
  */
+export interface ConfigProblem {
+  variable: string;
+  /** The value as given; for a secret, `<n characters, hidden>` instead. */
+  value: string | undefined;
+  expected: string;
+}
+
 export class ConfigError extends Error {
   override name = "ConfigError";
-  readonly problems: { variable: string; value: string | undefined; expected: string }[];
-  constructor(problems: { variable: string; value: string | undefined; expected: string }[]) {
+  readonly problems: ConfigProblem[];
+  constructor(problems: (ConfigProblem & { secret?: boolean })[]) {
+    const shown = problems.map(({ secret, ...p }) =>
+      p.value !== undefined && (secret || isSecretName(p.variable)) ? { ...p, value: hiddenValue(p.value), hidden: true } : { ...p, hidden: false },
+    );
     super(
       "invalid configuration:\n" +
-        problems
-          .map((p) => `  ${p.variable}=${p.value === undefined ? "(unset)" : JSON.stringify(p.value)}: ${p.expected}`)
-          .join("\n"),
+        shown.map((p) => `  ${p.variable}=${p.value === undefined ? "(unset)" : p.hidden ? p.value : JSON.stringify(p.value)}: ${p.expected}`).join("\n"),
     );
-    this.problems = problems;
+    this.problems = shown.map(({ hidden: _, ...p }) => p);
   }
 }
+
+const secrets = new WeakSet<z.ZodType>();
+
+/** Mark a setting as a secret: its value never appears in a ConfigError (nor, so, in a log). */
+export function secret<T extends z.ZodType>(schema: T): T {
+  secrets.add(schema);
+  return schema;
+}
+
+/** Names that are secrets whether marked or not: a new credential setting is hidden by default. */
+export const isSecretName = (variable: string) => /(PASSWORD|TOKEN|SECRET|_KEY)$/.test(variable);
+
+/** How a secret's value is shown: its length, never its characters. */
+export const hiddenValue = (value: string) => `<${[...value].length} characters, hidden>`;
 
 export type Env = Record<string, string | undefined>;
 
@@ -33,7 +58,8 @@ export function loadConfig<S extends z.ZodObject>(schema: S, env: Env): z.infer<
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {
     const variable = String(issue.path[0] ?? "(environment)");
-    return { variable, value: env[variable], expected: issue.message };
+    const field = (schema.shape as Record<string, z.ZodType | undefined>)[variable];
+    return { variable, value: env[variable], expected: issue.message, secret: field !== undefined && secrets.has(field) };
   });
   throw new ConfigError(problems);
 }

@@ -1,6 +1,6 @@
 import { validate as validCron } from "node-cron";
 import { z } from "zod";
-import { bool, brokerConfig, hostPort, int, loadConfig, logConfig, type Env } from "@rtb/runtime";
+import { bool, brokerConfig, hostPort, int, loadConfig, logConfig, secret, type Env } from "@rtb/runtime";
 import { dbConfig } from "@rtb/db";
 
 export const apiConfigSchema = z.object({
@@ -9,7 +9,7 @@ export const apiConfigSchema = z.object({
   ...logConfig,
   RTB_API_HOST: hostPort("0.0.0.0:8080", 8080, { anyPort: true }),
   RTB_API_ID: z.string().min(1).max(200).optional(),
-  RTB_API_TOKEN: z.string().min(16, { message: "expected a token of at least 16 characters (e.g. openssl rand -hex 32)" }).max(1_000).optional(),
+  RTB_API_TOKEN: secret(z.string().min(16, { message: "expected a token of at least 16 characters (e.g. openssl rand -hex 32)" }).max(1_000, { message: "expected a token of at most 1000 characters" }).optional()),
   RTB_API_TOKEN_READS: bool(false),
   RTB_API_MAX_BATCH: int(10_000, { min: 1, max: 100_000 }),
   RTB_API_MAX_BODY_BYTES: int(16 * 1024 * 1024, { min: 1024, max: 1024 * 1024 * 1024 }),
