@@ -8,12 +8,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
-import { ConfigError, int, loadConfig, metricsConfig, onParentExit, type HostPort } from "@rtb/runtime";
+import { ConfigError, int, loadConfig, metricsConfig, onParentExit, type ListenAt } from "@rtb/runtime";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 
 let agents: number;
-let metricsAt: HostPort | undefined;
+let metricsAt: ListenAt | undefined;
 try {
   ({ RTB_AGENTS: agents, RTB_METRICS_PORT: metricsAt } = loadConfig(
     z.object({ RTB_AGENTS: int(2, { min: 0, max: 64 }), ...metricsConfig }),
@@ -38,10 +38,15 @@ interface Service {
 /**
  * RTB_METRICS_PORT for the n-th process that serves metrics (0 the leader, 1.. the agents):
  * one fixed port would let only the first of them listen, so each takes the next port up
- * (9464, 9465, ...). Port 0 (any free port) and unset pass through as they are.
+ * (9464, 9465, ...), on the host given, or (a bare port) on the one the service picks
+ * (metricsAddress: RTB_API_HOST's host, else 127.0.0.1). Port 0 (any free port) and unset pass
+ * through as they are.
  */
-const metricsPort = (n: number): Record<string, string> =>
-  metricsAt && metricsAt.port !== 0 ? { RTB_METRICS_PORT: `${metricsAt.host.includes(":") ? `[${metricsAt.host}]` : metricsAt.host}:${metricsAt.port + n}` } : {};
+const metricsPort = (n: number): Record<string, string> => {
+  if (!metricsAt || metricsAt.port === 0) return {};
+  const host = metricsAt.host === undefined ? "" : metricsAt.host.includes(":") ? `[${metricsAt.host}]:` : `${metricsAt.host}:`;
+  return { RTB_METRICS_PORT: `${host}${metricsAt.port + n}` };
+};
 
 const services: Service[] = [
   { name: "api", entry: "services/api/src/main.ts", env: {}, restarts: 0, startedAt: 0 },

@@ -33,6 +33,16 @@ describe.each([
     await expect(fetch(line.url, { signal: AbortSignal.timeout(5_000) })).rejects.toThrow();
   });
 
+  it("with a bare port listens on 127.0.0.1 only, or on RTB_API_HOST's host when that is set, and logs that address", async () => {
+    const alone = run(entry, { ...place.env, RTB_LOG_LEVEL: "info", RTB_METRICS_PORT: "0", RTB_API_HOST: "" });
+    const a = await waitFor("the `metrics listening` line", () => logLines(alone.output()).find((l) => l.msg === "metrics listening"), 30_000, 100);
+    expect(a).toMatchObject({ address: expect.stringMatching(/^127\.0\.0\.1:\d+$/), everyInterface: false });
+    const shared = run(entry, { ...place.env, RTB_LOG_LEVEL: "info", RTB_METRICS_PORT: "0", RTB_API_HOST: "0.0.0.0:8080" });
+    const b = await waitFor("the `metrics listening` line", () => logLines(shared.output()).find((l) => l.msg === "metrics listening"), 30_000, 100);
+    expect(b).toMatchObject({ address: expect.stringMatching(/^0\.0\.0\.0:\d+$/), everyInterface: true });
+    expect((await fetch(b.url, { signal: AbortSignal.timeout(10_000) })).status).toBe(200);
+  });
+
   // Every bad form is covered by packages/runtime/src/metrics.test.ts; here, that the entry point refuses one.
   it("refuses a bad RTB_METRICS_PORT at start, naming the variable (exit 2)", async () => {
     const value = "nope";

@@ -77,26 +77,45 @@ export function hostPort(defaultValue: string, defaultPort: number, { anyPort = 
   return z
     .string()
     .default(defaultValue)
-    .transform((value, ctx): HostPort => {
-      const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(value.trim());
-      const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
-      if (!match?.[1] || !Number.isInteger(port) || port < (anyPort ? 0 : 1) || port > 65535) {
-        ctx.addIssue({ code: "custom", message: `expected host:port (for example localhost:${defaultPort}${anyPort ? "; port 0 for any free port" : ""})` });
-        return z.NEVER;
-      }
-      return { host: match[1].replace(/^\[|\]$/g, ""), port };
-    });
+    .transform((value, ctx): HostPort => parseHostPort(value, defaultPort, anyPort) ?? hostPortIssue(ctx, defaultPort, anyPort));
+}
+
+/** Like `hostPort`, without a default: unset stays undefined. */
+export function optionalHostPortOf(defaultPort: number, { anyPort = false } = {}) {
+  return z
+    .string()
+    .optional()
+    .transform((value, ctx): HostPort | undefined => (value === undefined ? undefined : (parseHostPort(value, defaultPort, anyPort) ?? hostPortIssue(ctx, defaultPort, anyPort))));
+}
+
+function parseHostPort(value: string, defaultPort: number, anyPort: boolean): HostPort | null {
+  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(value.trim());
+  const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
+  if (!match?.[1] || !Number.isInteger(port) || port < (anyPort ? 0 : 1) || port > 65535) return null;
+  return { host: match[1].replace(/^\[|\]$/g, ""), port };
+}
+
+function hostPortIssue(ctx: z.RefinementCtx, defaultPort: number, anyPort: boolean): never {
+  ctx.addIssue({ code: "custom", message: `expected host:port (for example localhost:${defaultPort}${anyPort ? "; port 0 for any free port" : ""})` });
+  return z.NEVER;
+}
+
+/** A listening address whose host may be left to a default decided later (`host` undefined). */
+export interface ListenAt {
+  host: string | undefined;
+  port: number;
 }
 
 /**
  * An optional listening address: unset means "do not listen". `host:port`, `[v6]:port`, or a
- * bare port (on `defaultHost`). With `anyPort`, port 0 takes any free port.
+ * bare port, whose host is then undefined (the user of the setting decides). With `anyPort`,
+ * port 0 takes any free port.
  */
-export function optionalHostPort(defaultHost: string, { anyPort = false } = {}) {
+export function optionalHostPort({ anyPort = false } = {}) {
   return z
     .string()
     .optional()
-    .transform((value, ctx): HostPort | undefined => {
+    .transform((value, ctx): ListenAt | undefined => {
       if (value === undefined) return undefined;
       const match = /^(?:(\[[^\]]+\]|[^:]+):)?(\d+)$/.exec(value.trim());
       const port = Number(match?.[2]);
@@ -104,7 +123,7 @@ export function optionalHostPort(defaultHost: string, { anyPort = false } = {}) 
         ctx.addIssue({ code: "custom", message: `expected a port or host:port (for example 9464 or 127.0.0.1:9464${anyPort ? "; port 0 for any free port" : ""})` });
         return z.NEVER;
       }
-      return { host: match[1]?.replace(/^\[|\]$/g, "") ?? defaultHost, port };
+      return { host: match[1]?.replace(/^\[|\]$/g, ""), port };
     });
 }
 

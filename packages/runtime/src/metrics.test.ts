@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
-import { counterFrom, createServiceMetrics, labelledCounterFrom, metricsConfig, startMetricsServer, type MetricsServer } from "./metrics.ts";
+import { counterFrom, createServiceMetrics, labelledCounterFrom, metricsAddress, metricsConfig, startMetricsServer, type MetricsServer } from "./metrics.ts";
 import { metricValue, parsePrometheusText } from "./prometheus-text.ts";
 
 const silent = createLogger({ service: "test", level: "silent", format: "json" });
@@ -15,12 +15,21 @@ describe("RTB_METRICS_PORT", () => {
   });
 
   it.each([
-    ["9464", { host: "0.0.0.0", port: 9464 }],
+    ["9464", { host: undefined, port: 9464 }],
     ["127.0.0.1:0", { host: "127.0.0.1", port: 0 }],
     ["[::1]:9464", { host: "::1", port: 9464 }],
     ["metrics.local:9100", { host: "metrics.local", port: 9100 }],
   ])("accepts %s", (value, expected) => {
     expect(loadConfig(schema, { RTB_METRICS_PORT: value }).RTB_METRICS_PORT).toEqual(expected);
+  });
+
+  it("listens where it says; a bare port on RTB_API_HOST's host, else on 127.0.0.1 (never every interface unasked)", () => {
+    const at = (env: Record<string, string>) => metricsAddress(loadConfig(schema, env));
+    expect(at({})).toBeUndefined();
+    expect(at({ RTB_METRICS_PORT: "9464" })).toEqual({ host: "127.0.0.1", port: 9464 });
+    expect(at({ RTB_METRICS_PORT: "9464", RTB_API_HOST: "10.1.2.3:8080" })).toEqual({ host: "10.1.2.3", port: 9464 });
+    expect(at({ RTB_METRICS_PORT: "9464", RTB_API_HOST: "0.0.0.0" })).toEqual({ host: "0.0.0.0", port: 9464 });
+    expect(at({ RTB_METRICS_PORT: "[::1]:9464", RTB_API_HOST: "0.0.0.0:8080" })).toEqual({ host: "::1", port: 9464 });
   });
 
   it.each(["nope", "localhost", "65536", "-1", "127.0.0.1:", "1.5"])("refuses %s, naming the variable", (value) => {
@@ -79,7 +88,7 @@ describe("the metrics listener", () => {
     server = await startMetricsServer(m.registry, { host: "127.0.0.1", port: 0 }, logger);
     expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
     expect(server.url).not.toContain(":0/");
-    expect(lines).toContainEqual(expect.objectContaining({ msg: "metrics listening", url: server.url }));
+    expect(lines).toContainEqual(expect.objectContaining({ msg: "metrics listening", url: server.url, address: new URL(server.url).host, everyInterface: false }));
 
     const res = await fetch(server.url);
     expect(res.status).toBe(200);
@@ -89,6 +98,16 @@ describe("the metrics listener", () => {
 
     for (const path of ["/", "/metrics/x", "/other"]) expect((await fetch(server.url.replace("/metrics", path))).status).toBe(404);
     expect((await fetch(server.url, { method: "POST" })).status).toBe(404);
+  });
+
+  it("logs the address it is really bound to: every interface is said so, not shown as localhost", async () => {
+    const m = createServiceMetrics("agent", { processMetrics: false });
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({ service: "agent", level: "info", format: "json", destination: { write: (l: string) => void lines.push(JSON.parse(l)) } });
+    server = await startMetricsServer(m.registry, { host: "0.0.0.0", port: 0 }, logger);
+    expect(server.url).toMatch(/^http:\/\/0\.0\.0\.0:\d+\/metrics$/);
+    expect(lines).toContainEqual(expect.objectContaining({ msg: "metrics listening", address: new URL(server.url).host, everyInterface: true }));
+    expect(JSON.stringify(lines)).not.toContain("localhost");
   });
 
   it("refuses a port that is taken, naming RTB_METRICS_PORT", async () => {

@@ -1,10 +1,11 @@
 import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { Broker } from "./broker.ts";
 import { connectBrokerFromConfig, type BrokerSettings } from "./broker-config.ts";
-import { optionalHostPort, type HostPort } from "./config.ts";
+import { optionalHostPort, optionalHostPortOf, type HostPort, type ListenAt } from "./config.ts";
 import type { ServiceParts } from "./service-parts.ts";
 import { within } from "./shutdown.ts";
 
@@ -12,12 +13,26 @@ export { Counter, Gauge, Histogram, Registry };
 
 /**
  * RTB_METRICS_PORT: where a leader or an agent serves GET /metrics (`host:port`, or a bare
- * port on every interface; port 0 takes any free port). Unset: no listener. The api serves
- * /metrics on its own HTTP port instead.
+ * port; port 0 takes any free port). Unset: no listener. A bare port listens on the host of
+ * RTB_API_HOST when that is in this process's environment too (a shared .env, `npm start`),
+ * else on 127.0.0.1 only: to listen on every interface, say so (`0.0.0.0:9464`). The api
+ * serves /metrics on its own HTTP port instead.
  */
 export const metricsConfig = {
-  RTB_METRICS_PORT: optionalHostPort("0.0.0.0", { anyPort: true }),
+  RTB_METRICS_PORT: optionalHostPort({ anyPort: true }),
+  // The api's setting, read here only for the host a bare RTB_METRICS_PORT listens on.
+  RTB_API_HOST: optionalHostPortOf(8080, { anyPort: true }),
 } satisfies z.ZodRawShape;
+
+/** The loopback address a bare RTB_METRICS_PORT listens on without an RTB_API_HOST. */
+export const METRICS_DEFAULT_HOST = "127.0.0.1";
+
+/** Where the metrics listener of these settings listens; undefined: none. */
+export function metricsAddress(c: { RTB_METRICS_PORT?: ListenAt | undefined; RTB_API_HOST?: HostPort | undefined }): HostPort | undefined {
+  const at = c.RTB_METRICS_PORT;
+  if (!at) return undefined;
+  return { host: at.host ?? c.RTB_API_HOST?.host ?? METRICS_DEFAULT_HOST, port: at.port };
+}
 
 export type ServiceName = "api" | "leader" | "agent";
 
@@ -128,7 +143,9 @@ export interface MetricsServer {
 /**
  * The leader's and agents' metrics endpoint: a bare node:http listener that answers
  * GET /metrics in the Prometheus text format and 404 to anything else. Logs
- * `metrics listening` with the URL (the port that was chosen when asked for port 0).
+ * `metrics listening` with the address it is bound to, as the socket reports it (the port
+ * chosen when asked for port 0; `0.0.0.0` or `::` when it listens on every interface), and
+ * the URL on that address.
  */
 export async function startMetricsServer(registry: Registry, at: HostPort, logger: Logger): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
@@ -154,10 +171,11 @@ export async function startMetricsServer(registry: Registry, at: HostPort, logge
     server.once("error", (err: Error) => reject(new Error(`cannot listen on ${at.host}:${at.port} (RTB_METRICS_PORT): ${err.message}`, { cause: err })));
     server.listen(at.port, at.host, () => resolve());
   });
-  const port = (server.address() as { port: number }).port;
-  const host = at.host === "0.0.0.0" || at.host === "::" ? "localhost" : at.host.includes(":") ? `[${at.host}]` : at.host;
-  const url = `http://${host}:${port}/metrics`;
-  logger.info({ url }, "metrics listening");
+  const bound = server.address() as AddressInfo;
+  const host = bound.family === "IPv6" || bound.address.includes(":") ? `[${bound.address}]` : bound.address;
+  const url = `http://${host}:${bound.port}/metrics`;
+  const everyInterface = bound.address === "0.0.0.0" || bound.address === "::";
+  logger.info({ url, address: `${host}:${bound.port}`, everyInterface }, "metrics listening");
   return {
     url,
     stop: () =>
@@ -169,18 +187,20 @@ export async function startMetricsServer(registry: Registry, at: HostPort, logge
 }
 
 /**
- * A leader's or agent's start: serve its metrics first (when RTB_METRICS_PORT is set), so a
+ * A leader's or agent's start: serve its metrics first (when RTB_METRICS_PORT is set: at
+ * `metricsAddress`), so a
  * port that is taken stops it before it takes any work; then connect to the broker and count
  * its reconnects. Both are added to the service's parts, so a broker that cannot be reached
  * closes the listener again.
  */
 export async function serveMetricsAndConnect(
-  config: BrokerSettings & { RTB_METRICS_PORT?: HostPort | undefined },
+  config: BrokerSettings & { RTB_METRICS_PORT?: ListenAt | undefined; RTB_API_HOST?: HostPort | undefined },
   metrics: ServiceMetrics,
   logger: Logger,
   parts: ServiceParts,
 ): Promise<{ broker: Broker; metricsServer: MetricsServer | undefined }> {
-  const metricsServer = config.RTB_METRICS_PORT ? await startMetricsServer(metrics.registry, config.RTB_METRICS_PORT, logger) : undefined;
+  const at = metricsAddress(config);
+  const metricsServer = at ? await startMetricsServer(metrics.registry, at, logger) : undefined;
   // Stopped last, so the final counts can still be scraped while the rest stops.
   if (metricsServer) parts.add("metrics server", (left) => within(metricsServer.stop(), left()));
   const broker = await connectBrokerFromConfig(config, logger);

@@ -1,4 +1,4 @@
-import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type Logger } from "@rtb/runtime";
+import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type ListenAt, type Logger } from "@rtb/runtime";
 import { MAX_AGENT_KINDS } from "@rtb/protocol";
 import type { Handler } from "./handler.ts";
 import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
@@ -13,8 +13,9 @@ export interface AgentSettings extends BrokerSettings {
   RTB_SHUTDOWN_TIMEOUT_MS: number;
   /** Default 5000. */
   RTB_HEARTBEAT_MS?: number;
-  /** Serve GET /metrics here; unset: no listener. */
-  RTB_METRICS_PORT?: HostPort | undefined;
+  /** Serve GET /metrics here (metricsAddress); unset: no listener. */
+  RTB_METRICS_PORT?: ListenAt | undefined;
+  RTB_API_HOST?: HostPort | undefined;
 }
 
 export interface AgentService {
