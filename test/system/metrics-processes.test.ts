@@ -20,6 +20,10 @@ describe.each([
     expect(line.service).toBe(service);
     await waitFor("the service to be ready", () => new RegExp(`"msg":"${service} ready`).test(p.output()), 30_000, 100);
 
+    // Its readiness for health checks (compose), on the same listener.
+    const ready = await fetch(line.url.replace(/\/metrics$/, "/readyz"), { signal: AbortSignal.timeout(10_000) });
+    expect([ready.status, await ready.json()]).toEqual([200, { ready: true }]);
+
     const res = await fetch(line.url, { signal: AbortSignal.timeout(10_000) });
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);

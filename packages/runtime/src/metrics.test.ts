@@ -110,6 +110,21 @@ describe("the metrics listener", () => {
     expect(JSON.stringify(lines)).not.toContain("localhost");
   });
 
+  it("answers GET /readyz from the service's readiness when given one (503 until ready), and 404 without", async () => {
+    const m = createServiceMetrics("leader", { processMetrics: false });
+    let ready = false;
+    server = await startMetricsServer(m.registry, { host: "127.0.0.1", port: 0 }, silent, () => ready);
+    const readyz = server.url.replace(/\/metrics$/, "/readyz");
+    let res = await fetch(readyz);
+    expect([res.status, await res.json()]).toEqual([503, { ready: false }]);
+    ready = true;
+    res = await fetch(readyz);
+    expect([res.status, await res.json()]).toEqual([200, { ready: true }]);
+    const plain = await startMetricsServer(m.registry, { host: "127.0.0.1", port: 0 }, silent);
+    expect((await fetch(plain.url.replace(/\/metrics$/, "/readyz"))).status).toBe(404);
+    await plain.stop();
+  });
+
   it("refuses a port that is taken, naming RTB_METRICS_PORT", async () => {
     const m = createServiceMetrics("agent", { processMetrics: false });
     server = await startMetricsServer(m.registry, { host: "127.0.0.1", port: 0 }, silent);

@@ -147,11 +147,19 @@ export interface MetricsServer {
  * chosen when asked for port 0; `0.0.0.0` or `::` when it listens on every interface), and
  * the URL on that address.
  */
-export async function startMetricsServer(registry: Registry, at: HostPort, logger: Logger): Promise<MetricsServer> {
+export async function startMetricsServer(registry: Registry, at: HostPort, logger: Logger, ready?: () => boolean): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    if (path !== "/metrics" || (req.method !== "GET" && req.method !== "HEAD")) {
-      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end("not found: GET /metrics\n");
+    const read = req.method === "GET" || req.method === "HEAD";
+    if (ready && path === "/readyz" && read) {
+      // For health checks (compose): 200 once the service has started and while its broker
+      // connection is up, 503 before, during an outage and while it stops.
+      const ok = ready();
+      res.writeHead(ok ? 200 : 503, { "content-type": "application/json" }).end(req.method === "HEAD" ? undefined : JSON.stringify({ ready: ok }));
+      return;
+    }
+    if (path !== "/metrics" || !read) {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" }).end(`not found: GET /metrics${ready ? " or /readyz" : ""}\n`);
       return;
     }
     registry.metrics().then(
@@ -187,8 +195,8 @@ export async function startMetricsServer(registry: Registry, at: HostPort, logge
 }
 
 /**
- * A leader's or agent's start: serve its metrics first (when RTB_METRICS_PORT is set: at
- * `metricsAddress`), so a
+ * A leader's or agent's start: serve its metrics (and GET /readyz) first (when
+ * RTB_METRICS_PORT is set: at `metricsAddress`), so a
  * port that is taken stops it before it takes any work; then connect to the broker and count
  * its reconnects. Both are added to the service's parts, so a broker that cannot be reached
  * closes the listener again.
@@ -198,13 +206,24 @@ export async function serveMetricsAndConnect(
   metrics: ServiceMetrics,
   logger: Logger,
   parts: ServiceParts,
-): Promise<{ broker: Broker; metricsServer: MetricsServer | undefined }> {
+): Promise<{ broker: Broker; metricsServer: MetricsServer | undefined; ready(): void }> {
   const at = metricsAddress(config);
-  const metricsServer = at ? await startMetricsServer(metrics.registry, at, logger) : undefined;
+  let started = false;
+  let broker: Broker | undefined;
+  const metricsServer = at ? await startMetricsServer(metrics.registry, at, logger, () => started && broker?.connected === true) : undefined;
   // Stopped last, so the final counts can still be scraped while the rest stops.
   if (metricsServer) parts.add("metrics server", (left) => within(metricsServer.stop(), left()));
-  const broker = await connectBrokerFromConfig(config, logger);
-  parts.add("broker", (left) => within(broker.close(), left()));
+  broker = await connectBrokerFromConfig(config, logger);
+  const connected = broker;
+  parts.add("broker", (left) => within(connected.close(), left()));
   countReconnects(metrics, broker);
-  return { broker, metricsServer };
+  return {
+    broker,
+    metricsServer,
+    /** Call when the service has started: GET /readyz then follows the broker connection. Not ready once it stops. */
+    ready() {
+      started = true;
+      parts.add("readiness", () => void (started = false));
+    },
+  };
 }

@@ -40,7 +40,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
   const metrics = createAgentMetrics(stats, [...handlers.keys()]);
   // Stopped in reverse: jobs in hand finish (or are handed back), then confirms, the connection, the metrics listener.
   const agent = await startService(log, config.RTB_SHUTDOWN_TIMEOUT_MS, async (parts) => {
-    const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log, parts);
+    const { broker, metricsServer, ready } = await serveMetricsAndConnect(config, metrics, log, parts);
     const publisher = await createPublisher(broker, "agent", log, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
     parts.add("publisher", (left) => within(publisher.drain(), left(500)));
     const heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
@@ -60,6 +60,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
     parts.add("worker", (left) => worker.stop(left(1_000)));
     // Its queues exist and are consumed: units of these kinds waiting for an agent may come.
     heartbeat.announceKinds([...handlers.keys()]);
+    ready();
     return { metricsUrl: metricsServer?.url ?? null };
   });
   log.info({ kinds: [...handlers.keys()], concurrency: config.RTB_AGENT_CONCURRENCY }, "agent ready");

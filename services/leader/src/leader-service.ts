@@ -22,7 +22,7 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
   const metrics = createLeaderMetrics(stats);
   // Stopped in reverse: messages in hand are routed and acked (or handed back), then confirms, the connection, the metrics listener.
   const leader = await startService(log, config.RTB_SHUTDOWN_TIMEOUT_MS, async (parts) => {
-    const { broker, metricsServer } = await serveMetricsAndConnect(config, metrics, log, parts);
+    const { broker, metricsServer, ready } = await serveMetricsAndConnect(config, metrics, log, parts);
     const tracker = startTracker(broker, log, config.RTB_TRACKER_REFRESH_MS);
     parts.add("tracker", () => tracker.stop());
     const publisher = await createPublisher(broker, "leader", log, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
@@ -31,6 +31,7 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
     parts.add("heartbeat", () => heartbeat.stop());
     const router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics });
     parts.add("router", (left) => router.stop(left(1_000)));
+    ready();
     log.info({ outbox: broker.topology.box }, "leader ready (active when it holds the outbox's single active consumer)");
     return { metricsUrl: metricsServer?.url ?? null };
   });
