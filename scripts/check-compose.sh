@@ -11,8 +11,11 @@
 # schema and check cross-references (depends_on targets, named volumes, build context).
 # Any warning (e.g. an unset ${VARIABLE} without a default) fails the check too.
 #
-# The check is hermetic: `.env` files are not read (an empty --env-file is passed), so the
-# result does not depend on a developer's local settings. Idempotent, needs no TTY.
+# The check is hermetic: `.env` files are not read (an --env-file of its own is passed), so the
+# result does not depend on a developer's local settings. That file sets only the settings
+# compose.yaml requires (the passwords, `${VAR:?...}`), to placeholders; a second run without
+# each of them must fail, naming it, so the file can never fall back to built-in credentials.
+# Idempotent, needs no TTY.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,14 +61,31 @@ say "validating $file with ${validator[*]} ${version}"
 export PYTHONWARNINGS=ignore
 export NO_COLOR=1
 
-# An empty env file instead of the project's `.env` (docker-compose 1.x refuses /dev/null).
+# Env files of our own instead of the project's `.env` (docker-compose 1.x refuses /dev/null).
+required=(RTB_DB_PASSWORD RTB_BROKER_PASSWORD)
 empty_env=$(mktemp)
-trap 'rm -f "$empty_env"' EXIT
+check_env=$(mktemp)
+trap 'rm -f "$empty_env" "$check_env"' EXIT
+for v in "${required[@]}"; do printf '%s=check-compose-placeholder\n' "$v" >>"$check_env"; done
 
-output=$(
+config_q() { # env-file
   cd "$(dirname "$file")" &&
-    "${validator[@]}" --env-file "$empty_env" -f "$(basename "$file")" config -q 2>&1 </dev/null
-) && status=0 || status=$?
+    "${validator[@]}" --env-file "$1" -f "$(basename "$file")" config -q 2>&1 </dev/null
+}
+
+# Each required setting alone left out: the file must be refused, naming it.
+if [[ $(basename "$file") == compose.yaml ]]; then
+  for v in "${required[@]}"; do
+    grep -v "^$v=" "$check_env" >"$empty_env" || true
+    if without=$(config_q "$empty_env"); then
+      die "$file is valid without $v: it must not fall back to a built-in credential"
+    fi
+    [[ $without == *"$v"* ]] || die "without $v, the validator's refusal does not name it: $without"
+  done
+  : >"$empty_env"
+fi
+
+output=$(config_q "$check_env") && status=0 || status=$?
 
 if [[ $status -ne 0 ]]; then
   printf '%s\n' "$output" >&2
