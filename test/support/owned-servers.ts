@@ -18,9 +18,9 @@ import pg from "pg";
  * (or RTB_TEST_PG_RUN_AS), its folder given to that user. RabbitMQ's own scripts are used
  * directly (Debian's /usr/sbin wrappers would switch to the rabbitmq user and its cookie).
  *
- * Where the tools are: RTB_TEST_PG_BINDIR, else `pg_config --bindir`, else the newest
- * /usr/lib/postgresql/<n>/bin, else initdb on PATH; RTB_TEST_RABBITMQ_SBIN, else
- * /usr/lib/rabbitmq/bin, else rabbitmq-server on PATH.
+ * Where the tools are: RTB_TEST_PG_BINDIR when set (only there), else `pg_config --bindir`,
+ * the newest /usr/lib/postgresql/<n>/bin, or initdb on PATH; RTB_TEST_RABBITMQ_SBIN when set
+ * (only there), else /usr/lib/rabbitmq/bin or rabbitmq-server on PATH.
  */
 
 /** A PostgreSQL cluster of the suite's own (paths and how to run its pg_ctl). */
@@ -96,19 +96,25 @@ function onPath(tool: string): string | undefined {
   }
 }
 
-/** Where initdb and pg_ctl are, or what is missing. */
-export function findPostgresBindir(env = process.env): string {
-  const candidates: (string | undefined)[] = [env.RTB_TEST_PG_BINDIR];
+/** Where PostgreSQL's server binaries may be on this machine, most likely first. */
+function postgresBindirs(): (string | undefined)[] {
+  const dirs: (string | undefined)[] = [];
   try {
-    candidates.push(execFileSync("pg_config", ["--bindir"], { stdio: ["ignore", "pipe", "ignore"] }).toString().trim());
+    dirs.push(execFileSync("pg_config", ["--bindir"], { stdio: ["ignore", "pipe", "ignore"] }).toString().trim());
   } catch {
     // no pg_config
   }
   if (existsSync("/usr/lib/postgresql")) {
     const versions = readdirSync("/usr/lib/postgresql").filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
-    candidates.push(...versions.map((v) => `/usr/lib/postgresql/${v}/bin`));
+    dirs.push(...versions.map((v) => `/usr/lib/postgresql/${v}/bin`));
   }
-  candidates.push(onPath("initdb"));
+  dirs.push(onPath("initdb"));
+  return dirs;
+}
+
+/** Where initdb and pg_ctl are (RTB_TEST_PG_BINDIR when set, and only there), or what is missing. */
+export function findPostgresBindir(env = process.env): string {
+  const candidates = env.RTB_TEST_PG_BINDIR ? [env.RTB_TEST_PG_BINDIR] : postgresBindirs();
   const found = candidates.find((d) => hasTools(d, ["initdb", "pg_ctl", "postgres"]));
   if (!found) {
     throw new Error(
@@ -121,7 +127,7 @@ export function findPostgresBindir(env = process.env): string {
 
 /** Where rabbitmq-server and rabbitmqctl are (RabbitMQ's own scripts), or what is missing. */
 export function findRabbitSbin(env = process.env): string {
-  const candidates = [env.RTB_TEST_RABBITMQ_SBIN, "/usr/lib/rabbitmq/bin", onPath("rabbitmq-server")];
+  const candidates = env.RTB_TEST_RABBITMQ_SBIN ? [env.RTB_TEST_RABBITMQ_SBIN] : ["/usr/lib/rabbitmq/bin", onPath("rabbitmq-server")];
   const found = candidates.find((d) => hasTools(d, ["rabbitmq-server", "rabbitmqctl"]));
   if (!found) {
     throw new Error(
@@ -280,17 +286,11 @@ async function startRabbit(root: string, id: string, port: number, distPort: num
   return r;
 }
 
-function stopRabbit(r: Pick<OwnedRabbit, "sbin" | "node" | "env">, pidFile: string): Promise<void> {
-  return rabbitCtl(r as OwnedRabbit, ["stop"], 60_000).then(
+/** Stop the node (`rabbitmqctl stop <pid file>` waits for its process to end); not answering, kill it. */
+function stopRabbit(r: OwnedRabbit, root: string): Promise<void> {
+  return rabbitCtl(r, ["stop", path.join(root, "rabbitmq", "rabbitmq.pid")], 60_000).then(
     () => {},
-    () => {
-      // Not answering: kill it by its pid.
-      try {
-        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGKILL");
-      } catch {
-        // gone already
-      }
-    },
+    () => stopRabbitIn(root),
   );
 }
 
@@ -311,7 +311,7 @@ export async function startOwnedServers(id: string): Promise<OwnedServers> {
   const started = await Promise.allSettled([startPostgres(root, pgPort!), startRabbit(root, id, amqpPort!, distPort!)]);
   const [pgResult, rabbitResult] = started;
   const stop = async () => {
-    if (rabbitResult.status === "fulfilled") await stopRabbit(rabbitResult.value, path.join(root, "rabbitmq", "rabbitmq.pid"));
+    if (rabbitResult.status === "fulfilled") await stopRabbit(rabbitResult.value, root);
     else await stopRabbitIn(root);
     if (pgResult.status === "fulfilled") await pgStop(pgResult.value, "immediate").catch(() => {});
     else await stopPostgresIn(root);
@@ -336,20 +336,22 @@ export async function startOwnedServers(id: string): Promise<OwnedServers> {
 async function stopPostgresIn(root: string): Promise<void> {
   const dataDir = path.join(root, "postgres");
   if (!existsSync(path.join(dataDir, "postmaster.pid"))) return;
-  try {
-    const pid = Number(readFileSync(path.join(dataDir, "postmaster.pid"), "utf8").split("\n")[0]);
-    // SIGQUIT: PostgreSQL's immediate shutdown.
-    process.kill(pid, "SIGQUIT");
-  } catch {
-    // gone already
-  }
+  // SIGQUIT: PostgreSQL's immediate shutdown.
+  killIfOurs(path.join(dataDir, "postmaster.pid"), root, "SIGQUIT");
 }
 
 async function stopRabbitIn(root: string): Promise<void> {
+  killIfOurs(path.join(root, "rabbitmq", "rabbitmq.pid"), root, "SIGKILL");
+}
+
+/** Signal the process of a pid file, only if its command line names `root` (a pid may have been reused since). */
+function killIfOurs(pidFile: string, root: string, signal: NodeJS.Signals): void {
   try {
-    process.kill(Number(readFileSync(path.join(root, "rabbitmq", "rabbitmq.pid"), "utf8").trim()), "SIGKILL");
+    const pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]!.trim());
+    const command = execFileSync("ps", ["-o", "command=", "-p", String(pid)]).toString();
+    if (command.includes(root)) process.kill(pid, signal);
   } catch {
-    // never started, or gone already
+    // no pid file, or gone already
   }
 }
 
