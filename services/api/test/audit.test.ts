@@ -42,7 +42,7 @@ describe("the audit log", () => {
 
     const got = audits();
     expect(got.map((l) => l.action)).toEqual(["cancel", "retry", "go", "pause", "redrive", "set_group_share"]);
-    expect(got[2]).toMatchObject({ level: 30, method: "POST", path: "/go", status: 200, caller: { address: expect.stringMatching(/127\.0\.0\.1/), forwardedFor: "203.0.113.7", userAgent: "audit-test/1", token: true } });
+    expect(got[2]).toMatchObject({ level: 30, method: "POST", path: "/go", status: 200, caller: { address: expect.stringMatching(/127\.0\.0\.1/), forwardedFor: "203.0.113.7", userAgent: "audit-test/1", tokenPresented: true } });
     expect(got[0]).toMatchObject({ action: "cancel", unitId: 1, path: "/units/1/cancel" });
     expect(got[5]).toMatchObject({ action: "set_group_share", group: "team-a", method: "PUT" });
     expect(JSON.stringify(lines)).not.toContain(TOKEN);
@@ -51,6 +51,6 @@ describe("the audit log", () => {
   it("logs refused attempts too: who tried without the token", async () => {
     lines.length = 0;
     expect((await send("GET", "/go", { token: false })).status).toBe(401);
-    expect(audits()).toEqual([expect.objectContaining({ action: "go", method: "GET", status: 401, caller: expect.objectContaining({ token: false }) })]);
+    expect(audits()).toEqual([expect.objectContaining({ action: "go", method: "GET", status: 401, caller: expect.objectContaining({ tokenPresented: false }) })]);
   });
 });

@@ -56,7 +56,7 @@ function caller(c: Context): Record<string, string | boolean> {
     ...(address ? { address } : {}),
     ...(forwardedFor ? { forwardedFor } : {}),
     ...(userAgent ? { userAgent } : {}),
-    token: c.req.header("authorization") !== undefined,
+    tokenPresented: c.req.header("authorization") !== undefined,
   };
 }
 
