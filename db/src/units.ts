@@ -176,6 +176,8 @@ export interface UnitFilter {
   statuses?: readonly UnitStatus[];
   kind?: string;
   group?: string;
+  /** Exactly this ref (unique: at most one unit). */
+  ref?: string;
   /** Only units in flight for longer than their timeout (the reconciler's business). */
   stuck?: { dispatchTimeoutMs: number; processingTimeoutMs: number };
   /** Keyset pagination: units with an id below this one. */
@@ -189,6 +191,7 @@ export async function listUnits(db: Db, f: UnitFilter): Promise<{ units: Unit[];
   if (f.statuses?.length) q = q.where("status", "in", [...f.statuses]);
   if (f.kind !== undefined) q = q.where("kind", "=", f.kind);
   if (f.group !== undefined) q = q.where("group_name", "=", f.group);
+  if (f.ref !== undefined) q = q.where("ref", "=", f.ref);
   if (f.stuck) q = q.where(isStuck({ ...f.stuck, graceMs: 0 }));
   if (f.beforeId !== undefined) q = q.where("id", "<", f.beforeId);
   const rows = await q.orderBy("id", "desc").limit(f.limit + 1).execute();

@@ -176,6 +176,20 @@ describe("GET /units", () => {
     expect((await call(api, "/units?group=listing&status=pending,error&limit=1000")).body.units).toHaveLength(12);
   });
 
+  it("ref finds the one unit enqueued with it; an unknown ref is an empty page", async () => {
+    const { id } = (await post("/units", { kind: "render", group: "by-ref", ref: "find-me-ref" })).body.unit;
+    await post("/units", { kind: "render", group: "by-ref", ref: "find-me-ref-2" });
+    const found = await call(api, `/units?ref=${encodeURIComponent("find-me-ref")}`);
+    expect(found.status).toBe(200);
+    expect(found.body).toEqual({ units: [expect.objectContaining({ id, ref: "find-me-ref", group: "by-ref" })], nextCursor: null });
+    // With the other filters: they still apply.
+    expect((await call(api, "/units?ref=find-me-ref&kind=email")).body.units).toEqual([]);
+    expect(await call(api, "/units?ref=no-such-ref")).toMatchObject({ status: 200, body: { units: [], nextCursor: null } });
+    // Exactly, not as a prefix or a pattern.
+    expect((await call(api, "/units?ref=find-me")).body.units).toEqual([]);
+    expect((await call(api, "/units?ref=find-me-ref%25")).body.units).toEqual([]);
+  });
+
   it("stuck=true lists in-flight units past their timeout only", async () => {
     const [old, fresh] = (await post("/units", [{ kind: "render", group: "stuck" }, { kind: "render", group: "stuck" }])).body.units.map((u: any) => u.id);
     // Both dispatched (as a top-up would, timeline included), one of them an hour ago.
@@ -195,6 +209,9 @@ describe("GET /units", () => {
     ["after=-5", "after", /integer/],
     ["stuck=yes", "stuck", /true or false/],
     ["kind=a%20b", "kind", /letters/],
+    [`ref=${"r".repeat(NAME_MAX_LENGTH + 1)}`, "ref", /200/],
+    ["ref=", "ref", /./],
+    ["ref=a%00", "ref", /NUL/],
     ["colour=red", "colour", /unknown field/],
   ])("GET /units?%s is a 400 naming %s", async (query, field, message) => {
     const res = await call(api, `/units?${query}`);
@@ -315,7 +332,9 @@ describe("GET /openapi.json", () => {
     expect(one.additionalProperties).toBe(false);
     expect(new RegExp(one.properties.kind.pattern).test("has space")).toBe(false);
     const list = body.paths["/units"].get.parameters.map((p: any) => p.name);
-    expect(list).toEqual(["status", "kind", "group", "stuck", "limit", "after"]);
+    expect(list).toEqual(["status", "kind", "group", "ref", "stuck", "limit", "after"]);
+    const ref = body.paths["/units"].get.parameters.find((p: any) => p.name === "ref");
+    expect(ref.schema).toMatchObject({ type: "string", minLength: 1, maxLength: NAME_MAX_LENGTH });
     const limit = body.paths["/units"].get.parameters.find((p: any) => p.name === "limit");
     expect(limit.schema).toMatchObject({ type: "integer", minimum: 1, maximum: 1000, default: 50 });
     expect(body.paths["/units/{id}/retry"].post.responses).toHaveProperty("409");

@@ -44,6 +44,7 @@ export const listUnitsQuery = z.strictObject({
   status: statusList.optional(),
   kind: unitKind.optional(),
   group: groupName.optional(),
+  ref: unitRef.optional().describe("Exactly this ref (the producer's idempotency key): the one unit enqueued with it, or an empty page."),
   stuck: z
     .enum(["true", "false"], { message: "expected true or false" })
     .transform((v) => v === "true")

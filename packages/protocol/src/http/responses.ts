@@ -214,9 +214,11 @@ export const groupView = z
     inFlight: countOf("dispatched + queued + processing"),
   })
   .describe("A group's fair share, and where its units are.");
+export type GroupView = z.output<typeof groupView>;
 export const groupPage = z
   .object({ groups: z.array(groupView).describe("By name."), nextCursor: z.string().nullable().describe("Pass as `after` for the next page; null on the last page.") })
   .describe("A page of groups.");
+export type GroupPage = z.output<typeof groupPage>;
 
 export const liveness = z.object({ ok: z.literal(true).describe("The process answers.") }).describe("Alive.");
 export const readiness = z

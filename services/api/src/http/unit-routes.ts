@@ -111,6 +111,7 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       statuses: q.status,
       kind: q.kind,
       group: q.group,
+      ref: q.ref,
       stuck: q.stuck ? { dispatchTimeoutMs: settings.dispatchTimeoutMs, processingTimeoutMs: settings.processingTimeoutMs } : undefined,
       beforeId: q.after,
       limit: q.limit,
