@@ -13,7 +13,9 @@ import { launchChromium, readEvents, waitForText, type PageGlobals } from "./bro
 const UNITS = 40;
 const BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
 
-const place = useTestPlace();
+// "fail" fails every attempt (its units are enqueued with one attempt, so they end in error);
+// no agent serves "nobody", whose units wait for one.
+const place = useTestPlace({ kinds: ["fail"] });
 let api: ApiService;
 let browser: Browser;
 let base: string;
@@ -29,7 +31,8 @@ beforeAll(async () => {
     RTB_AGENT_WORK_MIN_MS: "300",
     RTB_AGENT_WORK_MAX_MS: "600",
   };
-  const system = place.own(await startSystem(place, env, { agents: ["agent-d1", "agent-d2"], listen: true }));
+  const handlers = new Map([["fail", async () => Promise.reject(new Error("made to fail"))]]);
+  const system = place.own(await startSystem(place, env, { agents: ["agent-d1", "agent-d2"], listen: true, handlers }));
   api = system.api;
   base = system.url!;
   browser = place.own(await launchChromium());
@@ -87,11 +90,14 @@ describe("GET /events", () => {
 describe("the dashboard in a real browser", () => {
   let page: Page;
   const pageErrors: string[] = [];
+  // Chromium logs every 404 as a console error, also one the page asked for knowingly (does a
+  // unit have this id?): those URLs only are not errors.
+  const expected404 = new Set<string>();
 
   it("loads, shows the backlog, and follows a run live after Go, without a reload", async () => {
     page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     page.on("pageerror", (err) => pageErrors.push(err.message));
-    page.on("console", (m) => m.type() === "error" && pageErrors.push(m.text()));
+    page.on("console", (m) => m.type() === "error" && !(expected404.has(new URL(m.location().url || "x:").pathname) && m.text().includes("404")) && pageErrors.push(m.text()));
     await page.goto(`${base}/`);
     await page.locator('#conn[data-state="live"]').waitFor({ timeout: 30_000 });
     await waitForText(page, '[data-count="pending"]', String(UNITS));
@@ -178,6 +184,79 @@ describe("the dashboard in a real browser", () => {
     await page.locator("#tl-cancel").waitFor();
     expect(((await (await fetch(`${base}/units/${unit.id}`)).json()) as { status: string }).status).toBe("pending");
     await page.keyboard.press("Escape");
+    expect(pageErrors).toEqual([]);
+  });
+
+  const enqueue = async (body: object) => {
+    const res = await fetch(`${base}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { unit: { id: number } }).unit.id;
+  };
+
+  it("finds a unit by its ref, also a ref that looks like an id no unit has, and says so when none has it", async () => {
+    const id = await enqueue({ kind: "simulate", ref: "dash-ref-7", payload: { order: 7 } });
+    await page.locator("#find").fill("dash-ref-7");
+    await page.locator("#find-form button[type=submit]").click();
+    await waitForText(page, "#tl-title", `Unit #${id}`);
+    await waitForText(page, "#tl-ref", "dash-ref-7");
+    await page.keyboard.press("Escape");
+    await page.locator("#timeline").waitFor({ state: "hidden" });
+    // A number is an id first; no unit has this one, so it is a ref.
+    const numeric = await enqueue({ kind: "simulate", ref: "987654321" });
+    expected404.add("/units/987654321");
+    await page.locator("#find").fill("987654321");
+    await page.locator("#find-form button[type=submit]").click();
+    await waitForText(page, "#tl-title", `Unit #${numeric}`);
+    await waitForText(page, "#tl-ref", "987654321");
+    await page.keyboard.press("Escape");
+    await page.locator("#timeline").waitFor({ state: "hidden" });
+    await page.locator("#find").fill("no-such-ref");
+    await page.locator("#find-form button[type=submit]").click();
+    await page.locator("#toast", { hasText: 'no unit with ref "no-such-ref"' }).waitFor();
+    expect(await page.locator("#timeline").isVisible()).toBe(false);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("shows a group with its numbers", async () => {
+    // Dispatching is paused: these stay ready.
+    for (let i = 0; i < 3; i++) await enqueue({ kind: "simulate", group: "dash-group" });
+    const put = await fetch(`${base}/groups/dash-group`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ weight: 3, maxInFlight: 2 }) });
+    expect(put.status).toBe(200);
+    const row = page.locator('#groups-body tr[data-group="dash-group"]');
+    await row.waitFor({ timeout: 30_000 });
+    // The weight and limit move no count: the page asks again within 10 s.
+    await waitForText(page, '#groups-body tr[data-group="dash-group"] [data-field="weight"]', "3", 30_000);
+    await waitForText(page, '#groups-body tr[data-group="dash-group"] [data-field="maxInFlight"]', "2");
+    await waitForText(page, '#groups-body tr[data-group="dash-group"] [data-field="ready"]', "3");
+    await waitForText(page, '#groups-body tr[data-group="dash-group"] [data-field="inFlight"]', "0");
+    // The seeded groups are there too, with their units finished.
+    await page.locator("#groups-body tr[data-group]").nth(1).waitFor();
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("lists a failed unit, which opens its timeline; shows a kind no agent serves as waiting for one", async () => {
+    await page.locator('#no-agent').waitFor({ state: "hidden" });
+    const failed = await enqueue({ kind: "fail", maxAttempts: 1 });
+    const waiting = await enqueue({ kind: "nobody" });
+    await page.locator("#go").click();
+    const row = page.locator(`#failed-body tr[data-unit="${failed}"]`);
+    await row.waitFor({ timeout: 30_000 });
+    await expect.poll(() => row.textContent()).toContain("made to fail");
+    await row.locator("button").click();
+    await waitForText(page, "#tl-title", `Unit #${failed}`);
+    await page.locator('#tl-events li[data-status="error"]').waitFor();
+    await page.locator("#tl-retry").waitFor();
+    await page.keyboard.press("Escape");
+    await page.locator("#timeline").waitFor({ state: "hidden" });
+
+    // The unit of kind "nobody" came back from the broker: no agent consumes its kind.
+    const kind = page.locator('#no-agent-kinds li[data-kind="nobody"]');
+    await kind.waitFor({ timeout: 30_000 });
+    expect(await kind.textContent()).toMatch(/^nobody: waiting for an agent since \d\d:\d\d:\d\d/);
+    expect(((await (await fetch(`${base}/units/${waiting}`)).json()) as { status: string }).status).toBe("pending");
+    const shot = join(tmpdir(), `rtb-dashboard-panels-${process.pid}-${Date.now()}.png`);
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`dashboard screenshot (failed units, groups, waiting kind): ${shot}`);
     expect(pageErrors).toEqual([]);
   });
 

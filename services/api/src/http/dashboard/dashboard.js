@@ -1,7 +1,9 @@
 // @ts-check
 // The rtb dashboard: plain browser JavaScript, no build step. Everything it shows comes from
 // the api's server-sent events (GET /events); the status list from GET /meta; Go and Pause
-// POST to /go and /pause; a unit's timeline is GET /units/:id. Data is put on the page as
+// POST to /go and /pause; a unit's timeline is GET /units/:id, the failed units GET
+// /units?status=error, a unit by its ref GET /units?ref=, the groups GET /groups (all from
+// the page's own origin). Data is put on the page as
 // text nodes only, never as HTML. Type-checked (tsconfig.json beside it) against the shapes
 // the api defines:
 /** @typedef {import("../events.ts").DashboardEvents} DashboardEvents */
@@ -12,6 +14,8 @@
 /** @typedef {import("@rtb/protocol").MetaView} Meta */
 /** @typedef {import("@rtb/protocol").UnitStatus} UnitStatus */
 /** @typedef {import("@rtb/protocol").UnitWithTimeline} UnitWithTimeline */
+/** @typedef {import("@rtb/protocol").UnitPage} UnitPage */
+/** @typedef {import("@rtb/protocol").GroupPage} GroupPage */
 /** @typedef {import("@rtb/protocol").ErrorBody} ErrorBody */
 /** @typedef {import("@rtb/protocol").GoResult | import("@rtb/protocol").PauseResult} ControlResult */
 
@@ -185,6 +189,10 @@ function renderState(s) {
   renderServices(s);
   renderDead(s);
   renderReports(s);
+  // The failed units when their count moves; the groups when any count does (at most every 2 s).
+  if (s.counts.error !== failedShownFor) refreshFailed(s.counts.error);
+  const counted = JSON.stringify(s.counts);
+  if (counted !== groupsShownFor) refreshGroups(counted);
 }
 
 /** @param {State} s */
@@ -225,6 +233,13 @@ function renderServices(s) {
         : [h("li", { class: "muted" }, "none seen in the last 30 s")]),
     );
   };
+  // Kinds whose units wait because no agent consumes them (README: "A kind with no agent yet").
+  const waiting = s.waitingForAgents;
+  $("no-agent").hidden = waiting.length === 0;
+  $("no-agent-count").textContent = String(waiting.length);
+  $("no-agent-kinds").replaceChildren(
+    ...waiting.map((w) => h("li", { "data-kind": w.kind, title: `since ${clockMs(w.since)}` }, h("strong", {}, w.kind), `: waiting for an agent since ${clock(w.since)}`, h("span", { class: "muted" }, ` (${ago(w.since)})`))),
+  );
   chips("agents", s.services.agents);
   chips("leaders", s.services.leaders);
   chips("apis", s.services.apis);
@@ -310,6 +325,129 @@ function niceCeil(v) {
   const p = 10 ** Math.floor(Math.log10(v));
   return [1, 2, 5, 10].map((m) => m * p).find((c) => c >= v) ?? 10 * p;
 }
+
+// ---- failed units and groups ------------------------------------------------------------
+
+/**
+ * GET a JSON answer of the api (same origin, with the token when one was given).
+ * @template T @param {string} path @returns {Promise<T>}
+ */
+async function getJson(path) {
+  const res = await fetch(path, { headers: { Accept: "application/json", ...authHeader() } });
+  const body = /** @type {T | Partial<ErrorBody>} */ (await res.json().catch(() => ({})));
+  if (!res.ok) throw new Error(/** @type {Partial<ErrorBody>} */ (body).message ?? `HTTP ${res.status}`);
+  return /** @type {T} */ (body);
+}
+
+/**
+ * `run`, at most one at a time and at most once every `minMs`: called again meanwhile, it runs
+ * once more when that is over, so a burst of changes makes two requests, never one each.
+ * @param {() => Promise<void>} run @param {number} minMs
+ */
+function throttled(run, minMs) {
+  let scheduled = false, again = false, last = -Infinity;
+  const go = () => {
+    if (scheduled) return void (again = true);
+    scheduled = true;
+    setTimeout(async () => {
+      last = Date.now();
+      try {
+        await run();
+      } finally {
+        scheduled = false;
+        if (again) {
+          again = false;
+          go();
+        }
+      }
+    }, Math.max(0, last + minMs - Date.now()));
+  };
+  return go;
+}
+
+const FAILED_SHOWN = 20;
+const GROUPS_SHOWN = 50;
+/** The error count the failed list was last asked for (undefined: not yet). @type {number | undefined} */
+let failedShownFor;
+/** The counts the groups were last asked for. @type {string | undefined} */
+let groupsShownFor;
+
+const loadFailed = throttled(async () => {
+  try {
+    const page = /** @type {UnitPage} */ (await getJson(`/units?status=error&limit=${FAILED_SHOWN}`));
+    renderFailed(page);
+  } catch {
+    failedShownFor = undefined; // asked again with the next state
+  }
+}, 2_000);
+/** @param {number} [errors] */
+function refreshFailed(errors) {
+  failedShownFor = errors;
+  loadFailed();
+}
+
+/** @param {UnitPage} page */
+function renderFailed(page) {
+  $("failed-empty").hidden = page.units.length > 0;
+  $("failed-more").hidden = page.nextCursor === null;
+  $("failed-more").textContent = `the ${FAILED_SHOWN} most recent; all of them: rtb units --status error, or GET /units?status=error`;
+  $("failed-body").replaceChildren(
+    ...page.units.map((u) =>
+      h(
+        "tr",
+        { "data-unit": u.id, onclick: () => openTimeline(u.id) },
+        h("td", {}, h("button", { type: "button", class: "link", "aria-label": `Timeline of failed unit ${u.id}`, onclick: (/** @type {Event} */ e) => (e.stopPropagation(), openTimeline(u.id)) }, `#${u.id}`)),
+        h("td", { class: "num" }, `${u.attempt} / ${u.maxAttempts}`),
+        h("td", {}, u.kind),
+        h("td", {}, u.group),
+        h("td", { class: "err clip", title: u.lastError ?? "" }, u.lastError ?? "–"),
+        h("td", { class: "muted nowrap" }, h("time", { datetime: u.updatedAt, title: clockMs(u.updatedAt) }, ago(u.updatedAt))),
+      ),
+    ),
+  );
+}
+
+const loadGroups = throttled(async () => {
+  try {
+    const page = /** @type {GroupPage} */ (await getJson(`/groups?limit=${GROUPS_SHOWN}`));
+    renderGroups(page);
+  } catch {
+    groupsShownFor = undefined;
+  }
+}, 2_000);
+/** @param {string} [counted] */
+function refreshGroups(counted) {
+  groupsShownFor = counted;
+  loadGroups();
+}
+
+/** @param {GroupPage} page */
+function renderGroups(page) {
+  $("groups-empty").hidden = page.groups.length > 0;
+  $("groups-more").hidden = page.nextCursor === null;
+  $("groups-more").textContent = `the first ${GROUPS_SHOWN} by name; all of them: GET /groups?after=${page.nextCursor ?? ""}`;
+  $("groups-body").replaceChildren(
+    ...page.groups.map((g) =>
+      h(
+        "tr",
+        { "data-group": g.name },
+        h("td", {}, g.name),
+        h("td", { class: "num", "data-field": "weight" }, String(g.weight)),
+        h("td", { class: "num", "data-field": "maxInFlight" }, g.maxInFlight === null ? "none" : num(g.maxInFlight)),
+        h("td", { class: "num", "data-field": "ready" }, num(g.ready)),
+        h("td", { class: "num", "data-field": "inFlight" }, num(g.inFlight)),
+      ),
+    ),
+  );
+}
+
+// A weight or limit changed by PUT /groups moves no count: the groups are asked again every 10 s
+// too, and so are the failed units (one failing as another is retried keeps the count).
+setInterval(() => {
+  if (!lastState || document.hidden) return;
+  refreshGroups(groupsShownFor);
+  refreshFailed(failedShownFor);
+}, 10_000);
 
 // ---- recent units and the timeline -------------------------------------------------------
 
@@ -446,12 +584,25 @@ async function unitAction(id, verb) {
 
 const fmtMs = (/** @type {number} */ ms) => (Math.abs(ms) < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
 
-// Any unit by its id, whether recently active or not.
-$("find-form").addEventListener("submit", (e) => {
+// Any unit by its id or its ref, whether recently active or not: a number is an id, unless no
+// unit has it; then, as any other text, it is looked up as a ref (GET /units?ref=, exact).
+$("find-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const input = /** @type {HTMLInputElement} */ ($("find"));
-  const id = Number(input.value.trim());
-  if (Number.isSafeInteger(id) && id > 0) openTimeline(id);
+  const wanted = /** @type {HTMLInputElement} */ ($("find")).value.trim();
+  if (!wanted) return;
+  try {
+    if (/^[0-9]{1,16}$/.test(wanted) && Number(wanted) > 0 && Number.isSafeInteger(Number(wanted))) {
+      const res = await fetch(`/units/${Number(wanted)}`, { headers: { Accept: "application/json", ...authHeader() } });
+      if (res.ok) return void openTimeline(Number(wanted));
+      if (res.status !== 404) throw new Error(/** @type {Partial<ErrorBody>} */ (await res.json().catch(() => ({}))).message ?? `HTTP ${res.status}`);
+    }
+    const page = /** @type {UnitPage} */ (await getJson(`/units?ref=${encodeURIComponent(wanted)}&limit=1`));
+    const unit = page.units[0];
+    if (unit) openTimeline(unit.id);
+    else toast(`no unit with ${/^[0-9]+$/.test(wanted) ? "id or " : ""}ref ${JSON.stringify(wanted)}`, true);
+  } catch (err) {
+    toast(`finding ${JSON.stringify(wanted)} failed: ${/** @type {Error} */ (err).message}`, true);
+  }
 });
 
 $("tl-close").addEventListener("click", () => timeline().close());
@@ -529,7 +680,7 @@ $("token-cancel").addEventListener("click", () => {
 
 // "5 s ago" keeps counting between snapshots.
 setInterval(() => {
-  for (const t of document.querySelectorAll("#units-body time")) t.textContent = ago(t.getAttribute("datetime"));
+  for (const t of document.querySelectorAll("#units-body time, #failed-body time")) t.textContent = ago(t.getAttribute("datetime"));
 }, 1_000);
 
 $("curl").textContent = `curl -s ${location.origin}/`;
