@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { freePort, useTestPlace } from "@rtb/testing";
-import { rtb, rtbJson, startListeningApi } from "./support.ts";
+import { freePort, startSystem, useTestPlace, waitFor } from "@rtb/testing";
+import { NEVER, rtb, rtbJson, startListeningApi } from "./support.ts";
 
 /** The operator flow through the bin: status, next, go, pause, unit; usage, reachability, auth. */
 const place = useTestPlace({ perTest: true });
@@ -30,6 +30,23 @@ describe("rtb status", () => {
     const json = await rtbJson(["status"], env);
     expect(json).toMatchObject({ counts: { pending: 10, success: 0 }, total: 10, outstanding: 0, maxQueue: 50, dispatching: false, done: false });
     expect(Object.keys(json)).toEqual(expect.arrayContaining(["leader", "services", "deadLetters", "reports", "publishes", "broker"]));
+  });
+});
+
+describe("rtb status, a kind with no agent", () => {
+  it("lists the kinds whose units wait for an agent, and since when", async () => {
+    // A leader and no agent: the job of kind "nobody" comes back, and its unit waits.
+    const system = place.own(await startSystem(place, { RTB_SEED_UNITS: "0", RTB_RECONCILE_CRON: NEVER }, { agents: 0, listen: true }));
+    const env = { RTB_API_URL: system.url! };
+    expect((await rtb(["status"], env)).stdout).not.toContain("kind without an agent");
+    await rtbJson(["enqueue", "--kind", "nobody"], env);
+    await rtbJson(["go"], env);
+    const since = await waitFor("the kind to wait for an agent", async () => (await system.get<{ waitingForAgents: { kind: string; since: string }[] }>("/")).waitingForAgents[0]?.since ?? null);
+    const table = await rtb(["status"], env);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^kind without an agent +units waiting since\n/m);
+    expect(table.stdout).toMatch(new RegExp(`^nobody +${since.replace("T", " ").replace(/\./g, "\\.")} \\(\\d`, "m"));
+    expect((await rtbJson(["status"], env)).waitingForAgents).toEqual([{ kind: "nobody", since }]);
   });
 });
 

@@ -1,11 +1,11 @@
 import { UNIT_STATUSES, type StateView } from "@rtb/protocol";
 import type { Command, Context } from "../command.ts";
-import { ago, count } from "../format.ts";
+import { ago, count, timestamp } from "../format.ts";
 import { fields, paintStatus, table } from "../output.ts";
 
 export const status: Command = {
   name: "status",
-  summary: "the state of things: counts per status, dispatching, leader, agents, dead letters",
+  summary: "the state of things: counts per status, dispatching, leader, agents, dead letters, kinds waiting for an agent",
   usage: "rtb status [--json]",
   help: "  --json   GET / exactly as the api answers it",
   options: {},
@@ -53,6 +53,16 @@ function renderStatus({ out }: Context, s: StateView): void {
       out,
       [{ header: "kind" }, { header: "jobs waiting", align: "right" }, { header: "agents", align: "right" }],
       kinds.map(([kind, u]) => [kind, count(u.ready), count(u.consumers)]),
+    );
+  }
+
+  // Kinds no agent consumes: their units wait, without using attempts, for one to start.
+  if (s.waitingForAgents.length > 0) {
+    out.line();
+    table(
+      out,
+      [{ header: "kind without an agent" }, { header: "units waiting since" }],
+      s.waitingForAgents.map((w) => [out.paint(w.kind, "yellow"), `${timestamp(w.since)} (${ago(w.since, now)})`]),
     );
   }
 }
