@@ -150,6 +150,16 @@ describe("rtb units", () => {
   });
 });
 
+describe("rtb units --ref", () => {
+  it("finds the unit enqueued with a ref, exactly, and nothing for an unknown one", async () => {
+    await rtb(["enqueue", "--file", "-"], env, [{ kind: "a", ref: "order-7" }, { kind: "a", ref: "order-77" }, { kind: "a" }].map((u) => JSON.stringify(u)).join("\n"));
+    const found = await rtbJson(["units", "--ref", "order-7"], env);
+    expect(found).toEqual({ units: [expect.objectContaining({ id: 1, ref: "order-7" })], nextCursor: null });
+    expect((await rtb(["units", "--ref", "order-"], env)).stdout).toBe("no units match\n");
+    expect(await rtb(["units", "--ref", "r".repeat(201)], env)).toMatchObject({ code: 1, stderr: expect.stringContaining("(field: ref)") });
+  });
+});
+
 describe("rtb retry, cancel", () => {
   it("retries errored units by id, refuses the others by name, and redrives every error", async () => {
     await rtb(["seed", "6", "--kind", "k", "--groups", "2"], { ...place.env });

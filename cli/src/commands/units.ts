@@ -5,12 +5,13 @@ import { paintStatus, table } from "../output.ts";
 
 export const units: Command = {
   name: "units",
-  summary: "list units, newest first, filtered by status, kind, group or stuck",
-  usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
+  summary: "list units, newest first, filtered by status, kind, group, ref or stuck",
+  usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--ref R] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
   help: [
     `  -s, --status S   only these statuses, comma-separated (${UNIT_STATUSES.join(", ")})`,
     "  --kind K         only this kind",
     "  --group G        only this group",
+    "  --ref R          the unit enqueued with this ref (exactly), if any",
     "  --stuck          only units in flight for longer than the api's timeouts",
     "  -n, --limit N    units per page (1 to 1000, default 50)",
     "  --after CURSOR   the page after this cursor (printed under a page that has more)",
@@ -22,6 +23,7 @@ export const units: Command = {
     status: { type: "string", short: "s", multiple: true },
     kind: { type: "string" },
     group: { type: "string" },
+    ref: { type: "string" },
     stuck: { type: "boolean", default: false },
     limit: { type: "string", short: "n", default: "50" },
     after: { type: "string" },
@@ -52,6 +54,7 @@ function unitQuery(values: Values) {
     status: statuses.length ? statuses.join(",") : undefined,
     kind: str(values.kind),
     group: str(values.group),
+    ref: str(values.ref),
     stuck: values.stuck ? "true" : undefined,
     limit: intArg(values.limit, "--limit", { min: 1, max: 1000 }),
     after: str(values.after),
