@@ -175,8 +175,9 @@ async function waitUntil(what: string, fn: () => Promise<boolean>, timeoutMs: nu
   }
 }
 
-async function postgresAnswers(port: number): Promise<boolean> {
-  const client = new pg.Client({ host: "127.0.0.1", port, user: "postgres", password: "", database: "postgres", connectionTimeoutMillis: 2_000 });
+/** true when PostgreSQL accepts this login and answers SELECT 1 (within 2 s). */
+export async function postgresAnswers(conn: pg.ClientConfig): Promise<boolean> {
+  const client = new pg.Client({ ...conn, connectionTimeoutMillis: 2_000 });
   client.on("error", () => {});
   try {
     await client.connect();
@@ -189,9 +190,10 @@ async function postgresAnswers(port: number): Promise<boolean> {
   }
 }
 
-async function rabbitAnswers(port: number): Promise<boolean> {
+/** true when RabbitMQ accepts an AMQP connection at this URL (within 2 s). */
+export async function rabbitAnswers(url: string): Promise<boolean> {
   try {
-    const conn = await connect(`amqp://guest:guest@127.0.0.1:${port}/`, { timeout: 2_000 });
+    const conn = await connect(url, { timeout: 2_000 });
     conn.on("error", () => {});
     await conn.close().catch(() => {});
     return true;
@@ -245,7 +247,7 @@ async function startPostgres(root: string, port: number): Promise<OwnedPostgres>
   await pgStart(p).catch((err: Error) => {
     throw new Error(`${err.message}${tail(path.join(dataDir, "server.log"))}`);
   });
-  await waitUntil(`the owned PostgreSQL on 127.0.0.1:${port}`, () => postgresAnswers(port), 60_000, () => tail(path.join(dataDir, "server.log")));
+  await waitUntil(`the owned PostgreSQL on 127.0.0.1:${port}`, () => postgresAnswers({ host: "127.0.0.1", port, user: "postgres", password: "", database: "postgres" }), 60_000, () => tail(path.join(dataDir, "server.log")));
   return p;
 }
 
@@ -281,7 +283,7 @@ async function startRabbit(root: string, id: string, port: number, distPort: num
   const r: OwnedRabbit = { kind: "owned", sbin, node, home, env, port };
   await run(path.join(sbin, "rabbitmq-server"), ["-detached"], { env });
   const log = path.join(dir, "log", `${node}.log`);
-  await waitUntil(`the owned RabbitMQ node ${node} on 127.0.0.1:${port}`, () => rabbitAnswers(port), 120_000, () => tail(log));
+  await waitUntil(`the owned RabbitMQ node ${node} on 127.0.0.1:${port}`, () => rabbitAnswers(`amqp://guest:guest@127.0.0.1:${port}/`), 120_000, () => tail(log));
   await rabbitCtl(r, ["await_startup", "--timeout", "120"]);
   return r;
 }

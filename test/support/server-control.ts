@@ -1,8 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import pg from "pg";
-import { connect } from "amqplib";
 import { testServers, type Servers } from "./servers.ts";
-import { pgStart, pgStop, rabbitCtl, type OwnedRabbit } from "./owned-servers.ts";
+import { pgStart, pgStop, postgresAnswers, rabbitAnswers, rabbitCtl, type OwnedRabbit } from "./owned-servers.ts";
 
 /**
  * Taking a PostgreSQL or RabbitMQ down, and bringing it back, for the tests in test/disruptive
@@ -146,31 +144,9 @@ async function runOutage(server: ServerName, opts: OutageOptions, s: ControlledS
 
 /** true when the server accepts a login and answers (PostgreSQL: SELECT 1; RabbitMQ: an AMQP connection). */
 export async function serverAnswers(server: ServerName, s: ControlledServers = currentServers()): Promise<boolean> {
-  if (server === "database") {
-    const client = new pg.Client({ ...s.db, database: "postgres", connectionTimeoutMillis: 2_000 });
-    client.on("error", () => {});
-    try {
-      await client.connect();
-      await client.query("SELECT 1");
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
+  if (server === "database") return postgresAnswers({ ...s.db, database: "postgres" });
   const b = s.broker;
-  try {
-    const conn = await connect(
-      `amqp://${encodeURIComponent(b.user)}:${encodeURIComponent(b.password)}@${b.host}:${b.port}/${encodeURIComponent(b.vhost)}`,
-      { timeout: 2_000 },
-    );
-    conn.on("error", () => {});
-    await conn.close().catch(() => {});
-    return true;
-  } catch {
-    return false;
-  }
+  return rabbitAnswers(`amqp://${encodeURIComponent(b.user)}:${encodeURIComponent(b.password)}@${b.host}:${b.port}/${encodeURIComponent(b.vhost)}`);
 }
 
 /** Wait until the server answers (see serverAnswers). */
