@@ -5,7 +5,7 @@ import type { Browser, Page } from "playwright-core";
 import type { ApiService } from "@rtb/api";
 import { startSystem, useTestPlace, waitFor } from "@rtb/testing";
 import { NEVER } from "./support.ts";
-import { launchChromium, readEvents, waitForText, type PageGlobals } from "./browser.ts";
+import { launchChromium, readEvents, waitForText, type PageGlobals, type SseEvent } from "./browser.ts";
 
 // A real api on a port, a real leader and two agents, a backlog of 40 units with dispatching
 // off, and a real headless Chromium on the dashboard. The agents take 300-600 ms a unit, 4 at
@@ -30,6 +30,7 @@ beforeAll(async () => {
     RTB_AGENT_CONCURRENCY: "2",
     RTB_AGENT_WORK_MIN_MS: "300",
     RTB_AGENT_WORK_MAX_MS: "600",
+    RTB_HEARTBEAT_MS: "300",
   };
   const handlers = new Map([["fail", async () => Promise.reject(new Error("made to fail"))]]);
   const system = place.own(await startSystem(place, env, { agents: ["agent-d1", "agent-d2"], listen: true, handlers }));
@@ -84,6 +85,14 @@ describe("GET /events", () => {
     expect(throughput.buckets).toHaveLength(60);
     expect(throughput.bucketMs).toBe(10_000);
     expect(JSON.parse(events.find((e) => e.event === "units")!.data)).toEqual({ units: [] });
+  });
+
+  it("sends nothing more while nothing changes, though the leader and agents keep sending heartbeats", async () => {
+    const seen: SseEvent[] = [];
+    const res = await fetch(`${base}/events`, { signal: AbortSignal.timeout(3_000) });
+    // Read until the timeout cuts the stream: heartbeats every 300 ms meanwhile.
+    await readEvents(res, (e) => (seen.push(e), false)).catch(() => {});
+    expect(seen.map((e) => e.event).sort()).toEqual(["state", "throughput", "units"]);
   });
 });
 

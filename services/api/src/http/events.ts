@@ -64,6 +64,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
   let failing = false;
   let throughputAfter: number | undefined;
   let throughputCounted: string | undefined;
+  let stateCounted: string | undefined;
 
   const publish = <E extends keyof Published>(event: E, data: Published[E]) => {
     latest.set(event, JSON.stringify(data));
@@ -82,7 +83,14 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
       const complete = throughput.coveredFrom.getTime() <= throughput.now.getTime() - THROUGHPUT_WINDOW_MS;
       throughputAfter = complete ? throughput.nextAfterId : undefined;
       const { nextAfterId: _, ...chart } = throughput;
-      publish("state", state);
+      // Every heartbeat moves an instance's lastSeen: the state is sent again only when
+      // something else changes (an instance that comes or goes included), so an idle system
+      // with live agents sends nothing.
+      const stateKey = JSON.stringify({ ...state, services: Object.fromEntries(Object.entries(state.services).map(([k, list]) => [k, list.map(({ lastSeen: _, ...i }) => i)])) });
+      if (stateKey !== stateCounted || !latest.has("state")) {
+        stateCounted = stateKey;
+        publish("state", state);
+      }
       // `now` and the window's start move on every tick: the chart is sent again only when
       // its counts (or where they are in the window) change, so an idle system sends nothing.
       const counted = JSON.stringify([chart.buckets.map((b) => [b.success, b.error]), complete || chart.coveredFrom]);
@@ -125,6 +133,7 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
       failing = false;
       throughputAfter = undefined;
       throughputCounted = undefined;
+      stateCounted = undefined;
     }
   }
 

@@ -229,7 +229,7 @@ function renderServices(s) {
     $(`${id}-count`).textContent = String(list.length);
     $(id).replaceChildren(
       ...(list.length
-        ? list.map((i) => h("li", { class: "chip", title: `started ${clock(i.startedAt)} · dead-lettered ${i.deadLettered}` }, h("span", { class: "dot ok" }), i.id, h("span", { class: "muted" }, ` ${ago(i.lastSeen)}`)))
+        ? list.map((i) => h("li", { class: "chip", title: `seen in the last 30 s · dead-lettered ${i.deadLettered}` }, h("span", { class: "dot ok" }), i.id, h("span", { class: "muted" }, ` since ${clock(i.startedAt)}`)))
         : [h("li", { class: "muted" }, "none seen in the last 30 s")]),
     );
   };
