@@ -31,6 +31,11 @@ export interface Proc {
   /** The exit code and the signal. */
   exit: Promise<Exit>;
   running(): boolean;
+  /**
+   * Its output is complete: it exited and every process that shared its stdout and stderr
+   * (a launcher's services, after npm is killed) closed them too.
+   */
+  closed: Promise<void>;
   /** stdout and stderr, interleaved as they arrived. */
   output(): string;
 }
@@ -42,9 +47,12 @@ export function run(entry: string, env: Record<string, string>): Proc {
   return runCommand(process.execPath, ["--import", "tsx", entry], env);
 }
 
-/** Start `command` in the repository (`npm`, ["start"] is what an operator types), capturing its output. */
-export function runCommand(command: string, args: string[], env: Record<string, string>): Proc {
-  const child = spawn(command, args, { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * Start `command` in the repository (`npm`, ["start"] is what an operator types), capturing
+ * its output; `env` on top of this process's, or alone with `ownEnv` (and elsewhere with `cwd`).
+ */
+export function runCommand(command: string, args: string[], env: Record<string, string>, opts: { cwd?: string; ownEnv?: boolean } = {}): Proc {
+  const child = spawn(command, args, { cwd: opts.cwd ?? repoRoot, env: opts.ownEnv ? env : { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
@@ -55,7 +63,8 @@ export function runCommand(command: string, args: string[], env: Record<string, 
       resolve({ code, signal });
     }),
   );
-  const p: Proc = { child, pid: child.pid!, exit, exited: exit.then((e) => e.code), running: () => !exited, output: () => output };
+  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
+  const p: Proc = { child, pid: child.pid!, exit, exited: exit.then((e) => e.code), running: () => !exited, closed, output: () => output };
   spawned.add(p);
   void exit.then(() => spawned.delete(p));
   return p;

@@ -1,11 +1,11 @@
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { cp, lstat, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { exitWithin, repoRoot, startSystem, useTestPlace, waitFor, type Proc, type System } from "@rtb/testing";
+import { exitWithin, repoRoot, runCommand, startSystem, useTestPlace, waitFor, type Proc, type System } from "@rtb/testing";
 
 /**
  * README "Writing your own agent", literally: the three packages an agent needs, packed
@@ -69,18 +69,7 @@ async function node24(): Promise<string> {
 
 /** `node agent.js` in the installed copy, with only the place's settings on top of a clean environment. */
 function runExample(node: string, env: Record<string, string>): Proc {
-  const child = spawn(node, ["agent.js"], { cwd: app, env: cleanEnv({ ...place.env, ...env }), stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
-  let exited = false;
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("exit", (code, signal) => {
-      exited = true;
-      resolve({ code, signal });
-    }),
-  );
-  return { child, pid: child.pid!, exit, exited: exit.then((e) => e.code), running: () => !exited, output: () => output };
+  return runCommand(node, ["agent.js"], cleanEnv({ ...place.env, ...env }), { cwd: app, ownEnv: true });
 }
 
 async function waitReady(agent: Proc) {

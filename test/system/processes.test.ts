@@ -66,8 +66,11 @@ describe("npm start", () => {
 });
 
 /** Wait until no process of `pids` runs (and fail naming those that still do). */
-async function allGone(pids: number[], what: string) {
+/** Every process of the run exited, and what they wrote has all been read. */
+async function allGone(pids: number[], what: string, p?: Proc) {
   await waitFor(`${what}: every process of the run to exit (${pids.join(", ")})`, () => pids.every((pid) => !processAlive(pid)), 30_000, 100);
+  // The last lines may still be in the pipe (at most 5 s; the assertions after say what is missing).
+  if (p) await Promise.race([p.closed, new Promise((r) => setTimeout(r, 5_000))]);
 }
 
 describe("stopping npm as a supervisor does", () => {
@@ -86,7 +89,7 @@ describe("stopping npm as a supervisor does", () => {
   it("kill -TERM of `npm start` (npm's pid) stops the launcher and every service gracefully; nothing is left running", async () => {
     const { p, pids } = await npmStart();
     p.child.kill("SIGTERM");
-    await allGone(pids, "npm start, SIGTERM");
+    await allGone(pids, "npm start, SIGTERM", p);
     expect(p.output()).toContain("all services stopped");
     expect(p.output().match(/"msg":"stopped"/g)?.length).toBe(4);
     expect(p.output()).not.toMatch(/second stop request|did not finish in time/);
@@ -95,7 +98,7 @@ describe("stopping npm as a supervisor does", () => {
   it("kill -KILL of `npm start` (npm's pid): the launcher sees npm gone and stops every service gracefully", async () => {
     const { p, pids } = await npmStart();
     p.child.kill("SIGKILL");
-    await allGone(pids, "npm start, SIGKILL");
+    await allGone(pids, "npm start, SIGKILL", p);
     expect(p.output()).toContain("npm exited: stopping all services gracefully");
     expect(p.output()).toContain("all services stopped");
     expect(p.output().match(/"msg":"stopped"/g)?.length).toBe(4);
@@ -107,7 +110,7 @@ describe("stopping npm as a supervisor does", () => {
     await waitFor("the api to listen", () => readyLines(p) >= 1, 40_000, 100);
     const pids = processTree(p.pid);
     p.child.kill("SIGTERM");
-    await allGone(pids, "npm run api, SIGTERM");
+    await allGone(pids, "npm run api, SIGTERM", p);
     expect(p.output()).toMatch(/"reason":"SIGTERM","msg":"stopping"/);
     expect(p.output().match(/"code":0,"msg":"stopped"/g)?.length).toBe(1);
   });
@@ -118,7 +121,7 @@ describe("stopping npm as a supervisor does", () => {
     await waitFor("the api to listen", () => readyLines(p) >= 1, 40_000, 100);
     const pids = processTree(p.pid);
     p.child.kill("SIGHUP");
-    await allGone(pids, "npm run api, SIGHUP");
+    await allGone(pids, "npm run api, SIGHUP", p);
     expect(p.output()).toMatch(/"reason":"parent exited","msg":"stopping"/);
     expect(p.output().match(/"code":0,"msg":"stopped"/g)?.length).toBe(1);
   });
