@@ -40,6 +40,15 @@ describe("rtb enqueue", () => {
     expect(await units()).toHaveLength(1);
   });
 
+  it("enqueues a delayed unit with --run-at or --delay-ms, and the api's refusal of a bad time names the field", async () => {
+    const at = new Date(Date.now() + 3_600_000).toISOString();
+    expect(await rtbJson(["enqueue", "--kind", "later", "--run-at", at], env)).toMatchObject({ created: true, unit: { kind: "later", status: "pending", notBefore: at } });
+    const delayed = await rtbJson(["enqueue", "--kind", "later", "--delay-ms", "60000"], env);
+    expect(Date.parse(delayed.unit.notBefore)).toBeGreaterThan(Date.now() + 50_000);
+    expect(await rtb(["enqueue", "--kind", "later", "--run-at", "tomorrow"], env)).toMatchObject({ code: 1, stderr: expect.stringContaining("runAt") });
+    expect(await rtb(["enqueue", "--kind", "later", "--delay-ms", "-5"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--delay-ms") });
+  });
+
   it("refuses bad flags before sending anything (exit 2)", async () => {
     expect(await rtb(["enqueue"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("give --kind (one unit) or --file (many)") });
     expect(await rtb(["enqueue", "--kind", "a b"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--kind: expected") });

@@ -88,6 +88,9 @@ export interface NewUnit {
   /** The producer's idempotency key; null for none. */
   ref: string | null;
   maxAttempts: number;
+  /** Not ready before this time (a time past means now), or this many ms from the database's now. */
+  runAt?: Date | null;
+  delayMs?: number | null;
 }
 
 export interface Enqueued {
@@ -132,15 +135,30 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.priority))}::int[],
           ${sql.val(distinct.map((u) => JSON.stringify(u.payload === undefined ? {} : u.payload)))}::jsonb[],
           ${sql.val(distinct.map((u) => u.ref))}::text[],
-          ${sql.val(distinct.map((u) => u.maxAttempts))}::int[]
-        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, ord)
+          ${sql.val(distinct.map((u) => u.maxAttempts))}::int[],
+          ${sql.val(distinct.map((u) => u.runAt ?? null))}::timestamptz[],
+          ${sql.val(distinct.map((u) => u.delayMs ?? null))}::bigint[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, ord)
+      ),
+      -- A delayed unit is pending with not_before set: not ready (the ready counts leave it
+      -- out) until the top-up or the preview clears it once due (dispatch-inputs.ts), and the
+      -- dispatcher's timer wakes at the earliest not_before (nextRetryAt).
+      due AS (
+        SELECT input.*, CASE WHEN run_at > now() THEN run_at
+                             WHEN delay_ms > 0 THEN now() + delay_ms * interval '1 millisecond' END AS not_before
+        FROM input
       ),
       inserted AS (
-        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts)
+        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before)
         OVERRIDING SYSTEM VALUE
-        SELECT id, kind, group_name, priority, payload, ref, max_attempts FROM input ORDER BY ord
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before FROM due ORDER BY ord
         ON CONFLICT (ref) DO NOTHING
-        RETURNING id
+        RETURNING id, not_before
+      ),
+      -- The timeline says when a delayed unit is due.
+      due_events AS (
+        INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+        SELECT id, 0, 'pending', now(), 'api', jsonb_build_object('due', not_before) FROM inserted WHERE not_before IS NOT NULL
       )
       SELECT i.ord, COALESCE(n.id, u.id) AS id, CASE WHEN n.id IS NOT NULL THEN 'pending' ELSE u.status END AS status,
              n.id IS NOT NULL AS created

@@ -19,7 +19,7 @@ import { openTestDb, useTestPlace } from "@rtb/testing";
 
 // The dispatch order against PostgreSQL, on random backlogs: priorities, groups (more of them
 // than picks, names that sort differently as UTF-16 and as code points), weights, in-flight
-// limits, service memories, units already in flight, retry backoffs (ended and not), tallies
+// limits, service memories, units already in flight, retry backoffs and delayed starts (ended and not), tallies
 // folded or not. Each run starts from an empty table (DELETE, not TRUNCATE: the tallies are
 // kept by triggers) and takes a few top-ups in a row, units finishing in between.
 const place = useTestPlace();
@@ -34,7 +34,8 @@ const NAMES = ["a", "b", "B", "c", "d", "e", "é", "z", "\u{1F600}", "\uE000", "
 const unit = fc.record({
   group: fc.constantFrom(...NAMES),
   priority: fc.integer({ min: 0, max: 2 }),
-  state: fc.constantFrom("ready", "ready", "ready", "ready", "backoff", "backoff-ended", "in-flight"),
+  // A delayed unit (POST /units runAt, delayMs) is a never-dispatched unit with not_before set.
+  state: fc.constantFrom("ready", "ready", "ready", "ready", "backoff", "backoff-ended", "delayed", "delay-ended", "in-flight"),
 });
 const backlog = fc.record({
   units: fc.array(unit, { minLength: 0, maxLength: 80, size: "max" }),
@@ -76,7 +77,8 @@ async function load(b: Backlog): Promise<void> {
         max_attempts: 3,
         status: u.state === "in-flight" ? ("processing" as const) : ("pending" as const),
         attempt: u.state === "in-flight" ? 1 : 0,
-        not_before: u.state === "backoff" ? new Date(now + 600_000) : u.state === "backoff-ended" ? new Date(now - 1_000) : null,
+        not_before:
+          u.state === "backoff" || u.state === "delayed" ? new Date(now + 600_000) : u.state === "backoff-ended" || u.state === "delay-ended" ? new Date(now - 1_000) : null,
       })),
     )
     .execute();

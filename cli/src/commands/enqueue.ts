@@ -1,7 +1,7 @@
 import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { ApiError } from "../api-client.ts";
-import { KIND_PATTERN, KIND_RULE, type EnqueuedBatch, type EnqueuedOne, type NewUnitInput as NewUnit } from "@rtb/protocol";
+import { KIND_PATTERN, KIND_RULE, MAX_DELAY_MS, type EnqueuedBatch, type EnqueuedOne, type NewUnitInput as NewUnit } from "@rtb/protocol";
 import { intArg, optionalInt, str, UsageError, type Command, type Context, type Values } from "../command.ts";
 import { count } from "../format.ts";
 import { chunked, InputError, readUnits, type InputRecord } from "../unit-input.ts";
@@ -12,7 +12,7 @@ const MAX_CHUNK = 100_000;
 export const enqueue: Command = {
   name: "enqueue",
   summary: "add units: one from flags, or many from a JSON or NDJSON file",
-  usage: "rtb enqueue --kind K [--group G] [--priority P] [--payload JSON] [--ref R] [--max-attempts N] [--json]\n       rtb enqueue --file PATH|- [--format json|ndjson] [--chunk-size N] [unit flags as defaults] [--json]",
+  usage: "rtb enqueue --kind K [--group G] [--priority P] [--payload JSON] [--ref R] [--max-attempts N] [--run-at TIME | --delay-ms N] [--json]\n       rtb enqueue --file PATH|- [--format json|ndjson] [--chunk-size N] [unit flags as defaults] [--json]",
   help: [
     "  --kind K           the unit's kind (letters, digits, _ . -); agents consume jobs.<kind>",
     "  --group G          its group (dispatch is round-robin across groups; api default: default)",
@@ -20,6 +20,8 @@ export const enqueue: Command = {
     "  --payload JSON     what the agent gets, as JSON (api default {})",
     "  --ref R            an idempotency key: a ref that exists already creates nothing",
     "  --max-attempts N   attempts before the unit ends as error (api default RTB_MAX_ATTEMPTS)",
+    "  --run-at TIME      not before this ISO time with its offset (2027-01-31T09:00:00Z); at most 366 days ahead",
+    "  --delay-ms N       not before N milliseconds from now; at most 366 days",
     "  -f, --file PATH    units from a file, `-` for stdin: a JSON array (or one object), or",
     "                     NDJSON (one object per line). The unit flags above fill in what a",
     "                     record leaves out.",
@@ -42,6 +44,8 @@ export const enqueue: Command = {
     payload: { type: "string" },
     ref: { type: "string" },
     "max-attempts": { type: "string" },
+    "run-at": { type: "string" },
+    "delay-ms": { type: "string" },
     file: { type: "string", short: "f" },
     format: { type: "string", default: "auto" },
     "chunk-size": { type: "string", default: "5000" },
@@ -84,6 +88,10 @@ function unitFromFlags(values: Values): Partial<NewUnit> {
   const maxAttempts = optionalInt(values["max-attempts"], "--max-attempts", { min: 1 });
   if (maxAttempts !== undefined) unit.maxAttempts = maxAttempts;
   if (values.ref !== undefined) unit.ref = str(values.ref);
+  // The api checks the time (and that only one of the two is given), naming the field.
+  if (values["run-at"] !== undefined) unit.runAt = str(values["run-at"]);
+  const delayMs = optionalInt(values["delay-ms"], "--delay-ms", { min: 0, max: MAX_DELAY_MS });
+  if (delayMs !== undefined) unit.delayMs = delayMs;
   if (values.payload !== undefined) {
     try {
       unit.payload = JSON.parse(str(values.payload)!);

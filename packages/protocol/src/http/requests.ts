@@ -14,6 +14,9 @@ export interface RequestLimits {
   maxAttempts: number;
 }
 
+/** The longest a unit may be delayed (runAt or delayMs): 366 days. */
+export const MAX_DELAY_MS = 366 * 24 * 60 * 60 * 1000;
+
 /** POST /units: one unit, or a batch; their bounds and defaults come from the configuration. */
 export function unitSchemas(limits: RequestLimits) {
   const newUnit = z
@@ -25,6 +28,17 @@ export function unitSchemas(limits: RequestLimits) {
       payload: z.unknown().default({}).meta({ default: {} }).describe("Any JSON; handed to the agent as it is."),
       ref: unitRef.optional().describe("Your idempotency key: POST the same ref again and you get the existing unit back, never a second one."),
       maxAttempts: z.number().int().min(1).max(1000).default(limits.maxAttempts).describe("Attempts before a retryable error is final (RTB_MAX_ATTEMPTS)."),
+      runAt: z.iso
+        .datetime({ offset: true, message: "expected an ISO 8601 time with its offset, e.g. 2027-01-31T09:00:00Z" })
+        .optional()
+        .describe("Not before then: the unit is pending but not ready until this time (a time in the past means now; at most 366 days ahead)."),
+      delayMs: z.number().int().min(0).max(MAX_DELAY_MS).optional().describe("Not before this many milliseconds from now (the database's clock); at most 366 days. Give runAt or delayMs, not both."),
+    })
+    .superRefine((u, ctx) => {
+      if (u.runAt !== undefined && u.delayMs !== undefined) ctx.addIssue({ code: "custom", path: ["delayMs"], message: "give runAt or delayMs, not both" });
+      else if (u.runAt !== undefined && Date.parse(u.runAt) > Date.now() + MAX_DELAY_MS) {
+        ctx.addIssue({ code: "custom", path: ["runAt"], message: "expected a time at most 366 days ahead" });
+      }
     })
     .describe("A unit to enqueue.");
   const batch = z

@@ -26,7 +26,7 @@ export const unitView = z
     status: unitStatus,
     attempt: countOf("Dispatches so far; every report carries the attempt it is about."),
     maxAttempts: count.min(1).describe("Attempts before a retryable error is final."),
-    notBefore: time.nullable().describe("Pending, waiting for its retry backoff until then."),
+    notBefore: time.nullable().describe("Pending, not ready until then: its retry backoff, or the delayed start it was enqueued with (runAt, delayMs)."),
     waitingForAgentSince: time.nullable().describe("Pending, waiting since then for an agent of its kind: it becomes ready when one starts (RTB_NO_AGENT_TIMEOUT_MS bounds the wait)."),
     dispatchedAt: time.nullable().describe("When the current attempt was dispatched."),
     result: z.unknown().describe("What the agent reported with success; null otherwise."),

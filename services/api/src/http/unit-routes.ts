@@ -194,4 +194,6 @@ const toNewUnit = (u: ParsedNewUnit): NewUnit => ({
   payload: u.payload,
   ref: u.ref ?? null,
   maxAttempts: u.maxAttempts,
+  runAt: u.runAt === undefined ? null : new Date(u.runAt),
+  delayMs: u.delayMs ?? null,
 });
