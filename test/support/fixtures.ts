@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbHandle } from "@rtb/db";
 import { testServers } from "./servers.ts";
+import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import { assertTopology, brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
 
 /**
@@ -219,6 +220,18 @@ export async function rawChannel(place: LiveTestPlace): Promise<{ conn: ChannelM
   const ch = await conn.createChannel();
   await assertTopology(ch, place.topology);
   return { conn, ch };
+}
+
+/**
+ * Take every status message waiting in `queue` (the inbox, in place of the api) and add
+ * their updates to `into`, which holds all read so far; returns it.
+ */
+export async function drainStatusReports(ch: Channel, queue: string, into: StatusUpdate[]): Promise<StatusUpdate[]> {
+  for (let m = await ch.get(queue, { noAck: true }); m; m = await ch.get(queue, { noAck: true })) {
+    const parsed = parseMessage(StatusMessage, m.content);
+    if (parsed.ok) into.push(...parsed.value.updates);
+  }
+  return into;
 }
 
 /** Ready messages in a queue (0 when it does not exist). */

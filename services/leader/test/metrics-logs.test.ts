@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel } from "amqplib";
 import { assertJobQueue, metricValue, parsePrometheusText } from "@rtb/runtime";
-import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { capturingLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
+import { type StatusUpdate } from "@rtb/protocol";
+import { capturingLogger, useTestPlace, waitFor, rawChannel, drainStatusReports } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader's own metrics listener (RTB_METRICS_PORT) and its log lines, captured as JSON. */
@@ -18,14 +18,9 @@ beforeAll(async () => {
   leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: LEADER_ID, RTB_METRICS_PORT: "127.0.0.1:0" }), logger));
 });
 
+/** Every status update the leader has reported so far (drains the inbox). */
 const reported: StatusUpdate[] = [];
-async function drainInbox(): Promise<StatusUpdate[]> {
-  for (let m = await ch.get(place.topology.inbox, { noAck: true }); m; m = await ch.get(place.topology.inbox, { noAck: true })) {
-    const parsed = parseMessage(StatusMessage, m.content);
-    if (parsed.ok) reported.push(...parsed.value.updates);
-  }
-  return reported;
-}
+const drainInbox = () => drainStatusReports(ch, place.topology.inbox, reported);
 
 async function scrape() {
   const res = await fetch(leader.metricsUrl!, { signal: AbortSignal.timeout(10_000) });

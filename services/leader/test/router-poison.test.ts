@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertJobQueue } from "@rtb/runtime";
-import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { queueDepth, testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
+import { type StatusUpdate } from "@rtb/protocol";
+import { queueDepth, testLogger, useTestPlace, waitFor, rawChannel, drainStatusReports } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 // A dispatch message that passes validation but that the leader fails on every time (here:
@@ -20,14 +20,9 @@ beforeAll(async () => {
   leader = place.own(await startLeaderService(loadLeaderConfig({ ...place.env, RTB_LEADER_ID: "leader-p" }), testLogger("leader")));
 });
 
+/** Every status update the leader has reported so far (drains the inbox). */
 const reported: StatusUpdate[] = [];
-async function drainInbox(): Promise<StatusUpdate[]> {
-  for (let msg = await ch.get(place.topology.inbox, { noAck: true }); msg; msg = await ch.get(place.topology.inbox, { noAck: true })) {
-    const parsed = parseMessage(StatusMessage, msg.content);
-    if (parsed.ok) reported.push(...parsed.value.updates);
-  }
-  return reported;
-}
+const drainInbox = () => drainStatusReports(ch, place.topology.inbox, reported);
 
 it("dead-letters a dispatch message it cannot route for a reason of its own, and routes the next", async () => {
   const depth = 20_000;

@@ -1,8 +1,8 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
 import { assertJobQueue } from "@rtb/runtime";
-import { JobMessage, parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { createTestPlace, destroyTestPlace, queueDepth, testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
+import { JobMessage, parseMessage, type StatusUpdate } from "@rtb/protocol";
+import { createTestPlace, destroyTestPlace, queueDepth, testLogger, useTestPlace, waitFor, rawChannel, drainStatusReports } from "@rtb/testing";
 import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/leader";
 
 /** The leader alone, on the real broker: what it routes, what it reports, what it rejects. */
@@ -22,13 +22,7 @@ const dispatch = (units: unknown[]) =>
 
 /** Every status update the leader has reported so far (drains the inbox). */
 const reported: StatusUpdate[] = [];
-async function drainInbox(): Promise<StatusUpdate[]> {
-  for (let msg = await ch.get(place.topology.inbox, { noAck: true }); msg; msg = await ch.get(place.topology.inbox, { noAck: true })) {
-    const parsed = parseMessage(StatusMessage, msg.content);
-    if (parsed.ok) reported.push(...parsed.value.updates);
-  }
-  return reported;
-}
+const drainInbox = () => drainStatusReports(ch, place.topology.inbox, reported);
 
 it("routes one job per unit into jobs.<kind> and reports each unit queued", async () => {
   dispatch([
