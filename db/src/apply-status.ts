@@ -62,8 +62,9 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           .forUpdate()
           .execute()
       : [];
+    const rowById = new Map(rows.map((r) => [r.id, r]));
     const units = new Map<number, UnitState>(
-      rows.map((r) => [r.id, { id: r.id, status: r.status, attempt: r.attempt, maxAttempts: r.max_attempts, kind: r.kind }]),
+      rows.map((r) => [r.id, { id: r.id, status: r.status, attempt: r.attempt, maxAttempts: r.max_attempts }]),
     );
     const now = new Date();
     // Times come from other hosts' clocks, or from a bogus message: none may be later than
@@ -94,7 +95,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
         ) AS c(id, status, not_before, result, last_error, wait)
         WHERE u.id = c.id`.execute(trx);
       await insertEvents(trx, plan.applied);
-      const waiting = [...new Set(changed.filter(([, o]) => o.waitForAgent).map(([id]) => units.get(id)!.kind))];
+      const waiting = [...new Set(changed.filter(([, o]) => o.waitForAgent).map(([id]) => rowById.get(id)!.kind))];
       if (waiting.length > 0) {
         await sql`INSERT INTO kinds_without_agents (kind, since) SELECT unnest(${sql.val(waiting)}::text[]), now() ON CONFLICT (kind) DO NOTHING`.execute(trx);
       }
@@ -135,7 +136,6 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if (o.status === "pending") retries++;
     }
     const finished: ApplyResult["finished"] = [];
-    const rowById = new Map(rows.map((r) => [r.id, r]));
     for (const a of plan.applied) {
       if (a.eventStatus !== "success" && a.eventStatus !== "error") continue;
       const row = rowById.get(a.unitId);

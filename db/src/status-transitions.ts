@@ -15,7 +15,6 @@ export type RankedStatus = keyof typeof RANK;
 
 export interface UnitState {
   id: number;
-  kind?: string;
   status: UnitStatus;
   attempt: number;
   maxAttempts: number;
