@@ -18,3 +18,4 @@ export * from "./tallies.ts";
 export * from "./fair-share.ts";
 export * from "./groups.ts";
 export * from "./agent-wait.ts";
+export * from "./duties.ts";
