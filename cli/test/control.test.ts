@@ -22,6 +22,7 @@ describe("rtb status", () => {
     expect(table.stdout).toMatch(/^total +10$/m);
     expect(table.stdout).toMatch(/^dispatching +paused$/m);
     expect(table.stdout).toMatch(/^outstanding +0 \/ 50 /m);
+    expect(table.stdout).toMatch(/^backlog +10 ready, 0 on a clock, 0 waiting for an agent$/m);
     expect(table.stdout).toMatch(/^leader +none has reported yet$/m);
     expect(table.stdout).toMatch(/^dead letters +0 waiting$/m);
     // No colors into a pipe.

@@ -49,6 +49,17 @@ describe("rtb enqueue", () => {
     expect(await rtb(["enqueue", "--kind", "later", "--delay-ms", "-5"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--delay-ms") });
   });
 
+  it("lists the units waiting on a clock with --waiting, and status says when the first is due", async () => {
+    const at = new Date(Date.now() + 3_600_000).toISOString();
+    await rtbJson(["enqueue", "--kind", "later", "--run-at", at], env);
+    await rtbJson(["enqueue", "--kind", "now"], env);
+    const page = await rtbJson(["units", "--waiting", "clock"], env);
+    expect(page.units.map((u: { kind: string }) => u.kind)).toEqual(["later"]);
+    expect(page.backlog).toEqual({ ready: 1, onClock: 1, forAgents: 0, nextDueAt: at });
+    expect((await rtb(["status"], env)).stdout).toMatch(/^backlog +1 ready, 1 on a clock \(next due in (59m|1h)[^)]*\), 0 waiting for an agent$/m);
+    expect(await rtb(["units", "--waiting", "soon"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--waiting") });
+  });
+
   it("refuses bad flags before sending anything (exit 2)", async () => {
     expect(await rtb(["enqueue"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("give --kind (one unit) or --file (many)") });
     expect(await rtb(["enqueue", "--kind", "a b"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--kind: expected") });
@@ -163,7 +174,7 @@ describe("rtb units --ref", () => {
   it("finds the unit enqueued with a ref, exactly, and nothing for an unknown one", async () => {
     await rtb(["enqueue", "--file", "-"], env, [{ kind: "a", ref: "order-7" }, { kind: "a", ref: "order-77" }, { kind: "a" }].map((u) => JSON.stringify(u)).join("\n"));
     const found = await rtbJson(["units", "--ref", "order-7"], env);
-    expect(found).toEqual({ units: [expect.objectContaining({ id: 1, ref: "order-7" })], nextCursor: null });
+    expect(found).toEqual({ units: [expect.objectContaining({ id: 1, ref: "order-7" })], nextCursor: null, backlog: expect.objectContaining({ ready: 3 }) });
     expect((await rtb(["units", "--ref", "order-"], env)).stdout).toBe("no units match\n");
     expect(await rtb(["units", "--ref", "r".repeat(201)], env)).toMatchObject({ code: 1, stderr: expect.stringContaining("(field: ref)") });
   });

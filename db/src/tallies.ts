@@ -110,3 +110,35 @@ export async function checkTallies(db: Db): Promise<Violation[]> {
   }
   return violations;
 }
+
+/** The pending units by what they wait for: nothing (ready), a clock, or an agent of their kind. */
+export interface BacklogShape {
+  /** Pending and ready: what GET /next previews and the top-up takes. */
+  ready: number;
+  /** Pending until a time: delayed (runAt, delayMs) or in a retry backoff; due ones until the next top-up releases them. */
+  onClock: number;
+  /** Pending until an agent of their kind announces itself (migration 0007). */
+  forAgents: number;
+  /** The earliest time one of the units on a clock is due (null: none). */
+  nextDueAt: Date | null;
+}
+
+/**
+ * The backlog's shape in one statement (one snapshot): the pending count and the ready count
+ * from the tallies, the units waiting for an agent from their partial index (few, and only
+ * while a kind has no agent), the earliest due time from the index of units on a clock; the
+ * units on a clock are the rest. Cheap at any size: a million delayed units are one index
+ * probe here, never counted one by one.
+ */
+export async function backlogShape(db: Db): Promise<BacklogShape> {
+  const { rows } = await sql<{ pending: string | null; ready: string | null; for_agents: number; next_due_at: Date | null }>`
+    SELECT
+      (SELECT sum(n) FROM status_tallies WHERE status = 'pending') AS pending,
+      (SELECT sum(n) FROM (SELECT n FROM ready_levels UNION ALL SELECT n FROM ready_deltas) AS r) AS ready,
+      (SELECT count(*)::int FROM units WHERE agent_wait_since IS NOT NULL AND status = 'pending' AND not_before = 'infinity') AS for_agents,
+      (SELECT min(not_before) FROM units WHERE status = 'pending' AND not_before IS NOT NULL AND not_before < 'infinity') AS next_due_at`.execute(db);
+  const r = rows[0]!;
+  const pending = Number(r.pending ?? 0);
+  const ready = Number(r.ready ?? 0);
+  return { ready, onClock: Math.max(0, pending - ready - r.for_agents), forAgents: r.for_agents, nextDueAt: r.next_due_at };
+}

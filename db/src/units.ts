@@ -3,7 +3,7 @@ import { sql } from "kysely";
 import type { UnitStatus, Utilization } from "@rtb/protocol";
 import type { UnitRow } from "./schema.ts";
 import { isStuck } from "./invariants.ts";
-import { tallyByStatus } from "./tallies.ts";
+import { backlogShape, tallyByStatus, type BacklogShape } from "./tallies.ts";
 
 export interface UnitEvent {
   attempt: number;
@@ -196,11 +196,25 @@ export interface UnitFilter {
   group?: string;
   /** Exactly this ref (unique: at most one unit). */
   ref?: string;
+  /** Pending units waiting for nothing (ready), a clock (a due time) or an agent of their kind. */
+  waiting?: "nothing" | "clock" | "agent";
   /** Only units in flight for longer than their timeout (the reconciler's business). */
   stuck?: { dispatchTimeoutMs: number; processingTimeoutMs: number };
   /** Keyset pagination: units with an id below this one. */
   beforeId?: number;
   limit: number;
+}
+
+/** The pending units waiting for `what`: the same three sets as BacklogShape (tallies.ts). */
+function waitingFor(what: "nothing" | "clock" | "agent") {
+  switch (what) {
+    case "nothing":
+      return sql<boolean>`status = 'pending' AND not_before IS NULL`;
+    case "clock":
+      return sql<boolean>`status = 'pending' AND not_before IS NOT NULL AND not_before < 'infinity'`;
+    case "agent":
+      return sql<boolean>`status = 'pending' AND not_before = 'infinity'`;
+  }
 }
 
 /** Units newest first, filtered; `nextBeforeId` continues the listing (null: no more). */
@@ -210,6 +224,7 @@ export async function listUnits(db: Db, f: UnitFilter): Promise<{ units: Unit[];
   if (f.kind !== undefined) q = q.where("kind", "=", f.kind);
   if (f.group !== undefined) q = q.where("group_name", "=", f.group);
   if (f.ref !== undefined) q = q.where("ref", "=", f.ref);
+  if (f.waiting !== undefined) q = q.where(waitingFor(f.waiting));
   if (f.stuck) q = q.where(isStuck({ ...f.stuck, graceMs: 0 }));
   if (f.beforeId !== undefined) q = q.where("id", "<", f.beforeId);
   const rows = await q.orderBy("id", "desc").limit(f.limit + 1).execute();
@@ -291,6 +306,8 @@ export interface Summary {
   total: number;
   /** dispatched + queued */
   outstanding: number;
+  /** The pending units by what they wait for. */
+  backlog: BacklogShape;
   dispatching: boolean;
   dispatchingSince: Date | null;
   /** utilization: as the inbox stored it from a validated status message (or null: none came with the report). */
@@ -299,11 +316,12 @@ export interface Summary {
 
 /** Counts per status (from the tallies: exact, and cheap at any size) and the shared control state. */
 export async function summarize(db: Db): Promise<Summary> {
-  const [counts, control] = await Promise.all([tallyByStatus(db), db.selectFrom("control").selectAll().executeTakeFirstOrThrow()]);
+  const [counts, backlog, control] = await Promise.all([tallyByStatus(db), backlogShape(db), db.selectFrom("control").selectAll().executeTakeFirstOrThrow()]);
   return {
     counts,
     total: Object.values(counts).reduce((sum, n) => sum + n, 0),
     outstanding: counts.dispatched + counts.queued,
+    backlog,
     dispatching: control.dispatching,
     dispatchingSince: control.dispatching_changed_at,
     leader:

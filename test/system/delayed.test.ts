@@ -69,3 +69,35 @@ it("refuses a malformed or absurd time, or both ways at once, naming the field; 
   // Nothing refused was written: the two accepted units only.
   expect((await system.get("/")).counts.pending).toBe(2);
 });
+
+it("GET / and GET /units count the units on a clock apart from the ready ones and those waiting for an agent, and list them", async () => {
+  // Paused: nothing is dispatched, so the backlog keeps its shape.
+  // The same database as the tests above: their units are counted before.
+  const system = place.own(await startSystem(place, { RTB_SEED_UNITS: "0" }, { agents: 0 }));
+  expect((await system.api.app.request("/pause", { method: "POST" })).status).toBe(200);
+  const was = (await system.get("/")).backlog;
+  const soon = new Date(Date.now() + 3_600_000).toISOString();
+  const later = new Date(Date.now() + 7_200_000).toISOString();
+  const batch = await post(system, [{ kind: "k" }, { kind: "k" }, { kind: "k", runAt: later }, { kind: "k", runAt: soon }, { kind: "k", delayMs: 86_400_000 }]);
+  expect(batch.status).toBe(201);
+  const state = await system.get("/");
+  expect(state.backlog).toEqual({ ready: was.ready + 2, onClock: was.onClock + 3, forAgents: 0, nextDueAt: soon });
+  expect(state.backlog.ready + state.backlog.onClock + state.backlog.forAgents).toBe(state.counts.pending);
+
+  const ids = batch.body.units.map((u: { id: number }) => u.id);
+  const page = await system.get("/units?waiting=clock");
+  const mine = page.units.filter((u: { id: number }) => ids.includes(u.id));
+  expect(mine.map((u: { id: number }) => u.id).sort()).toEqual(ids.slice(2).sort());
+  expect(page.units.every((u: { status: string; notBefore: string | null }) => u.status === "pending" && u.notBefore !== null)).toBe(true);
+  expect(page.backlog).toEqual(state.backlog);
+  expect((await system.get("/units?waiting=nothing")).units.filter((u: { id: number }) => ids.includes(u.id))).toHaveLength(2);
+  expect((await system.get("/units?waiting=agent")).units).toHaveLength(0);
+
+  const bad = await system.api.app.request("/units?waiting=soon");
+  expect(bad.status).toBe(400);
+  expect(await bad.json()).toMatchObject({ field: "waiting" });
+
+  // Cancelling one on a clock leaves the counts exact.
+  expect((await system.api.app.request(`/units/${ids[2]}/cancel`, { method: "POST" })).status).toBe(200);
+  expect((await system.get("/")).backlog.onClock).toBe(was.onClock + 2);
+});

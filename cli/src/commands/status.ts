@@ -1,6 +1,6 @@
 import { UNIT_STATUSES, type StateView } from "@rtb/protocol";
 import type { Command, Context } from "../command.ts";
-import { ago, count, timestamp } from "../format.ts";
+import { ago, count, duration, timestamp } from "../format.ts";
 import { fields, paintStatus, table } from "../output.ts";
 
 export const status: Command = {
@@ -37,6 +37,7 @@ function renderStatus({ out }: Context, s: StateView): void {
   fields(out, [
     ["dispatching", `${dispatching}${s.dispatchingSince ? ` (since ${ago(s.dispatchingSince, now)})` : ""}`],
     ["outstanding", `${count(s.outstanding)} / ${count(s.maxQueue)} (dispatched + queued / RTB_BROADCAST_MAX_QUEUE)`],
+    ["backlog", backlogLine(s, now)],
     ["done", s.done ? out.paint("yes: nothing pending or in flight", "green") : "no"],
     ["leader", leader],
     ["apis", names(s.services.apis)],
@@ -65,4 +66,11 @@ function renderStatus({ out }: Context, s: StateView): void {
       s.waitingForAgents.map((w) => [out.paint(w.kind, "yellow"), `${timestamp(w.since)} (${ago(w.since, now)})`]),
     );
   }
+}
+
+/** What the pending units wait for: nothing, a clock (and when the first is due), an agent. */
+function backlogLine(s: StateView, now: number): string {
+  const { ready, onClock, forAgents, nextDueAt } = s.backlog;
+  const due = nextDueAt ? ` (next due ${Date.parse(nextDueAt) <= now ? "now" : `in ${duration(Date.parse(nextDueAt) - now)}`})` : "";
+  return `${count(ready)} ready, ${count(onClock)} on a clock${due}, ${count(forAgents)} waiting for an agent`;
 }

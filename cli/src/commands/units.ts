@@ -5,13 +5,15 @@ import { paintStatus, table } from "../output.ts";
 
 export const units: Command = {
   name: "units",
-  summary: "list units, newest first, filtered by status, kind, group, ref or stuck",
-  usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--ref R] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
+  summary: "list units, newest first, filtered by status, kind, group, ref, what they wait for, or stuck",
+  usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--ref R] [--waiting nothing|clock|agent] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
   help: [
     `  -s, --status S   only these statuses, comma-separated (${UNIT_STATUSES.join(", ")})`,
     "  --kind K         only this kind",
     "  --group G        only this group",
     "  --ref R          the unit enqueued with this ref (exactly), if any",
+    "  --waiting W      pending units waiting for nothing (ready), a clock (delayed or in a",
+    "                   retry backoff) or an agent of their kind",
     "  --stuck          only units in flight for longer than the api's timeouts",
     "  -n, --limit N    units per page (1 to 1000, default 50)",
     "  --after CURSOR   the page after this cursor (printed under a page that has more)",
@@ -24,6 +26,7 @@ export const units: Command = {
     kind: { type: "string" },
     group: { type: "string" },
     ref: { type: "string" },
+    waiting: { type: "string" },
     stuck: { type: "boolean", default: false },
     limit: { type: "string", short: "n", default: "50" },
     after: { type: "string" },
@@ -47,14 +50,19 @@ export const units: Command = {
   },
 };
 
+const WAITING = ["nothing", "clock", "agent"];
+
 function unitQuery(values: Values) {
   const statuses = ((values.status as string[] | undefined) ?? []).flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean);
   for (const s of statuses) if (!(UNIT_STATUSES as readonly string[]).includes(s)) throw new UsageError(`--status: ${JSON.stringify(s)} is not a status (${UNIT_STATUSES.join(", ")})`);
+  const waiting = str(values.waiting);
+  if (waiting !== undefined && !WAITING.includes(waiting)) throw new UsageError(`--waiting: ${JSON.stringify(waiting)} is not one of ${WAITING.join(", ")}`);
   return {
     status: statuses.length ? statuses.join(",") : undefined,
     kind: str(values.kind),
     group: str(values.group),
     ref: str(values.ref),
+    waiting,
     stuck: values.stuck ? "true" : undefined,
     limit: intArg(values.limit, "--limit", { min: 1, max: 1000 }),
     after: str(values.after),

@@ -115,6 +115,31 @@ export function collectApiMetrics(
     },
   });
   new Gauge({
+    name: "rtb_backlog_units",
+    help: "Pending units by what they wait for: ready (nothing), clock (a due time: delayed or a retry backoff), agent (an agent of their kind)",
+    labelNames: ["waiting_for"],
+    registers: [registry],
+    async collect() {
+      const summary = await tallies();
+      this.reset();
+      if (!summary) return;
+      const { ready, onClock, forAgents } = summary.backlog;
+      this.set({ waiting_for: "nothing" }, ready);
+      this.set({ waiting_for: "clock" }, onClock);
+      this.set({ waiting_for: "agent" }, forAgents);
+    },
+  });
+  new Gauge({
+    name: "rtb_next_due_timestamp_seconds",
+    help: "When the earliest unit waiting on a clock is due, as a Unix time (absent: none waits)",
+    registers: [registry],
+    async collect() {
+      const summary = await tallies();
+      this.reset();
+      if (summary?.backlog.nextDueAt) this.set(summary.backlog.nextDueAt.getTime() / 1000);
+    },
+  });
+  new Gauge({
     name: "rtb_dispatching",
     help: "1 while dispatching is on (GET /go), 0 while paused",
     registers: [registry],

@@ -181,7 +181,7 @@ describe("GET /units", () => {
     await post("/units", { kind: "render", group: "by-ref", ref: "find-me-ref-2" });
     const found = await call(api, `/units?ref=${encodeURIComponent("find-me-ref")}`);
     expect(found.status).toBe(200);
-    expect(found.body).toEqual({ units: [expect.objectContaining({ id, ref: "find-me-ref", group: "by-ref" })], nextCursor: null });
+    expect(found.body).toEqual({ units: [expect.objectContaining({ id, ref: "find-me-ref", group: "by-ref" })], nextCursor: null, backlog: expect.any(Object) });
     // With the other filters: they still apply.
     expect((await call(api, "/units?ref=find-me-ref&kind=email")).body.units).toEqual([]);
     expect(await call(api, "/units?ref=no-such-ref")).toMatchObject({ status: 200, body: { units: [], nextCursor: null } });
@@ -332,7 +332,7 @@ describe("GET /openapi.json", () => {
     expect(one.additionalProperties).toBe(false);
     expect(new RegExp(one.properties.kind.pattern).test("has space")).toBe(false);
     const list = body.paths["/units"].get.parameters.map((p: any) => p.name);
-    expect(list).toEqual(["status", "kind", "group", "ref", "stuck", "limit", "after"]);
+    expect(list).toEqual(["status", "kind", "group", "ref", "waiting", "stuck", "limit", "after"]);
     const ref = body.paths["/units"].get.parameters.find((p: any) => p.name === "ref");
     expect(ref.schema).toMatchObject({ type: "string", minLength: 1, maxLength: NAME_MAX_LENGTH });
     const limit = body.paths["/units"].get.parameters.find((p: any) => p.name === "limit");

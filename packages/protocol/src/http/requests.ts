@@ -59,6 +59,10 @@ export const listUnitsQuery = z.strictObject({
   kind: unitKind.optional(),
   group: groupName.optional(),
   ref: unitRef.optional().describe("Exactly this ref (the producer's idempotency key): the one unit enqueued with it, or an empty page."),
+  waiting: z
+    .enum(["nothing", "clock", "agent"], { message: "expected nothing, clock or agent" })
+    .optional()
+    .describe("Pending units by what they wait for: nothing (ready), clock (delayed or in a retry backoff: see notBefore), agent (no agent of their kind yet)."),
   stuck: z
     .enum(["true", "false"], { message: "expected true or false" })
     .transform((v) => v === "true")

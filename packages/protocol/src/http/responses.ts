@@ -86,12 +86,21 @@ export const enqueuedBatch = z
   })
   .describe("A batch enqueued.");
 export type EnqueuedBatch = z.output<typeof enqueuedBatch>;
+const backlog = z
+  .object({
+    ready: countOf("Pending and ready: what GET /next previews and the next top-up takes."),
+    onClock: countOf("Pending until a time: delayed (runAt, delayMs) or waiting out a retry backoff (GET /units?waiting=clock lists them)."),
+    forAgents: countOf("Pending until an agent of their kind starts (GET /units?waiting=agent)."),
+    nextDueAt: time.nullable().describe("When the earliest unit on a clock is due; null when none waits on one."),
+  })
+  .describe("The pending units by what they wait for (ready + onClock + forAgents = the pending count), whatever the page's filters.");
 /** The cursor of keyset pagination: a unit's id, as decimal text (ids may exceed 2^53 one day; JSON numbers would not say so). */
 const unitCursor = z.string().regex(CURSOR_PATTERN);
 export const unitPage = z
   .object({
     units: z.array(unitView).describe("Newest first."),
     nextCursor: unitCursor.nullable().describe("Pass as `after` for the next page; null on the last page."),
+    backlog,
   })
   .describe("A page of units.");
 export type UnitPage = z.output<typeof unitPage>;
@@ -117,6 +126,8 @@ export const stateView = z
     total: countOf("Units in all."),
     outstanding: countOf("dispatched + queued: never above maxQueue"),
     maxQueue: countOf("RTB_BROADCAST_MAX_QUEUE"),
+    backlog,
+
     dispatching: z.boolean().describe("Whether the api dispatches (/go turns it on, /pause off)."),
     dispatchingSince: time.nullable().describe("When dispatching last changed."),
     done: z.boolean().describe("Nothing pending or in flight."),

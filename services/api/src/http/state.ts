@@ -1,4 +1,4 @@
-import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize } from "@rtb/db";
+import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize, type BacklogShape } from "@rtb/db";
 import type { StateView } from "@rtb/protocol";
 import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
 import type { AppDeps } from "./deps.ts";
@@ -26,6 +26,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps):
     total: summary.total,
     outstanding: summary.outstanding,
     maxQueue,
+    backlog: backlogView(summary.backlog),
     dispatching: summary.dispatching,
     dispatchingSince: summary.dispatchingSince?.toISOString() ?? null,
     done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
@@ -39,6 +40,8 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps):
   };
 }
 
+/** The backlog's shape as JSON writes it (GET / and GET /units). */
+export const backlogView = (b: BacklogShape): StateView["backlog"] => ({ ...b, nextDueAt: b.nextDueAt?.toISOString() ?? null });
 
 // The dead queue's depth, read at most once a second per broker however often GET / is
 // polled and however many dashboards are open (each read opens a channel on the broker).

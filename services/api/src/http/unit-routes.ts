@@ -1,7 +1,8 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { jsonBytes } from "@rtb/runtime";
-import { cancelUnit, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
+import { backlogView } from "./state.ts";
+import { backlogShape, cancelUnit, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
 import {
   conflictBody,
   enqueuedBatch,
@@ -112,11 +113,13 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       kind: q.kind,
       group: q.group,
       ref: q.ref,
+      waiting: q.waiting,
       stuck: q.stuck ? { dispatchTimeoutMs: settings.dispatchTimeoutMs, processingTimeoutMs: settings.processingTimeoutMs } : undefined,
       beforeId: q.after,
       limit: q.limit,
     });
-    return c.json({ units: page.units, nextCursor: page.nextBeforeId === null ? null : String(page.nextBeforeId) }, 200);
+    const backlog = backlogView(await backlogShape(db));
+    return c.json({ units: page.units, nextCursor: page.nextBeforeId === null ? null : String(page.nextBeforeId), backlog }, 200);
   });
 
   const redrive = createRoute({
