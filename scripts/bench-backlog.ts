@@ -8,6 +8,11 @@
  * - a top-up of 50 (claimTopUp: the database side of dispatch, which is what scales);
  * - GET / (counts per status), over HTTP.
  *
+ * With --delayed N, N delayed units (due in a day to half a year) are added to the last size
+ * and it is measured again: a row "+ N delayed", whose figures must match the row before (the
+ * units on a clock sit in an index of their own, which a top-up reads up to now: nothing);
+ * with --plans the plans are taken there, and show that index read.
+ *
  * With --sizes it grows one backlog through each size in turn and prints a row per size (the
  * units the top-ups took are put back before the next size, so each row starts from exactly
  * that many pending units). With --plans it also prints the plans of the dispatch statements
@@ -18,6 +23,7 @@
  *   npm run bench:backlog                                  # 1,000,000 units over 1,000 groups
  *   npm run bench:backlog -- --sizes 10000,100000,1000000  # a row per size, one run
  *   npm run bench:backlog -- --units 100000 --reps 50      # quicker
+ *   npm run bench:backlog -- --units 100000 --delayed 1000000 --plans  # a million delayed units cost nothing
  */
 import { performance } from "node:perf_hooks";
 import { parseArgs } from "node:util";
@@ -30,6 +36,7 @@ import { scratchPlace } from "./scratch-place.ts";
 const flags = {
   units: { type: "string" },
   sizes: { type: "string" },
+  delayed: { type: "string", default: "0" },
   groups: { type: "string", default: "1000" },
   priorities: { type: "string", default: "3" },
   batch: { type: "string", default: "10000" },
@@ -42,12 +49,13 @@ const flags = {
 } as const;
 
 const usage =
-  "usage: npm run bench:backlog -- [--units N | --sizes N,N,...] [--groups N] [--priorities N] [--batch N] [--concurrency N] [--reps N] [--plans] [--keep] [--db NAME]\n" +
+  "usage: npm run bench:backlog -- [--units N | --sizes N,N,...] [--delayed N] [--groups N] [--priorities N] [--batch N] [--concurrency N] [--reps N] [--plans] [--keep] [--db NAME]\n" +
   "  --units N        build a backlog of N units (default 1000000)\n" +
   "  --sizes N,N,...  grow one backlog through each size, a row of figures per size\n" +
+  "  --delayed N      then add N delayed units (due in a day to half a year) and measure again\n" +
   "  --db NAME        measure an existing database (left by --keep) as it is, without enqueueing";
 
-let opts: { sizes: number[]; groups: number; priorities: number; batch: number; concurrency: number; reps: number; plans: boolean; keep: boolean; db: string | undefined };
+let opts: { sizes: number[]; delayed: number; groups: number; priorities: number; batch: number; concurrency: number; reps: number; plans: boolean; keep: boolean; db: string | undefined };
 try {
   const { values: v } = parseArgs({ options: flags });
   if (v.help) {
@@ -60,12 +68,13 @@ try {
     return n;
   };
   if (v.units !== undefined && v.sizes !== undefined) throw new Error("--units and --sizes: give one of them");
-  if (v.db !== undefined && (v.units !== undefined || v.sizes !== undefined)) throw new Error("--db measures the backlog that database has: no --units or --sizes");
+  if (v.db !== undefined && (v.units !== undefined || v.sizes !== undefined || v.delayed !== "0")) throw new Error("--db measures the backlog that database has: no --units, --sizes or --delayed");
   if (v.db !== undefined && !/^[a-z_][a-z0-9_]*$/.test(v.db)) throw new Error(`--db="${v.db}": expected a database name (lower case letters, digits, _)`);
   const sizes = v.sizes !== undefined ? v.sizes.split(",").map((s) => int("sizes", s.trim(), 1)) : [int("units", v.units ?? "1000000", 1)];
   if (sizes.some((s, i) => i > 0 && s <= sizes[i - 1]!)) throw new Error(`--sizes=${v.sizes}: expected increasing sizes`);
   opts = {
     sizes,
+    delayed: int("delayed", v.delayed, 0),
     groups: int("groups", v.groups, 1),
     priorities: int("priorities", v.priorities, 1),
     batch: int("batch", v.batch, 1),
@@ -84,6 +93,7 @@ const place = scratchPlace("bench");
 const { servers, prefix } = place;
 const dbName = opts.db ?? place.dbName;
 const say = (msg: string) => console.log(`[bench] ${msg}`);
+const DAY_MS = 86_400_000;
 
 const config = loadApiConfig({
   ...process.env,
@@ -102,6 +112,7 @@ const db = api.database.db;
 
 interface Row {
   pending: number;
+  delayed: number;
   enqueue: string;
   next50: number[];
   topUp: number[];
@@ -132,27 +143,36 @@ try {
     await compactTallies(db);
     await sql`VACUUM (ANALYZE, INDEX_CLEANUP ON) units, unit_groups, ready_deltas, ready_counts, ready_levels, status_tallies`.execute(db);
     say(`measuring at ${size.toLocaleString("en")} pending units`);
-    rows.push({ pending: size, enqueue, ...(await measure()) });
+    const last = size === sizes[sizes.length - 1];
+    rows.push({ pending: size, delayed: 0, enqueue, ...(await measure()) });
     // In the steady state the measurement left: the last top-up's units in flight, tallies as folded.
-    if (opts.plans && size === sizes[sizes.length - 1]) plans = await explainDispatch(db, 50);
-    await db.updateTable("control").set({ dispatching: false }).execute();
-    // Put back what the top-ups took, so that the next size (or run, with --db) starts from
-    // exactly its count.
-    await sql`UPDATE units SET status = 'pending', attempt = 0, dispatched_at = NULL WHERE status <> 'pending'`.execute(db);
-    await sql`DELETE FROM unit_events`.execute(db);
+    if (opts.plans && last && opts.delayed === 0) plans = await explainDispatch(db, 50);
+    await putBack();
+    if (last && opts.delayed > 0) {
+      say(`enqueueing ${opts.delayed.toLocaleString("en")} delayed units, due in a day to half a year`);
+      const { seconds } = await enqueueUnits(enqueued, enqueued + opts.delayed, spread, { delayed: true });
+      await compactTallies(db);
+      await sql`VACUUM (ANALYZE, INDEX_CLEANUP ON) units, unit_groups, ready_deltas, ready_counts, ready_levels, status_tallies`.execute(db);
+      say(`measuring at ${size.toLocaleString("en")} ready units + ${opts.delayed.toLocaleString("en")} delayed`);
+      const delayedEnqueue = `${Math.round(opts.delayed / seconds).toLocaleString("en")} units/s (delayed)`;
+      rows.push({ pending: size, delayed: opts.delayed, enqueue: delayedEnqueue, ...(await measure()) });
+      if (opts.plans) plans = await explainDispatch(db, 50);
+      await putBack();
+    }
   }
 
   console.log("");
   console.log(`${opts.groups.toLocaleString("en")} groups, ${opts.priorities} priorities, ${opts.reps} calls per figure (PostgreSQL ${servers.RTB_DB_HOST.host}:${servers.RTB_DB_HOST.port}, ${dbName})`);
-  console.log("| pending units | enqueue (POST /units) | GET /next?limit=50 p50 / p99 | top-up of 50 p50 / p99 | GET / p50 / p99 |");
-  console.log("| --- | --- | --- | --- | --- |");
+  console.log("| ready units | + delayed | enqueue (POST /units) | GET /next?limit=50 p50 / p99 | top-up of 50 p50 / p99 | GET / p50 / p99 |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
   for (const r of rows) {
     const fig = (t: number[]) => `${pct(t, 50)} / ${pct(t, 99)} ms`;
-    console.log(`| ${r.pending.toLocaleString("en")} | ${r.enqueue} | ${fig(r.next50)} | ${fig(r.topUp)} | ${fig(r.state)} |`);
+    console.log(`| ${r.pending.toLocaleString("en")} | ${r.delayed.toLocaleString("en")} | ${r.enqueue} | ${fig(r.next50)} | ${fig(r.topUp)} | ${fig(r.state)} |`);
   }
 
   if (plans.length > 0) {
-    console.log(`\nplans of the dispatch statements at ${sizes[sizes.length - 1]!.toLocaleString("en")} pending units (EXPLAIN ANALYZE; the top-up's in a transaction rolled back):`);
+    const at = `${sizes[sizes.length - 1]!.toLocaleString("en")} ready units${opts.delayed > 0 ? ` and ${opts.delayed.toLocaleString("en")} delayed` : ""}`;
+    console.log(`\nplans of the dispatch statements at ${at} (EXPLAIN ANALYZE; the top-up's in a transaction rolled back):`);
     for (const line of plans) console.log(`  ${line}`);
   }
 } finally {
@@ -171,7 +191,7 @@ try {
  * Meanwhile the tallies are folded every second (as the dispatcher does), timed: the fold must
  * keep up with the load.
  */
-async function enqueueUnits(from: number, to: number, spread: number): Promise<{ seconds: number; batchTimes: number[]; folds: number[] }> {
+async function enqueueUnits(from: number, to: number, spread: number, how: { delayed?: boolean } = {}): Promise<{ seconds: number; batchTimes: number[]; folds: number[] }> {
   let next = from;
   const t0 = performance.now();
   const batchTimes: number[] = [];
@@ -194,7 +214,9 @@ async function enqueueUnits(from: number, to: number, spread: number): Promise<{
         Array.from({ length: n }, (_, i) => {
           const k = first + i;
           const group = `customer-${Math.floor(opts.groups * Math.pow(((k * 7919) % spread) / spread, 2))}`;
-          return { kind: "simulate", group, priority: k % opts.priorities, payload: { n: k } };
+          const unit = { kind: "simulate", group, priority: k % opts.priorities, payload: { n: k } };
+          // Due in a day to half a year, spread over that time.
+          return how.delayed ? { ...unit, delayMs: DAY_MS + ((k * 7919) % 180) * DAY_MS + (k % 1000) * 1000 } : unit;
         }),
       );
       const started = performance.now();
@@ -247,6 +269,16 @@ async function measure(): Promise<{ next50: number[]; topUp: number[]; state: nu
     },
   );
   return { next50, topUp, state };
+}
+
+/**
+ * Put back what the top-ups took, so that the next size (or run, with --db) starts from
+ * exactly its count.
+ */
+async function putBack(): Promise<void> {
+  await db.updateTable("control").set({ dispatching: false }).execute();
+  await sql`UPDATE units SET status = 'pending', attempt = 0, dispatched_at = NULL WHERE status <> 'pending'`.execute(db);
+  await sql`DELETE FROM unit_events`.execute(db);
 }
 
 async function pendingNow(db: Db): Promise<number> {

@@ -207,6 +207,36 @@ async function restartBroker() {
   await sh(process.env.RTB_CHAOS_BROKER_START ?? "rabbitmqctl start_app && rabbitmqctl await_startup");
 }
 
+/**
+ * What operators and producers do while the faults go on, so that the invariants are checked
+ * with it in the mix: units enqueued with a delay (due during the run, some in the past).
+ * Requests the api misses while it is down are dropped (their units are not expected).
+ * Returns what was done, by kind of action.
+ */
+async function mix(until: number): Promise<Record<string, number>> {
+  const done: Record<string, number> = { "delayed units": 0, "requests refused while the api was down": 0 };
+  const post = async (path: string, body: unknown) => {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    // A refusal (4xx) is a finding; a 5xx is an api on its way down or up.
+    if (res.status >= 400 && res.status < 500) throw new Error(`POST ${path} answered ${res.status}: ${(await res.text()).slice(0, 200)}`);
+    if (res.status >= 300) throw new TypeError(`answered ${res.status}`);
+    return res.json();
+  };
+  while (Date.now() < until) {
+    await sleep(random(200, 800));
+    try {
+      const batch = Array.from({ length: 10 }, (_, i) => (i === 0 ? { kind: "simulate", runAt: new Date(Date.now() - 60_000).toISOString() } : { kind: "simulate", delayMs: Math.round(random(0, 5_000)) }));
+      await post("/units", batch);
+      done["delayed units"]! += batch.length;
+    } catch (err) {
+      // The api is down (killed by the faults), or refused a good request: the latter is a finding.
+      if (err instanceof Error && err.message.startsWith("POST ")) throw err;
+      done["requests refused while the api was down"]!++;
+    }
+  }
+  return done;
+}
+
 // ---- the run -------------------------------------------------------------------------------
 
 const logger = createLogger({ service: "chaos", level: "silent", format: "json" });
@@ -230,6 +260,7 @@ try {
   say("dispatching (GET /go); injecting faults");
 
   const faultsUntil = Date.now() + opts.duration * 1000;
+  const mixing = mix(faultsUntil);
   const restarts: Promise<void>[] = [];
   while (Date.now() < faultsUntil) {
     await sleep(random(opts.everyMin, opts.everyMax) * 1000);
@@ -248,6 +279,8 @@ try {
     restarts.push(sleep(random(200, 3_000)).then(() => launch(victim)));
   }
   await Promise.all(restarts);
+  const mixed = await mixing;
+  say(`the producer's mix: ${Object.entries(mixed).map(([k, n]) => `${k} ${n}`).join(", ")}`);
   say("faults over; waiting for every service and for the backlog to drain");
   await until("every service to be ready again", () => services.every((s) => s.ready), 90_000);
   await until("every unit to be terminal", async () => (await api("/")).done === true, opts.drainTimeout * 1000, 500);
