@@ -243,6 +243,7 @@ const logger = createLogger({ service: "chaos", level: "silent", format: "json" 
 let database: DbHandle | undefined;
 let broker: Broker | undefined;
 let exitCode = 1;
+let mixed: Record<string, number> = {};
 process.on("SIGINT", () => {
   say("interrupted: stopping");
   stopping = true;
@@ -279,7 +280,7 @@ try {
     restarts.push(sleep(random(200, 3_000)).then(() => launch(victim)));
   }
   await Promise.all(restarts);
-  const mixed = await mixing;
+  mixed = await mixing;
   say(`the producer's mix: ${Object.entries(mixed).map(([k, n]) => `${k} ${n}`).join(", ")}`);
   say("faults over; waiting for every service and for the backlog to drain");
   await until("every service to be ready again", () => services.every((s) => s.ready), 90_000);
@@ -304,7 +305,7 @@ try {
 
   console.log("");
   console.log("chaos summary");
-  console.log(`  units        ${report.total} (success ${report.counts.success}, error ${report.counts.error})`);
+  console.log(`  units        ${report.total} (${opts.units} seeded + ${mixed["delayed units"]} delayed; success ${report.counts.success}, error ${report.counts.error}, cancelled ${report.counts.cancelled})`);
   console.log(`  faults       ${injected}: ${Object.entries(faults).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
   console.log(`  recoveries   ${recoveries} service restarts came back ready; ${unexpectedExits} unexpected exit(s)`);
   console.log(`  services     ${state.services.leaders.length} leader(s) and ${state.services.agents.length} agent(s) seen in the last 30 s (killed lifetimes included); active leader ${state.leader?.id ?? "none"} since ${state.leader?.activeSince ?? "?"}`);
