@@ -141,6 +141,15 @@ describe("the dashboard in a real browser", () => {
     await waitFor("throughput bars", () => page.locator("#tp-chart rect.s-success").count());
   });
 
+  it("says what the pending units wait for: a delayed unit is on a clock until cancelled", async () => {
+    const res = await fetch(`${base}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ kind: "simulate", delayMs: 86_400_000 }) });
+    const { unit } = await res.json();
+    await page.locator("#backlog", { hasText: "pending: 0 ready · 1 on a clock (next due " }).waitFor({ timeout: 30_000 });
+    expect(await page.locator("#backlog").textContent()).toContain("· 0 waiting for an agent");
+    await fetch(`${base}/units/${unit.id}/cancel`, { method: "POST" });
+    await waitForText(page, "#backlog", "pending: 0 ready · 0 on a clock · 0 waiting for an agent");
+  });
+
   it("opens a unit's timeline from the recent units table", async () => {
     const rows = await page.locator("#units-body tr[data-unit]").evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute("data-unit"))));
     expect(rows.length).toBeGreaterThan(0);

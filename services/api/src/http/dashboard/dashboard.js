@@ -168,6 +168,11 @@ function renderState(s) {
   );
   bar.setAttribute("aria-label", statuses.map((st) => `${st} ${s.counts[st]}`).join(", "));
 
+  // What the pending units wait for: nothing, a clock (delayed, retry backoffs), an agent.
+  const b = s.backlog;
+  const due = b.nextDueAt ? ` (next due ${Date.parse(b.nextDueAt) <= serverNow() ? "now" : `${new Date(b.nextDueAt).toLocaleString([], { hour12: false })}`})` : "";
+  $("backlog").textContent = `pending: ${num(b.ready)} ready · ${num(b.onClock)} on a clock${due} · ${num(b.forAgents)} waiting for an agent`;
+
   // The gauge: outstanding (dispatched + queued) against the maximum the api keeps out.
   const frac = s.maxQueue ? Math.min(1, s.outstanding / s.maxQueue) : 0;
   // The gap (200) is longer than the arc, so the dash is drawn once; a round cap would still
