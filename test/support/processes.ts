@@ -181,8 +181,10 @@ export interface Cluster {
   /** The api's base URL (a free port, kept across api restarts). */
   readonly url: string;
   readonly maxQueue: number;
-  /** Units the api seeds at its first start. */
+  /** Units the api seeds at its first start, plus those `enqueue` added. */
   readonly total: number;
+  /** POST /units with a batch (201 expected); the units count into `total`. Returns the answer. */
+  enqueue(units: object[]): Promise<any>;
   /** A database handle on the test's database, for assertions. */
   readonly db: DbHandle["db"];
   /** Outstanding units sampled since the cluster was created (the product's sampler). */
@@ -259,12 +261,22 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
     return p;
   }
 
+  let enqueued = 0;
   const cluster: Cluster = {
     place,
     env: shared,
     url,
     maxQueue: Number(shared.RTB_BROADCAST_MAX_QUEUE!),
-    total: Number(shared.RTB_SEED_UNITS),
+    get total() {
+      return Number(shared.RTB_SEED_UNITS) + enqueued;
+    },
+    async enqueue(units) {
+      const res = await fetch(`${url}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(units) });
+      const body = await res.json();
+      if (res.status !== 201) throw new Error(`POST /units answered ${res.status}: ${JSON.stringify(body)}`);
+      enqueued += units.length;
+      return body;
+    },
     db: handle.db,
     sampler,
     broker: brokerOnce,

@@ -15,6 +15,9 @@ describe("the api", () => {
   it("kill -9 mid-run, then a restart: the inbox waited in the broker, top-ups resume without /go, nothing lost, never over the bound", async () => {
     const c = await run.start(env);
     await startAll(c);
+    // Delayed units that fall due while the api is down: the restarted api's timer, armed
+    // from the database, dispatches them.
+    await c.enqueue(Array.from({ length: 20 }, (_, i) => ({ kind: "simulate", delayMs: 500 + i * 100 })));
     expect(await c.kill("api", "SIGKILL")).toEqual({ code: null, signal: "SIGKILL" });
 
     // While the api is down, the agents work off what was routed and their reports wait in the inbox.
@@ -26,7 +29,7 @@ describe("the api", () => {
     await c.restart("api");
     // Dispatching was on in PostgreSQL: the new api resumes by itself (nobody calls /go again).
     const resumed = await c.get("/");
-    expect(resumed).toMatchObject({ dispatching: true, total: 300 });
+    expect(resumed).toMatchObject({ dispatching: true, total: 320 });
     await waitFor("the waiting reports to be applied", async () => (await c.depth(run.place.topology.inbox)) === 0, 30_000, 100);
     expect((await c.get("/")).reports.applied).toBeGreaterThan(0);
 

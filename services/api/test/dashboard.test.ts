@@ -143,7 +143,7 @@ describe("the dashboard in a real browser", () => {
 
   it("says what the pending units wait for: a delayed unit is on a clock until cancelled", async () => {
     const res = await fetch(`${base}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ kind: "simulate", delayMs: 86_400_000 }) });
-    const { unit } = await res.json();
+    const { unit } = (await res.json()) as { unit: { id: number } };
     await page.locator("#backlog", { hasText: "pending: 0 ready · 1 on a clock (next due " }).waitFor({ timeout: 30_000 });
     expect(await page.locator("#backlog").textContent()).toContain("· 0 waiting for an agent");
     await fetch(`${base}/units/${unit.id}/cancel`, { method: "POST" });
