@@ -19,3 +19,5 @@ export * from "./fair-share.ts";
 export * from "./groups.ts";
 export * from "./agent-wait.ts";
 export * from "./duties.ts";
+export * from "./schedule-times.ts";
+export * from "./schedules.ts";

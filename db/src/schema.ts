@@ -27,6 +27,9 @@ export interface UnitsTable {
   republished_attempt: number | null;
   /** When the unit first found no agent for its kind (migration 0007); null once routed. */
   agent_wait_since: Timestamp | null;
+  /** The schedule and occurrence that made the unit (migration 0009); null for a producer's. */
+  schedule_name: string | null;
+  scheduled_for: Timestamp | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -112,6 +115,31 @@ export interface KindsWithoutAgentsTable {
   since: Timestamp;
 }
 
+/** A unit enqueued at each occurrence of a cron expression (migration 0009, schedules.ts). */
+export interface SchedulesTable {
+  name: string;
+  cron: string;
+  time_zone: string;
+  kind: string;
+  group_name: string;
+  priority: number;
+  payload: Json;
+  max_attempts: number;
+  missed: "skip" | "once" | "each";
+  missed_max: number | null;
+  /** Paused since then; null: it fires. */
+  paused_at: Timestamp | null;
+  /** The first occurrence neither fired nor skipped yet. */
+  next_fire_at: Timestamp;
+  last_occurrence: Timestamp | null;
+  last_unit_id: number | null;
+  last_fired_at: Timestamp | null;
+  fired: Generated<number>;
+  skipped: Generated<number>;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
 export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
@@ -122,6 +150,7 @@ export interface Database {
   service_instances: ServiceInstancesTable;
   service_retired: ServiceRetiredTable;
   kinds_without_agents: KindsWithoutAgentsTable;
+  schedules: SchedulesTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

@@ -32,6 +32,8 @@ export interface Unit {
   republishes: number;
   /** Pending, waiting since then for an agent of its kind (none consumed it when it was dispatched). */
   waitingForAgentSince: Date | null;
+  /** The schedule and occurrence that made it; null for a producer's unit. */
+  schedule: { name: string; occurrence: Date } | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -75,6 +77,7 @@ export function toUnit(row: UnitRow): Unit {
     lastError: row.last_error,
     republishes: row.republished_attempt === row.attempt ? row.republishes : 0,
     waitingForAgentSince: row.agent_wait_since,
+    schedule: row.schedule_name !== null && row.scheduled_for !== null ? { name: row.schedule_name, occurrence: row.scheduled_for } : null,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -91,6 +94,8 @@ export interface NewUnit {
   /** Not ready before this time (a time past means now), or this many ms from the database's now. */
   runAt?: Date | null;
   delayMs?: number | null;
+  /** A schedule's unit: which schedule and occurrence made it (its ref names the same). */
+  schedule?: { name: string; occurrence: Date } | null;
 }
 
 export interface Enqueued {
@@ -137,8 +142,10 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.ref))}::text[],
           ${sql.val(distinct.map((u) => u.maxAttempts))}::int[],
           ${sql.val(distinct.map((u) => u.runAt ?? null))}::timestamptz[],
-          ${sql.val(distinct.map((u) => u.delayMs ?? null))}::bigint[]
-        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, ord)
+          ${sql.val(distinct.map((u) => u.delayMs ?? null))}::bigint[],
+          ${sql.val(distinct.map((u) => u.schedule?.name ?? null))}::text[],
+          ${sql.val(distinct.map((u) => u.schedule?.occurrence ?? null))}::timestamptz[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, ord)
       ),
       -- A delayed unit is pending with not_before set: not ready (the ready counts leave it
       -- out) until the top-up or the preview clears it once due (dispatch-inputs.ts), and the
@@ -149,16 +156,18 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
         FROM input
       ),
       inserted AS (
-        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before)
+        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for)
         OVERRIDING SYSTEM VALUE
-        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before FROM due ORDER BY ord
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for FROM due ORDER BY ord
         ON CONFLICT (ref) DO NOTHING
-        RETURNING id, not_before
+        RETURNING id, not_before, schedule_name, scheduled_for
       ),
-      -- The timeline says when a delayed unit is due.
+      -- The timeline says when a delayed unit is due, and which schedule's occurrence made one.
       due_events AS (
         INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-        SELECT id, 0, 'pending', now(), 'api', jsonb_build_object('due', not_before) FROM inserted WHERE not_before IS NOT NULL
+        SELECT id, 0, 'pending', now(), 'api',
+               jsonb_strip_nulls(jsonb_build_object('due', not_before, 'schedule', schedule_name, 'occurrence', scheduled_for))
+        FROM inserted WHERE not_before IS NOT NULL OR schedule_name IS NOT NULL
       )
       SELECT i.ord, COALESCE(n.id, u.id) AS id, CASE WHEN n.id IS NOT NULL THEN 'pending' ELSE u.status END AS status,
              n.id IS NOT NULL AS created
@@ -198,6 +207,8 @@ export interface UnitFilter {
   ref?: string;
   /** Pending units waiting for nothing (ready), a clock (a due time) or an agent of their kind. */
   waiting?: "nothing" | "clock" | "agent";
+  /** Only the units this schedule made (index units_by_schedule). */
+  schedule?: string;
   /** Only units in flight for longer than their timeout (the reconciler's business). */
   stuck?: { dispatchTimeoutMs: number; processingTimeoutMs: number };
   /** Keyset pagination: units with an id below this one. */
@@ -225,6 +236,7 @@ export async function listUnits(db: Db, f: UnitFilter): Promise<{ units: Unit[];
   if (f.group !== undefined) q = q.where("group_name", "=", f.group);
   if (f.ref !== undefined) q = q.where("ref", "=", f.ref);
   if (f.waiting !== undefined) q = q.where(waitingFor(f.waiting));
+  if (f.schedule !== undefined) q = q.where("schedule_name", "=", f.schedule);
   if (f.stuck) q = q.where(isStuck({ ...f.stuck, graceMs: 0 }));
   if (f.beforeId !== undefined) q = q.where("id", "<", f.beforeId);
   const rows = await q.orderBy("id", "desc").limit(f.limit + 1).execute();

@@ -16,6 +16,23 @@ export const BROKER_NAME_MAX_LENGTH = 100;
 export const kindSchema = z.string().regex(KIND_PATTERN, { message: `expected ${KIND_RULE}` });
 
 /**
+ * A schedule's name: the kind's rule, so it needs no escaping in a URL path or a command
+ * line, and never contains the `@` that ends it in its units' refs (SCHEDULE_REF_PREFIX).
+ */
+export const SCHEDULE_NAME_MAX_LENGTH = KIND_MAX_LENGTH;
+export const SCHEDULE_NAME_PATTERN = KIND_PATTERN;
+export const SCHEDULE_NAME_RULE = KIND_RULE;
+export const scheduleNameSchema = z.string().regex(SCHEDULE_NAME_PATTERN, { message: `expected ${SCHEDULE_NAME_RULE}` });
+
+/**
+ * A unit made by a schedule has the ref `schedule:<name>@<occurrence, ISO>`: the occurrence is
+ * the unit's identity, so no pass can make a second unit for it. Producers' refs may not
+ * start with this prefix (POST /units refuses them), so theirs never collide with these.
+ */
+export const SCHEDULE_REF_PREFIX = "schedule:";
+export const scheduleRef = (name: string, occurrence: Date) => `${SCHEDULE_REF_PREFIX}${name}@${occurrence.toISOString()}`;
+
+/**
  * A field's name in an error message, by its path (the api's 400s, a handler's payload errors):
  * ["units", 3, "kind"] -> "units[3].kind"; [3, "kind"] -> "[3].kind". A key that would make
  * the name ambiguous or unreadable (empty, with `.`, `[`, `]`, quotes, backslashes, control

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { groupName, intParam, statusList, unitKind, unitRef } from "./fields.ts";
+import { SCHEDULE_REF_PREFIX, scheduleNameSchema } from "../names.ts";
+import { groupName, intParam, statusList, storableText, unitKind, unitRef } from "./fields.ts";
 
 /**
  * What the api's requests take: the api validates with these (and documents them in
@@ -17,17 +18,30 @@ export interface RequestLimits {
 /** The longest a unit may be delayed (runAt or delayMs): 366 days. */
 export const MAX_DELAY_MS = 366 * 24 * 60 * 60 * 1000;
 
+/**
+ * What a unit is made of, as a producer says it: POST /units takes these (and its ref and
+ * delay), and a schedule's `unit` takes exactly these.
+ */
+export function unitFields(limits: Pick<RequestLimits, "maxAttempts">) {
+  return {
+    kind: unitKind,
+    group: groupName.default("default"),
+    priority: z.number().int().min(-1_000_000).max(1_000_000).default(0).describe("Higher first."),
+    // The metadata: a generator leaves an unknown's default out of the document.
+    payload: z.unknown().default({}).meta({ default: {} }).describe("Any JSON; handed to the agent as it is."),
+    maxAttempts: z.number().int().min(1).max(1000).default(limits.maxAttempts).describe("Attempts before a retryable error is final (RTB_MAX_ATTEMPTS)."),
+  };
+}
+
 /** POST /units: one unit, or a batch; their bounds and defaults come from the configuration. */
 export function unitSchemas(limits: RequestLimits) {
   const newUnit = z
     .strictObject({
-      kind: unitKind,
-      group: groupName.default("default"),
-      priority: z.number().int().min(-1_000_000).max(1_000_000).default(0).describe("Higher first."),
-      // The metadata: a generator leaves an unknown's default out of the document.
-      payload: z.unknown().default({}).meta({ default: {} }).describe("Any JSON; handed to the agent as it is."),
-      ref: unitRef.optional().describe("Your idempotency key: POST the same ref again and you get the existing unit back, never a second one."),
-      maxAttempts: z.number().int().min(1).max(1000).default(limits.maxAttempts).describe("Attempts before a retryable error is final (RTB_MAX_ATTEMPTS)."),
+      ...unitFields(limits),
+      ref: unitRef
+        .refine((r) => !r.startsWith(SCHEDULE_REF_PREFIX), { message: `refs starting with "${SCHEDULE_REF_PREFIX}" are the schedules' own (a scheduled unit's ref names its occurrence); choose another` })
+        .optional()
+        .describe(`Your idempotency key: POST the same ref again and you get the existing unit back, never a second one. Refs starting with "${SCHEDULE_REF_PREFIX}" are reserved for the units schedules make.`),
       runAt: z.iso
         .datetime({ offset: true, message: "expected an ISO 8601 time with its offset, e.g. 2027-01-31T09:00:00Z" })
         .optional()
@@ -56,6 +70,7 @@ export type ParsedNewUnit = z.output<UnitSchemas["newUnit"]>;
 
 export const listUnitsQuery = z.strictObject({
   status: statusList.optional(),
+  schedule: scheduleNameSchema.optional().describe("Only the units this schedule made."),
   kind: unitKind.optional(),
   group: groupName.optional(),
   ref: unitRef.optional().describe("Exactly this ref (the producer's idempotency key): the one unit enqueued with it, or an empty page."),
@@ -92,4 +107,59 @@ export const groupBody = z
 export const listGroupsQuery = z.strictObject({
   limit: intParam({ min: 1, max: 1000, defaultValue: 100 }).describe("Groups per page, 1 to 1000 (default 100)."),
   after: groupName.optional().describe("The nextCursor of the previous page."),
+});
+
+/** The most missed occurrences `each:N` runs after one gap. */
+export const MAX_MISSED_EACH = 1000;
+/** `skip`, `once` or `each:N` (N from 1 to MAX_MISSED_EACH). */
+export const MISSED_PATTERN = /^(skip|once|each:([1-9][0-9]{0,3}))$/;
+
+/** What a schedule does with the occurrences missed while nothing fired (the api down, the schedule paused). */
+export const missedPolicy = z
+  .string()
+  .regex(MISSED_PATTERN, { message: `expected skip, once or each:N (N from 1 to ${MAX_MISSED_EACH})` })
+  .refine((v) => !v.startsWith("each:") || Number(v.slice(5)) <= MAX_MISSED_EACH, { message: `expected skip, once or each:N (N from 1 to ${MAX_MISSED_EACH})` })
+  .describe(
+    "Occurrences missed (more than RTB_SCHEDULE_GRACE_MS late: the api was down, or the schedule paused): skip (none of them runs), " +
+      `once (one unit, for the latest), each:N (one unit for each of the latest N, at most ${MAX_MISSED_EACH}). The rest are skipped and counted.`,
+  );
+export type MissedPolicy = { policy: "skip" } | { policy: "once" } | { policy: "each"; max: number };
+
+/** `each:5` -> { policy: "each", max: 5 }; the text must have passed `missedPolicy`. */
+export function parseMissed(text: string): MissedPolicy {
+  if (text === "skip" || text === "once") return { policy: text };
+  return { policy: "each", max: Number(text.slice("each:".length)) };
+}
+
+export const scheduleName = scheduleNameSchema.describe("The schedule's name (it names its units' refs: schedule:<name>@<occurrence>).");
+
+/** POST /schedules and PUT /schedules/:name (without `name`, which the path gives). */
+export function scheduleSchemas(limits: Pick<RequestLimits, "maxAttempts">) {
+  const definition = {
+    cron: storableText(z.string().min(1).max(200)).describe(
+      "When it fires: a cron expression of 5 fields (minute hour day-of-month month day-of-week) or 6 (seconds first), as in crontab (`0 9 * * 1-5`, `*/10 * * * * *`), read in timeZone.",
+    ),
+    timeZone: storableText(z.string().min(1).max(100)).default("UTC").describe("An IANA time zone (`Europe/Paris`) the cron expression is read in; default UTC. Daylight saving time is followed: 09:00 stays 09:00 on the wall clock."),
+    unit: z.strictObject(unitFields(limits)).describe("The unit each occurrence enqueues."),
+    missed: missedPolicy.default("skip"),
+  };
+  const create = z
+    .strictObject({ name: scheduleName, ...definition, paused: z.boolean().default(false).describe("Created paused: it fires nothing until resumed.") })
+    .describe("A schedule: a unit enqueued at each occurrence of a cron expression.");
+  const replace = z
+    .strictObject({ ...definition, paused: z.boolean().optional().describe("Pause or resume it too; left out, it stays as it is.") })
+    .describe("The schedule's new definition, whole (what is left out takes its default, but paused). Its name, what it fired and its counts stay.");
+  return { create, replace };
+}
+type ScheduleSchemas = ReturnType<typeof scheduleSchemas>;
+/** A schedule as a client writes it (the defaults left out). */
+export type NewScheduleInput = z.input<ScheduleSchemas["create"]>;
+export type ParsedNewSchedule = z.output<ScheduleSchemas["create"]>;
+export type ParsedScheduleDefinition = z.output<ScheduleSchemas["replace"]>;
+
+export const scheduleParam = z.object({ name: scheduleName });
+
+export const listSchedulesQuery = z.strictObject({
+  limit: intParam({ min: 1, max: 1000, defaultValue: 100 }).describe("Schedules per page, 1 to 1000 (default 100)."),
+  after: scheduleNameSchema.optional().describe("The nextCursor of the previous page."),
 });

@@ -32,6 +32,10 @@ export const unitView = z
     result: z.unknown().describe("What the agent reported with success; null otherwise."),
     lastError: z.string().nullable().describe("The last error reported, if any."),
     republishes: countOf("Re-publishes of the current attempt by the reconciler without progress."),
+    schedule: z
+      .object({ name: z.string().describe("The schedule that made it."), occurrence: time.describe("The occurrence it was made for (its ref says the same).") })
+      .nullable()
+      .describe("The schedule and occurrence that made this unit; null for a unit a producer enqueued."),
     createdAt: time.describe("When it was enqueued."),
     updatedAt: time.describe("When its row last changed."),
   })
@@ -120,6 +124,14 @@ const instance = z
   })
   .describe("One process lifetime.");
 const perName = (what: string) => z.record(z.string(), count).describe(what);
+const scheduleSummary = z
+  .object({
+    count: countOf("Schedules."),
+    paused: countOf("Of which paused."),
+    nextFireAt: time.nullable().describe("The earliest next occurrence of a schedule that is not paused; null when none."),
+  })
+  .describe("The schedules, in short (GET /schedules has them all).");
+
 export const stateView = z
   .object({
     counts,
@@ -171,6 +183,7 @@ export const stateView = z
     waitingForAgents: z
       .array(z.object({ kind: z.string().describe("The kind no agent consumes yet."), since: time.describe("When its first waiting unit found no agent.") }))
       .describe("Kinds with units waiting for an agent (no job queue when dispatched: no agent consumes them yet), longest waiting first, at most 100. They wait without using attempts until an agent of the kind starts, at most RTB_NO_AGENT_TIMEOUT_MS."),
+    schedules: scheduleSummary,
   })
   .describe("The state of things.");
 export type StateView = z.output<typeof stateView>;
@@ -231,6 +244,45 @@ export const groupPage = z
   .describe("A page of groups.");
 export type GroupPage = z.output<typeof groupPage>;
 
+export const scheduleView = z
+  .object({
+    name: z.string().describe("The schedule's name."),
+    cron: z.string().describe("The cron expression, as given."),
+    timeZone: z.string().describe("The IANA time zone the expression is read in."),
+    unit: z
+      .object({
+        kind: z.string().describe("Its kind."),
+        group: z.string().describe("Its group."),
+        priority: z.number().int().describe("Its priority."),
+        payload: z.unknown().describe("Its payload, as given."),
+        maxAttempts: count.min(1).describe("Its attempts."),
+      })
+      .describe("The unit each occurrence enqueues."),
+    missed: z.string().describe("What is done with missed occurrences: skip, once or each:N."),
+    paused: z.boolean().describe("Paused: it fires nothing until resumed."),
+    pausedAt: time.nullable().describe("When it was paused; null when it is not."),
+    nextFireAt: time.nullable().describe("Its next occurrence, by the database's clock; null while paused."),
+    nextFireTimes: z.array(time).describe("Its next occurrences (up to 5), the first being nextFireAt; empty while paused."),
+    lastFired: z
+      .object({
+        occurrence: time.describe("The latest occurrence that enqueued a unit."),
+        unitId: id.describe("The unit it enqueued."),
+        at: time.describe("When it was enqueued (the database's clock)."),
+      })
+      .nullable()
+      .describe("The latest occurrence fired; null before the first."),
+    fired: countOf("Units this schedule has enqueued."),
+    skipped: countOf("Missed occurrences it skipped (by its missed policy)."),
+    createdAt: time.describe("When it was created."),
+    updatedAt: time.describe("When its definition, or its paused state, last changed."),
+  })
+  .describe("A schedule: a unit enqueued at each occurrence of a cron expression.");
+export type ScheduleView = z.output<typeof scheduleView>;
+export const schedulePage = z
+  .object({ schedules: z.array(scheduleView).describe("By name."), nextCursor: z.string().nullable().describe("Pass as `after` for the next page; null on the last page.") })
+  .describe("A page of schedules.");
+export type SchedulePage = z.output<typeof schedulePage>;
+
 export const liveness = z.object({ ok: z.literal(true).describe("The process answers.") }).describe("Alive.");
 export const readiness = z
   .object({
@@ -252,5 +304,6 @@ export const httpComponents = {
   UnitStatus: unitStatus,
   Error: errorBody,
   Group: groupView,
+  Schedule: scheduleView,
   State: stateView,
 } as const;
