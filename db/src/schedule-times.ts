@@ -60,8 +60,8 @@ export function occurrencesAfter(cron: string, zone: string, after: Date, n: num
 
 export const nextOccurrence = (cron: string, zone: string, after: Date): Date => occurrencesAfter(cron, zone, after, 1)[0]!;
 
-/** Missed occurrences counted at most this far after one gap (enumerating costs up to ~0.5 ms each). */
-export const MISSED_COUNT_LIMIT = 10_000;
+/** Missed occurrences counted at most after one gap: enumerating them costs up to ~0.5 ms each (luxon, in a zone), in the pass's transaction. */
+export const MISSED_COUNT_LIMIT = 1_000;
 /** On-time occurrences fired in one pass at most (a per-second schedule late by the grace has 60). */
 const ON_TIME_LIMIT = 1_000;
 

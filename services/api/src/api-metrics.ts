@@ -70,6 +70,13 @@ export function collectApiMetrics(
   counterFrom(registry, "rtb_db_statements_total", "Statements this api sent to PostgreSQL (transaction control included)", deps.statements);
   counterFrom(registry, "rtb_units_dispatched_total", "Units claimed and published to the outbox by this api's top-ups", () => stats.dispatched);
   counterFrom(registry, "rtb_units_refused_total", "Units ended as permanent errors because no broker message could carry them (RTB_BROKER_MAX_MESSAGE_BYTES)", () => stats.refused);
+  counterFrom(registry, "rtb_schedule_occurrences_fired_total", "Schedule occurrences this api fired: one unit enqueued for each", () => stats.scheduleFired);
+  counterFrom(
+    registry,
+    "rtb_schedule_occurrences_skipped_total",
+    "Missed schedule occurrences (later than RTB_SCHEDULE_GRACE_MS: the api down, the schedule paused) this api skipped by their schedules' policy",
+    () => stats.scheduleSkipped,
+  );
   counterFrom(registry, "rtb_status_reports_applied_total", "Status reports that changed a unit's status", () => stats.applied);
   labelledCounterFrom(
     registry,

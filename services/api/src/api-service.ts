@@ -7,6 +7,7 @@ import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
 import { createApp } from "./http/app.ts";
 import { startInboxConsumer } from "./inbox-consumer.ts";
 import { startReconciler, type Reconciler } from "./reconciler.ts";
+import { startScheduler, type Scheduler } from "./scheduler.ts";
 import { createStats, type ApiStats } from "./stats.ts";
 import { collectApiMetrics, createApiMetrics, type ApiMetrics } from "./api-metrics.ts";
 
@@ -15,6 +16,7 @@ export interface ApiService {
   database: DbHandle;
   broker: Broker;
   dispatcher: Dispatcher;
+  scheduler: Scheduler;
   reconciler: Reconciler;
   stats: ApiStats;
   /** This api's own metrics (GET /metrics serves its registry). */
@@ -71,6 +73,10 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     // Most of the budget: the batch in hand is applied and acked, or handed back.
     parts.add("inbox", (left) => inbox.stop(left(1_500)));
 
+    // Stopped before the dispatcher it triggers; its first look fires what came due while no api ran.
+    const scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS });
+    parts.add("scheduler", (left) => within(scheduler.stop(), left(500)));
+
     const reconciler = startReconciler({
       db: database.db,
       broker,
@@ -85,6 +91,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
       inboxHealthyForMs: () => inbox.healthyForMs(),
+      scheduler,
       self: () => ({ service: "api", id: apiId, startedAt, deadLettered: Object.values(stats.deadLettered).reduce((a, b) => a + b, 0) }),
     });
     parts.add("reconciler", (left) => within(reconciler.stop(), left(2_000)));
@@ -93,6 +100,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       db: database.db,
       broker,
       dispatcher,
+      scheduler,
       stats,
       metrics: metrics.registry,
       logger,
@@ -119,7 +127,8 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     parts.add("streams", () => closing.abort());
     // Dispatching may already be on (it survives restarts): resume.
     dispatcher.trigger("start");
-    return { app, database, broker, dispatcher, reconciler, stats, metrics, address };
+    void scheduler.refresh("start");
+    return { app, database, broker, dispatcher, scheduler, reconciler, stats, metrics, address };
   });
 }
 

@@ -2,6 +2,7 @@ import { schedule, type ScheduledTask } from "node-cron";
 import { applyStatusUpdates, cancelLongWaits, claimStaleDispatched, expireProcessing, pruneInstances, recordInstances, republishedTooOften, staleQueued, type Db, type ServiceInstanceReport } from "@rtb/db";
 import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
+import type { Scheduler } from "./scheduler.ts";
 import type { ApiStats } from "./stats.ts";
 
 export interface ReconcilerOptions {
@@ -24,6 +25,8 @@ export interface ReconcilerOptions {
   inboxHealthyForMs: () => number;
   /** Re-publishes of one attempt without progress before it is ended as an error (default 3). */
   maxRepublishes?: number;
+  /** Looked at on every pass: changes made on other replicas reach this one's timer so. */
+  scheduler?: Pick<Scheduler, "refresh">;
 }
 
 /** How often old service instances are pruned (instances.ts, pruneInstances). */
@@ -50,7 +53,8 @@ export interface Reconciler {
  * 4. units that waited for an agent of their kind longer than RTB_NO_AGENT_TIMEOUT_MS are
  *    cancelled (db/src/agent-wait.ts), and kinds with no unit waiting any more are forgotten;
  * 5. a top-up, which also releases retries whose backoff has ended.
- * Each pass also records this api as alive (service_instances), with its dead-letter count,
+ * Each pass first has the scheduler look again (fire what is due, re-arm its timer from the
+ * database: a schedule added or changed on another replica is seen within a tick). Each pass also records this api as alive (service_instances), with its dead-letter count,
  * and once a minute prunes the instances not seen for long (instances.ts, pruneInstances).
  *
  * Steps 1-3 judge a unit by the reports that did NOT arrive, so each runs only once the inbox
@@ -67,6 +71,8 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
   let prunedAt = 0;
 
   async function pass() {
+    // Never throws: the scheduler logs and retries its own failures.
+    await opts.scheduler?.refresh("reconcile");
     await recordInstances(db, [opts.self()]);
     if (Date.now() - prunedAt >= PRUNE_EVERY_MS) {
       prunedAt = Date.now();

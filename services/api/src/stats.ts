@@ -8,6 +8,10 @@ export interface ApiStats {
   publishFailures: number;
   /** Units ended as permanent errors because no message could carry them. */
   refused: number;
+  /** Units this api's schedule passes enqueued (one per occurrence fired). */
+  scheduleFired: number;
+  /** Missed occurrences this api's passes skipped by their schedules' policies. */
+  scheduleSkipped: number;
 }
 
 export const createStats = (): ApiStats => ({
@@ -18,6 +22,8 @@ export const createStats = (): ApiStats => ({
   republished: 0,
   publishFailures: 0,
   refused: 0,
+  scheduleFired: 0,
+  scheduleSkipped: 0,
 });
 
 export function countInto(target: Record<string, number>, key: string, n = 1): void {

@@ -161,6 +161,7 @@ describe("a 5xx never leaves a write behind", () => {
       db: failing,
       broker: api.broker,
       dispatcher: api.dispatcher,
+      scheduler: api.scheduler,
       stats: api.stats,
       metrics: api.metrics.registry,
       logger: testLogger("api"),

@@ -11,6 +11,7 @@ import { routes, serve } from "./routes.ts";
 import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { groupRoutes } from "./group-routes.ts";
+import { scheduleRoutes } from "./schedule-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { metricsRoutes } from "./metrics-routes.ts";
 import { metaRoutes } from "./meta-routes.ts";
@@ -43,6 +44,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", controlRoutes(deps));
   app.route("/units", unitRoutes(deps));
   app.route("/groups", groupRoutes(deps));
+  app.route("/schedules", scheduleRoutes(deps));
   app.route("/", healthRoutes(deps));
   app.route("/", metricsRoutes(deps));
   app.route("/", metaRoutes(deps.settings));

@@ -38,6 +38,12 @@ function actionOf(method: string, path: string): Action | undefined {
   if (method === "POST" && p === "/units/redrive") return { name: "redrive", about: {} };
   const unit = /^\/units\/(\d+)\/(retry|cancel)$/.exec(p);
   if (method === "POST" && unit) return { name: unit[2]!, about: { unitId: Number(unit[1]) } };
+  if (method === "POST" && p === "/schedules") return { name: "create_schedule", about: {} };
+  const schedule = /^\/schedules\/([^/]+)(?:\/(pause|resume))?$/.exec(p);
+  if (schedule && (method === "PUT" || method === "DELETE" || (method === "POST" && schedule[2]))) {
+    const name = schedule[2] ? `${schedule[2]}_schedule` : method === "PUT" ? "update_schedule" : "delete_schedule";
+    return { name, about: { schedule: safeDecode(schedule[1]!) } };
+  }
   const group = /^\/groups\/([^/]+)$/.exec(p);
   if (method === "PUT" && group) return { name: "set_group_share", about: { group: safeDecode(group[1]!) } };
   return undefined;

@@ -1,6 +1,7 @@
 import type { Db } from "@rtb/db";
 import type { Broker, Logger, Registry } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
+import type { Scheduler } from "../scheduler.ts";
 import type { ApiStats } from "../stats.ts";
 import type { AuthOptions } from "./auth.ts";
 
@@ -28,6 +29,8 @@ export interface AppDeps {
   db: Db;
   broker: Broker;
   dispatcher: Dispatcher;
+  /** Told of every schedule change, so its timer is re-armed at once. */
+  scheduler: Pick<Scheduler, "refresh">;
   stats: ApiStats;
   /** This api's metrics registry (GET /metrics). */
   metrics: Registry;

@@ -1,4 +1,4 @@
-import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize, type BacklogShape } from "@rtb/db";
+import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
 import type { StateView } from "@rtb/protocol";
 import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
 import type { AppDeps } from "./deps.ts";
@@ -11,12 +11,13 @@ export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue">;
  * timestamps written as JSON writes them (toISOString), so the compiler checks the answer.
  */
 export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps): Promise<StateView> {
-  const [summary, deadLetters, instances, deadByService, waiting] = await Promise.all([
+  const [summary, deadLetters, instances, deadByService, waiting, schedules] = await Promise.all([
     summarize(db),
     deadDepth(broker),
     recentInstances(db, SEEN_RECENTLY_MS),
     deadLetteredByService(db),
     kindsWithoutAgents(db),
+    summarizeSchedules(db),
   ]);
   const seen = (service: string) =>
     instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt: startedAt.toISOString(), lastSeen: lastSeen.toISOString(), deadLettered }));
@@ -37,6 +38,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps):
     publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures, refused: stats.refused },
     broker: { connected: broker.connected, reconnects: broker.reconnects },
     waitingForAgents: waiting.map((k) => ({ kind: k.kind, since: k.since.toISOString() })),
+    schedules: { count: schedules.count, paused: schedules.paused, nextFireAt: schedules.nextFireAt?.toISOString() ?? null },
   };
 }
 

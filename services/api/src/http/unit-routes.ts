@@ -114,6 +114,7 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       group: q.group,
       ref: q.ref,
       waiting: q.waiting,
+      schedule: q.schedule,
       stuck: q.stuck ? { dispatchTimeoutMs: settings.dispatchTimeoutMs, processingTimeoutMs: settings.processingTimeoutMs } : undefined,
       beforeId: q.after,
       limit: q.limit,
