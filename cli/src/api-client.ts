@@ -28,6 +28,8 @@ export interface ApiClient {
   readonly baseUrl: string;
   get<T>(path: string, query?: Record<string, string | number | boolean | undefined>): Promise<T>;
   post<T>(path: string, body?: unknown): Promise<T>;
+  put<T>(path: string, body: unknown): Promise<T>;
+  delete<T>(path: string): Promise<T>;
 }
 
 export interface ApiClientOptions {
@@ -73,6 +75,8 @@ export function createApiClient({ baseUrl, token, timeoutMs, signal }: ApiClient
     baseUrl: base,
     get: (path, query) => request("GET", path + queryString(query)),
     post: (path, body) => request("POST", path, body),
+    put: (path, body) => request("PUT", path, body),
+    delete: (path) => request("DELETE", path),
   };
 }
 

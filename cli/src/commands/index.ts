@@ -5,9 +5,10 @@ import { go } from "./go.ts";
 import { migrate, seed } from "./database.ts";
 import { next } from "./next.ts";
 import { pause } from "./pause.ts";
+import { schedule, schedules } from "./schedules.ts";
 import { status } from "./status.ts";
 import { unit } from "./unit.ts";
 import { units } from "./units.ts";
 
 /** In the order `rtb --help` lists them: the operator flow first. */
-export const commands: Command[] = [status, next, go, pause, enqueue, units, unit, retry, cancel, migrate, seed];
+export const commands: Command[] = [status, next, go, pause, enqueue, units, unit, retry, cancel, schedules, schedule, migrate, seed];

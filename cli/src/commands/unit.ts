@@ -22,6 +22,7 @@ export const unit: Command = {
       ["group", u.group],
       ["priority", String(u.priority)],
       ["ref", u.ref ?? "-"],
+      ["schedule", u.schedule ? `${u.schedule.name}, occurrence ${timestamp(u.schedule.occurrence)}` : "-"],
       ["payload", oneLine(u.payload, 200)],
       ["result", oneLine(u.result, 200)],
       ["last error", u.lastError ?? "-"],

@@ -5,13 +5,14 @@ import { paintStatus, table } from "../output.ts";
 
 export const units: Command = {
   name: "units",
-  summary: "list units, newest first, filtered by status, kind, group, ref, what they wait for, or stuck",
-  usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--ref R] [--waiting nothing|clock|agent] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
+  summary: "list units, newest first, filtered by status, kind, group, ref, schedule, what they wait for, or stuck",
+  usage: "rtb units [--status S[,S...]] [--kind K] [--group G] [--ref R] [--schedule NAME] [--waiting nothing|clock|agent] [--stuck] [--limit N] [--after CURSOR | --all] [--json]",
   help: [
     `  -s, --status S   only these statuses, comma-separated (${UNIT_STATUSES.join(", ")})`,
     "  --kind K         only this kind",
     "  --group G        only this group",
     "  --ref R          the unit enqueued with this ref (exactly), if any",
+    "  --schedule NAME  only the units this schedule made",
     "  --waiting W      pending units waiting for nothing (ready), a clock (delayed or in a",
     "                   retry backoff) or an agent of their kind",
     "  --stuck          only units in flight for longer than the api's timeouts",
@@ -26,6 +27,7 @@ export const units: Command = {
     kind: { type: "string" },
     group: { type: "string" },
     ref: { type: "string" },
+    schedule: { type: "string" },
     waiting: { type: "string" },
     stuck: { type: "boolean", default: false },
     limit: { type: "string", short: "n", default: "50" },
@@ -62,6 +64,7 @@ function unitQuery(values: Values) {
     kind: str(values.kind),
     group: str(values.group),
     ref: str(values.ref),
+    schedule: str(values.schedule),
     waiting,
     stuck: values.stuck ? "true" : undefined,
     limit: intArg(values.limit, "--limit", { min: 1, max: 1000 }),
