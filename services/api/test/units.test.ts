@@ -332,7 +332,7 @@ describe("GET /openapi.json", () => {
     expect(one.additionalProperties).toBe(false);
     expect(new RegExp(one.properties.kind.pattern).test("has space")).toBe(false);
     const list = body.paths["/units"].get.parameters.map((p: any) => p.name);
-    expect(list).toEqual(["status", "kind", "group", "ref", "waiting", "stuck", "limit", "after"]);
+    expect(list).toEqual(["status", "kind", "group", "ref", "schedule", "waiting", "stuck", "limit", "after"]);
     const ref = body.paths["/units"].get.parameters.find((p: any) => p.name === "ref");
     expect(ref.schema).toMatchObject({ type: "string", minLength: 1, maxLength: NAME_MAX_LENGTH });
     const limit = body.paths["/units"].get.parameters.find((p: any) => p.name === "limit");

@@ -70,10 +70,10 @@ export type ParsedNewUnit = z.output<UnitSchemas["newUnit"]>;
 
 export const listUnitsQuery = z.strictObject({
   status: statusList.optional(),
-  schedule: scheduleNameSchema.optional().describe("Only the units this schedule made."),
   kind: unitKind.optional(),
   group: groupName.optional(),
   ref: unitRef.optional().describe("Exactly this ref (the producer's idempotency key): the one unit enqueued with it, or an empty page."),
+  schedule: scheduleNameSchema.optional().describe("Only the units this schedule made."),
   waiting: z
     .enum(["nothing", "clock", "agent"], { message: "expected nothing, clock or agent" })
     .optional()
