@@ -27,7 +27,7 @@ export interface UnitsTable {
   republished_attempt: number | null;
   /** When the unit first found no agent for its kind (migration 0007); null once routed. */
   agent_wait_since: Timestamp | null;
-  /** The schedule and occurrence that made the unit (migration 0009); null for a producer's. */
+  /** The schedule and occurrence that made the unit (migration 0008); null for a producer's. */
   schedule_name: string | null;
   scheduled_for: Timestamp | null;
   created_at: Timestamp;
@@ -115,7 +115,7 @@ export interface KindsWithoutAgentsTable {
   since: Timestamp;
 }
 
-/** A unit enqueued at each occurrence of a cron expression (migration 0009, schedules.ts). */
+/** A unit enqueued at each occurrence of a cron expression (migration 0008, schedules.ts). */
 export interface SchedulesTable {
   name: string;
   cron: string;
