@@ -16,6 +16,7 @@
 /** @typedef {import("@rtb/protocol").UnitWithTimeline} UnitWithTimeline */
 /** @typedef {import("@rtb/protocol").UnitPage} UnitPage */
 /** @typedef {import("@rtb/protocol").GroupPage} GroupPage */
+/** @typedef {import("@rtb/protocol").SchedulePage} SchedulePage */
 /** @typedef {import("@rtb/protocol").ErrorBody} ErrorBody */
 /** @typedef {import("@rtb/protocol").GoResult | import("@rtb/protocol").PauseResult} ControlResult */
 
@@ -198,6 +199,9 @@ function renderState(s) {
   if (s.counts.error !== failedShownFor) refreshFailed(s.counts.error);
   const counted = JSON.stringify(s.counts);
   if (counted !== groupsShownFor) refreshGroups(counted);
+  // The schedules when one is added, paused or fires (its next fire time moves).
+  const scheduled = JSON.stringify(s.schedules);
+  if (scheduled !== schedulesShownFor) refreshSchedules(scheduled);
 }
 
 /** @param {State} s */
@@ -446,12 +450,76 @@ function renderGroups(page) {
   );
 }
 
+const SCHEDULES_SHOWN = 50;
+/** GET /'s schedules summary the list was last asked for. @type {string | undefined} */
+let schedulesShownFor;
+const loadSchedules = throttled(async () => {
+  try {
+    renderSchedules(/** @type {SchedulePage} */ (await getJson(`/schedules?limit=${SCHEDULES_SHOWN}`)));
+  } catch {
+    schedulesShownFor = undefined;
+  }
+}, 2_000);
+/** @param {string} [scheduled] */
+function refreshSchedules(scheduled) {
+  schedulesShownFor = scheduled;
+  loadSchedules();
+}
+
+/** @param {SchedulePage} page */
+function renderSchedules(page) {
+  $("schedules-empty").hidden = page.schedules.length > 0;
+  $("schedules-more").hidden = page.nextCursor === null;
+  $("schedules-more").textContent = `the first ${SCHEDULES_SHOWN} by name; all of them: rtb schedules, or GET /schedules`;
+  $("schedules-body").replaceChildren(
+    ...page.schedules.map((sc) => {
+      const last = sc.lastFired;
+      const verb = sc.paused ? "resume" : "pause";
+      return h(
+        "tr",
+        { "data-schedule": sc.name, "data-paused": String(sc.paused) },
+        h("td", {}, sc.name),
+        h("td", { class: "nowrap" }, h("code", {}, sc.cron), h("span", { class: "muted" }, ` ${sc.timeZone}`)),
+        h("td", {}, `${sc.unit.kind} · ${sc.unit.group}`),
+        h(
+          "td",
+          { class: "nowrap", "data-field": "next", title: sc.nextFireTimes.map((t) => new Date(t).toLocaleString([], { hour12: false })).join("\n") },
+          sc.paused ? h("span", { class: "badge s-cancelled" }, "paused") : sc.nextFireAt ? new Date(sc.nextFireAt).toLocaleString([], { hour12: false }) : "–",
+        ),
+        h(
+          "td",
+          { class: "nowrap", "data-field": "last" },
+          last
+            ? h("button", { type: "button", class: "link", "aria-label": `Timeline of unit ${last.unitId}, made by ${sc.name}`, onclick: () => openTimeline(last.unitId) }, `#${last.unitId}`)
+            : "–",
+          last ? h("span", { class: "muted" }, ` for ${new Date(last.occurrence).toLocaleString([], { hour12: false })}`) : "",
+        ),
+        h("td", { class: "num", "data-field": "fired" }, num(sc.fired)),
+        h(
+          "td",
+          {},
+          h("button", { type: "button", class: "btn btn-quiet", "data-action": verb, onclick: () => scheduleAction(sc.name, verb) }, sc.paused ? "Resume" : "Pause"),
+        ),
+      );
+    }),
+  );
+}
+
+/**
+ * Pause or resume a schedule (POST /schedules/:name/pause or /resume), then show the list as it is.
+ * @param {string} name @param {"pause" | "resume"} verb
+ */
+async function scheduleAction(name, verb) {
+  if (await postAction(`/schedules/${encodeURIComponent(name)}/${verb}`, `schedule ${name}: ${verb === "pause" ? "paused" : "resumed"}`)) refreshSchedules(schedulesShownFor);
+}
+
 // A weight or limit changed by PUT /groups moves no count: the groups are asked again every 10 s
 // too, and so are the failed units (one failing as another is retried keeps the count).
 setInterval(() => {
   if (!lastState || document.hidden) return;
   refreshGroups(groupsShownFor);
   refreshFailed(failedShownFor);
+  refreshSchedules(schedulesShownFor);
 }, 10_000);
 
 // ---- recent units and the timeline -------------------------------------------------------
@@ -570,21 +638,32 @@ const cancellable = ["pending"];
  * @param {number} id @param {"retry" | "cancel"} verb
  */
 async function unitAction(id, verb) {
+  await postAction(`/units/${id}/${verb}`, `unit ${id}: ${verb === "retry" ? "back to the backlog" : "cancelled"}`);
+  await loadTimeline(id);
+}
+
+/**
+ * An operator's action: POST `path` (same origin, with the token when one was given), and a
+ * toast saying `done` or why not; a 401 asks for the token. Returns whether it was done.
+ * @param {string} path @param {string} done
+ */
+async function postAction(path, done) {
   try {
-    const res = await fetch(`/units/${id}/${verb}`, { method: "POST", headers: { Accept: "application/json", ...authHeader() } });
+    const res = await fetch(path, { method: "POST", headers: { Accept: "application/json", ...authHeader() } });
     const body = /** @type {Partial<ErrorBody>} */ (await res.json().catch(() => ({})));
     if (res.status === 401) {
       $("token-form").hidden = false;
       tokenInput().focus();
       toast(body.message ?? "unauthorized");
-      return;
+      return false;
     }
     if (!res.ok) throw new Error(body.message ?? `HTTP ${res.status}`);
-    toast(`unit ${id}: ${verb === "retry" ? "back to the backlog" : "cancelled"}`);
+    toast(done);
+    return true;
   } catch (err) {
-    toast(`${verb} failed: ${/** @type {Error} */ (err).message}`, true);
+    toast(`${path} failed: ${/** @type {Error} */ (err).message}`, true);
+    return false;
   }
-  await loadTimeline(id);
 }
 
 const fmtMs = (/** @type {number} */ ms) => (Math.abs(ms) < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
