@@ -100,13 +100,34 @@ export const StatusMessage = z.object({
 });
 export type StatusMessage = z.infer<typeof StatusMessage>;
 
+/** One attempt of one unit, as a control message names it. */
+export const UnitAttempt = z.object({ unitId, attempt });
+export type UnitAttempt = z.infer<typeof UnitAttempt>;
+
+/**
+ * api -> rtb.control (fanout) -> every agent: these attempts are cancelled (recorded in
+ * PostgreSQL first). An agent aborts the handler running one of them, and drops their jobs
+ * when they arrive. Sent when an operator cancels units in flight, and again when a report
+ * shows a job of a cancelled attempt about to run (an agent that missed the first one).
+ */
+export const CancelMessage = z.object({
+  v: z.literal(1),
+  type: z.literal("cancel"),
+  units: z.array(UnitAttempt).min(1).max(10_000),
+});
+export type CancelMessage = z.infer<typeof CancelMessage>;
+
+/** What travels on the control exchange: cancels, for now; a consumer ignores a type it does not know. */
+export const ControlMessage = CancelMessage;
+export type ControlMessage = CancelMessage;
+
 /**
  * A dispatch message, unit by unit: one unit that fails its schema must not take the others
  * down with it. Invalid units that can still be identified are returned so the leader can
  * report them as permanent errors (otherwise they would sit in `dispatched` forever).
  */
 const DispatchEnvelope = z.object({ v: z.literal(1), type: z.literal("dispatch"), units: z.array(z.unknown()).min(1).max(10_000) });
-const UnitRef = z.object({ unitId, attempt });
+const UnitRef = UnitAttempt;
 
 export type ParsedDispatch =
   | { ok: true; units: DispatchedUnit[]; invalid: { unitId: number; attempt: number; reason: string }[]; unidentified: number }
@@ -146,6 +167,6 @@ export function parseMessage<T>(schema: z.ZodType<T>, body: Buffer): ParseResult
   return { ok: false, reason: `${issue?.path.join(".") || "(message)"}: ${issue?.message ?? "invalid"}` };
 }
 
-export function encodeMessage(message: DispatchMessage | JobMessage | StatusMessage): Buffer {
+export function encodeMessage(message: DispatchMessage | JobMessage | StatusMessage | CancelMessage): Buffer {
   return Buffer.from(JSON.stringify(message));
 }

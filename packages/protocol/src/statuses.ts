@@ -15,6 +15,8 @@ export const OUTSTANDING = ["dispatched", "queued"] as const satisfies readonly 
 export const IN_FLIGHT = ["dispatched", "queued", "processing"] as const satisfies readonly UnitStatus[];
 /** Finished: nothing happens to the unit again unless an operator retries it. */
 export const TERMINAL = ["success", "error", "cancelled"] as const satisfies readonly UnitStatus[];
+/** What an operator may cancel: every status that is not terminal (POST /units/:id/cancel, POST /units/cancel). */
+export const CANCELLABLE = ["pending", "dispatched", "queued", "processing"] as const satisfies readonly UnitStatus[];
 /** What an attempt can end as (a report's outcome); `cancelled` is the operator's, never reported. */
 export const OUTCOMES = ["success", "error"] as const satisfies readonly UnitStatus[];
 /** What the leader and agents report; `dispatched` is the api's own. */
@@ -22,12 +24,14 @@ export const REPORTED_STATUSES = ["queued", "processing", "success", "error"] as
 
 export type InFlightStatus = (typeof IN_FLIGHT)[number];
 export type TerminalStatus = (typeof TERMINAL)[number];
+export type CancellableStatus = (typeof CANCELLABLE)[number];
 export type ReportedStatusName = (typeof REPORTED_STATUSES)[number];
 
 const member = <T extends UnitStatus>(set: readonly T[]) => (status: string): status is T => (set as readonly string[]).includes(status);
 export const isUnitStatus = member(UNIT_STATUSES);
 export const isInFlight = member(IN_FLIGHT);
 export const isTerminal = member(TERMINAL);
+export const isCancellable = member(CANCELLABLE);
 
 /** A count per status, every status present: the shape of GET / `counts` and the tallies. */
 export const zeroCounts = (): Record<UnitStatus, number> => Object.fromEntries(UNIT_STATUSES.map((s) => [s, 0])) as Record<UnitStatus, number>;

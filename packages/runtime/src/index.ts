@@ -7,6 +7,7 @@ export * from "./topology.ts";
 export * from "./broker.ts";
 export * from "./publisher.ts";
 export * from "./consumer.ts";
+export * from "./control-listener.ts";
 export * from "./shutdown.ts";
 export * from "./identity.ts";
 export * from "./run-service.ts";

@@ -1,4 +1,4 @@
-import { encodeMessage, type DispatchedUnit, type DispatchMessage, type StatusMessage } from "@rtb/protocol";
+import { encodeMessage, type CancelMessage, type DispatchedUnit, type DispatchMessage, type StatusMessage, type UnitAttempt } from "@rtb/protocol";
 
 /**
  * Byte limits of the messages rtb publishes. The broker refuses a message whose body is
@@ -76,6 +76,12 @@ export function splitBySize<T>(items: readonly T[], opts: { maxCount: number; ma
 export function dispatchMessages(units: readonly DispatchedUnit[], maxCount: number, maxBytes: number): DispatchMessage[] {
   const overhead = encodeMessage({ v: 1, type: "dispatch", units: [] }).length;
   return splitBySize(units, { maxCount, maxBytes, overhead }).map((batch) => ({ v: 1, type: "dispatch", units: batch }));
+}
+
+/** Cancel messages (control exchange) of at most 10,000 attempts and `maxBytes` each. */
+export function cancelMessages(units: readonly UnitAttempt[], maxBytes: number): CancelMessage[] {
+  const overhead = encodeMessage({ v: 1, type: "cancel", units: [] }).length;
+  return splitBySize(units, { maxCount: 10_000, maxBytes, overhead }).map((batch) => ({ v: 1, type: "cancel", units: batch }));
 }
 
 /** Bytes a status message's envelope takes around its updates (extras included). */

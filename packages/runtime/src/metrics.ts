@@ -37,7 +37,7 @@ export function metricsAddress(c: { RTB_METRICS_PORT?: ListenAt | undefined; RTB
 export type ServiceName = "api" | "leader" | "agent";
 
 /** Where a message was published to: the label of rtb_broker_messages_published_total. */
-export type QueueRole = "outbox" | "jobs" | "inbox";
+export type QueueRole = "outbox" | "jobs" | "inbox" | "control";
 
 /**
  * One service instance's metrics: its own registry (several services run in one test process,
@@ -48,7 +48,7 @@ export type QueueRole = "outbox" | "jobs" | "inbox";
 export interface ServiceMetrics {
   readonly service: ServiceName;
   readonly registry: Registry;
-  /** Messages confirmed by the broker, by destination (outbox, jobs, inbox). */
+  /** Messages confirmed by the broker, by destination (outbox, jobs, inbox, control). */
   readonly published: Counter<"publisher">;
   /** Deliveries received, by the role of the queue they came from. */
   readonly consumed: Counter<"queue_role">;

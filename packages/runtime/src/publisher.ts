@@ -104,6 +104,7 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
  */
 function destination(t: Topology, exchange: string, routingKey: string): QueueRole | undefined {
   if (exchange === t.jobsExchange) return "jobs";
+  if (exchange === t.controlExchange) return "control";
   if (exchange !== "") return undefined;
   if (routingKey === t.inbox) return "inbox";
   if (routingKey === t.box) return "outbox";

@@ -12,6 +12,11 @@ export interface Topology {
   inbox: string;
   /** direct exchange, routing key = unit kind */
   jobsExchange: string;
+  /**
+   * fanout exchange, api -> every agent: cancels (control-listener.ts). Each agent binds an
+   * exclusive, auto-deleted queue of its own, so every agent hears every message.
+   */
+  controlExchange: string;
   deadExchange: string;
   dead: string;
   jobQueue(kind: string): string;
@@ -26,6 +31,7 @@ export function createTopology(opts: { prefix: string; box: string; queueType: "
     box: p + opts.box,
     inbox: `${p}inbox`,
     jobsExchange: `${p}rtb.jobs`,
+    controlExchange: `${p}rtb.control`,
     deadExchange: `${p}rtb.dead`,
     dead: `${p}dead`,
     jobQueue: (kind) => `${p}jobs.${kind}`,
@@ -52,6 +58,7 @@ export async function assertTopology(ch: Channel, t: Topology): Promise<void> {
   await ch.assertQueue(t.dead, { durable: true, arguments: { "x-queue-type": t.queueType } });
   await ch.bindQueue(t.dead, t.deadExchange, "");
   await ch.assertExchange(t.jobsExchange, "direct", { durable: true });
+  await ch.assertExchange(t.controlExchange, "fanout", { durable: true });
   await ch.assertQueue(t.box, workQueueArgs(t, { "x-single-active-consumer": true }));
   await ch.assertQueue(t.inbox, workQueueArgs(t));
 }
@@ -72,6 +79,18 @@ export function queueTypeRefusal(brokerMessage: string): string | null {
     `RabbitMQ cannot change a queue's type. Set RTB_BROKER_QUEUE_TYPE=${existing} to keep running on the existing queues, ` +
     `or drain them and delete them (rabbitmqctl delete_queue), or use a new RTB_BROKER_PREFIX or vhost, then start on ${wanted} (see the README, "Queue type")`
   );
+}
+
+/**
+ * A listener's own queue on the control exchange: server-named, exclusive (deleted with its
+ * connection) and auto-deleted. Classic by name: an exclusive queue cannot be a quorum queue,
+ * and a vhost whose default type is quorum would otherwise be asked for one. Exclusive
+ * transient queues are what RabbitMQ 4 keeps (it deprecates transient non-exclusive ones).
+ */
+export async function assertControlQueue(ch: Channel, t: Topology): Promise<string> {
+  const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true, durable: false, arguments: { "x-queue-type": "classic" } });
+  await ch.bindQueue(queue, t.controlExchange, "");
+  return queue;
 }
 
 /**
@@ -97,5 +116,5 @@ export async function deleteTopology(conn: ChannelModel, t: Topology, kinds: rea
     await ch.close().catch(() => {});
   };
   for (const q of [t.box, t.inbox, t.dead, ...kinds.map((k) => t.jobQueue(k))]) await each((ch) => ch.deleteQueue(q));
-  for (const x of [t.jobsExchange, t.deadExchange]) await each((ch) => ch.deleteExchange(x));
+  for (const x of [t.jobsExchange, t.controlExchange, t.deadExchange]) await each((ch) => ch.deleteExchange(x));
 }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { SCHEDULE_REF_PREFIX, scheduleNameSchema } from "../names.ts";
+import { CANCELLABLE } from "../statuses.ts";
 import { groupName, intParam, statusList, storableText, unitKind, unitRef } from "./fields.ts";
 
 /**
@@ -92,6 +93,25 @@ export const idParam = z.object({ id: intParam({ min: 1, max: Number.MAX_SAFE_IN
 export const redriveBody = z
   .strictObject({ kind: unitKind.optional(), group: groupName.optional() })
   .describe("Optional filters; an empty body redrives every errored unit.");
+
+const cancellableWords = `one of ${CANCELLABLE.join(", ")} (finished units cannot be cancelled)`;
+const cancellableStatus = z.enum(CANCELLABLE, { message: `expected ${cancellableWords}` });
+
+/** POST /units/cancel: the units to cancel, by filter; at least one filter, so that an empty body cancels nothing. */
+export const cancelBody = z
+  .strictObject({
+    kind: unitKind.optional(),
+    group: groupName.optional(),
+    status: z
+      .union([cancellableStatus, z.array(cancellableStatus).min(1, { message: "expected at least one status" })], { message: `expected ${cancellableWords}, or an array of them` })
+      .optional()
+      .describe(`Only units in this status (or these): ${cancellableWords}. Default: all of them.`),
+  })
+  .refine((b) => b.kind !== undefined || b.group !== undefined || b.status !== undefined, {
+    message: "expected kind, group and/or status: a bulk cancel names what it cancels",
+  })
+  .describe("Which units to cancel: those of this kind, of this group, in this status, all given filters together.");
+export type CancelFilterInput = z.input<typeof cancelBody>;
 
 export const nextQuery = z.strictObject({ limit: intParam({ min: 1, max: 1000, defaultValue: 10 }).describe("How many, 1 to 1000 (default 10).") });
 

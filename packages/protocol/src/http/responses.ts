@@ -111,6 +111,13 @@ export type UnitPage = z.output<typeof unitPage>;
 export const unitActionResult = z.object({ unit: unitView }).describe("The unit as the action left it.");
 export const conflictBody = errorBody.extend({ unit: unitView }).describe("The unit is not in a state the action applies to; `unit` shows it as it is.");
 export const redriveResult = z.object({ retried: countOf("Units sent back to the backlog.") }).describe("What a redrive did.");
+export const cancelResult = z
+  .object({
+    cancelled: countOf("Units cancelled by this request."),
+    inFlight: countOf("Of those, units that were dispatched, queued or processing: the agents were told to drop or abort them."),
+  })
+  .describe("What a bulk cancel did.");
+export type CancelResult = z.output<typeof cancelResult>;
 
 const counts = z
   .object(Object.fromEntries(UNIT_STATUSES.map((s) => [s, countOf(`Units ${s} now.`)])) as Record<UnitStatus, typeof count>)
