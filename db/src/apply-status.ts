@@ -36,6 +36,8 @@ export interface ApplyResult {
   finished: { kind: string; status: "success" | "error"; seconds: number }[];
   /** Heartbeats whose claims were refused (instances.ts, implausibleHeartbeat). */
   refusedHeartbeats: RefusedHeartbeat[];
+  /** Cancelled attempts reported queued or processing: the cancel is to be announced again (status-transitions.ts). */
+  cancelledRunning: { unitId: number; attempt: number }[];
 }
 
 export interface RefusedHeartbeat {
@@ -142,7 +144,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if (!row?.dispatched_at) continue;
       finished.push({ kind: row.kind, status: a.eventStatus, seconds: Math.max(0, (a.at.getTime() - row.dispatched_at.getTime()) / 1000) });
     }
-    return { applied: plan.applied.length, ignored, freed, retries, released, finished, refusedHeartbeats };
+    return { applied: plan.applied.length, ignored, freed, retries, released, finished, refusedHeartbeats, cancelledRunning: plan.cancelledRunning };
   });
 }
 

@@ -11,6 +11,7 @@ export * from "./reconcile.ts";
 export * from "./seed.ts";
 export * from "./control.ts";
 export * from "./units.ts";
+export * from "./cancel.ts";
 export * from "./instances.ts";
 export * from "./invariants.ts";
 export * from "./activity.ts";

@@ -24,8 +24,8 @@ const SAMPLE = 10;
 
 /**
  * The rules every run must keep, read from PostgreSQL alone (docs/architecture.md,
- * "Invariants"): per attempt exactly one `dispatched` event and at most one terminal event,
- * exactly one for every finished attempt; a unit in success/error has its terminal event; a
+ * "Invariants"): per attempt exactly one `dispatched` event and at most one terminal event
+ * (success, error, or a cancel while it was in flight), exactly one for every finished attempt; a unit in success/error has its terminal event; a
  * unit in `error` with attempts left failed permanently; the timeline has as many attempts
  * as the unit's counter. Set-based SQL, so it runs against a live system of any size.
  */
@@ -34,12 +34,14 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
     WITH attempts AS (
       SELECT e.unit_id, e.attempt,
              count(*) FILTER (WHERE e.status = 'dispatched') AS dispatched,
-             count(*) FILTER (WHERE e.status IN ${statusList(OUTCOMES)}) AS terminal,
+             count(*) FILTER (WHERE e.status IN ${statusList(OUTCOMES)} OR e.status = 'cancelled') AS terminal,
              bool_or((e.detail->>'retryable')::boolean) FILTER (WHERE e.status = 'error') AS retryable
       FROM unit_events e
-      -- Operator actions (a cancel, a retry: status cancelled/pending) are in the timeline too,
-      -- but they are not part of an attempt's dispatch.
+      -- Operator actions (a retry, a cancel of a pending unit: status pending/cancelled) are in
+      -- the timeline too, but they are not part of an attempt's dispatch. A cancel from
+      -- dispatched, queued or processing is: it ends that attempt (cancel.ts), as its terminal event.
       WHERE e.status IN ${statusList([...IN_FLIGHT, ...OUTCOMES])}
+         OR (e.status = 'cancelled' AND e.detail->>'from' IN ${statusList(IN_FLIGHT)})
       GROUP BY e.unit_id, e.attempt
     ),
     per_unit AS (
@@ -64,7 +66,7 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
     SELECT rule, count(*)::int AS count, (array_agg(id ORDER BY id))[1:${SAMPLE}] AS units FROM broken GROUP BY rule ORDER BY rule`.execute(db);
   const messages: Record<string, string> = {
     one_dispatch_per_attempt: "an attempt without exactly one `dispatched` event",
-    at_most_one_terminal_per_attempt: "an attempt with more than one terminal (success/error) event",
+    at_most_one_terminal_per_attempt: "an attempt with more than one terminal (success/error, or a cancel while in flight) event",
     finished_attempts_have_one_terminal: "an earlier attempt that never got its terminal event",
     timeline_matches_attempts: "the timeline's attempts differ from the unit's attempt counter",
     terminal_status_has_event: "a unit in success/error without the terminal event of its current attempt",

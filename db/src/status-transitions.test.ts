@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { planTransitions, retryDelayMs, type ReportedUpdate, type UnitState } from "./status-transitions.ts";
 
@@ -98,5 +99,46 @@ describe("status transitions", () => {
 
   it("caps the retry delay", () => {
     expect([1, 2, 3, 10].map((a) => retryDelayMs(a, 1_000, 5_000))).toEqual([1_000, 2_000, 4_000, 5_000]);
+  });
+
+  it("ignores every report of a cancelled attempt as `cancelled`, and lists queued/processing ones to announce again", () => {
+    const p = plan(unit({ status: "cancelled" }), [
+      report({ status: "processing" }),
+      report({ status: "processing", source: "agent:b" }),
+      report({ status: "success", result: 1 }),
+      report({ status: "queued", source: "leader:l" }),
+    ]);
+    expect(p.applied).toEqual([]);
+    expect(p.outcomes.size).toBe(0);
+    expect(p.touched).toEqual([]);
+    expect(p.ignored.map((i) => i.reason)).toEqual(["cancelled", "cancelled", "cancelled", "cancelled"]);
+    // Once per attempt, however many reports said so.
+    expect(p.cancelledRunning).toEqual([{ unitId: 1, attempt: 1 }]);
+    // A retried unit's old attempt is stale, as any old attempt is.
+    const retried = plan(unit({ status: "dispatched", attempt: 2 }), [report({ attempt: 1, status: "success" })]);
+    expect(retried.ignored[0]?.reason).toBe("stale_attempt");
+    expect(retried.cancelledRunning).toEqual([]);
+  });
+
+  it("property: nothing reported about a cancelled attempt, in any order or number, changes the unit", () => {
+    const reported = fc.record({
+      status: fc.constantFrom("queued", "processing", "success", "error"),
+      attempt: fc.integer({ min: 1, max: 3 }),
+      retryable: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 3 }), fc.array(reported, { maxLength: 12 }), (attempt, reports) => {
+        const p = plan(
+          unit({ status: "cancelled", attempt }),
+          reports.map((r) => report({ attempt: r.attempt, status: r.status, ...(r.status === "error" ? { error: { message: "x", retryable: r.retryable } } : {}) })),
+        );
+        expect(p.applied).toEqual([]);
+        expect(p.outcomes.size).toBe(0);
+        expect(p.ignored).toHaveLength(reports.length);
+        for (const i of p.ignored) expect(i.reason).toBe(i.update.attempt === attempt ? "cancelled" : "stale_attempt");
+        const running = reports.some((r) => r.attempt === attempt && (r.status === "queued" || r.status === "processing"));
+        expect(p.cancelledRunning).toEqual(running ? [{ unitId: 1, attempt }] : []);
+      }),
+    );
   });
 });

@@ -9,6 +9,12 @@ import { isInFlight, type ReportedStatusName, type UnitStatus } from "@rtb/proto
  * one. Everything else (a duplicate, a stale attempt, a report that arrives after a later
  * one) is ignored and counted. So each attempt gets exactly one terminal event, however
  * often the broker redelivers.
+ *
+ * A unit an operator cancelled (cancel.ts) is not in flight: every later report of its
+ * attempt is ignored as `cancelled`, so a handler finishing as the cancel lands changes
+ * nothing. A `queued` or `processing` report of it means its job is about to run or running
+ * on an agent that did not hear the cancel: those are listed in `cancelledRunning`, and the
+ * api announces the cancel again.
  */
 export const RANK = { dispatched: 1, queued: 2, processing: 3, success: 4, error: 4 } as const;
 export type RankedStatus = keyof typeof RANK;
@@ -30,7 +36,7 @@ export interface ReportedUpdate {
   error?: { message: string; retryable: boolean; noAgent?: true };
 }
 
-export type IgnoreReason = "unknown_unit" | "stale_attempt" | "not_in_flight" | "not_forward";
+export type IgnoreReason = "unknown_unit" | "stale_attempt" | "cancelled" | "not_in_flight" | "not_forward";
 
 export interface AppliedTransition {
   unitId: number;
@@ -66,6 +72,8 @@ export interface Plan {
    * so the reconciler does not expire the new run on the dead agent's clock.
    */
   touched: number[];
+  /** Attempts of cancelled units reported `queued` or `processing`: agents are to hear the cancel again. */
+  cancelledRunning: { unitId: number; attempt: number }[];
 }
 
 /** Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped. */
@@ -78,8 +86,9 @@ export function planTransitions(
   updates: readonly ReportedUpdate[],
   opts: { now: Date; retryBaseMs: number; retryMaxMs: number },
 ): Plan {
-  const plan: Plan = { applied: [], ignored: [], outcomes: new Map(), touched: [] };
+  const plan: Plan = { applied: [], ignored: [], outcomes: new Map(), touched: [], cancelledRunning: [] };
   const state = new Map<number, UnitState>();
+  const reannounced = new Set<string>();
   // Within a batch, lower ranks first, so that `processing` and `success` delivered together
   // (or reordered by a redelivery) both reach the timeline. Stable, so equal ranks keep order.
   const ordered = [...updates].sort((a, b) => RANK[a.status] - RANK[b.status]);
@@ -92,6 +101,15 @@ export function planTransitions(
     }
     if (u.attempt !== current.attempt) {
       plan.ignored.push({ update: u, reason: "stale_attempt" });
+      continue;
+    }
+    if (current.status === "cancelled") {
+      plan.ignored.push({ update: u, reason: "cancelled" });
+      if (u.status === "queued" || u.status === "processing") {
+        const key = `${u.unitId}:${u.attempt}`;
+        if (!reannounced.has(key)) plan.cancelledRunning.push({ unitId: u.unitId, attempt: u.attempt });
+        reannounced.add(key);
+      }
       continue;
     }
     if (!isInFlight(current.status)) {

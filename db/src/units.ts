@@ -255,19 +255,20 @@ export const OPERATOR = "operator";
  * Change one unit's status if it is in one of `from`, and record the action in its timeline
  * (event status `to`, the unit's current attempt), in one statement. The row lock taken by
  * the UPDATE orders this against a concurrent top-up, which re-checks `status = 'pending'`.
+ * (Cancelling has its own statement: cancel.ts.)
  */
-async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], to: "pending" | "cancelled", action: string): Promise<UnitAction> {
+async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], action: string): Promise<UnitAction> {
   const { rows } = await sql<UnitRow>`
     WITH before AS (SELECT id, status FROM units WHERE id = ${id} FOR UPDATE),
     changed AS (
-      UPDATE units u SET ${setFor(to)}
+      UPDATE units u SET ${RETRY_SET}
       FROM before b
       WHERE u.id = b.id AND b.status = ANY(${sql.val(from)}::text[])
       RETURNING u.*, b.status AS before_status
     ),
     logged AS (
       INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-      SELECT id, attempt, ${to}, now(), ${OPERATOR}, jsonb_build_object('action', ${action}::text, 'from', before_status) FROM changed
+      SELECT id, attempt, 'pending', now(), ${OPERATOR}, jsonb_build_object('action', ${action}::text, 'from', before_status) FROM changed
     )
     SELECT * FROM changed`.execute(db);
   if (rows[0]) {
@@ -283,17 +284,12 @@ async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], to: "p
  * its attempts gets one more). The next dispatch is a new attempt.
  */
 const RETRY_SET = sql`status = 'pending', not_before = NULL, agent_wait_since = NULL, max_attempts = GREATEST(u.max_attempts, u.attempt + 1), updated_at = now()`;
-const CANCEL_SET = sql`status = 'cancelled', not_before = NULL, agent_wait_since = NULL, updated_at = now()`;
-const setFor = (to: "pending" | "cancelled") => (to === "pending" ? RETRY_SET : CANCEL_SET);
 
 /** The statuses an operator may retry from. */
 export const RETRYABLE_STATUSES: readonly UnitStatus[] = ["error", "cancelled"];
 
 /** POST /units/:id/retry: an errored or cancelled unit goes back to the backlog. */
-export const retryUnit = (db: Db, id: number) => actOnUnit(db, id, RETRYABLE_STATUSES, "pending", "retry");
-
-/** POST /units/:id/cancel: a pending unit (never dispatched, or waiting for its retry) is cancelled. */
-export const cancelUnit = (db: Db, id: number) => actOnUnit(db, id, ["pending"], "cancelled", "cancel");
+export const retryUnit = (db: Db, id: number) => actOnUnit(db, id, RETRYABLE_STATUSES, "retry");
 
 /** POST /units/redrive: every errored unit (of a kind, of a group) back to the backlog, in one statement. */
 export async function redriveErrors(db: Db, f: { kind?: string; group?: string } = {}): Promise<number> {

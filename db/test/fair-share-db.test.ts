@@ -2,6 +2,8 @@ import fc from "fast-check";
 import { sql } from "kysely";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
+  cancelMatching,
+  cancelUnit,
   checkTallies,
   claimTopUp,
   compactTallies,
@@ -20,7 +22,7 @@ import { openTestDb, useTestPlace } from "@rtb/testing";
 // The dispatch order against PostgreSQL, on random backlogs: priorities, groups (more of them
 // than picks, names that sort differently as UTF-16 and as code points), weights, in-flight
 // limits, service memories, units already in flight, retry backoffs and delayed starts (ended and not), tallies
-// folded or not. Each run starts from an empty table (DELETE, not TRUNCATE: the tallies are
+// folded or not, units cancelled one by one and by group between top-ups. Each run starts from an empty table (DELETE, not TRUNCATE: the tallies are
 // kept by triggers) and takes a few top-ups in a row, units finishing in between.
 const place = useTestPlace();
 let h: DbHandle;
@@ -48,7 +50,14 @@ const backlog = fc.record({
     }),
   ),
   steps: fc.array(
-    fc.record({ k: fc.integer({ min: 1, max: 20 }), fold: fc.boolean(), finish: fc.integer({ min: 0, max: 4 }) }),
+    fc.record({
+      k: fc.integer({ min: 1, max: 20 }),
+      fold: fc.boolean(),
+      finish: fc.integer({ min: 0, max: 4 }),
+      // Operators cancelling units (cancel.ts) in any status that is not terminal, and a whole group.
+      cancel: fc.integer({ min: 0, max: 3 }),
+      cancelGroup: fc.option(fc.constantFrom(...NAMES), { nil: null }),
+    }),
     { minLength: 1, maxLength: 4 },
   ),
 });
@@ -139,6 +148,11 @@ describe("dispatch order on PostgreSQL (property-based)", () => {
           // Some units in flight finish, which frees room and changes the shares.
           const done = rows.filter((r) => ["dispatched", "processing"].includes(r.status)).slice(0, step.finish).map((r) => r.id);
           if (done.length > 0) await h.db.updateTable("units").set({ status: "success" }).where("id", "in", done).execute();
+          // Some are cancelled, ready ones among them: the ready counts must follow.
+          const open = rows.filter((r) => !done.includes(r.id) && ["pending", "dispatched", "processing"].includes(r.status));
+          for (const r of step.cancel > 0 ? open.slice(-step.cancel) : []) await cancelUnit(h.db, r.id);
+          if (step.cancelGroup !== null) await cancelMatching(h.db, { group: step.cancelGroup, statuses: ["pending"] }, {}, { batchSize: 3 });
+          expect(await checkTallies(h.db)).toEqual([]);
         }
         await compactTallies(h.db);
         expect(await tallyByStatus(h.db)).toEqual(await countByStatus(h.db));

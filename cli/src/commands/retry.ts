@@ -1,5 +1,5 @@
 import { ApiError, describeApiError } from "../api-client.ts";
-import type { UnitView as Unit } from "@rtb/protocol";
+import type { CancelResult, UnitView as Unit } from "@rtb/protocol";
 import { intArg, str, UsageError, type Command, type Context } from "../command.ts";
 import { count } from "../format.ts";
 
@@ -39,18 +39,41 @@ export const retry: Command = {
 
 export const cancel: Command = {
   name: "cancel",
-  summary: "cancel pending units (they will not be dispatched)",
-  usage: "rtb cancel <id>... [--json]",
+  summary: "cancel units that are not finished: pending ones are never dispatched, running ones are aborted",
+  usage: "rtb cancel <id>... [--json]\n       rtb cancel [--kind K] [--group G] [--status S[,S...]] [--json]",
   help: [
-    "  --json   one entry per id, in order:",
-    '           [{"id": 5, "unit": {...}}, {"id": 6, "error": {"status": 409, "error": "conflict", "message": ...}}]',
+    "  --kind K       every unit of this kind (POST /units/cancel)",
+    "  --group G      every unit of this group: stop everything of this customer",
+    "  --status S     only units in these statuses (comma-separated): pending, dispatched, queued, processing",
+    "                 (the filters given all apply; at least one of them)",
+    "  --json         with ids: one entry per id, in order:",
+    '                 [{"id": 5, "unit": {...}}, {"id": 6, "error": {"status": 409, "error": "conflict", "message": ...}}]',
+    '                 with filters: POST /units/cancel exactly as the api answers it ({"cancelled": n, "inFlight": m})',
     "",
-    "Only a pending unit can be cancelled; any other is refused (409) and named on stderr, the",
-    "other ids are still cancelled, and the exit code is 1. Needs RTB_API_TOKEN when the api has one.",
+    "A unit in flight (dispatched, queued, processing) is cancelled too: its handler's abort signal",
+    "fires, or its job is dropped before it runs, and its late reports are ignored. A finished unit",
+    "(success, error, cancelled) is refused (409) and named on stderr; the other ids are still",
+    "cancelled, and the exit code is 1. Needs RTB_API_TOKEN when the api has one.",
   ].join("\n"),
-  options: {},
-  positionals: { min: 1, max: Infinity },
-  run: (ctx, _values, ids) => eachUnit(ctx, "cancel", ids, (u) => `unit ${u.id}: ${u.status}`),
+  options: {
+    kind: { type: "string" },
+    group: { type: "string" },
+    status: { type: "string" },
+  },
+  positionals: { min: 0, max: Infinity },
+  async run(ctx, values, ids) {
+    const filtered = values.kind !== undefined || values.group !== undefined || values.status !== undefined;
+    if (filtered) {
+      if (ids.length > 0) throw new UsageError("give unit ids or --kind/--group/--status, not both");
+      const status = str(values.status)?.split(",").map((s) => s.trim()).filter(Boolean);
+      const body = { kind: str(values.kind), group: str(values.group), status: status?.length === 1 ? status[0] : status };
+      const answer = await ctx.api().post<CancelResult>("/units/cancel", body);
+      if (ctx.json) return ctx.out.json(answer);
+      return ctx.out.line(`${count(answer.cancelled)} unit${answer.cancelled === 1 ? "" : "s"} cancelled (${count(answer.inFlight)} in flight: their agents were told)`);
+    }
+    if (ids.length === 0) throw new UsageError("give at least one unit id, or --kind, --group and/or --status");
+    return eachUnit(ctx, "cancel", ids, (u) => `unit ${u.id}: ${u.status}`);
+  },
 };
 
 type Outcome = { id: number; unit: Unit } | { id: number; error: { status: number } & ApiError["body"] };

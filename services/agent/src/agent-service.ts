@@ -1,9 +1,10 @@
-import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type ListenAt, type Logger } from "@rtb/runtime";
+import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startControlListener, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type ListenAt, type Logger } from "@rtb/runtime";
 import { MAX_AGENT_KINDS } from "@rtb/protocol";
 import type { Handler } from "./handler.ts";
 import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
 import { createAgentStats, type AgentStats } from "./agent-stats.ts";
 import { startWorker } from "./worker.ts";
+import { createCancellations } from "./cancellations.ts";
 
 /** What an agent needs besides its handlers; AgentConfig satisfies it. */
 export interface AgentSettings extends BrokerSettings {
@@ -45,6 +46,10 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
     parts.add("publisher", (left) => within(publisher.drain(), left(500)));
     const heartbeat = startHeartbeat({ service: "agent", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS ?? 5_000, logger: log });
     parts.add("heartbeat", () => heartbeat.stop());
+    // Listening before consuming jobs: a cancel heard first drops its job when it arrives.
+    const cancellations = createCancellations();
+    const control = await startControlListener({ broker, logger: log, onMessage: (m) => cancellations.cancel(m.units) });
+    parts.add("control listener", () => control.stop());
     const worker = await startWorker({
       broker,
       publisher,
@@ -55,6 +60,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       timeoutMs: config.RTB_AGENT_TIMEOUT_MS,
       maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES,
       stats,
+      cancellations,
       metrics,
     });
     parts.add("worker", (left) => worker.stop(left(1_000)));

@@ -15,7 +15,11 @@ export interface Job<P = unknown> {
   kind: string;
   /** The unit's payload as enqueued (any JSON; `{}` when none was given), or as the handler's schema parsed it (defineHandler). */
   payload: P;
-  /** Aborted when the handler's time is up (RTB_AGENT_TIMEOUT_MS) or the agent is shutting down: stop, and throw. */
+  /**
+   * Aborted when the handler's time is up (RTB_AGENT_TIMEOUT_MS), the agent is shutting down, or
+   * an operator cancelled the unit (`signal.reason` is then a UnitCancelledError, and nothing more
+   * is reported for the attempt): stop, and throw.
+   */
   signal: AbortSignal;
   /** The agent's logger, with `unitId`, `attempt` and `kind` on every line. */
   logger: Logger;

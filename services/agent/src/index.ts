@@ -1,5 +1,6 @@
 export * from "./config.ts";
 export * from "./handler.ts";
+export { UnitCancelledError } from "./cancellations.ts";
 export * from "./simulate.ts";
 export * from "./builtin-handlers.ts";
 export * from "./agent-service.ts";

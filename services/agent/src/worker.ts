@@ -1,6 +1,7 @@
 import { assertJobQueue, jsonBytes, maxResultBytes, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
 import { encodeMessage, JobMessage, parseMessage, type StatusUpdate } from "@rtb/protocol";
 import { describeFailure, type Handler } from "./handler.ts";
+import { UnitCancelledError, type Cancellations } from "./cancellations.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
 import type { AgentStats } from "./agent-stats.ts";
 
@@ -16,6 +17,8 @@ export interface WorkerOptions {
   /** RTB_BROKER_MAX_MESSAGE_BYTES: a larger success report ends the attempt as a permanent error. */
   maxMessageBytes: number;
   stats: AgentStats;
+  /** The cancels heard on the control exchange (cancellations.ts). */
+  cancellations: Cancellations;
   metrics: Pick<AgentMetrics, "consumed" | "jobsInFlight" | "handlerDuration" | "jobs">;
 }
 
@@ -24,6 +27,11 @@ export interface WorkerOptions {
  * run the handler under a timeout, report `success` or `error`, then ack. Every report is
  * confirmed before the ack; if a report cannot be confirmed the job is handed back, so a
  * unit may run twice after a fault (at-least-once) but its status is never lost.
+ *
+ * A cancelled attempt (cancellations.ts) reports nothing more and its job is acked: a job
+ * whose cancel was heard before it arrived never reaches its handler, and a running handler
+ * sees its signal abort with a UnitCancelledError (it is not waited for: the job is acked at
+ * once, as on a timeout). The api recorded the cancel; it would ignore any report anyway.
  */
 export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineMs: number): Promise<void> }> {
   const { broker, logger, metrics } = opts;
@@ -91,13 +99,28 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     }
     const job = parsed.value;
     const log = logger.child({ unitId: job.unitId, attempt: job.attempt, kind: job.kind });
+    if (opts.cancellations.isCancelled(job.unitId, job.attempt)) return drop(d, kind, log);
+    // One controller per job, aborted by a cancel (from now on), its own timer or the shutdown.
+    const jobAbort = new AbortController();
+    const untrack = opts.cancellations.track(job.unitId, job.attempt, (reason) => jobAbort.abort(reason));
+    const cancelled = () => jobAbort.signal.reason instanceof UnitCancelledError;
     opts.stats.inFlight++;
     metrics.jobsInFlight.inc({ kind });
     try {
       await report({ unitId: job.unitId, attempt: job.attempt, status: "processing", at: new Date().toISOString() });
+      // Heard while the report was on its way: the handler has not started.
+      if (cancelled()) return drop(d, kind, log);
       const started = performance.now();
-      const outcome = await runHandler(handler, job, log);
+      const outcome = await runHandler(handler, job, jobAbort, log);
       const seconds = (performance.now() - started) / 1000;
+      if (cancelled()) {
+        opts.stats.cancelled++;
+        metrics.handlerDuration.observe({ kind, outcome: "cancelled" }, seconds);
+        metrics.jobs.inc({ kind, outcome: "cancelled" });
+        log.info({ handlerMs: Math.round(seconds * 1000) }, "attempt cancelled: handler aborted, nothing reported");
+        d.ack();
+        return;
+      }
       if (shutdown.signal.aborted && outcome.status === "error") {
         // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
         d.requeue();
@@ -129,21 +152,30 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       // Handed back after a pause if the broker is at fault; dead-lettered if this job is (consumer.ts).
       await d.retryLater(err);
     } finally {
+      untrack();
       opts.stats.inFlight--;
       metrics.jobsInFlight.dec({ kind });
     }
   }
 
+  /** A job of a cancelled attempt that never reached its handler: acked, nothing reported. */
+  function drop(d: Delivery, kind: string, log: Logger) {
+    opts.stats.dropped++;
+    metrics.jobs.inc({ kind, outcome: "dropped" });
+    log.info("attempt cancelled: job dropped before its handler ran");
+    d.ack();
+  }
+
   async function runHandler(
     handler: Handler,
     job: JobMessage,
+    jobAbort: AbortController,
     log: Logger,
   ): Promise<{ status: "success"; result: unknown } | { status: "error"; error: { message: string; retryable: boolean } }> {
-    // One controller per job, aborted by its own timer or by the shutdown, and both unhooked
-    // when the job ends. Not AbortSignal.any([AbortSignal.timeout(), shutdown.signal]): Node
+    // The job's controller is aborted by its own timer or by the shutdown here (and by a
+    // cancel, runJob), both unhooked when the job ends. Not AbortSignal.any([AbortSignal.timeout(), shutdown.signal]): Node
     // keeps every signal combined with a long-lived one (nodejs/node#55351), which grew an
     // agent's memory with every job (175 MiB at 100k units, 296 MiB at 1M in npm run bench).
-    const jobAbort = new AbortController();
     const timer = setTimeout(
       () => jobAbort.abort(new Error(`handler exceeded ${opts.timeoutMs} ms (RTB_AGENT_TIMEOUT_MS)`)),
       opts.timeoutMs,

@@ -26,7 +26,7 @@ export interface ApiMetrics extends ServiceMetrics {
 /** Reasons the api dead-letters a message (inbox-consumer.ts), exported at 0 before they happen. */
 const DEAD_LETTER_REASONS = ["invalid_status_message", "unstorable_status_message"];
 /** Every IgnoreReason (db/src/status-transitions.ts): the compiler says when one is added. */
-const IGNORE_REASONS = Object.keys({ unknown_unit: 0, stale_attempt: 0, not_in_flight: 0, not_forward: 0 } satisfies Record<IgnoreReason, 0>);
+const IGNORE_REASONS = Object.keys({ unknown_unit: 0, stale_attempt: 0, cancelled: 0, not_in_flight: 0, not_forward: 0 } satisfies Record<IgnoreReason, 0>);
 
 export function createApiMetrics(opts?: { processMetrics?: boolean }): ApiMetrics {
   const common = createServiceMetrics("api", opts);
@@ -81,7 +81,7 @@ export function collectApiMetrics(
   labelledCounterFrom(
     registry,
     "rtb_status_reports_ignored_total",
-    "Status reports recorded nowhere but here: duplicate, stale or out of order, by reason",
+    "Status reports recorded nowhere but here: duplicate, stale, out of order or of a cancelled attempt, by reason",
     "reason",
     () => stats.ignored,
     IGNORE_REASONS,

@@ -6,6 +6,7 @@ import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
 import { createApp } from "./http/app.ts";
 import { startInboxConsumer } from "./inbox-consumer.ts";
+import { createCancelAnnouncer, type CancelAnnouncer } from "./cancel-announcer.ts";
 import { startReconciler, type Reconciler } from "./reconciler.ts";
 import { startScheduler, type Scheduler } from "./scheduler.ts";
 import { createStats, type ApiStats } from "./stats.ts";
@@ -17,6 +18,8 @@ export interface ApiService {
   broker: Broker;
   dispatcher: Dispatcher;
   scheduler: Scheduler;
+  /** Announces cancels to the agents (the control exchange). */
+  cancels: CancelAnnouncer;
   reconciler: Reconciler;
   stats: ApiStats;
   /** This api's own metrics (GET /metrics serves its registry). */
@@ -57,6 +60,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     parts.add("publisher", (left) => within(publisher.drain(), left()));
     const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics, logger });
     parts.add("dispatcher", (left) => within(dispatcher.stop(), left(500)));
+    const cancels = createCancelAnnouncer({ publisher, topology, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, logger });
 
     const inbox = await startInboxConsumer({
       db: database.db,
@@ -69,6 +73,8 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
       onFreed: () => dispatcher.trigger("inbox batch"),
+      // An agent runs a cancelled attempt: it did not hear the cancel (started or reconnected since).
+      onCancelledRunning: (units) => void cancels.announce(units, "a cancelled attempt was reported running"),
     });
     // Most of the budget: the batch in hand is applied and acked, or handed back.
     parts.add("inbox", (left) => inbox.stop(left(1_500)));
@@ -101,6 +107,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       broker,
       dispatcher,
       scheduler,
+      cancels,
       stats,
       metrics: metrics.registry,
       logger,
@@ -128,7 +135,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     // Dispatching may already be on (it survives restarts): resume.
     dispatcher.trigger("start");
     void scheduler.refresh("start");
-    return { app, database, broker, dispatcher, scheduler, reconciler, stats, metrics, address };
+    return { app, database, broker, dispatcher, scheduler, cancels, reconciler, stats, metrics, address };
   });
 }
 

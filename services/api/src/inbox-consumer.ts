@@ -17,6 +17,11 @@ export interface InboxOptions {
   retryMaxMs: number;
   /** Called after each committed batch that freed room in the outbox or scheduled a retry. */
   onFreed: () => void;
+  /**
+   * Called after a committed batch with the cancelled attempts it saw reported queued or
+   * processing: an agent is about to run one, or runs it, without having heard the cancel.
+   */
+  onCancelledRunning?: (units: { unitId: number; attempt: number }[]) => void;
 }
 
 interface Pending {
@@ -173,6 +178,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       if (result.released > 0) logger.info({ units: result.released }, "an agent announced kinds that units were waiting for: back in the backlog");
       // Units released for an agent are ready now: a top-up takes them.
       if (result.freed > 0 || result.retries > 0 || result.released > 0) opts.onFreed();
+      if (result.cancelledRunning.length > 0) opts.onCancelledRunning?.(result.cancelledRunning);
       return { outcome: "applied" };
     }
     return { outcome: "stopped" };

@@ -162,6 +162,7 @@ describe("a 5xx never leaves a write behind", () => {
       broker: api.broker,
       dispatcher: api.dispatcher,
       scheduler: api.scheduler,
+      cancels: api.cancels,
       stats: api.stats,
       metrics: api.metrics.registry,
       logger: testLogger("api"),

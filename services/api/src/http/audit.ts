@@ -22,7 +22,7 @@ export function auditLog(logger: Logger): MiddlewareHandler {
         method: c.req.method,
         path: c.req.path,
         status: c.res.status,
-        caller: caller(c),
+        caller: callerOf(c),
       },
       `audit: ${action.name} (${c.req.method} ${c.req.path}) answered ${c.res.status}`,
     );
@@ -36,6 +36,7 @@ function actionOf(method: string, path: string): Action | undefined {
   if (p === "/go" && (method === "GET" || method === "POST")) return { name: "go", about: {} };
   if (p === "/pause" && method === "POST") return { name: "pause", about: {} };
   if (method === "POST" && p === "/units/redrive") return { name: "redrive", about: {} };
+  if (method === "POST" && p === "/units/cancel") return { name: "cancel_matching", about: {} };
   const unit = /^\/units\/(\d+)\/(retry|cancel)$/.exec(p);
   if (method === "POST" && unit) return { name: unit[2]!, about: { unitId: Number(unit[1]) } };
   if (method === "POST" && p === "/schedules") return { name: "create_schedule", about: {} };
@@ -49,7 +50,8 @@ function actionOf(method: string, path: string): Action | undefined {
   return undefined;
 }
 
-function caller(c: Context): Record<string, string | boolean> {
+/** The caller, as the audit log names it; also who a cancel was made by, in the unit's timeline. */
+export function callerOf(c: Context): Record<string, string | boolean> {
   let address: string | undefined;
   try {
     address = getConnInfo(c).remote.address;

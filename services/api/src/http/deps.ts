@@ -2,6 +2,7 @@ import type { Db } from "@rtb/db";
 import type { Broker, Logger, Registry } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
 import type { Scheduler } from "../scheduler.ts";
+import type { CancelAnnouncer } from "../cancel-announcer.ts";
 import type { ApiStats } from "../stats.ts";
 import type { AuthOptions } from "./auth.ts";
 
@@ -31,6 +32,8 @@ export interface AppDeps {
   dispatcher: Dispatcher;
   /** Told of every schedule change, so its timer is re-armed at once. */
   scheduler: Pick<Scheduler, "refresh">;
+  /** Tells the agents of cancelled attempts (the control exchange). */
+  cancels: CancelAnnouncer;
   stats: ApiStats;
   /** This api's metrics registry (GET /metrics). */
   metrics: Registry;

@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { jsonBytes } from "@rtb/runtime";
 import { backlogView } from "./state.ts";
-import { backlogShape, cancelUnit, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
+import { backlogShape, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
 import {
   conflictBody,
   enqueuedBatch,
@@ -21,6 +21,7 @@ import {
 import type { AppDeps } from "./deps.ts";
 import { CHANGE, json, routes, serve } from "./routes.ts";
 import { committed } from "./committed.ts";
+import { cancelRoutes } from "./cancel-routes.ts";
 
 const tags = ["units"];
 const invalid = { description: "A field is invalid: `field` names it, `message` says why. Nothing was written.", content: json(errorBody) };
@@ -154,7 +155,7 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
     return c.json(unit, 200);
   });
 
-  const action = (verb: "retry" | "cancel", summary: string, allowed: string, run: typeof retryUnit) => {
+  const action = (verb: "retry", summary: string, allowed: string, run: typeof retryUnit) => {
     const route = createRoute({
       method: "post",
       path: `/{id}/${verb}`,
@@ -175,16 +176,16 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       if (result.outcome === "not_found") return unknownUnit(c, id);
       if (result.outcome === "conflict") {
         return c.json(
-          { error: "conflict", field: "status", message: `unit ${id} is ${result.unit.status}; only ${allowed} units can be ${verb === "retry" ? "retried" : "cancelled"}`, unit: result.unit },
+          { error: "conflict", field: "status", message: `unit ${id} is ${result.unit.status}; only ${allowed} units can be retried`, unit: result.unit },
           409,
         );
       }
-      if (verb === "retry") dispatcher.trigger("unit retried");
+      dispatcher.trigger("unit retried");
       return c.json({ unit: result.unit }, 200);
     });
   };
   action("retry", "Retry an errored or cancelled unit: back to the backlog, with at least one more attempt", "error or cancelled", retryUnit);
-  action("cancel", "Cancel a pending unit (never dispatched, or waiting for its retry)", "pending", cancelUnit);
+  cancelRoutes(app, deps);
 
   return app;
 }

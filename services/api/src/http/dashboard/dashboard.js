@@ -604,7 +604,7 @@ async function loadTimeline(id) {
   );
   $("tl-actions").replaceChildren(
     ...(retryable.includes(unit.status) ? [h("button", { type: "button", class: "btn", id: "tl-retry", onclick: () => unitAction(unit.id, "retry") }, "Retry")] : []),
-    ...(cancellable.includes(unit.status) ? [h("button", { type: "button", class: "btn btn-quiet", id: "tl-cancel", onclick: () => unitAction(unit.id, "cancel") }, "Cancel")] : []),
+    ...(!terminal.includes(unit.status) ? [h("button", { type: "button", class: "btn btn-quiet", id: "tl-cancel", onclick: () => unitAction(unit.id, "cancel") }, "Cancel")] : []),
   );
   $("tl-events").replaceChildren(
     ...(unit.events.length
@@ -626,11 +626,10 @@ async function loadTimeline(id) {
   );
 }
 
-// What POST /units/:id/retry and /cancel accept (the api answers 409 otherwise).
+// What POST /units/:id/retry and /cancel accept (the api answers 409 otherwise): retry an
+// error or cancelled unit; cancel any unit that is not finished (GET /meta's terminal set).
 /** @type {readonly string[]} */
 const retryable = ["error", "cancelled"];
-/** @type {readonly string[]} */
-const cancellable = ["pending"];
 
 /**
  * Retry or cancel the unit from its timeline: the api's POST route, same origin, with the
