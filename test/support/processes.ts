@@ -400,9 +400,9 @@ export async function finishedBy(db: DbHandle["db"], units: { id: number; attemp
  * cluster's sampler saw; every seeded unit success or error; the queues worked off; nothing
  * dead-lettered). Returns the final GET /.
  */
-export async function expectSettled(cluster: Cluster, timeoutMs = 40_000): Promise<any> {
+export async function expectSettled(cluster: Cluster, timeoutMs = 40_000, opts: { cancelled?: number } = {}): Promise<any> {
   const state = await cluster.waitDone(timeoutMs);
-  await expectRunSettled({ db: cluster.db, broker: await cluster.broker(), env: cluster.env, sampler: cluster.sampler, total: cluster.total });
+  await expectRunSettled({ db: cluster.db, broker: await cluster.broker(), env: cluster.env, sampler: cluster.sampler, total: cluster.total, cancelled: opts.cancelled });
   return state;
 }
 

@@ -26,13 +26,16 @@ export interface FinishedRun {
   sampler: Sampler;
   /** Units seeded. */
   total: number;
+  /** Units the test cancelled (default 0): the rest must end success or error. */
+  cancelled?: number;
 }
 
 /**
  * After every unit is terminal: wait for the outbox, the job queue and the inbox to hold no
  * ready message (duplicates from a fault are worked off), then run `checkSystem` expecting the
  * run done, with the sampler's peak. No rule broken (timelines, nothing stuck, the bound), every
- * seeded unit success or error, nothing dead-lettered (the checker only notes dead letters).
+ * seeded unit success or error (or cancelled, as many as the test cancelled), nothing
+ * dead-lettered (the checker only notes dead letters).
  */
 export async function expectRunSettled(run: FinishedRun): Promise<CheckReport> {
   const { db, broker, sampler } = run;
@@ -57,7 +60,8 @@ export async function expectRunSettled(run: FinishedRun): Promise<CheckReport> {
   expect(report.violations).toEqual([]);
   expect(sampler.samples).toBeGreaterThan(0);
   expect(report.total).toBe(run.total);
-  expect(report.counts.success + report.counts.error).toBe(run.total);
+  expect(report.counts.cancelled).toBe(run.cancelled ?? 0);
+  expect(report.counts.success + report.counts.error + report.counts.cancelled).toBe(run.total);
   expect(report.queues.dead).toMatchObject({ messages: 0 });
   return report;
 }
