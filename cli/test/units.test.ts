@@ -213,4 +213,16 @@ describe("rtb retry, cancel", () => {
     expect((await rtbJson(["retry", "2"], env))[0]).toMatchObject({ id: 2, unit: { status: "pending" } });
     expect((await units()).map((u) => u.status)).toEqual(["cancelled", "pending", "pending"]);
   });
+
+  it("cancels every unit of a group (or kind, or status) at once; a bad filter is the api's 400 naming it", async () => {
+    await rtb(["seed", "6", "--groups", "2"], { ...place.env });
+    const group = (await units())[0]!.group_name;
+    const n = (await units()).filter((u) => u.group_name === group).length;
+    expect(await rtb(["cancel", "--group", group], env)).toMatchObject({ code: 0, stdout: `${n} units cancelled (0 in flight: their agents were told)\n` });
+    expect((await units()).filter((u) => u.status === "cancelled").map((u) => u.group_name)).toEqual(Array(n).fill(group));
+    expect(await rtbJson(["cancel", "--status", "pending,dispatched"], env)).toEqual({ cancelled: 6 - n, inFlight: 0 });
+    expect(await rtb(["cancel", "--status", "success"], env)).toMatchObject({ code: 1, stderr: expect.stringContaining("(field: status)") });
+    expect(await rtb(["cancel", "--group", group, "4"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("not both") });
+    expect(await rtb(["cancel"], env)).toMatchObject({ code: 2 });
+  });
 });
