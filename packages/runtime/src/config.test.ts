@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { ConfigError, bool, hostPort, int, loadConfig, kindList, oneOf, ratio, secret } from "./config.ts";
+import { ConfigError, bool, duration, hostPort, int, loadConfig, kindList, oneOf, ratio, secret } from "./config.ts";
 import { brokerConfig, brokerUrl } from "./broker-config.ts";
 import { MAX_AGENT_KINDS } from "@rtb/protocol";
 
@@ -95,5 +95,24 @@ describe("loadConfig", () => {
   it("builds an AMQP URL with escaped credentials and vhost", () => {
     const c = loadConfig(z.object(brokerConfig), { RTB_BROKER_HOST: "rabbit", RTB_BROKER_USER: "u@x", RTB_BROKER_PASSWORD: "p/w", RTB_BROKER_VHOST: "/" });
     expect(brokerUrl(c)).toBe("amqp://u%40x:p%2Fw@rabbit:5672/%2F?heartbeat=15");
+  });
+
+  it("reads a duration as a number and one unit, or 0, and names the variable otherwise", () => {
+    const d = z.object({ RTB_RETENTION: duration("7d") });
+    expect(loadConfig(d, {}).RTB_RETENTION).toEqual({ text: "7d", ms: 7 * 86_400_000 });
+    expect(loadConfig(d, { RTB_RETENTION: "90s" }).RTB_RETENTION).toEqual({ text: "90s", ms: 90_000 });
+    expect(loadConfig(d, { RTB_RETENTION: "30m" }).RTB_RETENTION.ms).toBe(1_800_000);
+    expect(loadConfig(d, { RTB_RETENTION: "12h" }).RTB_RETENTION.ms).toBe(43_200_000);
+    expect(loadConfig(d, { RTB_RETENTION: "0" }).RTB_RETENTION).toEqual({ text: "0", ms: 0 });
+    for (const bad of ["7", "7 days", "1.5h", "-1d", "5w", "3651d", "1h30m", "0s0"]) {
+      let caught: unknown;
+      try {
+        loadConfig(d, { RTB_RETENTION: bad });
+      } catch (e) {
+        caught = e;
+      }
+      expect(caught, bad).toBeInstanceOf(ConfigError);
+      expect((caught as ConfigError).message).toContain(`RTB_RETENTION=${JSON.stringify(bad)}: expected a duration`);
+    }
   });
 });

@@ -176,3 +176,32 @@ export function kindList(defaultValue: string) {
 }
 
 export const text = (defaultValue: string) => z.string().default(defaultValue);
+
+/** A duration as written in a setting, and in milliseconds. */
+export interface Duration {
+  text: string;
+  ms: number;
+}
+
+const DURATION_UNITS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/**
+ * A duration: a whole number and one unit, `90s`, `30m`, `12h`, `7d`, or `0` (which the
+ * setting gives its own meaning, e.g. "keep everything"). At most `maxDays` days.
+ */
+export function duration(defaultValue: string, { maxDays = 3650 } = {}) {
+  const expected = `expected a duration: a whole number and a unit, s, m, h or d (90s, 30m, 12h, 7d), or 0; at most ${maxDays}d`;
+  return z
+    .string()
+    .default(defaultValue)
+    .transform((value, ctx): Duration => {
+      const text = value.trim();
+      const match = /^(\d{1,12})([smhd])$/.exec(text);
+      const ms = text === "0" ? 0 : match ? Number(match[1]) * DURATION_UNITS[match[2] as keyof typeof DURATION_UNITS] : NaN;
+      if (!Number.isSafeInteger(ms) || ms > maxDays * DURATION_UNITS.d) {
+        ctx.addIssue({ code: "custom", message: expected });
+        return z.NEVER;
+      }
+      return { text, ms };
+    });
+}
