@@ -22,3 +22,4 @@ export * from "./agent-wait.ts";
 export * from "./duties.ts";
 export * from "./schedule-times.ts";
 export * from "./schedules.ts";
+export * from "./retention.ts";

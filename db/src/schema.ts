@@ -140,6 +140,16 @@ export interface SchedulesTable {
   updated_at: Generated<Date>;
 }
 
+/** One row: what retention pruned in all, and its last pass (migration 0009). */
+export interface RetentionTable {
+  id: Generated<boolean>;
+  pruned_units: Generated<number>;
+  pruned_events: Generated<number>;
+  last_run_at: Timestamp | null;
+  /** The api replica (RTB_API_ID) that ran the last pass. */
+  last_run_by: string | null;
+}
+
 export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
@@ -151,6 +161,7 @@ export interface Database {
   service_retired: ServiceRetiredTable;
   kinds_without_agents: KindsWithoutAgentsTable;
   schedules: SchedulesTable;
+  retention: RetentionTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;
