@@ -1,5 +1,5 @@
-import { UNIT_STATUSES } from "@rtb/protocol";
-import { kindsWithoutAgents, summarize, type Db, type IgnoreReason, type Summary } from "@rtb/db";
+import { PRUNE_DUE_CAP, UNIT_STATUSES } from "@rtb/protocol";
+import { kindsWithoutAgents, retentionTotals, summarize, type Db, type IgnoreReason, type Summary } from "@rtb/db";
 import {
   countReconnects,
   counterFrom,
@@ -11,6 +11,7 @@ import {
   type Logger,
   type ServiceMetrics,
 } from "@rtb/runtime";
+import { dueForPruning } from "./retention.ts";
 import type { ApiStats } from "./stats.ts";
 
 /** The api's metrics: the common ones, and the histograms its parts observe. */
@@ -62,7 +63,7 @@ export function createApiMetrics(opts?: { processMetrics?: boolean }): ApiMetric
  */
 export function collectApiMetrics(
   metrics: ApiMetrics,
-  deps: { db: Db; broker: Broker; stats: ApiStats; statements: () => number; maxQueue: number; logger: Logger },
+  deps: { db: Db; broker: Broker; stats: ApiStats; statements: () => number; maxQueue: number; retentionMs: number; logger: Logger },
 ): void {
   const { registry } = metrics;
   const { stats } = deps;
@@ -165,6 +166,32 @@ export function collectApiMetrics(
       const kinds = await kindsWithoutAgents(deps.db).catch(() => null);
       this.reset();
       for (const k of kinds ?? []) this.set({ kind: k.kind }, k.since.getTime() / 1000);
+    },
+  });
+  counterFrom(registry, "rtb_pruned_units_total", "Finished units this api deleted as older than RTB_RETENTION", () => stats.pruned.units);
+  counterFrom(registry, "rtb_pruned_events_total", "Timeline events this api deleted with the units it pruned", () => stats.pruned.events);
+  // Nothing is ever due with RTB_RETENTION=0: no series, rather than a 0 that reads as "keeping up".
+  if (deps.retentionMs > 0) {
+    const { retentionMs } = deps;
+    new Gauge({
+      name: "rtb_prune_due_units",
+      help: `Finished units older than RTB_RETENTION not pruned yet, counted up to ${PRUNE_DUE_CAP}`,
+      registers: [registry],
+      async collect() {
+        const due = await dueForPruning(deps.db, retentionMs).catch(() => null);
+        this.reset();
+        if (due !== null) this.set(due);
+      },
+    });
+  }
+  new Gauge({
+    name: "rtb_prune_last_run_timestamp_seconds",
+    help: "When the last retention pass ran, on any api replica (Unix time); 0 before the first",
+    registers: [registry],
+    async collect() {
+      const totals = await retentionTotals(deps.db).catch(() => null);
+      this.reset();
+      if (totals?.lastRunAt) this.set(totals.lastRunAt.getTime() / 1000);
     },
   });
   const max = new Gauge({ name: "rtb_outstanding_max", help: "RTB_BROADCAST_MAX_QUEUE: the bound on rtb_outstanding", registers: [registry] });

@@ -9,6 +9,7 @@ import { startInboxConsumer } from "./inbox-consumer.ts";
 import { createCancelAnnouncer, type CancelAnnouncer } from "./cancel-announcer.ts";
 import { startReconciler, type Reconciler } from "./reconciler.ts";
 import { startScheduler, type Scheduler } from "./scheduler.ts";
+import { startRetention, type Retention } from "./retention.ts";
 import { createStats, type ApiStats } from "./stats.ts";
 import { collectApiMetrics, createApiMetrics, type ApiMetrics } from "./api-metrics.ts";
 
@@ -21,6 +22,8 @@ export interface ApiService {
   /** Announces cancels to the agents (the control exchange). */
   cancels: CancelAnnouncer;
   reconciler: Reconciler;
+  /** The retention duty's passes (RTB_RETENTION). */
+  retention: Retention;
   stats: ApiStats;
   /** This api's own metrics (GET /metrics serves its registry). */
   metrics: ApiMetrics;
@@ -55,7 +58,15 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
 
     const stats = createStats();
     const metrics = createApiMetrics();
-    collectApiMetrics(metrics, { db: database.db, broker, stats, statements: () => database.statements, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, logger });
+    collectApiMetrics(metrics, {
+      db: database.db,
+      broker,
+      stats,
+      statements: () => database.statements,
+      maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
+      retentionMs: config.RTB_RETENTION.ms,
+      logger,
+    });
     const publisher = await createPublisher(broker, "outbox", logger, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
     parts.add("publisher", (left) => within(publisher.drain(), left()));
     const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics, logger });
@@ -101,6 +112,9 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       self: () => ({ service: "api", id: apiId, startedAt, deadLettered: Object.values(stats.deadLettered).reduce((a, b) => a + b, 0) }),
     });
     parts.add("reconciler", (left) => within(reconciler.stop(), left(2_000)));
+    // Its own timer, not the reconciler's tick: a pass with much to prune takes many batches.
+    const retention = startRetention({ db: database.db, logger, stats, retention: config.RTB_RETENTION, apiId });
+    parts.add("retention", (left) => within(retention.stop(), left(2_000)));
 
     const app = createApp({
       db: database.db,
@@ -122,6 +136,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
         maxAttempts: config.RTB_MAX_ATTEMPTS,
         dispatchTimeoutMs: config.RTB_DISPATCH_TIMEOUT_MS,
         processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
+        retention: config.RTB_RETENTION,
       },
     });
     let address: ApiService["address"] = null;
@@ -135,7 +150,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     // Dispatching may already be on (it survives restarts): resume.
     dispatcher.trigger("start");
     void scheduler.refresh("start");
-    return { app, database, broker, dispatcher, scheduler, cancels, reconciler, stats, metrics, address };
+    return { app, database, broker, dispatcher, scheduler, cancels, reconciler, retention, stats, metrics, address };
   });
 }
 

@@ -1,6 +1,6 @@
 import { validate as validCron } from "node-cron";
 import { z } from "zod";
-import { bool, brokerConfig, hostPort, int, loadConfig, logConfig, secret, type Env } from "@rtb/runtime";
+import { bool, brokerConfig, duration, hostPort, int, loadConfig, logConfig, secret, type Env } from "@rtb/runtime";
 import { dbConfig } from "@rtb/db";
 
 export const apiConfigSchema = z.object({
@@ -22,6 +22,11 @@ export const apiConfigSchema = z.object({
   RTB_PROCESSING_TIMEOUT_MS: int(300_000, { min: 100 }),
   /** How long a unit may wait for an agent of its kind before the reconciler cancels it; 0: forever. */
   RTB_NO_AGENT_TIMEOUT_MS: int(86_400_000, { min: 0 }),
+  /**
+   * Finished units (and their timelines) older than this are deleted (retention.ts); 0 keeps
+   * everything. 7 days: long enough to look into last week's failures, and what pg-boss keeps.
+   */
+  RTB_RETENTION: duration("7d"),
   RTB_RECONCILE_CRON: z
     .string()
     .default("*/5 * * * * *")

@@ -12,6 +12,8 @@ export interface ApiStats {
   scheduleFired: number;
   /** Missed occurrences this api's passes skipped by their schedules' policies. */
   scheduleSkipped: number;
+  /** Finished units, and their events, this api's retention passes deleted. */
+  pruned: { units: number; events: number };
 }
 
 export const createStats = (): ApiStats => ({
@@ -24,6 +26,7 @@ export const createStats = (): ApiStats => ({
   refused: 0,
   scheduleFired: 0,
   scheduleSkipped: 0,
+  pruned: { units: 0, events: 0 },
 });
 
 export function countInto(target: Record<string, number>, key: string, n = 1): void {

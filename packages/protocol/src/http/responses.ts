@@ -139,6 +139,9 @@ const scheduleSummary = z
   })
   .describe("The schedules, in short (GET /schedules has them all).");
 
+/** GET / counts the units due for pruning up to this many, so reading it stays cheap. */
+export const PRUNE_DUE_CAP = 10_000;
+const pruned = z.object({ units: countOf("Finished units deleted."), events: countOf("Their timeline events, deleted with them.") });
 export const stateView = z
   .object({
     counts,
@@ -191,6 +194,19 @@ export const stateView = z
       .array(z.object({ kind: z.string().describe("The kind no agent consumes yet."), since: time.describe("When its first waiting unit found no agent.") }))
       .describe("Kinds with units waiting for an agent (no job queue when dispatched: no agent consumes them yet), longest waiting first, at most 100. They wait without using attempts until an agent of the kind starts, at most RTB_NO_AGENT_TIMEOUT_MS."),
     schedules: scheduleSummary,
+    retention: z
+      .object({
+        setting: z.string().describe("RTB_RETENTION as this api was started with (7d, 12h, 30m, 90s); 0 keeps everything."),
+        retentionMs: countOf("The same in milliseconds; 0 keeps everything."),
+        pruned: pruned.describe("Pruned in all, by every replica in every lifetime (kept in the database). `total` no longer counts these units."),
+        prunedByThisApi: pruned.describe("Pruned by this api since it started."),
+        lastRunAt: time.nullable().describe("The last pass of any replica, whether it found anything to prune or not; null: none yet."),
+        lastRunBy: z.string().nullable().describe("The api replica (RTB_API_ID) that ran it."),
+        due: count
+          .nullable()
+          .describe(`Finished units older than the retention not pruned yet, counted up to ${PRUNE_DUE_CAP} (that number means at least as many); null when nothing is pruned (setting 0).`),
+      })
+      .describe("Finished units (success, error, cancelled) and their events are deleted once they finished longer ago than RTB_RETENTION."),
   })
   .describe("The state of things.");
 export type StateView = z.output<typeof stateView>;

@@ -1,5 +1,5 @@
 import type { Db } from "@rtb/db";
-import type { Broker, Logger, Registry } from "@rtb/runtime";
+import type { Broker, Duration, Logger, Registry } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
 import type { Scheduler } from "../scheduler.ts";
 import type { CancelAnnouncer } from "../cancel-announcer.ts";
@@ -23,6 +23,8 @@ export interface AppSettings {
   /** RTB_DISPATCH_TIMEOUT_MS, RTB_PROCESSING_TIMEOUT_MS: what `stuck` means */
   dispatchTimeoutMs: number;
   processingTimeoutMs: number;
+  /** RTB_RETENTION: finished units older than this are pruned (GET / shows it) */
+  retention: Duration;
 }
 
 export interface AppDeps {

@@ -1,23 +1,27 @@
-import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
+import { deadLetteredByService, kindsWithoutAgents, recentInstances, retentionTotals, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
 import type { StateView } from "@rtb/protocol";
 import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
+import { dueForPruning } from "../retention.ts";
 import type { AppDeps } from "./deps.ts";
 
-export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue">;
+export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue"> & { settings: Pick<AppDeps["settings"], "retention"> };
 
 /**
  * The state of things: the body of GET / (as JSON) and of the `state` event of GET /events.
  * One builder, so the dashboard and curl never disagree; typed as the protocol's StateView,
  * timestamps written as JSON writes them (toISOString), so the compiler checks the answer.
  */
-export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps): Promise<StateView> {
-  const [summary, deadLetters, instances, deadByService, waiting, schedules] = await Promise.all([
+export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: StateDeps): Promise<StateView> {
+  const { retention } = settings;
+  const [summary, deadLetters, instances, deadByService, waiting, schedules, pruned, due] = await Promise.all([
     summarize(db),
     deadDepth(broker),
     recentInstances(db, SEEN_RECENTLY_MS),
     deadLetteredByService(db),
     kindsWithoutAgents(db),
     summarizeSchedules(db),
+    retentionTotals(db),
+    retention.ms === 0 ? null : dueForPruning(db, retention.ms),
   ]);
   const seen = (service: string) =>
     instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt: startedAt.toISOString(), lastSeen: lastSeen.toISOString(), deadLettered }));
@@ -39,6 +43,15 @@ export async function stateSnapshot({ db, broker, stats, maxQueue }: StateDeps):
     broker: { connected: broker.connected, reconnects: broker.reconnects },
     waitingForAgents: waiting.map((k) => ({ kind: k.kind, since: k.since.toISOString() })),
     schedules: { count: schedules.count, paused: schedules.paused, nextFireAt: schedules.nextFireAt?.toISOString() ?? null },
+    retention: {
+      setting: retention.text,
+      retentionMs: retention.ms,
+      pruned: pruned.pruned,
+      prunedByThisApi: { ...stats.pruned },
+      lastRunAt: pruned.lastRunAt?.toISOString() ?? null,
+      lastRunBy: pruned.lastRunBy,
+      due,
+    },
   };
 }
 
