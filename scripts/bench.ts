@@ -11,6 +11,7 @@
  *   npm run bench                                  # 20,000 units, 2 agents: about a minute
  *   npm run bench -- --sizes 10000,100000,1000000  # memory per service as M grows
  *   npm run bench -- --root /tmp/rtb-before        # the services of another checkout
+ *   npm run bench -- --retention 5s --duration 120s  # table sizes and throughput with and without pruning
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -21,6 +22,8 @@ import { runOnce, type BenchSettings, type RunResult } from "./bench-run.ts";
 import { printResults } from "./bench-report.ts";
 import type { RawResult } from "./bench-raw.ts";
 import { interrupt, running } from "./bench-interrupt.ts";
+import { printRetention, runRetentionPhase, type Phase, type RetentionSettings } from "./bench-retention.ts";
+import { duration } from "@rtb/runtime";
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
 
@@ -34,6 +37,10 @@ const flags = {
   "stall-timeout": { type: "string", default: "120" },
   root: { type: "string", default: repo },
   "no-raw": { type: "boolean", default: false },
+  retention: { type: "string" },
+  duration: { type: "string", default: "120s" },
+  "sample-every": { type: "string", default: "10" },
+  "vacuum-every": { type: "string" },
   json: { type: "boolean", default: false },
   keep: { type: "boolean", default: false },
   help: { type: "boolean", default: false },
@@ -50,11 +57,19 @@ const usage = `usage: npm run bench -- [options]
   --stall-timeout S   give up when no unit finishes for S seconds (default 120)
   --root DIR          the checkout whose services run (default this one), e.g. an older commit
   --no-raw            skip the raw amqplib limit
+  --retention D       instead: units finishing at full speed for --duration, twice (RTB_RETENTION=0,
+                      then RTB_RETENTION=D, e.g. 5s), printing the tables' sizes over time and the
+                      throughput of both phases and their ratio
+  --duration D        each phase of --retention (default 120s)
+  --sample-every S    --retention: table sizes every S seconds (default 10)
+  --vacuum-every S    --retention: VACUUM the two tables every S seconds (default: 10 when the
+                      server's autovacuum is off, else never; 0: never)
   --json              print the result as JSON (progress still goes to stderr)
   --keep              keep each run's database and queues
   --help`;
 
 let settings: BenchSettings;
+let retention: RetentionSettings | null = null;
 try {
   const { values: v } = parseArgs({ options: flags, allowPositionals: false });
   if (v.help) {
@@ -72,6 +87,19 @@ try {
   const root = resolve(v.root);
   if (!existsSync(join(root, "services/api/src/main.ts"))) throw new Error(`--root="${v.root}": no services/api/src/main.ts there (expected an rtb checkout)`);
   if (!existsSync(join(root, "node_modules/tsx"))) throw new Error(`--root="${v.root}": no node_modules/tsx there (run npm ci in it first)`);
+  const durationFlag = (name: string, raw: string | undefined) => {
+    const parsed = duration("0").safeParse(raw);
+    if (!parsed.success || parsed.data.ms === 0) throw new Error(`--${name}="${String(raw)}": expected a duration such as 5s, 2m or 1h`);
+    return parsed.data;
+  };
+  if (v.retention !== undefined) {
+    retention = {
+      retention: durationFlag("retention", v.retention),
+      durationS: durationFlag("duration", v.duration).ms / 1000,
+      sampleEveryS: int("sample-every", v["sample-every"], 1, 3600),
+      vacuumEveryS: v["vacuum-every"] === undefined ? null : int("vacuum-every", v["vacuum-every"], 0, 3600),
+    };
+  }
   settings = {
     sizes,
     agents: int("agents", v.agents, 1, 64),
@@ -123,6 +151,18 @@ const commit = git(["rev-parse", "--short", "HEAD"]);
 const dirty = (git(["status", "--porcelain", "--untracked-files=normal", "--", "services", "db"]) ?? "") !== "";
 
 if (settings.kind !== "noop") say(`${settings.root} has no noop handler: running kind "simulate" with 0 ms of work and no failures instead`);
+if (retention) {
+  const phases: Phase[] = [];
+  try {
+    for (const setting of [{ text: "0", ms: 0 }, retention.retention]) phases.push(await runRetentionPhase(settings, retention, setting, say));
+  } catch (err) {
+    if (running.interrupted) await new Promise(() => {});
+    say(`failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  }
+  if (phases.length > 0) printRetention(settings, retention, phases, settings.json);
+  process.exit(process.exitCode ?? 0);
+}
 const runs: RunResult[] = [];
 let raw: RawResult | null = null;
 let exitCode = 0;

@@ -96,6 +96,36 @@ describe("npm run bench", () => {
     }
   }, 240_000);
 
+  it("--retention: both phases, each with table sizes over time and its throughput, and their ratio; its place dropped", async () => {
+    const { code, stdout, stderr } = await bench(["--retention", "2s", "--duration", "6s", "--sample-every", "2", "--agents", "1", "--concurrency", "20", "--max-queue", "100", "--json"]);
+    expect(code, stderr).toBe(0);
+    const out = JSON.parse(stdout);
+    expect(out.phases.map((p: { retention: string }) => p.retention)).toEqual(["0", "2s"]);
+    for (const phase of out.phases) {
+      expect(phase.samples.length).toBeGreaterThan(0);
+      for (const x of phase.samples) {
+        expect(x.units.bytes).toBeGreaterThan(0);
+        expect(x.events.bytes).toBeGreaterThan(0);
+        expect(x.units.rows).toBeGreaterThan(0);
+      }
+      expect(phase.finished).toBeGreaterThan(0);
+      expect(phase.unitsPerSec).toBeCloseTo(phase.finished / phase.seconds, 6);
+    }
+    // Nothing is pruned without retention; speed is not asserted (the machine is shared).
+    expect(out.phases[0].samples.every((x: { pruned: number }) => x.pruned === 0)).toBe(true);
+    expect(out.ratio).toBeCloseTo(out.phases[1].unitsPerSec / out.phases[0].unitsPerSec, 6);
+    expect(stderr).toMatch(/unit_events [\d,]+ rows/);
+    const s = inject("rtbServers");
+    const admin = new pg.Client({ ...s.db, database: "postgres" });
+    await admin.connect();
+    try {
+      const { rows } = await admin.query("SELECT datname FROM pg_database WHERE datname = ANY($1)", [out.phases.map((p: { database: string }) => p.database)]);
+      expect(rows).toEqual([]);
+    } finally {
+      await admin.end();
+    }
+  }, 240_000);
+
   it("refuses a bad flag, naming it, with exit code 2", async () => {
     const bad = await bench(["--units", "lots"]);
     expect(bad.code).toBe(2);
@@ -106,6 +136,9 @@ describe("npm run bench", () => {
     const tooBig = await bench(["--max-queue", "100001"]);
     expect(tooBig.code).toBe(2);
     expect(tooBig.stderr).toContain("--max-queue");
+    const retention = await bench(["--retention", "soon"]);
+    expect(retention.code).toBe(2);
+    expect(retention.stderr).toContain('--retention="soon"');
   });
 });
 
