@@ -4,15 +4,17 @@ import type { Db } from "./database.ts";
 const SEED_LOCK = 0x727462_02;
 
 /**
- * Fill an empty backlog with `count` units of kind `simulate`, spread over five groups.
- * Under an advisory lock so that replicas starting together seed once. Returns how many
- * units were created (0 when the backlog was not empty).
+ * Fill the backlog of a database that never had a unit with `count` units of kind
+ * `simulate`, spread over five groups. Under an advisory lock so that replicas starting
+ * together seed once. Returns how many units were created (0 when the database has units, or
+ * had them: an empty table whose units were all pruned by retention is not seeded again).
  */
 export async function seedIfEmpty(db: Db, count: number, maxAttempts: number): Promise<number> {
   if (count <= 0) return 0;
   return db.transaction().execute(async (trx) => {
     await sql`SELECT pg_advisory_xact_lock(${SEED_LOCK})`.execute(trx);
     if (await trx.selectFrom("units").select("id").limit(1).executeTakeFirst()) return 0;
+    if ((await trx.selectFrom("retention").select("pruned_units").executeTakeFirstOrThrow()).pruned_units > 0) return 0;
     const { created } = await seedUnits(trx, { count, kind: "simulate", groups: 5, priority: 0, maxAttempts });
     return created;
   });

@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import { beforeEach, describe, expect, it } from "vitest";
-import { asDuty, checkTallies, checkTimelines, enqueueUnits, pruneBatch, pruneDue, retentionTotals, type Db, type DbHandle, type Pruned } from "@rtb/db";
+import { applyStatusUpdates, asDuty, checkTallies, checkTimelines, enqueueUnits, pruneBatch, pruneDue, retentionTotals, seedIfEmpty, type Db, type DbHandle, type Pruned } from "@rtb/db";
 import { UNIT_STATUSES, type UnitStatus } from "@rtb/protocol";
 import { openTestDb, useTestPlace } from "@rtb/testing";
 
@@ -170,5 +170,35 @@ describe("pruning", () => {
     expect(again).toMatchObject({ created: true, status: "pending", ref: "order-1" });
     expect(again!.id).not.toBe(first!.id);
     expect(await checkTallies(a.db)).toEqual([]);
+  });
+
+  it("does not seed again a database whose units were all pruned (an api restarting after a quiet week)", async () => {
+    await unitsIn(a.db, "success", 20, 2 * HOUR);
+    await prune(a.db, HOUR);
+    expect(await unitIds(a.db)).toEqual([]);
+    expect(await seedIfEmpty(a.db, 100, 3)).toBe(0);
+    expect(await unitIds(a.db)).toEqual([]);
+  });
+});
+
+describe("what pruning relies on", () => {
+  it("a finished unit's updated_at stays when it finished: late, duplicate and stale reports change nothing", async () => {
+    const [done] = await unitsIn(a.db, "success", 1, 2 * HOUR);
+    const [failed] = await unitsIn(a.db, "error", 1, 2 * HOUR);
+    const before = await a.db.selectFrom("units").select(["id", "updated_at"]).orderBy("id").execute();
+    const at = new Date();
+    const result = await applyStatusUpdates(
+      a.db,
+      [done!, failed!].flatMap((unitId) => [
+        { unitId, attempt: 1, status: "success" as const, at, source: "agent:t" },
+        { unitId, attempt: 1, status: "processing" as const, at, source: "agent:t" },
+        { unitId, attempt: 1, status: "error" as const, at, source: "agent:t", error: { message: "late", retryable: true } },
+        { unitId, attempt: 2, status: "success" as const, at, source: "agent:t" },
+      ]),
+      { retryBaseMs: 1_000, retryMaxMs: 60_000 },
+    );
+    expect(result.applied).toBe(0);
+    expect(await a.db.selectFrom("units").select(["id", "updated_at"]).orderBy("id").execute()).toEqual(before);
+    expect(await pruneDue(a.db, HOUR, 10)).toBe(2);
   });
 });
