@@ -12,6 +12,7 @@
  *   npm run chaos                                   # 3000 units, 60 s of faults
  *   npm run chaos -- --units 20000 --duration 600   # longer
  *   npm run chaos -- --broker-restarts              # also restart RabbitMQ (disrupts its other users)
+ *   npm run chaos -- --retention 0                  # without pruning (default: RTB_RETENTION=5s)
  */
 import { exec, spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync } from "node:fs";
@@ -21,8 +22,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { checkSystem, sampleOutstanding } from "@rtb/api";
-import { createDb, type DbHandle } from "@rtb/db";
-import { connectBrokerFromConfig, createLogger, type Broker } from "@rtb/runtime";
+import { createDb, unitsKeptAndPruned, type DbHandle } from "@rtb/db";
+import { connectBrokerFromConfig, createLogger, duration, type Broker, type Duration } from "@rtb/runtime";
 import { scratchPlace } from "./scratch-place.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -38,15 +39,28 @@ const flags = {
   "every-max": { type: "string", default: "4" },
   "drain-timeout": { type: "string", default: "180" },
   "broker-restarts": { type: "boolean", default: false },
+  retention: { type: "string", default: "5s" },
   keep: { type: "boolean", default: false },
   help: { type: "boolean", default: false },
 } as const;
 
-let opts: { units: number; agents: number; leaders: number; duration: number; maxQueue: number; everyMin: number; everyMax: number; drainTimeout: number; brokerRestarts: boolean; keep: boolean };
+let opts: {
+  units: number;
+  agents: number;
+  leaders: number;
+  duration: number;
+  maxQueue: number;
+  everyMin: number;
+  everyMax: number;
+  drainTimeout: number;
+  brokerRestarts: boolean;
+  retention: Duration;
+  keep: boolean;
+};
 try {
   const { values: v } = parseArgs({ options: flags });
   if (v.help) {
-    console.log("usage: npm run chaos -- [--units N] [--agents N] [--leaders N] [--duration S] [--max-queue N] [--every-min S] [--every-max S] [--drain-timeout S] [--broker-restarts] [--keep]");
+    console.log("usage: npm run chaos -- [--units N] [--agents N] [--leaders N] [--duration S] [--max-queue N] [--every-min S] [--every-max S] [--drain-timeout S] [--broker-restarts] [--retention D] [--keep]");
     process.exit(0);
   }
   const num = (name: keyof typeof flags, min: number) => {
@@ -64,6 +78,11 @@ try {
     everyMax: num("every-max", 0.1),
     drainTimeout: num("drain-timeout", 1),
     brokerRestarts: v["broker-restarts"],
+    retention: (() => {
+      const parsed = duration("0").safeParse(v.retention);
+      if (!parsed.success) throw new Error(`--retention="${v.retention}": expected a duration such as 5s or 1m, or 0 (no pruning)`);
+      return parsed.data;
+    })(),
     keep: v.keep,
   };
   if (opts.everyMax < opts.everyMin) throw new Error("--every-max must be >= --every-min");
@@ -98,6 +117,8 @@ const env: Record<string, string> = {
   RTB_DISPATCH_TIMEOUT_MS: String(DISPATCH_TIMEOUT_MS),
   RTB_PROCESSING_TIMEOUT_MS: String(PROCESSING_TIMEOUT_MS),
   RTB_RECONCILE_CRON: "*/1 * * * * *",
+  // Finished units are pruned while faults go on: the checker must hold through it.
+  RTB_RETENTION: opts.retention.text,
   RTB_SHUTDOWN_TIMEOUT_MS: "3000",
   RTB_HEARTBEAT_MS: "1000",
   RTB_CONNECT_TIMEOUT_MS: "60000",
@@ -300,12 +321,18 @@ try {
     expectDone: true,
   });
   const state = await api("/");
-  const lost = report.counts.pending + report.counts.dispatched + report.counts.queued + report.counts.processing;
+  // Units enqueued (seeded, delayed) neither in the table nor pruned, and units not terminal, are lost.
+  const { kept, pruned } = await unitsKeptAndPruned(database.db);
+  const enqueued = opts.units + (mixed["delayed units"] ?? 0);
+  const lost = report.counts.pending + report.counts.dispatched + report.counts.queued + report.counts.processing + Math.max(0, enqueued - kept - pruned);
   const injected = Object.values(faults).reduce((a, b) => a + b, 0);
 
   console.log("");
   console.log("chaos summary");
-  console.log(`  units        ${report.total} (${opts.units} seeded + ${mixed["delayed units"]} delayed; success ${report.counts.success}, error ${report.counts.error}, cancelled ${report.counts.cancelled})`);
+  console.log(
+    `  units        ${kept + pruned} (${opts.units} seeded + ${mixed["delayed units"]} delayed; success ${report.counts.success}, error ${report.counts.error}, ` +
+      `cancelled ${report.counts.cancelled}, pruned ${pruned}: RTB_RETENTION=${opts.retention.text})`,
+  );
   console.log(`  faults       ${injected}: ${Object.entries(faults).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
   console.log(`  recoveries   ${recoveries} service restarts came back ready; ${unexpectedExits} unexpected exit(s)`);
   console.log(`  services     ${state.services.leaders.length} leader(s) and ${state.services.agents.length} agent(s) seen in the last 30 s (killed lifetimes included); active leader ${state.leader?.id ?? "none"} since ${state.leader?.activeSince ?? "?"}`);

@@ -86,3 +86,14 @@ export async function pruneDue(db: Db, retentionMs: number, cap: number): Promis
     SELECT count(*)::int AS n FROM (SELECT 1 FROM units WHERE ${finishedBefore(retentionMs)} LIMIT ${cap}) due`.execute(db);
   return rows[0]?.n ?? 0;
 }
+
+/**
+ * Units in the table and units pruned, in one snapshot (a batch deletes its units and adds
+ * them to the total in one transaction): their sum is every unit ever enqueued, while pruning
+ * runs. A count of the table: for runs that check what they enqueued (chaos), not for GET /.
+ */
+export async function unitsKeptAndPruned(db: Db): Promise<{ kept: number; pruned: number }> {
+  const { rows } = await sql<{ kept: number; pruned: number }>`
+    SELECT (SELECT count(*) FROM units)::int AS kept, (SELECT pruned_units FROM retention) AS pruned`.execute(db);
+  return rows[0] ?? { kept: 0, pruned: 0 };
+}
