@@ -230,25 +230,43 @@ async function restartBroker() {
 
 /**
  * What operators and producers do while the faults go on, so that the invariants are checked
- * with it in the mix: units enqueued with a delay (due during the run, some in the past).
- * Requests the api misses while it is down are dropped (their units are not expected).
- * Returns what was done, by kind of action.
+ * with it in the mix:
+ * - units enqueued with a delay (due during the run, one per batch in the past), each batch in
+ *   a group of its own;
+ * - a schedule firing every second (`chaos-tick`), which must enqueue exactly one unit per
+ *   occurrence whatever the api's restarts: checked at the end (`checkSchedule`);
+ * - cancels: now and then a unit in flight, and a whole group of delayed units by filter.
+ * Requests the api misses while it is down are dropped (their units are not expected); a
+ * refusal (4xx) of a good request is a finding, except the 409 of a cancel that lost its race
+ * to the unit's end. Returns what was done, by kind of action.
  */
 async function mix(until: number): Promise<Record<string, number>> {
-  const done: Record<string, number> = { "delayed units": 0, "requests refused while the api was down": 0 };
-  const post = async (path: string, body: unknown) => {
-    const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-    // A refusal (4xx) is a finding; a 5xx is an api on its way down or up.
-    if (res.status >= 400 && res.status < 500) throw new Error(`POST ${path} answered ${res.status}: ${(await res.text()).slice(0, 200)}`);
-    if (res.status >= 300) throw new TypeError(`answered ${res.status}`);
-    return res.json();
-  };
+  const done: Record<string, number> = { "delayed units": 0, "units cancelled one by one": 0, "units cancelled by group": 0, "requests refused while the api was down": 0 };
+  let tick = 0;
   while (Date.now() < until) {
     await sleep(random(200, 800));
+    tick++;
     try {
-      const batch = Array.from({ length: 10 }, (_, i) => (i === 0 ? { kind: "simulate", runAt: new Date(Date.now() - 60_000).toISOString() } : { kind: "simulate", delayMs: Math.round(random(0, 5_000)) }));
+      if (!scheduleMade) {
+        await post("/schedules", { name: SCHEDULE, cron: "* * * * * *", unit: { kind: "simulate", group: "scheduled" }, missed: "skip" }, [409]);
+        scheduleMade = true;
+      }
+      const group = `delayed-${tick}`;
+      const batch = Array.from({ length: 10 }, (_, i) =>
+        i === 0 ? { kind: "simulate", group, runAt: new Date(Date.now() - 60_000).toISOString() } : { kind: "simulate", group, delayMs: Math.round(random(0, 5_000)) },
+      );
       await post("/units", batch);
       done["delayed units"]! += batch.length;
+      if (tick % 4 === 0) {
+        const page = await api("/units?status=dispatched,queued,processing&limit=20");
+        const victim = page.units?.[Math.floor(Math.random() * page.units.length)];
+        if (victim && (await post(`/units/${victim.id}/cancel`, {}, [409])) !== null) done["units cancelled one by one"]!++;
+      }
+      if (tick % 7 === 0) {
+        // The delayed batch of a few ticks ago: some of it done, some in flight, some waiting.
+        const bulk = await post("/units/cancel", { group: `delayed-${tick - 3}` });
+        done["units cancelled by group"]! += bulk.cancelled;
+      }
     } catch (err) {
       // The api is down (killed by the faults), or refused a good request: the latter is a finding.
       if (err instanceof Error && err.message.startsWith("POST ")) throw err;
@@ -256,6 +274,43 @@ async function mix(until: number): Promise<Record<string, number>> {
     }
   }
   return done;
+}
+
+const SCHEDULE = "chaos-tick";
+let scheduleMade = false;
+
+/**
+ * POST a JSON body to the api; a 4xx is a finding (thrown as "POST ...") unless `allowed`
+ * names it (then null); a 5xx or no answer is an api on its way down or up (a TypeError).
+ */
+async function post(path: string, body: unknown, allowed: number[] = []): Promise<any> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (allowed.includes(res.status)) return null;
+  if (res.status >= 400 && res.status < 500) throw new Error(`POST ${path} answered ${res.status}: ${(await res.text()).slice(0, 200)}`);
+  if (res.status >= 300) throw new TypeError(`answered ${res.status}`);
+  return res.json();
+}
+
+/**
+ * The every-second schedule, after the faults: once the api has caught up (its last occurrence
+ * fired is at most 2 s old), paused; then every occurrence from its creation to the last one
+ * fired must have made exactly one unit: `fired` is that count, none skipped (the api was never
+ * down for RTB_SCHEDULE_GRACE_MS). Returns the units it made and a finding, if any.
+ */
+async function checkSchedule(): Promise<{ fired: number; finding: string | null }> {
+  if (!scheduleMade) return { fired: 0, finding: null };
+  await until("the schedule to catch up", async () => {
+    const sc = await api(`/schedules/${SCHEDULE}`);
+    return sc.lastFired !== null && Date.now() - Date.parse(sc.lastFired.occurrence) < 2_000;
+  }, 30_000, 250);
+  await post(`/schedules/${SCHEDULE}/pause`, {});
+  const sc = await api(`/schedules/${SCHEDULE}`);
+  const expected = Math.floor(Date.parse(sc.lastFired.occurrence) / 1000) - Math.floor(Date.parse(sc.createdAt) / 1000);
+  const finding =
+    sc.fired !== expected || sc.skipped !== 0
+      ? `schedule ${SCHEDULE}: ${sc.fired} units for ${expected} occurrences from ${sc.createdAt} to ${sc.lastFired.occurrence}, ${sc.skipped} skipped`
+      : null;
+  return { fired: sc.fired, finding };
 }
 
 // ---- the run -------------------------------------------------------------------------------
@@ -302,9 +357,11 @@ try {
   }
   await Promise.all(restarts);
   mixed = await mixing;
-  say(`the producer's mix: ${Object.entries(mixed).map(([k, n]) => `${k} ${n}`).join(", ")}`);
   say("faults over; waiting for every service and for the backlog to drain");
   await until("every service to be ready again", () => services.every((s) => s.ready), 90_000);
+  const schedule = await checkSchedule();
+  mixed["scheduled units"] = schedule.fired;
+  say(`the producer's mix: ${Object.entries(mixed).map(([k, n]) => `${k} ${n}`).join(", ")}`);
   await until("every unit to be terminal", async () => (await api("/")).done === true, opts.drainTimeout * 1000, 500);
   await sampler.stop();
 
@@ -323,14 +380,14 @@ try {
   const state = await api("/");
   // Units enqueued (seeded, delayed) neither in the table nor pruned, and units not terminal, are lost.
   const { kept, pruned } = await unitsKeptAndPruned(database.db);
-  const enqueued = opts.units + (mixed["delayed units"] ?? 0);
+  const enqueued = opts.units + (mixed["delayed units"] ?? 0) + (mixed["scheduled units"] ?? 0);
   const lost = report.counts.pending + report.counts.dispatched + report.counts.queued + report.counts.processing + Math.max(0, enqueued - kept - pruned);
   const injected = Object.values(faults).reduce((a, b) => a + b, 0);
 
   console.log("");
   console.log("chaos summary");
   console.log(
-    `  units        ${kept + pruned} (${opts.units} seeded + ${mixed["delayed units"]} delayed; success ${report.counts.success}, error ${report.counts.error}, ` +
+    `  units        ${kept + pruned} (${opts.units} seeded + ${mixed["delayed units"]} delayed + ${mixed["scheduled units"]} scheduled; success ${report.counts.success}, error ${report.counts.error}, ` +
       `cancelled ${report.counts.cancelled}, pruned ${pruned}: RTB_RETENTION=${opts.retention.text})`,
   );
   console.log(`  faults       ${injected}: ${Object.entries(faults).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
@@ -341,9 +398,11 @@ try {
   console.log(`  time         ${((Date.now() - started) / 1000).toFixed(1)} s`);
   for (const note of report.notes) console.log(`  note         ${note}`);
   for (const v of report.violations) console.log(`  VIOLATION    ${v.rule}: ${v.message} (${v.count}; e.g. units ${v.units.join(", ")})`);
+  console.log(`  schedule     ${schedule.finding ?? `one unit per occurrence of ${SCHEDULE} (${schedule.fired}), none skipped`}`);
+  console.log(`  cancels      ${mixed["units cancelled one by one"]} one by one (in flight), ${mixed["units cancelled by group"]} by group`);
   console.log(`  lost         ${lost}`);
-  console.log(report.ok && lost === 0 && unexpectedExits === 0 ? "  result       ok: nothing lost, every invariant held" : "  result       FAILED");
-  exitCode = report.ok && lost === 0 && unexpectedExits === 0 ? 0 : 1;
+  console.log(report.ok && lost === 0 && unexpectedExits === 0 && schedule.finding === null ? "  result       ok: nothing lost, every invariant held" : "  result       FAILED");
+  exitCode = report.ok && lost === 0 && unexpectedExits === 0 && schedule.finding === null ? 0 : 1;
 } catch (err) {
   say(`failed: ${(err as Error).message}`);
   exitCode = 1;

@@ -34,9 +34,13 @@ it("loses nothing while random services are killed and restarted, and says so", 
   expect(output).toContain("lost         0");
   // The seeded units and the delayed ones the run enqueued while the faults went on (an enqueue
   // whose answer a killed api never sent may add a few more).
-  const [, total, delayed] = /units {8}(\d+) \(300 seeded \+ (\d+) delayed;/.exec(output) ?? [];
+  const [, total, delayed, scheduled] = /units {8}(\d+) \(300 seeded \+ (\d+) delayed \+ (\d+) scheduled;/.exec(output) ?? [];
   expect(Number(delayed), output).toBeGreaterThan(0);
-  expect(Number(total)).toBeGreaterThanOrEqual(300 + Number(delayed));
+  expect(Number(scheduled), output).toBeGreaterThan(0);
+  expect(Number(total)).toBeGreaterThanOrEqual(300 + Number(delayed) + Number(scheduled));
+  // The every-second schedule made one unit per occurrence across the faults; cancels were in the mix.
+  expect(output).toMatch(/schedule {5}one unit per occurrence of chaos-tick \(\d+\), none skipped/);
+  expect(output).toMatch(/cancels {6}\d+ one by one \(in flight\), \d+ by group/);
   // Finished units are pruned while the faults go on (how many depends on the run's timing).
   expect(output).toMatch(/pruned \d+: RTB_RETENTION=5s\)/);
   expect(output).not.toContain("VIOLATION");
