@@ -150,6 +150,35 @@ describe("the dashboard in a real browser", () => {
     await waitForText(page, "#backlog", "pending: 0 ready · 0 on a clock · 0 waiting for an agent");
   });
 
+  it("lists the schedules with their next fire time, and pauses and resumes one from the page; says what retention pruned", async () => {
+    const res = await fetch(`${base}/schedules`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "morning-report", cron: "0 9 * * *", timeZone: "Europe/Paris", unit: { kind: "report", group: "acme" } }),
+    });
+    expect(res.status).toBe(201);
+    const created = (await res.json()) as { nextFireAt: string };
+    const row = page.locator('#schedules-body tr[data-schedule="morning-report"]');
+    await row.waitFor({ timeout: 30_000 });
+    expect(await row.locator("td").nth(1).textContent()).toBe("0 9 * * * Europe/Paris");
+    expect(await row.locator("td").nth(2).textContent()).toBe("report · acme");
+    const shownNext = await row.locator('[data-field="next"]').textContent();
+    expect(shownNext).toBe(await page.evaluate((iso) => new Date(iso).toLocaleString([], { hour12: false }), created.nextFireAt));
+    expect(await page.locator("#schedules-empty").isHidden()).toBe(true);
+
+    await row.locator('button[data-action="pause"]').click();
+    await page.locator('#schedules-body tr[data-schedule="morning-report"][data-paused="true"]').waitFor({ timeout: 30_000 });
+    expect(await row.locator('[data-field="next"]').textContent()).toBe("paused");
+    expect((await (await fetch(`${base}/schedules/morning-report`)).json()).paused).toBe(true);
+    await row.locator('button[data-action="resume"]').click();
+    await page.locator('#schedules-body tr[data-schedule="morning-report"][data-paused="false"]').waitFor({ timeout: 30_000 });
+    expect((await (await fetch(`${base}/schedules/morning-report`)).json()).paused).toBe(false);
+    expect(await fetch(`${base}/schedules/morning-report`, { method: "DELETE" }).then((r) => r.status)).toBe(200);
+
+    // RTB_RETENTION is left at its default here: nothing finished a week ago.
+    expect(await page.locator("#retention").textContent()).toMatch(/^retention 7d: 0 finished units pruned \(0 events\)(, last pass \d\d:\d\d:\d\d)? · 0 due$/);
+  });
+
   it("opens a unit's timeline from the recent units table", async () => {
     const rows = await page.locator("#units-body tr[data-unit]").evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute("data-unit"))));
     expect(rows.length).toBeGreaterThan(0);

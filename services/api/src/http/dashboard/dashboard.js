@@ -174,6 +174,15 @@ function renderState(s) {
   const due = b.nextDueAt ? ` (next due ${Date.parse(b.nextDueAt) <= serverNow() ? "now" : `${new Date(b.nextDueAt).toLocaleString([], { hour12: false })}`})` : "";
   $("backlog").textContent = `pending: ${num(b.ready)} ready · ${num(b.onClock)} on a clock${due} · ${num(b.forAgents)} waiting for an agent`;
 
+  // Retention: what was pruned (in all, by every replica), when, and what is due.
+  const r = s.retention;
+  $("retention").textContent =
+    r.retentionMs === 0
+      ? "retention: RTB_RETENTION=0, every finished unit is kept"
+      : `retention ${r.setting}: ${num(r.pruned.units)} finished units pruned (${num(r.pruned.events)} events)` +
+        `${r.lastRunAt ? `, last pass ${clock(r.lastRunAt)}` : ""}` +
+        `${r.due === null ? "" : ` · ${r.due >= PRUNE_DUE_CAP ? `${num(r.due)}+` : num(r.due)} due`}`;
+
   // The gauge: outstanding (dispatched + queued) against the maximum the api keeps out.
   const frac = s.maxQueue ? Math.min(1, s.outstanding / s.maxQueue) : 0;
   // The gap (200) is longer than the arc, so the dash is drawn once; a round cap would still
@@ -451,6 +460,8 @@ function renderGroups(page) {
 }
 
 const SCHEDULES_SHOWN = 50;
+/** GET /'s retention.due counts up to this (packages/protocol PRUNE_DUE_CAP). */
+const PRUNE_DUE_CAP = 10_000;
 /** GET /'s schedules summary the list was last asked for. @type {string | undefined} */
 let schedulesShownFor;
 const loadSchedules = throttled(async () => {
