@@ -34,6 +34,23 @@ export function testServers() {
   return s;
 }
 
+/**
+ * The run's servers as the RTB_DB_* and RTB_BROKER_* variables a script takes (bench, chaos):
+ * the script makes its own database and broker names on them.
+ */
+export function serversEnv(): Record<string, string> {
+  const s = testServers();
+  return {
+    RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
+    RTB_DB_USER: s.db.user,
+    RTB_DB_PASSWORD: s.db.password,
+    RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
+    RTB_BROKER_USER: s.broker.user,
+    RTB_BROKER_PASSWORD: s.broker.password,
+    RTB_BROKER_VHOST: s.broker.vhost,
+  };
+}
+
 function splitHost(value: string, defaultPort: number) {
   const [host, port] = value.split(":");
   return { host: host || "localhost", port: port ? Number(port) : defaultPort };

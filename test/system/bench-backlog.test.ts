@@ -1,5 +1,5 @@
-import { expect, inject, it } from "vitest";
-import { runCommand } from "@rtb/testing";
+import { expect, it } from "vitest";
+import { runCommand, serversEnv } from "@rtb/testing";
 
 /**
  * `npm run bench:backlog`, tiny, with delayed units: it prints a row per backlog (the ready
@@ -8,16 +8,7 @@ import { runCommand } from "@rtb/testing";
  * not asserted; that every figure and the index read are there is.
  */
 it("measures a backlog with delayed units added and shows the top-up reading them through the index", async () => {
-  const s = inject("rtbServers");
-  const env = {
-    RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
-    RTB_DB_USER: s.db.user,
-    RTB_DB_PASSWORD: s.db.password,
-    RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
-    RTB_BROKER_USER: s.broker.user,
-    RTB_BROKER_PASSWORD: s.broker.password,
-    RTB_BROKER_VHOST: s.broker.vhost,
-  };
+  const env = serversEnv();
   const run = runCommand(process.execPath, ["--import", "tsx", "scripts/bench-backlog.ts", "--units", "500", "--delayed", "500", "--groups", "5", "--reps", "3", "--batch", "100", "--plans"], env);
   expect(await run.exited, run.output()).toBe(0);
   await run.closed;

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
-import { rawBroker, repoRoot } from "@rtb/testing";
+import { rawBroker, repoRoot, serversEnv } from "@rtb/testing";
 import { delta, parsePrometheus } from "../../scripts/bench-measure.ts";
 
 /**
@@ -9,19 +9,6 @@ import { delta, parsePrometheus } from "../../scripts/bench-measure.ts";
  * 200 messages, as JSON. Speed is not asserted (the machine is shared); what is asserted is
  * that every figure is there and plausible, and that the run left nothing behind.
  */
-function serversEnv(): Record<string, string> {
-  const s = inject("rtbServers");
-  return {
-    RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
-    RTB_DB_USER: s.db.user,
-    RTB_DB_PASSWORD: s.db.password,
-    RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
-    RTB_BROKER_USER: s.broker.user,
-    RTB_BROKER_PASSWORD: s.broker.password,
-    RTB_BROKER_VHOST: s.broker.vhost,
-  };
-}
-
 async function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ["--import", "tsx", "scripts/bench.ts", ...args], {
     cwd: repoRoot,

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { inject, expect, it } from "vitest";
+import { expect, it } from "vitest";
+import { serversEnv } from "@rtb/testing";
 
 /**
  * `npm run chaos`, short: random SIGKILLs and SIGTERMs of the api, two leaders and three
@@ -10,19 +11,9 @@ import { inject, expect, it } from "vitest";
 const root = fileURLToPath(new URL("../..", import.meta.url));
 
 it("loses nothing while random services are killed and restarted, and says so", async () => {
-  const s = inject("rtbServers");
   const child = spawn(process.execPath, ["--import", "tsx", "scripts/chaos.ts", "--units", "300", "--duration", "15", "--agents", "3", "--max-queue", "20", "--every-min", "1", "--every-max", "2"], {
     cwd: root,
-    env: {
-      ...process.env,
-      RTB_DB_HOST: `${s.db.host}:${s.db.port}`,
-      RTB_DB_USER: s.db.user,
-      RTB_DB_PASSWORD: s.db.password,
-      RTB_BROKER_HOST: `${s.broker.host}:${s.broker.port}`,
-      RTB_BROKER_USER: s.broker.user,
-      RTB_BROKER_PASSWORD: s.broker.password,
-      RTB_BROKER_VHOST: s.broker.vhost,
-    },
+    env: { ...process.env, ...serversEnv() },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

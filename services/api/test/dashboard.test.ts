@@ -169,10 +169,10 @@ describe("the dashboard in a real browser", () => {
     await row.locator('button[data-action="pause"]').click();
     await page.locator('#schedules-body tr[data-schedule="morning-report"][data-paused="true"]').waitFor({ timeout: 30_000 });
     expect(await row.locator('[data-field="next"]').textContent()).toBe("paused");
-    expect((await (await fetch(`${base}/schedules/morning-report`)).json()).paused).toBe(true);
+    expect(((await (await fetch(`${base}/schedules/morning-report`)).json()) as { paused: boolean }).paused).toBe(true);
     await row.locator('button[data-action="resume"]').click();
     await page.locator('#schedules-body tr[data-schedule="morning-report"][data-paused="false"]').waitFor({ timeout: 30_000 });
-    expect((await (await fetch(`${base}/schedules/morning-report`)).json()).paused).toBe(false);
+    expect(((await (await fetch(`${base}/schedules/morning-report`)).json()) as { paused: boolean }).paused).toBe(false);
     expect(await fetch(`${base}/schedules/morning-report`, { method: "DELETE" }).then((r) => r.status)).toBe(200);
 
     // RTB_RETENTION is left at its default here: nothing finished a week ago.
