@@ -124,21 +124,34 @@ export interface BacklogShape {
 }
 
 /**
- * The backlog's shape in one statement (one snapshot): the pending count and the ready count
- * from the tallies, the units waiting for an agent from their partial index (few, and only
- * while a kind has no agent), the earliest due time from the index of units on a clock; the
- * units on a clock are the rest. Cheap at any size: a million delayed units are one index
- * probe here, never counted one by one.
+ * The columns of the backlog's shape, for a statement that reads them with others in one
+ * snapshot (`summarize`): the pending count and the ready count from the tallies, the units
+ * waiting for an agent from their partial index (few, and only while a kind has no agent), the
+ * earliest due time from the index of units on a clock. Cheap at any size: a million delayed
+ * units are one index probe here, never counted one by one.
  */
-export async function backlogShape(db: Db): Promise<BacklogShape> {
-  const { rows } = await sql<{ pending: string | null; ready: string | null; for_agents: number; next_due_at: Date | null }>`
-    SELECT
-      (SELECT sum(n) FROM status_tallies WHERE status = 'pending') AS pending,
-      (SELECT sum(n) FROM (SELECT n FROM ready_levels UNION ALL SELECT n FROM ready_deltas) AS r) AS ready,
-      (SELECT count(*)::int FROM units WHERE agent_wait_since IS NOT NULL AND status = 'pending' AND not_before = 'infinity') AS for_agents,
-      (SELECT min(not_before) FROM units WHERE status = 'pending' AND not_before IS NOT NULL AND not_before < 'infinity') AS next_due_at`.execute(db);
-  const r = rows[0]!;
+export const backlogColumns = sql`
+  (SELECT sum(n) FROM status_tallies WHERE status = 'pending') AS pending,
+  (SELECT sum(n) FROM (SELECT n FROM ready_levels UNION ALL SELECT n FROM ready_deltas) AS r) AS ready,
+  (SELECT count(*)::int FROM units WHERE agent_wait_since IS NOT NULL AND status = 'pending' AND not_before = 'infinity') AS for_agents,
+  (SELECT min(not_before) FROM units WHERE status = 'pending' AND not_before IS NOT NULL AND not_before < 'infinity') AS next_due_at`;
+
+export interface BacklogColumns {
+  pending: string | null;
+  ready: string | null;
+  for_agents: number;
+  next_due_at: Date | null;
+}
+
+/** The shape from `backlogColumns`: the units on a clock are the pending ones that are neither ready nor waiting for an agent. */
+export function toBacklogShape(r: BacklogColumns): BacklogShape {
   const pending = Number(r.pending ?? 0);
   const ready = Number(r.ready ?? 0);
   return { ready, onClock: Math.max(0, pending - ready - r.for_agents), forAgents: r.for_agents, nextDueAt: r.next_due_at };
+}
+
+/** The backlog's shape in one statement (one snapshot): GET /units. */
+export async function backlogShape(db: Db): Promise<BacklogShape> {
+  const { rows } = await sql<BacklogColumns>`SELECT ${backlogColumns}`.execute(db);
+  return toBacklogShape(rows[0]!);
 }

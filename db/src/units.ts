@@ -3,7 +3,8 @@ import { sql } from "kysely";
 import type { UnitStatus, Utilization } from "@rtb/protocol";
 import type { UnitRow } from "./schema.ts";
 import { isStuck } from "./invariants.ts";
-import { backlogShape, tallyByStatus, type BacklogShape } from "./tallies.ts";
+import { backlogColumns, toBacklogShape, type BacklogColumns, type BacklogShape } from "./tallies.ts";
+import { zeroCounts } from "@rtb/protocol";
 
 export interface UnitEvent {
   attempt: number;
@@ -320,21 +321,49 @@ export interface Summary {
   dispatchingSince: Date | null;
   /** utilization: as the inbox stored it from a validated status message (or null: none came with the report). */
   leader: { id: string; activeSince: Date | null; utilization: Utilization | null; reportedAt: Date } | null;
+  /** What retention pruned in all (migration 0009), read with the counts: total + pruned is every unit ever enqueued. */
+  retention: { pruned: { units: number; events: number }; lastRunAt: Date | null; lastRunBy: string | null };
 }
 
 /** Counts per status (from the tallies: exact, and cheap at any size) and the shared control state. */
 export async function summarize(db: Db): Promise<Summary> {
-  const [counts, backlog, control] = await Promise.all([tallyByStatus(db), backlogShape(db), db.selectFrom("control").selectAll().executeTakeFirstOrThrow()]);
+  // One statement, so one snapshot: a prune or a top-up committing meanwhile is seen in every
+  // figure or in none (the counts, the backlog's shape and the pruned totals add up).
+  const { rows } = await sql<
+    BacklogColumns & {
+      counts: Record<string, number>;
+      dispatching: boolean;
+      dispatching_changed_at: Date | null;
+      leader_id: string | null;
+      leader_utilization: unknown;
+      leader_reported_at: Date | null;
+      leader_since: Date | null;
+      pruned_units: number;
+      pruned_events: number;
+      last_run_at: Date | null;
+      last_run_by: string | null;
+    }
+  >`
+    SELECT
+      (SELECT coalesce(json_object_agg(status, n), '{}') FROM (SELECT status, sum(n) AS n FROM status_tallies GROUP BY status) AS t) AS counts,
+      ${backlogColumns},
+      c.dispatching, c.dispatching_changed_at, c.leader_id, c.leader_utilization, c.leader_reported_at, c.leader_since,
+      r.pruned_units, r.pruned_events, r.last_run_at, r.last_run_by
+    FROM control c CROSS JOIN retention r`.execute(db);
+  const row = rows[0]!;
+  const counts = zeroCounts();
+  for (const [status, n] of Object.entries(row.counts)) if (status in counts) counts[status as UnitStatus] = Number(n);
   return {
     counts,
     total: Object.values(counts).reduce((sum, n) => sum + n, 0),
     outstanding: counts.dispatched + counts.queued,
-    backlog,
-    dispatching: control.dispatching,
-    dispatchingSince: control.dispatching_changed_at,
+    backlog: toBacklogShape(row),
+    dispatching: row.dispatching,
+    dispatchingSince: row.dispatching_changed_at,
     leader:
-      control.leader_id && control.leader_reported_at
-        ? { id: control.leader_id, activeSince: control.leader_since, utilization: control.leader_utilization as Utilization | null, reportedAt: control.leader_reported_at }
+      row.leader_id && row.leader_reported_at
+        ? { id: row.leader_id, activeSince: row.leader_since, utilization: row.leader_utilization as Utilization | null, reportedAt: row.leader_reported_at }
         : null,
+    retention: { pruned: { units: Number(row.pruned_units), events: Number(row.pruned_events) }, lastRunAt: row.last_run_at, lastRunBy: row.last_run_by },
   };
 }

@@ -185,6 +185,10 @@ export interface Cluster {
   readonly total: number;
   /** POST /units with a batch (201 expected); the units count into `total`. Returns the answer. */
   enqueue(units: object[]): Promise<any>;
+  /** POST (a JSON body) to the api; the answer's status and body. */
+  post(path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /** Units made otherwise (by a schedule) count into `total`. */
+  expectUnits(n: number): void;
   /** A database handle on the test's database, for assertions. */
   readonly db: DbHandle["db"];
   /** Outstanding units sampled since the cluster was created (the product's sampler). */
@@ -276,6 +280,13 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
       if (res.status !== 201) throw new Error(`POST /units answered ${res.status}: ${JSON.stringify(body)}`);
       enqueued += units.length;
       return body;
+    },
+    async post(path, body) {
+      const res = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}) });
+      return { status: res.status, body: await res.json() };
+    },
+    expectUnits(n) {
+      enqueued += n;
     },
     db: handle.db,
     sampler,

@@ -1,4 +1,4 @@
-import { deadLetteredByService, kindsWithoutAgents, recentInstances, retentionTotals, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
+import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
 import type { StateView } from "@rtb/protocol";
 import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
 import { dueForPruning } from "../retention.ts";
@@ -13,19 +13,18 @@ export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue"> & 
  */
 export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: StateDeps): Promise<StateView> {
   const { retention } = settings;
-  const [summary, deadLetters, instances, deadByService, waiting, schedules, pruned, due] = await Promise.all([
+  const [summary, deadLetters, instances, deadByService, waiting, schedules, due] = await Promise.all([
     summarize(db),
     deadDepth(broker),
     recentInstances(db, SEEN_RECENTLY_MS),
     deadLetteredByService(db),
     kindsWithoutAgents(db),
     summarizeSchedules(db),
-    retentionTotals(db),
     retention.ms === 0 ? null : dueForPruning(db, retention.ms),
   ]);
   const seen = (service: string) =>
     instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt: startedAt.toISOString(), lastSeen: lastSeen.toISOString(), deadLettered }));
-  const { leader } = summary;
+  const { leader, retention: pruned } = summary;
   return {
     counts: summary.counts,
     total: summary.total,
