@@ -34,6 +34,18 @@ describe("rtb schedule", () => {
     expect((await rtbJson(["schedules"], env)).schedules).toEqual([]);
   });
 
+  it("changes a schedule with set: the whole definition replaced, its paused state kept", async () => {
+    await rtbJson(["schedule", "add", "hourly", "--cron", "0 * * * *", "--kind", "report", "--group", "acme", "--paused"], env);
+    const set = await rtb(["schedule", "set", "hourly", "--cron", "30 10 * * *", "--tz", "Asia/Tokyo", "--kind", "digest"], env);
+    expect(set).toMatchObject({ code: 0, stdout: "schedule hourly changed: paused\n" });
+    const shown = await rtbJson(["schedule", "show", "hourly"], env);
+    // What set left out took its default (group), and it stayed paused.
+    expect(shown).toMatchObject({ cron: "30 10 * * *", timeZone: "Asia/Tokyo", unit: { kind: "digest", group: "default" }, paused: true });
+    expect(await rtb(["schedule", "set", "hourly", "--kind", "digest"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("give --cron") });
+    expect(await rtb(["schedule", "set", "nothing-here", "--cron", "* * * * *", "--kind", "k"], env)).toMatchObject({ code: 1, stderr: expect.stringContaining("no schedule named nothing-here") });
+    await rtb(["schedule", "rm", "hourly"], env);
+  });
+
   it("lists a schedule's units with rtb units --schedule", async () => {
     await rtbJson(["schedule", "add", "yearly", "--cron", "0 0 1 1 *", "--kind", "k", "--missed", "once"], env);
     await sql`UPDATE schedules SET next_fire_at = '2020-01-01T00:00:00Z' WHERE name = 'yearly'`.execute(h.db);

@@ -37,16 +37,17 @@ export const schedules: Command = {
   },
 };
 
-const ACTIONS = ["add", "show", "pause", "resume", "rm"] as const;
+const ACTIONS = ["add", "set", "show", "pause", "resume", "rm"] as const;
 type Action = (typeof ACTIONS)[number];
-/** The flags that say what a new schedule is; only `add` takes them. */
+/** The flags that say what a schedule is; only `add` and `set` take them. */
 const DEFINITION_FLAGS = ["cron", "tz", "kind", "group", "priority", "payload", "max-attempts", "missed", "paused"] as const;
 
 export const schedule: Command = {
   name: "schedule",
-  summary: "add, show, pause, resume or remove a schedule (a unit enqueued at each occurrence of a cron expression)",
+  summary: "add, change, show, pause, resume or remove a schedule (a unit enqueued at each occurrence of a cron expression)",
   usage: [
     "rtb schedule add NAME --cron EXPR --kind K [--tz ZONE] [--group G] [--priority P] [--payload JSON] [--max-attempts N] [--missed skip|once|each:N] [--paused] [--json]",
+    "       rtb schedule set NAME --cron EXPR --kind K [the same flags as add]",
     "       rtb schedule show|pause|resume|rm NAME [--json]",
   ].join("\n"),
   help: [
@@ -60,7 +61,10 @@ export const schedule: Command = {
     "  --missed POLICY    occurrences missed while no api ran or the schedule was paused:",
     "                     skip (default: none of them runs), once (one unit, for the latest),",
     "                     each:N (one for each of the latest N)",
-    "  --paused           create it paused",
+    "  --paused           create it paused (with set: pause it too)",
+    "  set NAME           replace its definition, whole: what set leaves out takes its default,",
+    "                     but its paused state stays unless --paused; a changed --cron or --tz",
+    "                     fires from the first occurrence after now",
     "  show NAME          the schedule and its next occurrences",
     "  pause NAME         it fires nothing until resumed",
     "  resume NAME        it fires again; what the pause covered goes by its missed policy",
@@ -87,24 +91,27 @@ export const schedule: Command = {
     if (!ACTIONS.includes(action)) throw new UsageError(`expected one of ${ACTIONS.join(", ")}, got ${JSON.stringify(actionArg)}`);
     if (!SCHEDULE_NAME_PATTERN.test(name!)) throw new UsageError(`NAME: expected ${SCHEDULE_NAME_RULE}, got ${JSON.stringify(name)}`);
     const path = `/schedules/${encodeURIComponent(name!)}`;
-    if (action !== "add") {
+    if (action !== "add" && action !== "set") {
       const given = DEFINITION_FLAGS.filter((f) => values[f] !== undefined && values[f] !== false);
-      if (given.length > 0) throw new UsageError(`--${given[0]} goes with rtb schedule add`);
+      if (given.length > 0) throw new UsageError(`--${given[0]} goes with rtb schedule add or set`);
     }
     let answer: ScheduleView;
     if (action === "add") answer = await ctx.api().post<ScheduleView>("/schedules", definition(name!, values));
-    else if (action === "show") answer = await ctx.api().get<ScheduleView>(path);
+    else if (action === "set") {
+      const { name: _name, ...replacement } = definition(name!, values);
+      answer = await ctx.api().put<ScheduleView>(path, replacement);
+    } else if (action === "show") answer = await ctx.api().get<ScheduleView>(path);
     else if (action === "rm") answer = await ctx.api().delete<ScheduleView>(path);
     else answer = await ctx.api().post<ScheduleView>(`${path}/${action}`);
     if (ctx.json) return ctx.out.json(answer);
     if (action === "rm") return ctx.out.line(`schedule ${answer.name} deleted; the ${count(answer.fired)} unit${answer.fired === 1 ? "" : "s"} it made stay`);
     if (action === "show") return show(ctx, answer);
-    const verb = action === "add" ? "created" : `${action}d`;
+    const verb = action === "add" ? "created" : action === "set" ? "changed" : `${action}d`;
     ctx.out.line(`schedule ${answer.name} ${verb}: ${answer.paused ? "paused" : `next fire ${timestamp(answer.nextFireAt)}`}`);
   },
 };
 
-/** The add flags as the api's body; the api checks the expression and the zone, naming the field. */
+/** The add (and set) flags as the api's body; the api checks the expression and the zone, naming the field. */
 function definition(name: string, values: Values): NewScheduleInput {
   const cron = str(values.cron);
   const kind = str(values.kind);
