@@ -17,7 +17,7 @@ import pg from "pg";
 import { connectionOptions } from "@rtb/db";
 import type { Duration } from "@rtb/runtime";
 import { running } from "./bench-interrupt.ts";
-import { readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
+import { benchServiceEnv, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
 import type { BenchSettings } from "./bench-run.ts";
 import { scratchPlace } from "./scratch-place.ts";
 
@@ -63,17 +63,7 @@ export async function runRetentionPhase(s: BenchSettings, r: RetentionSettings, 
     await place.drop([s.kind]);
   };
   running.cleanups.push(cleanup);
-  const env: Record<string, string> = {
-    ...(process.env as Record<string, string>),
-    RTB_DB_NAME: dbName,
-    RTB_BROKER_PREFIX: prefix,
-    RTB_API_HOST: "127.0.0.1:0",
-    RTB_SEED_UNITS: "0",
-    RTB_BROADCAST_MAX_QUEUE: String(s.maxQueue),
-    RTB_RETENTION: retention.text,
-    RTB_LOG_LEVEL: "info",
-    RTB_LOG_FORMAT: "json",
-  };
+  const env = benchServiceEnv({ dbName, prefix, maxQueue: s.maxQueue }, { RTB_RETENTION: retention.text });
   const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
   const services: ServiceProc[] = [
     startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),

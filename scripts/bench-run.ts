@@ -9,7 +9,7 @@ import { brokerUrl } from "@rtb/runtime";
 import { running } from "./bench-interrupt.ts";
 import { committedTransactions, delta, runFigures, scrape, untilNoSessions } from "./bench-measure.ts";
 import { deleteRawQueues, runRaw, type RawResult } from "./bench-raw.ts";
-import { peakRssMiB, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
+import { benchServiceEnv, peakRssMiB, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
 import { scratchPlace } from "./scratch-place.ts";
 
 export interface BenchSettings {
@@ -76,17 +76,7 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
   };
   running.cleanups.push(cleanup);
 
-  const env: Record<string, string> = {
-    ...(process.env as Record<string, string>),
-    RTB_DB_NAME: dbName,
-    RTB_BROKER_PREFIX: prefix,
-    RTB_API_HOST: "127.0.0.1:0",
-    RTB_SEED_UNITS: "0",
-    RTB_BROADCAST_MAX_QUEUE: String(s.maxQueue),
-    // info: the ready lines, which say where each service listens.
-    RTB_LOG_LEVEL: "info",
-    RTB_LOG_FORMAT: "json",
-  };
+  const env = benchServiceEnv({ dbName, prefix, maxQueue: s.maxQueue });
   const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
   const metricsPort = { RTB_METRICS_PORT: "127.0.0.1:0" };
   const services: ServiceProc[] = [

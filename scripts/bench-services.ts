@@ -31,6 +31,26 @@ const readyMsg = { api: /^api listening/, leader: /^leader ready/, agent: /^agen
  * second signal makes a service exit at once). The IPC channel is a lifeline: if the bench
  * dies, even by SIGKILL, it closes and the service stops by itself (createLifecycle).
  */
+/**
+ * What every service of a bench run is started with: this process's environment (other RTB_*
+ * variables reach the services), the run's database and broker names, an api on a free port
+ * with no seed, the outbox bound, and info-level JSON logs (the ready lines say where each
+ * service listens). `extra` adds or overrides.
+ */
+export function benchServiceEnv(run: { dbName: string; prefix: string; maxQueue: number }, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...(process.env as Record<string, string>),
+    RTB_DB_NAME: run.dbName,
+    RTB_BROKER_PREFIX: run.prefix,
+    RTB_API_HOST: "127.0.0.1:0",
+    RTB_SEED_UNITS: "0",
+    RTB_BROADCAST_MAX_QUEUE: String(run.maxQueue),
+    RTB_LOG_LEVEL: "info",
+    RTB_LOG_FORMAT: "json",
+    ...extra,
+  };
+}
+
 export function startService(root: string, name: string, kind: keyof typeof entries, env: Record<string, string>): ServiceProc {
   const child = spawn(process.execPath, ["--import", "tsx", join(root, entries[kind])], {
     cwd: root,
