@@ -205,12 +205,12 @@ function renderState(s) {
   renderDead(s);
   renderReports(s);
   // The failed units when their count moves; the groups when any count does (at most every 2 s).
-  if (s.counts.error !== failedShownFor) refreshFailed(s.counts.error);
+  if (s.counts.error !== failedList.shownFor) failedList.refresh(s.counts.error);
   const counted = JSON.stringify(s.counts);
-  if (counted !== groupsShownFor) refreshGroups(counted);
+  if (counted !== groupsList.shownFor) groupsList.refresh(counted);
   // The schedules when one is added, paused or fires (its next fire time moves).
   const scheduled = JSON.stringify(s.schedules);
-  if (scheduled !== schedulesShownFor) refreshSchedules(scheduled);
+  if (scheduled !== schedulesList.shownFor) schedulesList.refresh(scheduled);
 }
 
 /** @param {State} s */
@@ -383,26 +383,41 @@ function throttled(run, minMs) {
   return go;
 }
 
+/**
+ * A list the page asks the api for (`path`) and draws (`render`), at most every 2 s:
+ * `refresh(key)` when what it follows in the state changed, `key` being that value (the caller
+ * compares it with `shownFor`); a failed load forgets it, so the next state asks again.
+ * @template T @param {string} path @param {(page: T) => void} render
+ */
+function listPanel(path, render) {
+  const panel = {
+    /** What the list was last asked for (undefined: not yet, or the load failed). @type {unknown} */
+    shownFor: undefined,
+    /** @param {unknown} key */
+    refresh(key) {
+      panel.shownFor = key;
+      load();
+    },
+  };
+  const load = throttled(async () => {
+    try {
+      render(/** @type {T} */ (await getJson(path)));
+    } catch {
+      panel.shownFor = undefined;
+    }
+  }, 2_000);
+  return panel;
+}
+
 const FAILED_SHOWN = 20;
 const GROUPS_SHOWN = 50;
-/** The error count the failed list was last asked for (undefined: not yet). @type {number | undefined} */
-let failedShownFor;
-/** The counts the groups were last asked for. @type {string | undefined} */
-let groupsShownFor;
-
-const loadFailed = throttled(async () => {
-  try {
-    const page = /** @type {UnitPage} */ (await getJson(`/units?status=error&limit=${FAILED_SHOWN}`));
-    renderFailed(page);
-  } catch {
-    failedShownFor = undefined; // asked again with the next state
-  }
-}, 2_000);
-/** @param {number} [errors] */
-function refreshFailed(errors) {
-  failedShownFor = errors;
-  loadFailed();
-}
+const SCHEDULES_SHOWN = 50;
+/** The failed units, asked again when the error count moves. */
+const failedList = listPanel(`/units?status=error&limit=${FAILED_SHOWN}`, renderFailed);
+/** The groups, asked again when any count moves. */
+const groupsList = listPanel(`/groups?limit=${GROUPS_SHOWN}`, renderGroups);
+/** The schedules, asked again when GET /'s schedules summary moves. */
+const schedulesList = listPanel(`/schedules?limit=${SCHEDULES_SHOWN}`, renderSchedules);
 
 /** @param {UnitPage} page */
 function renderFailed(page) {
@@ -425,20 +440,6 @@ function renderFailed(page) {
   );
 }
 
-const loadGroups = throttled(async () => {
-  try {
-    const page = /** @type {GroupPage} */ (await getJson(`/groups?limit=${GROUPS_SHOWN}`));
-    renderGroups(page);
-  } catch {
-    groupsShownFor = undefined;
-  }
-}, 2_000);
-/** @param {string} [counted] */
-function refreshGroups(counted) {
-  groupsShownFor = counted;
-  loadGroups();
-}
-
 /** @param {GroupPage} page */
 function renderGroups(page) {
   $("groups-empty").hidden = page.groups.length > 0;
@@ -459,23 +460,8 @@ function renderGroups(page) {
   );
 }
 
-const SCHEDULES_SHOWN = 50;
 /** GET /'s retention.due counts up to this (packages/protocol PRUNE_DUE_CAP). */
 const PRUNE_DUE_CAP = 10_000;
-/** GET /'s schedules summary the list was last asked for. @type {string | undefined} */
-let schedulesShownFor;
-const loadSchedules = throttled(async () => {
-  try {
-    renderSchedules(/** @type {SchedulePage} */ (await getJson(`/schedules?limit=${SCHEDULES_SHOWN}`)));
-  } catch {
-    schedulesShownFor = undefined;
-  }
-}, 2_000);
-/** @param {string} [scheduled] */
-function refreshSchedules(scheduled) {
-  schedulesShownFor = scheduled;
-  loadSchedules();
-}
 
 /** @param {SchedulePage} page */
 function renderSchedules(page) {
@@ -521,16 +507,14 @@ function renderSchedules(page) {
  * @param {string} name @param {"pause" | "resume"} verb
  */
 async function scheduleAction(name, verb) {
-  if (await postAction(`/schedules/${encodeURIComponent(name)}/${verb}`, `schedule ${name}: ${verb === "pause" ? "paused" : "resumed"}`)) refreshSchedules(schedulesShownFor);
+  if (await postAction(`/schedules/${encodeURIComponent(name)}/${verb}`, `schedule ${name}: ${verb === "pause" ? "paused" : "resumed"}`)) schedulesList.refresh(schedulesList.shownFor);
 }
 
 // A weight or limit changed by PUT /groups moves no count: the groups are asked again every 10 s
 // too, and so are the failed units (one failing as another is retried keeps the count).
 setInterval(() => {
   if (!lastState || document.hidden) return;
-  refreshGroups(groupsShownFor);
-  refreshFailed(failedShownFor);
-  refreshSchedules(schedulesShownFor);
+  for (const list of [groupsList, failedList, schedulesList]) list.refresh(list.shownFor);
 }, 10_000);
 
 // ---- recent units and the timeline -------------------------------------------------------
