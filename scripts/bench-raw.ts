@@ -48,7 +48,7 @@ export async function runRaw(o: RawOptions): Promise<RawResult> {
     ...Array.from({ length: o.agents }, (_, i) => ({ name: `agent-${i + 1}`, settings: { ...base, role: "agent" as const, prefetch: o.agentPrefetch } })),
     { name: "api", settings: { ...base, role: "api", prefetch: o.inboxPrefetch, units: o.units, window: o.window } },
   ];
-  const procs = roles.map(({ name, settings }) => {
+  const start = ({ name, settings }: (typeof roles)[number]) => {
     // fork: the same node with tsx, its own process group (a Ctrl-C reaches the bench only),
     // and an IPC channel that is both how it reports and its lifeline.
     const child = fork(roleScript, [JSON.stringify(settings)], { execArgv: ["--import", "tsx"], stdio: ["ignore", "inherit", "inherit", "ipc"], detached: true });
@@ -75,8 +75,15 @@ export async function runRaw(o: RawOptions): Promise<RawResult> {
       }
     };
     return { name, child, next };
-  });
+  };
+  const procs: ReturnType<typeof start>[] = [];
   try {
+    // The leader first, alone: it declares the three queues, and the others start once they
+    // run. Declared by every role at once, RabbitMQ 3.10 could answer a declare of a quorum
+    // queue still starting, and a consume on it then crashed the channel (541 INTERNAL_ERROR).
+    procs.push(start(roles[0]!));
+    await procs[0]!.next("ready");
+    procs.push(...roles.slice(1).map(start));
     await Promise.all(procs.map((p) => p.next("ready")));
     const api = procs.at(-1)!;
     api.child.send({ type: "go" });
