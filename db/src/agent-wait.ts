@@ -64,7 +64,8 @@ export async function cancelLongWaits(db: Db, timeoutMs: number, limit = 1_000):
       cancelled AS (
         UPDATE units u SET status = 'cancelled', not_before = NULL, agent_wait_since = NULL, updated_at = now(),
           last_error = 'no agent consumed kind "' || u.kind || '" within RTB_NO_AGENT_TIMEOUT_MS'
-        FROM late WHERE u.id = late.id
+        -- The ids again as an array, so the planner probes the primary key instead of hashing the table.
+        FROM late WHERE u.id = late.id AND u.id = ANY(ARRAY(SELECT id FROM late))
         RETURNING u.id, u.kind, u.attempt
       ),
       events AS (

@@ -95,7 +95,10 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
           ${sql.val(changed.map(([, o]) => o.lastError))}::text[],
           ${sql.val(changed.map(([, o]) => o.waitForAgent === true))}::boolean[]
         ) AS c(id, status, not_before, result, last_error, wait)
-        WHERE u.id = c.id`.execute(trx);
+        -- The ids again as an array: without it the planner may hash the whole table to join
+        -- the unnest (a sequential scan per batch, growing with the table); with it, a probe of
+        -- the primary key per unit.
+        WHERE u.id = c.id AND u.id = ANY(${sql.val(changed.map(([id]) => id))}::bigint[])`.execute(trx);
       await insertEvents(trx, plan.applied);
       const waiting = [...new Set(changed.filter(([, o]) => o.waitForAgent).map(([id]) => rowById.get(id)!.kind))];
       if (waiting.length > 0) {

@@ -121,7 +121,8 @@ export async function cancelMatching(
           changed AS (
             UPDATE units u SET ${CANCEL_SET}
             FROM picked p
-            WHERE u.id = p.id
+            -- The ids again as an array, so the planner probes the primary key instead of hashing the table.
+            WHERE u.id = p.id AND u.id = ANY(ARRAY(SELECT id FROM picked))
             RETURNING u.id, u.attempt, p.status AS before_status
           ),
           logged AS (
