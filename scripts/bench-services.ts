@@ -52,7 +52,11 @@ export function benchServiceEnv(run: { dbName: string; prefix: string; maxQueue:
 }
 
 export function startService(root: string, name: string, kind: keyof typeof entries, env: Record<string, string>): ServiceProc {
-  const child = spawn(process.execPath, ["--import", "tsx", join(root, entries[kind])], {
+  // RTB_BENCH_CPU_PROF=DIR: each service writes V8 CPU profiles into DIR/<name>/ when it exits
+  // (one per thread; the largest is the service's own, the others tsx's loader), for Chrome's
+  // DevTools or speedscope: where the time goes, measured.
+  const profile = process.env.RTB_BENCH_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${join(process.env.RTB_BENCH_CPU_PROF, name)}`] : [];
+  const child = spawn(process.execPath, [...profile, "--import", "tsx", join(root, entries[kind])], {
     cwd: root,
     env,
     stdio: ["ignore", "pipe", "pipe", "ipc"],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DispatchMessage, JobMessage, MAX_AGENT_KINDS, StatusMessage, encodeMessage, parseMessage } from "./messages.ts";
+import { DispatchMessage, JobMessage, MAX_AGENT_KINDS, MAX_JOB_UNITS, StatusMessage, encodeMessage, jobUnits, parseJob, parseMessage } from "./messages.ts";
 
 const buf = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v));
 
@@ -53,5 +53,17 @@ describe("an agent's heartbeat names its kinds", () => {
     expect(StatusMessage.safeParse(full).success).toBe(true);
     expect(encodeMessage(StatusMessage.parse(full)).length).toBeLessThanOrEqual(65_536);
     expect(StatusMessage.safeParse(heartbeat(MAX_AGENT_KINDS + 1)).success).toBe(false);
+  });
+
+  it(`reads a job of either form, a batch of up to MAX_JOB_UNITS (${MAX_JOB_UNITS}) units, naming the field of a bad one`, () => {
+    const single = { v: 1, type: "job", unitId: 7, attempt: 1, kind: "k", payload: { a: 1 } };
+    expect(parseJob(buf(single))).toEqual({ ok: true, value: single });
+    const units = (n: number) => Array.from({ length: n }, (_, i) => ({ unitId: i + 1, attempt: 1, payload: null }));
+    const full = parseJob(buf({ v: 1, type: "job", kind: "k", units: units(MAX_JOB_UNITS) }));
+    expect(full.ok && jobUnits(full.value)).toHaveLength(MAX_JOB_UNITS);
+    expect(parseJob(buf({ v: 1, type: "job", kind: "k", units: units(MAX_JOB_UNITS + 1) }))).toMatchObject({ ok: false, reason: expect.stringContaining("units") });
+    expect(parseJob(buf({ v: 1, type: "job", kind: "k", units: [] }))).toMatchObject({ ok: false, reason: expect.stringContaining("units") });
+    expect(parseJob(buf({ v: 1, type: "job", kind: "k", units: [{ unitId: 0, attempt: 1 }] }))).toMatchObject({ ok: false, reason: expect.stringContaining("units.0.unitId") });
+    expect(jobUnits(single as JobMessage)).toEqual([{ unitId: 7, attempt: 1, payload: { a: 1 } }]);
   });
 });

@@ -6,7 +6,8 @@ import { REPORTED_STATUSES } from "./statuses.ts";
  * Message contracts, one schema per message type, each with a version field. Every consumer
  * validates what it receives; a message that fails is dead-lettered and counted, never fatal.
  * Messages carry batches where that costs no correctness (several units per outbox message,
- * several status updates per inbox message); jobs stay one per unit so agents share work fairly.
+ * several status updates per inbox message, several units of one kind per job when the job
+ * queue is deep).
  */
 const unitId = z.number().int().positive();
 const attempt = z.number().int().positive();
@@ -28,7 +29,7 @@ export const DispatchMessage = z.object({
 });
 export type DispatchMessage = z.infer<typeof DispatchMessage>;
 
-/** leader -> rtb.jobs -> jobs.<kind> -> agent */
+/** leader -> rtb.jobs -> jobs.<kind> -> agent: one unit (what the leader sends while the queue is shallow). */
 export const JobMessage = z.object({
   v: z.literal(1),
   type: z.literal("job"),
@@ -38,6 +39,50 @@ export const JobMessage = z.object({
   payload: z.unknown(),
 });
 export type JobMessage = z.infer<typeof JobMessage>;
+
+/** The most units one batch job may carry (the leader sends up to RTB_JOB_MAX_UNITS). */
+export const MAX_JOB_UNITS = 1_000;
+
+export const JobUnit = z.object({ unitId, attempt, payload: z.unknown() });
+export type JobUnit = z.infer<typeof JobUnit>;
+
+/**
+ * leader -> rtb.jobs -> jobs.<kind> -> agent: several units of one kind, sent while
+ * `jobs.<kind>` is deep (the units would wait anyway). The agent runs each unit as if it had
+ * come alone, reports each, and acks the message once every unit in it is reported.
+ */
+export const BatchJobMessage = z.object({
+  v: z.literal(1),
+  type: z.literal("job"),
+  kind,
+  units: z.array(JobUnit).min(1).max(MAX_JOB_UNITS),
+});
+export type BatchJobMessage = z.infer<typeof BatchJobMessage>;
+
+/** What arrives on `jobs.<kind>`: a job of one unit or a batch. */
+export const AnyJobMessage = z.union([JobMessage, BatchJobMessage]);
+export type AnyJobMessage = z.infer<typeof AnyJobMessage>;
+
+/**
+ * Decode a job message of either form. The form is told by its `units` field, so only the one
+ * schema that applies runs (a union would try the single form on every batch first, and name
+ * the wrong form's fields when one is invalid).
+ */
+export function parseJob(body: Buffer): ParseResult<AnyJobMessage> {
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString("utf8"));
+  } catch {
+    return { ok: false, reason: "body is not valid JSON" };
+  }
+  const batch = typeof json === "object" && json !== null && "units" in json;
+  return batch ? validate<AnyJobMessage>(BatchJobMessage, json) : validate<AnyJobMessage>(JobMessage, json);
+}
+
+/** The units of a job, whichever form it came in. */
+export function jobUnits(job: AnyJobMessage): JobUnit[] {
+  return "units" in job ? job.units : [{ unitId: job.unitId, attempt: job.attempt, payload: job.payload }];
+}
 
 /** The statuses other services report; `dispatched` is the api's own. */
 export const ReportedStatus = z.enum(REPORTED_STATUSES);
@@ -161,12 +206,16 @@ export function parseMessage<T>(schema: z.ZodType<T>, body: Buffer): ParseResult
   } catch {
     return { ok: false, reason: "body is not valid JSON" };
   }
+  return validate(schema, json);
+}
+
+function validate<T>(schema: z.ZodType<T>, json: unknown): ParseResult<T> {
   const result = schema.safeParse(json);
   if (result.success) return { ok: true, value: result.data };
   const issue = result.error.issues[0];
   return { ok: false, reason: `${issue?.path.join(".") || "(message)"}: ${issue?.message ?? "invalid"}` };
 }
 
-export function encodeMessage(message: DispatchMessage | JobMessage | StatusMessage | CancelMessage): Buffer {
+export function encodeMessage(message: DispatchMessage | JobMessage | BatchJobMessage | StatusMessage | CancelMessage): Buffer {
   return Buffer.from(JSON.stringify(message));
 }

@@ -52,6 +52,12 @@ export interface ServiceMetrics {
   readonly published: Counter<"publisher">;
   /** Deliveries received, by the role of the queue they came from. */
   readonly consumed: Counter<"queue_role">;
+  /**
+   * Times a piece of work (a top-up, an outbox delivery, a job) stopped to await broker
+   * confirms before going on: the waits per unit `npm run bench` prints. Confirms awaited
+   * together count once.
+   */
+  readonly confirmWaits: Counter;
 }
 
 export function createServiceMetrics(service: ServiceName, { processMetrics = true } = {}): ServiceMetrics {
@@ -72,6 +78,11 @@ export function createServiceMetrics(service: ServiceName, { processMetrics = tr
       name: "rtb_broker_messages_consumed_total",
       help: "Deliveries received from the broker, by the role of their queue (outbox, jobs, inbox)",
       labelNames: ["queue_role"],
+      registers,
+    }),
+    confirmWaits: new Counter({
+      name: "rtb_broker_confirm_waits_total",
+      help: "Times a piece of work (a top-up, an outbox delivery, a job) awaited broker confirms before going on; confirms awaited together count once",
       registers,
     }),
   };

@@ -1,6 +1,6 @@
-import { assertJobQueue, jsonBytes, maxResultBytes, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
-import { encodeMessage, JobMessage, parseMessage, type StatusUpdate } from "@rtb/protocol";
-import { describeFailure, type Handler } from "./handler.ts";
+import { assertJobQueue, createStatusReporter, jsonBytes, maxResultBytes, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
+import { encodeMessage, jobUnits, parseJob, type JobUnit, type StatusUpdate } from "@rtb/protocol";
+import { describeFailure, type Handler, type Job } from "./handler.ts";
 import { UnitCancelledError, type Cancellations } from "./cancellations.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
 import type { AgentStats } from "./agent-stats.ts";
@@ -19,23 +19,41 @@ export interface WorkerOptions {
   stats: AgentStats;
   /** The cancels heard on the control exchange (cancellations.ts). */
   cancellations: Cancellations;
-  metrics: Pick<AgentMetrics, "consumed" | "jobsInFlight" | "handlerDuration" | "jobs">;
+  metrics: Pick<AgentMetrics, "consumed" | "jobsInFlight" | "handlerDuration" | "jobs" | "confirmWaits">;
 }
 
 /**
- * Consumes `jobs.<kind>` for every kind it has a handler for. Per job: report `processing`,
- * run the handler under a timeout, report `success` or `error`, then ack. Every report is
- * confirmed before the ack; if a report cannot be confirmed the job is handed back, so a
- * unit may run twice after a fault (at-least-once) but its status is never lost.
+ * Consumes `jobs.<kind>` for every kind it has a handler for. A job carries one unit or a
+ * batch of one kind (the leader batches while the queue is deep); every unit runs as if it had
+ * come alone, at most `concurrency` handlers at once over all jobs in hand. Per unit: report
+ * `processing`, run the handler under a timeout, report `success` or `error`. Reports go
+ * through one status reporter (status-reporter.ts): what starts or ends in the same turn of the
+ * event loop shares one inbox message, and nothing waits for a confirm before it runs. The job
+ * is acked once every report of its units is confirmed (one wait per job); if one cannot be
+ * confirmed the whole job is handed back, so a unit may run twice after a fault
+ * (at-least-once) but its status is never lost.
  *
- * A cancelled attempt (cancellations.ts) reports nothing more and its job is acked: a job
- * whose cancel was heard before it arrived never reaches its handler, and a running handler
- * sees its signal abort with a UnitCancelledError (it is not waited for: the job is acked at
- * once, as on a timeout). The api recorded the cancel; it would ignore any report anyway.
+ * A cancelled attempt (cancellations.ts) reports nothing more: a unit whose cancel was heard
+ * before its handler started never runs (dropped), and a running handler sees its signal
+ * abort with a UnitCancelledError (it is not waited for, as on a timeout). The api recorded
+ * the cancel; it would ignore any report anyway.
  */
 export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineMs: number): Promise<void> }> {
   const { broker, logger, metrics } = opts;
   const shutdown = new AbortController();
+  const slots = createSlots(opts.concurrency);
+  /** The handlers running now: the shutdown aborts them. */
+  const running = new Set<LazyAbort>();
+  shutdown.signal.addEventListener("abort", () => {
+    for (const c of running) c.abort(new Error("agent shutting down"));
+    slots.close();
+  }, { once: true });
+  const reporter = createStatusReporter({
+    publisher: opts.publisher,
+    inbox: broker.topology.inbox,
+    source: () => opts.heartbeat.source,
+    maxMessageBytes: opts.maxMessageBytes,
+  });
   const consumers: Consumer[] = [];
   for (const [kind, handler] of opts.handlers) {
     consumers.push(
@@ -54,15 +72,6 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         onDelivery: (d) => runJob(d, handler, kind),
       }),
     );
-  }
-
-  // One inbox message per report, published at once. Coalescing the reports of the jobs in
-  // hand (status-reporter.ts, as the leader does) cut the messages per unit from 3 to 1.2,
-  // but halved the agents' throughput in `npm run bench` (2,270 -> 1,050 units/s): each job
-  // waits for its reports' confirms, and the broker confirmed the fewer, larger messages
-  // later. The api's inbox applies up to RTB_INBOX_PREFETCH messages per transaction anyway.
-  async function report(update: StatusUpdate) {
-    await opts.publisher.publish("", broker.topology.inbox, encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }));
   }
 
   /**
@@ -88,8 +97,38 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false } };
   }
 
+  /** One report in a message of its own, past the reporter (a success its shared message could not carry). */
+  function reportAlone(update: StatusUpdate): Promise<void> {
+    return opts.publisher.publish("", broker.topology.inbox, encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }));
+  }
+
+  /**
+   * Report a terminal update; resolves with what was reported. The broker may refuse the
+   * shared message for its size (its max_message_size is below ours): the success then goes
+   * alone, and one that is refused alone can never be reported, so the attempt ends as a
+   * permanent error that says so instead of running the job forever.
+   */
+  function reportTerminal(final: StatusUpdate, log: () => Logger): Promise<StatusUpdate> {
+    return reporter.report([final]).then(
+      () => final,
+      async (err: unknown) => {
+        if (!(err instanceof MessageTooLargeError) || final.status !== "success") throw err;
+        try {
+          await reportAlone(final);
+          return final;
+        } catch (alone) {
+          if (!(alone instanceof MessageTooLargeError)) throw alone;
+          const refused: StatusUpdate = { ...final, status: "error", result: undefined, error: { message: `result too large to report: ${alone.message}`, retryable: false } };
+          log().warn({ error: refused.error?.message }, "result refused by the broker: ending the attempt as a permanent error");
+          await reportAlone(refused);
+          return refused;
+        }
+      },
+    );
+  }
+
   async function runJob(d: Delivery, handler: Handler, kind: string) {
-    const parsed = parseMessage(JobMessage, d.msg.content);
+    const parsed = parseJob(d.msg.content);
     if (!parsed.ok) {
       opts.stats.deadLettered++;
       opts.heartbeat.deadLettered();
@@ -97,80 +136,127 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       d.deadLetter();
       return;
     }
-    const job = parsed.value;
-    const log = logger.child({ unitId: job.unitId, attempt: job.attempt, kind: job.kind });
-    if (opts.cancellations.isCancelled(job.unitId, job.attempt)) return drop(d, kind, log);
-    // One controller per job, aborted by a cancel (from now on), its own timer or the shutdown.
-    const jobAbort = new AbortController();
-    const untrack = opts.cancellations.track(job.unitId, job.attempt, (reason) => jobAbort.abort(reason));
-    const cancelled = () => jobAbort.signal.reason instanceof UnitCancelledError;
-    opts.stats.inFlight++;
-    metrics.jobsInFlight.inc({ kind });
+    const units = jobUnits(parsed.value);
+    opts.stats.inFlight += units.length;
+    metrics.jobsInFlight.inc({ kind }, units.length);
     try {
-      await report({ unitId: job.unitId, attempt: job.attempt, status: "processing", at: new Date().toISOString() });
-      // Heard while the report was on its way: the handler has not started.
-      if (cancelled()) return drop(d, kind, log);
-      const started = performance.now();
-      const outcome = await runHandler(handler, job, jobAbort, log);
-      const seconds = (performance.now() - started) / 1000;
-      if (cancelled()) {
-        opts.stats.cancelled++;
-        metrics.handlerDuration.observe({ kind, outcome: "cancelled" }, seconds);
-        metrics.jobs.inc({ kind, outcome: "cancelled" });
-        log.info({ handlerMs: Math.round(seconds * 1000) }, "attempt cancelled: handler aborted, nothing reported");
-        d.ack();
+      const runs = await Promise.all(units.map((unit) => runUnit(unit, handler, kind)));
+      const left = units.filter((_, i) => runs[i]!.outcome === "handed back");
+      // Every report of the job confirmed together: one wait, then one ack.
+      const reported = await Promise.allSettled(runs.flatMap((r) => r.reports));
+      metrics.confirmWaits.inc();
+      const failed = reported.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      if (failed) {
+        logger.warn({ err: errorText(failed.reason), units: units.length }, "status report failed");
+        // Handed back after a pause if the broker is at fault; dead-lettered if this job is (consumer.ts).
+        await d.retryLater(failed.reason);
         return;
       }
-      if (shutdown.signal.aborted && outcome.status === "error") {
-        // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
-        d.requeue();
-        return;
-      }
-      const final = fitted({ unitId: job.unitId, attempt: job.attempt, at: new Date().toISOString(), ...outcome });
-      if (final.status !== outcome.status) log.warn({ error: final.error?.message }, "result cannot be reported: ending the attempt as a permanent error");
-      const sent = await report(final).then(
-        () => final,
-        async (err: unknown) => {
-          // The broker refused the report itself (its max_message_size is below ours): the
-          // result can never be reported, so say so instead of running the job forever.
-          if (!(err instanceof MessageTooLargeError) || final.status !== "success") throw err;
-          const refused: StatusUpdate = { ...final, status: "error", result: undefined, error: { message: `result too large to report: ${err.message}`, retryable: false } };
-          log.warn({ error: refused.error?.message }, "result refused by the broker: ending the attempt as a permanent error");
-          await report(refused);
-          return refused;
-        },
-      );
-      if (sent.status === "success") opts.stats.succeeded++;
-      else opts.stats.failed++;
-      // Counted once reported: a job handed back is counted by the agent that finishes it.
-      metrics.handlerDuration.observe({ kind, outcome: sent.status }, seconds);
-      metrics.jobs.inc({ kind, outcome: sent.status });
-      log.debug({ status: sent.status }, "job done");
-      d.ack();
-    } catch (err) {
-      log.warn({ err: (err as Error).message }, "status report failed");
-      // Handed back after a pause if the broker is at fault; dead-lettered if this job is (consumer.ts).
-      await d.retryLater(err);
+      runs.forEach((r) => r.counted?.());
+      if (left.length === 0) return d.ack();
+      if (left.length === units.length) return d.requeue();
+      // Cut short by our shutdown after some units were reported: hand back only the others,
+      // as a job of their own, so the reported ones do not run again elsewhere.
+      await handBack(d, kind, left);
     } finally {
-      untrack();
-      opts.stats.inFlight--;
-      metrics.jobsInFlight.dec({ kind });
+      opts.stats.inFlight -= units.length;
+      metrics.jobsInFlight.dec({ kind }, units.length);
     }
   }
 
-  /** A job of a cancelled attempt that never reached its handler: acked, nothing reported. */
-  function drop(d: Delivery, kind: string, log: Logger) {
+  async function handBack(d: Delivery, kind: string, left: readonly JobUnit[]) {
+    const body =
+      left.length === 1
+        ? encodeMessage({ v: 1, type: "job", unitId: left[0]!.unitId, attempt: left[0]!.attempt, kind, payload: left[0]!.payload })
+        : encodeMessage({ v: 1, type: "job", kind, units: [...left] });
+    try {
+      await opts.publisher.publish(broker.topology.jobsExchange, kind, body);
+      d.ack();
+    } catch (err) {
+      logger.warn({ err: errorText(err), units: left.length }, "could not hand back the rest of a job: handing back all of it");
+      d.requeue();
+    }
+  }
+
+  type UnitRun = {
+    outcome: "reported" | "dropped" | "cancelled" | "handed back";
+    /** Its reports, each confirmed or failed; the job is acked when all are confirmed. */
+    reports: Promise<unknown>[];
+    /** Counts the unit's outcome once its job's reports are confirmed. */
+    counted?: () => void;
+  };
+
+  async function runUnit(unit: JobUnit, handler: Handler, kind: string): Promise<UnitRun> {
+    // Made on first use: a pino child per unit (its bindings, redaction) cost more than a no-op handler.
+    let child: Logger | undefined;
+    const log = () => (child ??= logger.child({ unitId: unit.unitId, attempt: unit.attempt, kind }));
+    if (opts.cancellations.isCancelled(unit.unitId, unit.attempt)) return drop(kind, log);
+    // A handler slot: at most `concurrency` run at once, over every job in hand.
+    if (!(await slots.take())) return { outcome: "handed back", reports: [] };
+    try {
+      // Heard while it waited for a slot: the handler never starts.
+      if (opts.cancellations.isCancelled(unit.unitId, unit.attempt)) return drop(kind, log);
+      // One per unit, aborted by a cancel (from now on), its own timer or the shutdown.
+      const jobAbort = new LazyAbort();
+      const untrack = opts.cancellations.track(unit.unitId, unit.attempt, (reason) => jobAbort.abort(reason));
+      try {
+        const processing = reporter.report([{ unitId: unit.unitId, attempt: unit.attempt, status: "processing", at: new Date().toISOString() }]);
+        const started = performance.now();
+        const outcome = await runHandler(handler, { ...unit, kind }, jobAbort, log);
+        const seconds = (performance.now() - started) / 1000;
+        if (jobAbort.reason instanceof UnitCancelledError) {
+          opts.stats.cancelled++;
+          metrics.handlerDuration.observe({ kind, outcome: "cancelled" }, seconds);
+          metrics.jobs.inc({ kind, outcome: "cancelled" });
+          log().info({ handlerMs: Math.round(seconds * 1000) }, "attempt cancelled: handler aborted, nothing reported");
+          // Its processing report may still fail: the attempt is over either way.
+          processing.catch(() => {});
+          return { outcome: "cancelled", reports: [] };
+        }
+        if (shutdown.signal.aborted && outcome.status === "error") {
+          // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
+          processing.catch(() => {});
+          return { outcome: "handed back", reports: [] };
+        }
+        const final = fitted({ unitId: unit.unitId, attempt: unit.attempt, at: new Date().toISOString(), ...outcome });
+        if (final.status !== outcome.status) log().warn({ error: final.error?.message }, "result cannot be reported: ending the attempt as a permanent error");
+        const terminal = reportTerminal(final, log);
+        let sent: StatusUpdate = final;
+        terminal.then((s) => (sent = s), () => {});
+        return {
+          outcome: "reported",
+          reports: [processing, terminal],
+          counted: () => {
+            if (sent.status === "success") opts.stats.succeeded++;
+            else opts.stats.failed++;
+            // Counted once reported: a job handed back is counted by the agent that finishes it.
+            metrics.handlerDuration.observe({ kind, outcome: sent.status }, seconds);
+            metrics.jobs.inc({ kind, outcome: sent.status });
+            if (logger.isLevelEnabled("debug")) log().debug({ status: sent.status }, "job done");
+          },
+        };
+      } finally {
+        untrack();
+      }
+    } finally {
+      // The slot is free once the handler ended, not once its reports are confirmed.
+      slots.give();
+    }
+  }
+
+  /** A unit of a cancelled attempt that never reached its handler: nothing reported. */
+  function drop(kind: string, log: () => Logger): UnitRun {
     opts.stats.dropped++;
     metrics.jobs.inc({ kind, outcome: "dropped" });
-    log.info("attempt cancelled: job dropped before its handler ran");
-    d.ack();
+    log().info("attempt cancelled: job dropped before its handler ran");
+    return { outcome: "dropped", reports: [] };
   }
 
   async function runHandler(
     handler: Handler,
-    job: JobMessage,
-    jobAbort: AbortController,
-    log: Logger,
+    job: JobUnit & { kind: string },
+    jobAbort: LazyAbort,
+    log: () => Logger,
   ): Promise<{ status: "success"; result: unknown } | { status: "error"; error: { message: string; retryable: boolean } }> {
     // The job's controller is aborted by its own timer or by the shutdown here (and by a
     // cancel, runJob), both unhooked when the job ends. Not AbortSignal.any([AbortSignal.timeout(), shutdown.signal]): Node
@@ -180,24 +266,33 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       () => jobAbort.abort(new Error(`handler exceeded ${opts.timeoutMs} ms (RTB_AGENT_TIMEOUT_MS)`)),
       opts.timeoutMs,
     );
-    const onShutdown = () => jobAbort.abort(new Error("agent shutting down"));
-    if (shutdown.signal.aborted) onShutdown();
-    else shutdown.signal.addEventListener("abort", onShutdown, { once: true });
-    let onAbort: () => void = () => {};
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(jobAbort.signal.reason);
-      if (jobAbort.signal.aborted) onAbort();
-      else jobAbort.signal.addEventListener("abort", onAbort, { once: true });
-    });
+    // Aborted by the shutdown through `running` (one listener per handler on the shutdown
+    // signal would pass Node's 10-listener warning at any concurrency above 10).
+    if (shutdown.signal.aborted) jobAbort.abort(new Error("agent shutting down"));
+    running.add(jobAbort);
+    const aborted = jobAbort.whenAborted();
     try {
-      const result = await Promise.race([handler({ ...job, signal: jobAbort.signal, logger: log }), aborted]);
+      // `signal` and `logger` are made when the handler first reads them.
+      const view: Job = {
+        unitId: job.unitId,
+        attempt: job.attempt,
+        kind: job.kind,
+        payload: job.payload,
+        get signal() {
+          return jobAbort.signal;
+        },
+        get logger() {
+          return log();
+        },
+      };
+      const result = await Promise.race([handler(view), aborted]);
       return { status: "success", result: result ?? null };
     } catch (err) {
       return { status: "error", error: describeFailure(err) };
     } finally {
       clearTimeout(timer);
-      shutdown.signal.removeEventListener("abort", onShutdown);
-      jobAbort.signal.removeEventListener("abort", onAbort);
+      running.delete(jobAbort);
+      jobAbort.settled();
     }
   }
 
@@ -211,4 +306,75 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       clearTimeout(abortTimer);
     },
   };
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * Handler slots: `take` waits (first come, first served) until one is free, or resolves false
+ * once `close` was called (the agent is shutting down: the unit is handed back).
+ */
+function createSlots(n: number) {
+  let free = n;
+  let closed = false;
+  const waiting: ((ok: boolean) => void)[] = [];
+  return {
+    take(): Promise<boolean> {
+      if (closed) return Promise.resolve(false);
+      if (free > 0) {
+        free--;
+        return Promise.resolve(true);
+      }
+      return new Promise<boolean>((resolve) => waiting.push(resolve));
+    },
+    give() {
+      const next = closed ? undefined : waiting.shift();
+      if (next) next(true);
+      else free++;
+    },
+    close() {
+      closed = true;
+      for (const w of waiting.splice(0)) w(false);
+    },
+  };
+}
+
+/**
+ * A unit's abort: what an AbortController does for a handler, with the controller made only
+ * when the handler reads `signal` (most never do, and a controller with its listeners cost a
+ * no-op handler's run several times over). `whenAborted` rejects with the reason, for racing
+ * the handler; `settled` lets it go once the handler ended.
+ */
+class LazyAbort {
+  aborted = false;
+  reason: unknown;
+  #controller: AbortController | undefined;
+  #reject: ((reason: unknown) => void) | undefined;
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.aborted) this.#controller.abort(this.reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.#controller?.abort(reason);
+    this.#reject?.(reason);
+  }
+
+  whenAborted(): Promise<never> {
+    return new Promise<never>((_, reject) => {
+      if (this.aborted) reject(this.reason);
+      else this.#reject = reject;
+    });
+  }
+
+  settled(): void {
+    this.#reject = undefined;
+  }
 }

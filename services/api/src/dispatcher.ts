@@ -33,7 +33,7 @@ export function createDispatcher(deps: {
   /** RTB_BROKER_MAX_MESSAGE_BYTES */
   maxMessageBytes: number;
   stats: ApiStats;
-  metrics: Pick<ApiMetrics, "topUpDuration">;
+  metrics: Pick<ApiMetrics, "topUpDuration" | "confirmWaits">;
   logger: Logger;
 }): Dispatcher {
   const { db, publisher, topology, maxQueue, maxMessageBytes, stats, metrics, logger } = deps;
@@ -46,6 +46,7 @@ export function createDispatcher(deps: {
   async function publish(units: ClaimedUnit[], perMessage = UNITS_PER_MESSAGE): Promise<void> {
     const messages = dispatchMessages(units, perMessage, maxMessageBytes);
     const results = await Promise.allSettled(messages.map((m) => publisher.publish("", topology.box, encodeMessage(m))));
+    metrics.confirmWaits.inc();
     // A unit too large for a message of its own can never travel (POST /units refuses such
     // payloads, but RTB_BROKER_MAX_MESSAGE_BYTES may have been lowered since, or the broker's
     // max_message_size be lower): it ends as a permanent error, or the reconciler would

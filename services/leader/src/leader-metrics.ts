@@ -1,10 +1,12 @@
-import { counterFrom, createServiceMetrics, Gauge, labelledCounterFrom, type ServiceMetrics } from "@rtb/runtime";
+import { counterFrom, createServiceMetrics, Gauge, Histogram, labelledCounterFrom, type ServiceMetrics } from "@rtb/runtime";
 import type { LeaderStats } from "./leader-stats.ts";
 
 /** The leader's metrics: the common ones, its routing counters, and what it has in hand. */
 export interface LeaderMetrics extends ServiceMetrics {
   /** Outbox deliveries taken and not yet settled (acked or handed back). */
   readonly inFlight: Gauge;
+  /** Units per job message published (job-size.ts: 1 while the kind's queue is shallow). */
+  readonly unitsPerJob: Histogram;
 }
 
 /** The broker's reconnects are added once it is connected (countReconnects). */
@@ -24,5 +26,11 @@ export function createLeaderMetrics(stats: LeaderStats): LeaderMetrics {
   return {
     ...common,
     inFlight: new Gauge({ name: "rtb_leader_messages_in_flight", help: "Outbox deliveries in hand: taken, not yet acked or handed back", registers: [registry] }),
+    unitsPerJob: new Histogram({
+      name: "rtb_leader_units_per_job",
+      help: "Units per job message published into jobs.<kind>: 1 while the queue is shallow, up to RTB_JOB_MAX_UNITS while it is deep",
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+      registers: [registry],
+    }),
   };
 }

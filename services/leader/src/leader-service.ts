@@ -29,7 +29,7 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
     parts.add("publisher", (left) => within(publisher.drain(), left(500)));
     const heartbeat = startHeartbeat({ service: "leader", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS, logger: log });
     parts.add("heartbeat", () => heartbeat.stop());
-    const router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics });
+    const router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, maxJobUnits: config.RTB_JOB_MAX_UNITS, stats, metrics });
     parts.add("router", (left) => router.stop(left(1_000)));
     ready();
     log.info({ outbox: broker.topology.box }, "leader ready (active when it holds the outbox's single active consumer)");

@@ -1,13 +1,37 @@
-import { createStatusReporter, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
-import { encodeMessage, parseDispatch, type StatusUpdate } from "@rtb/protocol";
+import { createStatusReporter, jsonBytes, MessageTooLargeError, splitBySize, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
+import { encodeMessage, parseDispatch, type DispatchedUnit, type JobUnit, type StatusUpdate } from "@rtb/protocol";
 import type { Tracker } from "./tracker.ts";
+import { unitsPerJob } from "./job-size.ts";
 import type { LeaderMetrics } from "./leader-metrics.ts";
 import type { LeaderStats } from "./leader-stats.ts";
 
+interface PlannedJob {
+  kind: string;
+  /** Indexes of its units in the dispatch message. */
+  members: number[];
+  units: DispatchedUnit[];
+  /** The message id: unique per delivery and job, so returns are told apart. */
+  id: string;
+  body: Buffer;
+}
+
+const jobUnit = (u: DispatchedUnit): JobUnit => ({ unitId: u.unitId, attempt: u.attempt, payload: u.payload });
+
+/** A job's body: the single form for one unit (agents of every version read it), the batch form for more. */
+function encodeJob(kind: string, units: readonly DispatchedUnit[]): Buffer {
+  if (units.length === 1) {
+    const u = units[0]!;
+    return encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind, payload: u.payload });
+  }
+  return encodeMessage({ v: 1, type: "job", kind, units: units.map(jobUnit) });
+}
+
+const batchOverhead = (kind: string) => encodeMessage({ v: 1, type: "job", kind, units: [] }).length;
+
 /**
  * The leader's one job: take a dispatch message from the outbox (single active consumer, so
- * one leader is active and the others stand by), publish one job per unit into `rtb.jobs`
- * by kind (mandatory: a kind that no agent has bound comes back), report `queued` (or the
+ * one leader is active and the others stand by), publish its units as jobs into `rtb.jobs`
+ * by kind (one unit per job, or several while the kind's queue is deep: job-size.ts) (mandatory: a kind that no agent has bound comes back), report `queued` (or the
  * unroutable error) to the inbox, and only then ack the outbox message. A crash anywhere
  * before the ack redelivers the message: jobs may be duplicated, never lost.
  */
@@ -20,8 +44,10 @@ export async function startRouter(deps: {
   prefetch: number;
   /** RTB_BROKER_MAX_MESSAGE_BYTES */
   maxMessageBytes: number;
+  /** RTB_JOB_MAX_UNITS: the most units one job message carries. */
+  maxJobUnits: number;
   stats: LeaderStats;
-  metrics: Pick<LeaderMetrics, "consumed" | "inFlight">;
+  metrics: Pick<LeaderMetrics, "consumed" | "inFlight" | "confirmWaits" | "unitsPerJob">;
 }): Promise<Consumer> {
   const { broker, publisher, tracker, heartbeat, logger, stats, metrics } = deps;
   const t = broker.topology;
@@ -58,28 +84,16 @@ export async function startRouter(deps: {
     }
     const units = parsed.units;
     const delivery = ++deliveries;
-    const ids = units.map((u) => `${delivery}:${u.unitId}:${u.attempt}`);
+    const jobs = planJobs(units, delivery);
     try {
       // The broker sends basic.return before the confirm of the same message, so once
       // every confirm is in, `returned` knows exactly which jobs found no queue.
       // A job too large for one message (the publisher refuses it unsent) can never travel:
       // its unit is reported as a permanent error below; any other failure hands it all back.
       const tooLarge = new Map<number, MessageTooLargeError>();
-      await Promise.all(
-        units.map((u, i) =>
-          publisher
-            .publish(
-              t.jobsExchange,
-              u.kind,
-              encodeMessage({ v: 1, type: "job", unitId: u.unitId, attempt: u.attempt, kind: u.kind, payload: u.payload }),
-              { mandatory: true, messageId: ids[i] },
-            )
-            .catch((err: unknown) => {
-              if (!(err instanceof MessageTooLargeError)) throw err;
-              tooLarge.set(i, err);
-            }),
-        ),
-      );
+      const noQueue = new Set<number>();
+      await Promise.all(jobs.map((job) => publishJob(job, tooLarge, noQueue)));
+      metrics.confirmWaits.inc();
       const at = new Date().toISOString();
       // A unit that fails its schema can never be routed: a permanent error, reported.
       const rejected: StatusUpdate[] = parsed.invalid.map((u) => ({
@@ -89,8 +103,8 @@ export async function startRouter(deps: {
         at,
         error: { message: `invalid unit in dispatch message: ${u.reason}`, retryable: false },
       }));
+      for (const kind of new Set(units.map((u) => u.kind))) tracker.observe(kind);
       const updates: StatusUpdate[] = units.map((u, i) => {
-        tracker.observe(u.kind);
         const big = tooLarge.get(i);
         if (big) {
           return {
@@ -101,7 +115,7 @@ export async function startRouter(deps: {
             error: { message: `refused: its job message (${big.bytes} bytes) is larger than a message may be (${big.limit} bytes: RTB_BROKER_MAX_MESSAGE_BYTES, or the broker's max_message_size when lower); the payload can never travel`, retryable: false },
           };
         }
-        if (!returned.has(ids[i]!)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
+        if (!noQueue.has(i)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
         return {
           unitId: u.unitId,
           attempt: u.attempt,
@@ -112,6 +126,7 @@ export async function startRouter(deps: {
       });
       const reports = [...updates, ...rejected];
       await reporter.report(reports);
+      metrics.confirmWaits.inc();
       const unroutable = updates.filter((u) => u.status === "error").length + rejected.length;
       stats.routed += units.length - unroutable;
       stats.unroutable += unroutable;
@@ -126,7 +141,59 @@ export async function startRouter(deps: {
       // Handed back after a pause if the broker is at fault; dead-lettered if this message is (consumer.ts).
       await d.retryLater(err);
     } finally {
-      for (const id of ids) returned.delete(id);
+      for (const job of jobs) returned.delete(job.id);
+    }
+  }
+
+  /**
+   * The jobs of one dispatch message: per kind, in the message's order, units cut into jobs
+   * of the size the kind's queue calls for (job-size.ts) and within the byte limit. A job of
+   * one unit has the single form, which agents of every version read.
+   */
+  function planJobs(units: readonly DispatchedUnit[], delivery: number): PlannedJob[] {
+    const byKind = new Map<string, number[]>();
+    units.forEach((u, i) => {
+      const list = byKind.get(u.kind);
+      if (list) list.push(i);
+      else byKind.set(u.kind, [i]);
+    });
+    const jobs: PlannedJob[] = [];
+    for (const [kind, members] of byKind) {
+      const k = unitsPerJob(tracker.depth(kind), deps.maxJobUnits);
+      const batches =
+        k === 1
+          ? members.map((i) => [i])
+          : splitBySize(members, { maxCount: k, maxBytes: deps.maxMessageBytes, overhead: batchOverhead(kind), size: (i) => jsonBytes(jobUnit(units[i]!)) });
+      for (const batch of batches) {
+        const members = batch.map((i) => units[i]!);
+        jobs.push({ kind, members: batch, units: members, id: `${delivery}:${jobs.length}`, body: encodeJob(kind, members) });
+      }
+    }
+    return jobs;
+  }
+
+  /**
+   * Publish one job (mandatory: a kind without a queue comes back) and note what became of
+   * its units. A batch the publisher refuses as too large (the broker's own limit turned out
+   * lower) goes again one unit per job; a unit refused alone can never travel.
+   */
+  async function publishJob(job: PlannedJob, tooLarge: Map<number, MessageTooLargeError>, noQueue: Set<number>): Promise<void> {
+    try {
+      await publisher.publish(t.jobsExchange, job.kind, job.body, { mandatory: true, messageId: job.id });
+      metrics.unitsPerJob.observe(job.members.length);
+      if (returned.has(job.id)) for (const i of job.members) noQueue.add(i);
+    } catch (err) {
+      if (!(err instanceof MessageTooLargeError)) throw err;
+      if (job.members.length === 1) {
+        tooLarge.set(job.members[0]!, err);
+        return;
+      }
+      const singles = job.members.map((i, n): PlannedJob => ({ kind: job.kind, members: [i], units: [job.units[n]!], id: `${job.id}:${n}`, body: encodeJob(job.kind, [job.units[n]!]) }));
+      try {
+        await Promise.all(singles.map((one) => publishJob(one, tooLarge, noQueue)));
+      } finally {
+        for (const one of singles) returned.delete(one.id);
+      }
     }
   }
 
