@@ -25,7 +25,7 @@ export interface WorkerOptions {
 /**
  * Consumes `jobs.<kind>` for every kind it has a handler for. A job carries one unit or a
  * batch of one kind (the leader batches while the queue is deep); every unit runs as if it had
- * come alone, at most `concurrency` handlers at once over all jobs in hand. Per unit: report
+ * come alone, at most `concurrency` handlers of a kind at once over its jobs in hand. Per unit: report
  * `processing`, run the handler under a timeout, report `success` or `error`. Reports go
  * through one status reporter (status-reporter.ts): what starts or ends in the same turn of the
  * event loop shares one inbox message, and nothing waits for a confirm before it runs. The job
@@ -41,12 +41,13 @@ export interface WorkerOptions {
 export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineMs: number): Promise<void> }> {
   const { broker, logger, metrics } = opts;
   const shutdown = new AbortController();
-  const slots = createSlots(opts.concurrency);
+  /** Handler slots per kind: RTB_AGENT_CONCURRENCY handlers of each kind at once, over its jobs in hand. */
+  const slotsByKind = new Map<string, ReturnType<typeof createSlots>>();
   /** The handlers running now: the shutdown aborts them. */
   const running = new Set<LazyAbort>();
   shutdown.signal.addEventListener("abort", () => {
     for (const c of running) c.abort(new Error("agent shutting down"));
-    slots.close();
+    for (const slots of slotsByKind.values()) slots.close();
   }, { once: true });
   const reporter = createStatusReporter({
     publisher: opts.publisher,
@@ -56,6 +57,8 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   });
   const consumers: Consumer[] = [];
   for (const [kind, handler] of opts.handlers) {
+    const slots = createSlots(opts.concurrency);
+    slotsByKind.set(kind, slots);
     consumers.push(
       await startConsumer({
         broker,
@@ -69,7 +72,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
           opts.stats.deadLettered++;
           opts.heartbeat.deadLettered();
         },
-        onDelivery: (d) => runJob(d, handler, kind),
+        onDelivery: (d) => runJob(d, handler, kind, slots),
       }),
     );
   }
@@ -127,7 +130,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     );
   }
 
-  async function runJob(d: Delivery, handler: Handler, kind: string) {
+  async function runJob(d: Delivery, handler: Handler, kind: string, slots: Slots) {
     const parsed = parseJob(d.msg.content);
     if (!parsed.ok) {
       opts.stats.deadLettered++;
@@ -140,7 +143,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     opts.stats.inFlight += units.length;
     metrics.jobsInFlight.inc({ kind }, units.length);
     try {
-      const runs = await Promise.all(units.map((unit) => runUnit(unit, handler, kind)));
+      const runs = await Promise.all(units.map((unit) => runUnit(unit, handler, kind, slots)));
       const left = units.filter((_, i) => runs[i]!.outcome === "handed back");
       // Every report of the job confirmed together: one wait, then one ack.
       const reported = await Promise.allSettled(runs.flatMap((r) => r.reports));
@@ -186,12 +189,12 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     counted?: () => void;
   };
 
-  async function runUnit(unit: JobUnit, handler: Handler, kind: string): Promise<UnitRun> {
+  async function runUnit(unit: JobUnit, handler: Handler, kind: string, slots: Slots): Promise<UnitRun> {
     // Made on first use: a pino child per unit (its bindings, redaction) cost more than a no-op handler.
     let child: Logger | undefined;
     const log = () => (child ??= logger.child({ unitId: unit.unitId, attempt: unit.attempt, kind }));
     if (opts.cancellations.isCancelled(unit.unitId, unit.attempt)) return drop(kind, log);
-    // A handler slot: at most `concurrency` run at once, over every job in hand.
+    // A handler slot: at most `concurrency` of this kind run at once, over every job in hand.
     if (!(await slots.take())) return { outcome: "handed back", reports: [] };
     try {
       // Heard while it waited for a slot: the handler never starts.
@@ -201,6 +204,9 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       const untrack = opts.cancellations.track(unit.unitId, unit.attempt, (reason) => jobAbort.abort(reason));
       try {
         const processing = reporter.report([{ unitId: unit.unitId, attempt: unit.attempt, status: "processing", at: new Date().toISOString() }]);
+        // Handled now: it may fail while the handler runs, long before the job's one wait
+        // reads it (Promise.allSettled below), and Node would call that an unhandled rejection.
+        processing.catch(() => {});
         const started = performance.now();
         const outcome = await runHandler(handler, { ...unit, kind }, jobAbort, log);
         const seconds = (performance.now() - started) / 1000;
@@ -210,12 +216,10 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
           metrics.jobs.inc({ kind, outcome: "cancelled" });
           log().info({ handlerMs: Math.round(seconds * 1000) }, "attempt cancelled: handler aborted, nothing reported");
           // Its processing report may still fail: the attempt is over either way.
-          processing.catch(() => {});
           return { outcome: "cancelled", reports: [] };
         }
         if (shutdown.signal.aborted && outcome.status === "error") {
           // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
-          processing.catch(() => {});
           return { outcome: "handed back", reports: [] };
         }
         const final = fitted({ unitId: unit.unitId, attempt: unit.attempt, at: new Date().toISOString(), ...outcome });
@@ -314,6 +318,8 @@ const errorText = (err: unknown) => (err instanceof Error ? err.message : String
  * Handler slots: `take` waits (first come, first served) until one is free, or resolves false
  * once `close` was called (the agent is shutting down: the unit is handed back).
  */
+type Slots = ReturnType<typeof createSlots>;
+
 function createSlots(n: number) {
   let free = n;
   let closed = false;
