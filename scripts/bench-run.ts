@@ -60,6 +60,26 @@ export interface RunResult {
 // PostgreSQL 15 publishes an idle backend's last transaction counts up to 10 s late.
 const STATS_QUIET_MS = 11_000;
 
+/** The api, one leader and `s.agents` agents of the root's checkout, as processes (not yet ready). */
+export function startSystem(s: BenchSettings, env: Record<string, string>): ServiceProc[] {
+  const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
+  const metricsPort = { RTB_METRICS_PORT: "127.0.0.1:0" };
+  return [
+    startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),
+    startService(s.root, "leader", "leader", { ...env, ...metricsPort, RTB_LEADER_ID: "leader-1" }),
+    ...Array.from({ length: s.agents }, (_, i) =>
+      startService(s.root, `agent-${i + 1}`, "agent", {
+        ...env,
+        ...metricsPort,
+        ...work,
+        RTB_AGENT_ID: `agent-${i + 1}`,
+        RTB_AGENT_KINDS: s.kind,
+        RTB_AGENT_CONCURRENCY: String(s.concurrency),
+      }),
+    ),
+  ];
+}
+
 export async function runOnce(s: BenchSettings, units: number, opts: { raw: boolean; say: (msg: string) => void }): Promise<RunResult> {
   const { say } = opts;
   const place = scratchPlace("bench");
@@ -77,22 +97,7 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
   running.cleanups.push(cleanup);
 
   const env = benchServiceEnv({ dbName, prefix, maxQueue: s.maxQueue });
-  const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
-  const metricsPort = { RTB_METRICS_PORT: "127.0.0.1:0" };
-  const services: ServiceProc[] = [
-    startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),
-    startService(s.root, "leader", "leader", { ...env, ...metricsPort, RTB_LEADER_ID: "leader-1" }),
-    ...Array.from({ length: s.agents }, (_, i) =>
-      startService(s.root, `agent-${i + 1}`, "agent", {
-        ...env,
-        ...metricsPort,
-        ...work,
-        RTB_AGENT_ID: `agent-${i + 1}`,
-        RTB_AGENT_KINDS: s.kind,
-        RTB_AGENT_CONCURRENCY: String(s.concurrency),
-      }),
-    ),
-  ];
+  const services = startSystem(s, env);
   running.services = services;
   const alive = () => {
     const gone = services.find((p) => !p.running());

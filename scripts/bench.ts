@@ -12,6 +12,7 @@
  *   npm run bench -- --sizes 10000,100000,1000000  # memory per service as M grows
  *   npm run bench -- --root /tmp/rtb-before        # the services of another checkout
  *   npm run bench -- --retention 5s --duration 120s  # table sizes and throughput with and without pruning
+ *   npm run bench -- --rate 100 --duration 30s     # latency of each stage at light load
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -23,6 +24,7 @@ import { printResults } from "./bench-report.ts";
 import type { RawResult } from "./bench-raw.ts";
 import { interrupt, running } from "./bench-interrupt.ts";
 import { printRetention, runRetentionPhase, type Phase, type RetentionSettings } from "./bench-retention.ts";
+import { printLatency, runLatency, type LatencySettings } from "./bench-latency.ts";
 import { duration } from "@rtb/runtime";
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
@@ -41,6 +43,7 @@ const flags = {
   duration: { type: "string", default: "120s" },
   "sample-every": { type: "string", default: "10" },
   "vacuum-every": { type: "string" },
+  rate: { type: "string" },
   json: { type: "boolean", default: false },
   keep: { type: "boolean", default: false },
   help: { type: "boolean", default: false },
@@ -60,16 +63,19 @@ const usage = `usage: npm run bench -- [options]
   --retention D       instead: units finishing at full speed for --duration, twice (RTB_RETENTION=0,
                       then RTB_RETENTION=D, e.g. 5s), printing the tables' sizes over time and the
                       throughput of both phases and their ratio
-  --duration D        each phase of --retention (default 120s)
+  --duration D        each phase of --retention, or the arrivals of --rate (default 120s)
   --sample-every S    --retention: table sizes every S seconds (default 10)
   --vacuum-every S    --retention: VACUUM the two tables every S seconds (default: 10 when the
                       server's autovacuum is off, else never; 0: never)
+  --rate R            instead: latency at light load, R units/s arriving through POST /units (one
+                      per request) for --duration (e.g. --rate 100 --duration 30s), each stage's p50/p99
   --json              print the result as JSON (progress still goes to stderr)
   --keep              keep each run's database and queues
   --help`;
 
 let settings: BenchSettings;
 let retention: RetentionSettings | null = null;
+let latency: LatencySettings | null = null;
 try {
   const { values: v } = parseArgs({ options: flags, allowPositionals: false });
   if (v.help) {
@@ -99,6 +105,10 @@ try {
       sampleEveryS: int("sample-every", v["sample-every"], 1, 3600),
       vacuumEveryS: v["vacuum-every"] === undefined ? null : int("vacuum-every", v["vacuum-every"], 0, 3600),
     };
+  }
+  if (v.rate !== undefined) {
+    if (v.retention !== undefined) throw new Error("--rate and --retention: one at a time");
+    latency = { rate: int("rate", v.rate, 1, 100_000), durationS: durationFlag("duration", v.duration).ms / 1000 };
   }
   settings = {
     sizes,
@@ -161,6 +171,16 @@ if (retention) {
     process.exitCode = 1;
   }
   if (phases.length > 0) printRetention(settings, retention, phases, settings.json);
+  process.exit(process.exitCode ?? 0);
+}
+if (latency) {
+  try {
+    printLatency(settings, await runLatency(settings, latency, say), settings.json);
+  } catch (err) {
+    if (running.interrupted) await new Promise(() => {});
+    say(`failed: ${(err as Error).message}`);
+    process.exitCode = 1;
+  }
   process.exit(process.exitCode ?? 0);
 }
 const runs: RunResult[] = [];

@@ -113,6 +113,37 @@ describe("npm run bench", () => {
     }
   }, 240_000);
 
+  it("--rate: units arriving one per request, each stage of their lives timed, every unit accounted for; its place dropped", async () => {
+    const { code, stdout, stderr } = await bench(["--rate", "40", "--duration", "3s", "--agents", "1", "--concurrency", "10", "--json"]);
+    expect(code, stderr).toBe(0);
+    const { latency } = JSON.parse(stdout);
+    expect(latency).toMatchObject({ rate: 40, durationS: 3, units: 120 });
+    // The producer kept the pace it was given (within what a shared machine allows).
+    expect(latency.achievedRate).toBeGreaterThan(20);
+    expect(latency.achievedRate).toBeLessThanOrEqual(41);
+    const stages = latency.stagesMs;
+    expect(Object.keys(stages).sort()).toEqual(
+      ["dispatchToTerminal", "dispatchedToQueued", "enqueueToApplied", "enqueueToDispatched", "processingToTerminal", "queuedToProcessing", "terminalToApplied"].sort(),
+    );
+    for (const [name, p] of Object.entries(stages) as [string, { p50: number; p99: number }][]) {
+      expect(Number.isFinite(p.p50), name).toBe(true);
+      expect(p.p99, name).toBeGreaterThanOrEqual(p.p50);
+    }
+    // A unit is applied after it was enqueued, and the whole is at least its last stage.
+    expect(stages.enqueueToApplied.p50).toBeGreaterThan(0);
+    expect(stages.enqueueToApplied.p50).toBeGreaterThanOrEqual(stages.terminalToApplied.p50);
+    expect(latency.post.p50).toBeGreaterThan(0);
+    const s = inject("rtbServers");
+    const admin = new pg.Client({ ...s.db, database: "postgres" });
+    await admin.connect();
+    try {
+      const { rows } = await admin.query("SELECT datname FROM pg_database WHERE datname = $1", [latency.database]);
+      expect(rows).toEqual([]);
+    } finally {
+      await admin.end();
+    }
+  }, 240_000);
+
   it("refuses a bad flag, naming it, with exit code 2", async () => {
     const bad = await bench(["--units", "lots"]);
     expect(bad.code).toBe(2);
@@ -126,6 +157,9 @@ describe("npm run bench", () => {
     const retention = await bench(["--retention", "soon"]);
     expect(retention.code).toBe(2);
     expect(retention.stderr).toContain('--retention="soon"');
+    const rate = await bench(["--rate", "0"]);
+    expect(rate.code).toBe(2);
+    expect(rate.stderr).toContain('--rate="0"');
   });
 });
 

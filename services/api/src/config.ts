@@ -34,7 +34,7 @@ export const apiConfigSchema = z.object({
   /** An occurrence fired later than this is missed: its schedule's policy (skip, once, each:N) decides. */
   RTB_SCHEDULE_GRACE_MS: int(60_000, { min: 0, max: 86_400_000 }),
   RTB_INBOX_PREFETCH: int(500, { min: 1, max: 65_535 }),
-  RTB_INBOX_BATCH_MS: int(10, { min: 0, max: 10_000 }),
+  RTB_INBOX_BATCH_MS: int(0, { min: 0, max: 10_000 }),
   RTB_SHUTDOWN_TIMEOUT_MS: int(10_000, { min: 0 }),
 });
 

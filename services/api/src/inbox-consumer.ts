@@ -11,7 +11,7 @@ export interface InboxOptions {
   metrics: Pick<ApiMetrics, "consumed" | "inboxBatch" | "unitDuration">;
   logger: Logger;
   prefetch: number;
-  /** How long to gather deliveries into one batch after the first arrives. */
+  /** How long a batch gathers after its first delivery when no batch is being applied (0: at once). */
   batchMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
@@ -97,17 +97,36 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
   let failing = false;
   let failingSince: number | null = null;
 
+  /** A batch is being applied, or its start is scheduled: what arrives meanwhile waits for the next one. */
+  let busy = false;
+
+  /**
+   * Group commit: a delivery arriving while no batch is applied starts one at once (after
+   * RTB_INBOX_BATCH_MS, 0 by default, and the rest of the socket read it came in); what arrives
+   * while a batch is applied forms the next batch, started as soon as that one committed. At
+   * light load a report waits for nothing; under load batches grow by themselves, up to the
+   * prefetch.
+   */
   function scheduleFlush() {
-    if (buffer.length >= opts.prefetch) {
-      clearTimeout(timer);
-      timer = undefined;
-      chain = chain.then(flush);
-    } else if (!timer) {
-      timer = setTimeout(() => {
-        timer = undefined;
-        chain = chain.then(flush);
-      }, opts.batchMs);
+    if (busy) {
+      // A full batch does not wait out RTB_INBOX_BATCH_MS.
+      if (timer && buffer.length >= opts.prefetch) {
+        clearTimeout(timer);
+        startFlush();
+      }
+      return;
     }
+    busy = true;
+    if (opts.batchMs > 0) timer = setTimeout(startFlush, opts.batchMs);
+    else setImmediate(startFlush);
+  }
+
+  function startFlush() {
+    timer = undefined;
+    chain = chain.then(flush).finally(() => {
+      busy = false;
+      if (buffer.length > 0) scheduleFlush();
+    });
   }
 
   async function flush() {

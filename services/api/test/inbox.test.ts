@@ -1,7 +1,8 @@
 import type { ChannelModel } from "amqplib";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
-import { queueDepth, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
+import { sql } from "kysely";
+import { openTestDb, queueDepth, rawBroker, useTestPlace, waitFor } from "@rtb/testing";
 import { call, eventStatuses, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // The api alone (no leader, no agents): after /go its 10 seeded units are `dispatched` on
@@ -166,5 +167,45 @@ describe("who is alive", () => {
     expect(body.services.agents.filter((a: { id: string }) => a.id === "agent-9").map((a: { deadLettered: number }) => a.deadLettered)).toEqual([3, 2]);
     expect(body.services.leaders).toContainEqual(expect.objectContaining({ id: "leader-9", deadLettered: 4 }));
     expect(body.deadLetters.byService).toMatchObject({ agent: 5, leader: 4 });
+  });
+
+  it("commits in groups: the reports arriving while a batch is applied are applied together next, not one by one", async () => {
+    const { db } = place.own(openTestDb(place));
+    const batches = async () => {
+      const text = await (await api.app.request("/metrics")).text();
+      const read = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, "m").exec(text)?.[1] ?? NaN);
+      return { count: read("rtb_inbox_batch_messages_count"), sum: read("rtb_inbox_batch_messages_sum") };
+    };
+    const before = await batches();
+    // Unit 9's row locked: the batch carrying its report waits inside its transaction.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const holder = db.transaction().execute(async (trx) => {
+      await sql`SELECT 1 FROM units WHERE id = 9 FOR UPDATE`.execute(trx);
+      locked();
+      await held;
+    });
+    await isLocked;
+    await send(statusMessage([{ unitId: 9, attempt: 1, status: "processing" }]));
+    await waitFor("the first batch to wait for the lock", async () => {
+      const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`.execute(db);
+      return rows[0]!.n > 0;
+    });
+    // Thirty messages while that batch is applied: all delivered (none ready in the inbox) and held.
+    await send(...Array.from({ length: 30 }, () => statusMessage([{ unitId: 10, attempt: 1, status: "processing" }])));
+    await waitFor("the thirty to reach the api", async () => (await queueDepth(conn, place.topology.inbox)) === 0);
+    release();
+    await holder;
+    await untilStatus(9, "processing");
+    await untilStatus(10, "processing");
+    const after = await waitFor("31 messages applied", async () => {
+      const b = await batches();
+      return b.sum - before.sum >= 31 ? b : null;
+    });
+    // One batch for unit 9's message, one for the thirty.
+    expect(after.sum - before.sum).toBe(31);
+    expect(after.count - before.count).toBe(2);
   });
 });
