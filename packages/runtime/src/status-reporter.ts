@@ -1,14 +1,33 @@
 import { encodeMessage, type Source, type StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import type { Publisher } from "./publisher.ts";
-import { splitBySize, statusOverhead } from "./message-size.ts";
+import { BrokerUnavailableError } from "./broker.ts";
+import { sleep } from "./shutdown.ts";
+import { jsonBytes, MessageTooLargeError, splitBySize, statusOverhead } from "./message-size.ts";
 
 export interface StatusReporter {
   /**
    * Send these updates to the inbox. Resolves when the broker confirmed the message that
    * carried them, rejects when it did not: the caller then keeps its own truth (an unacked
-   * delivery) and hands it back, exactly as with a publish of its own.
+   * delivery) and hands it back, exactly as with a publish of its own. A shared message the
+   * broker refused for its size is sent again one update per message: only an update refused
+   * alone rejects with MessageTooLargeError.
    */
   report(updates: readonly StatusUpdate[]): Promise<void>;
+}
+
+/**
+ * A refusal for size closes the channel, and the publisher opens another at once: a resend
+ * alone waits for it (up to about 3 s) instead of failing as if the broker were down.
+ */
+async function publishAlone(publish: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await publish();
+    } catch (err) {
+      if (!(err instanceof BrokerUnavailableError) || attempt >= 30) throw err;
+      await sleep(100);
+    }
+  }
 }
 
 /** Updates per message at most (the schema allows 10,000). */
@@ -65,18 +84,42 @@ export function createStatusReporter(opts: {
     inFlight++;
     // Encoding runs inside the chain, so an update that cannot be encoded rejects its callers
     // (who hand their deliveries back or dead-letter them) instead of throwing out of pump().
-    Promise.resolve().then(() => {
+    Promise.resolve().then(async () => {
       const envelope = { v: 1 as const, type: "status" as const, source: opts.source(), ...opts.extras?.() };
+      const publish = (updates: StatusUpdate[]) => opts.publisher.publish("", opts.inbox, encodeMessage({ ...envelope, updates } satisfies StatusMessage));
+      const entries = batch.flatMap((waiting) => waiting.updates.map((update) => ({ update, waiting })));
       // Cut by bytes too: the updates of one turn may carry more than one message can hold.
-      const parts = splitBySize(batch.flatMap((w) => w.updates), {
-        maxCount: MAX_UPDATES,
-        maxBytes: opts.maxMessageBytes,
-        overhead: statusOverhead(envelope),
-      });
-      return Promise.all(parts.map((updates) => opts.publisher.publish("", opts.inbox, encodeMessage({ ...envelope, updates } satisfies StatusMessage))));
+      const parts = splitBySize(entries, { maxCount: MAX_UPDATES, maxBytes: opts.maxMessageBytes, overhead: statusOverhead(envelope), size: (e) => jsonBytes(e.update) });
+      const failed = new Map<Waiting, unknown>();
+      await Promise.all(
+        parts.map(async (part) => {
+          try {
+            await publish(part.map((e) => e.update));
+          } catch (err) {
+            // The broker's max_message_size is below ours and this message went over it: its
+            // other updates are not at fault, so each goes again alone, and only those refused
+            // alone fail their callers (with MessageTooLargeError, which they can act on).
+            if (!(err instanceof MessageTooLargeError) || part.length === 1) {
+              for (const e of part) if (!failed.has(e.waiting)) failed.set(e.waiting, err);
+              return;
+            }
+            await Promise.all(
+              part.map((e) =>
+                publishAlone(() => publish([e.update])).catch((alone: unknown) => {
+                  if (!failed.has(e.waiting)) failed.set(e.waiting, alone);
+                }),
+              ),
+            );
+          }
+        }),
+      );
+      return failed;
     }).then(
-      () => {
-        for (const w of batch) w.resolve();
+      (failed) => {
+        for (const w of batch) {
+          if (failed.has(w)) w.reject(failed.get(w));
+          else w.resolve();
+        }
       },
       (err: unknown) => {
         for (const w of batch) w.reject(err);

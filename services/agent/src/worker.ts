@@ -100,32 +100,21 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false } };
   }
 
-  /** One report in a message of its own, past the reporter (a success its shared message could not carry). */
-  function reportAlone(update: StatusUpdate): Promise<void> {
-    return opts.publisher.publish("", broker.topology.inbox, encodeMessage({ v: 1, type: "status", source: opts.heartbeat.source, updates: [update] }));
-  }
-
   /**
-   * Report a terminal update; resolves with what was reported. The broker may refuse the
-   * shared message for its size (its max_message_size is below ours): the success then goes
-   * alone, and one that is refused alone can never be reported, so the attempt ends as a
-   * permanent error that says so instead of running the job forever.
+   * Report a terminal update; resolves with what was reported. A success the broker refused
+   * even alone (its max_message_size is below ours; the reporter resends a refused shared
+   * message update by update) can never be reported, so the attempt ends as a permanent
+   * error that says so instead of running the job forever.
    */
   function reportTerminal(final: StatusUpdate, log: () => Logger): Promise<StatusUpdate> {
     return reporter.report([final]).then(
       () => final,
       async (err: unknown) => {
         if (!(err instanceof MessageTooLargeError) || final.status !== "success") throw err;
-        try {
-          await reportAlone(final);
-          return final;
-        } catch (alone) {
-          if (!(alone instanceof MessageTooLargeError)) throw alone;
-          const refused: StatusUpdate = { ...final, status: "error", result: undefined, error: { message: `result too large to report: ${alone.message}`, retryable: false } };
-          log().warn({ error: refused.error?.message }, "result refused by the broker: ending the attempt as a permanent error");
-          await reportAlone(refused);
-          return refused;
-        }
+        const refused: StatusUpdate = { ...final, status: "error", result: undefined, error: { message: `result too large to report: ${err.message}`, retryable: false } };
+        log().warn({ error: refused.error?.message }, "result refused by the broker: ending the attempt as a permanent error");
+        await reporter.report([refused]);
+        return refused;
       },
     );
   }
