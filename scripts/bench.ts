@@ -6,13 +6,16 @@
  * terminal status, p50/p99 latency from dispatch to terminal, database statements,
  * PostgreSQL transactions and broker messages per unit, and each service's peak memory.
  * In the same run it measures the raw limit (bench-raw.ts: the same number of messages
- * through outbox -> jobs -> inbox with plain amqplib) and prints rtb's share of it.
+ * through outbox -> jobs -> inbox with plain amqplib) and prints rtb's share of it. With
+ * --peers it runs BullMQ and pg-boss on as many no-op jobs, round-robin with rtb
+ * (bench-peers.ts), and prints rtb's throughput as a multiple of theirs.
  *
  *   npm run bench                                  # 20,000 units, 2 agents: about a minute
  *   npm run bench -- --sizes 10000,100000,1000000  # memory per service as M grows
  *   npm run bench -- --root /tmp/rtb-before        # the services of another checkout
  *   npm run bench -- --retention 5s --duration 120s  # table sizes and throughput with and without pruning
  *   npm run bench -- --rate 100 --duration 30s     # latency of each stage at light load
+ *   npm run bench -- --peers                       # rtb, BullMQ and pg-boss, 3 rounds: two to three minutes
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -25,6 +28,7 @@ import type { RawResult } from "./bench-raw.ts";
 import { interrupt, running } from "./bench-interrupt.ts";
 import { printRetention, runRetentionPhase, type Phase, type RetentionSettings } from "./bench-retention.ts";
 import { printLatency, runLatency, type LatencySettings } from "./bench-latency.ts";
+import { peerRounds, runRounds, type PeerRounds } from "./bench-peers.ts";
 import { duration } from "@rtb/runtime";
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
@@ -44,6 +48,12 @@ const flags = {
   "sample-every": { type: "string", default: "10" },
   "vacuum-every": { type: "string" },
   rate: { type: "string" },
+  peers: { type: "boolean", default: false },
+  rounds: { type: "string", default: "3" },
+  "redis-url": { type: "string", default: "redis://127.0.0.1:6379" },
+  "bullmq-concurrency": { type: "string", default: "50" },
+  "pgboss-workers": { type: "string", default: "2" },
+  "pgboss-batch": { type: "string", default: "1000" },
   json: { type: "boolean", default: false },
   keep: { type: "boolean", default: false },
   help: { type: "boolean", default: false },
@@ -69,6 +79,16 @@ const usage = `usage: npm run bench -- [options]
                       server's autovacuum is off, else never; 0: never)
   --rate R            instead: latency at light load, R units/s arriving through POST /units (one
                       per request) for --duration (e.g. --rate 100 --duration 30s), each stage's p50/p99
+  --peers             also BullMQ and pg-boss with --units no-op jobs each, round-robin with rtb
+                      (rtb, BullMQ, pg-boss, rtb, ...), printing each one's median and rtb's ratio to
+                      them; --stall-timeout holds for them too
+  --rounds N          --peers: rounds (default 3)
+  --redis-url URL     --peers: BullMQ's Redis (default redis://127.0.0.1:6379); none there: BullMQ
+                      is skipped, the rest runs
+  --bullmq-concurrency N
+                      --peers: concurrency of BullMQ's one Worker (default 50)
+  --pgboss-workers N  --peers: pg-boss workers (default 2)
+  --pgboss-batch N    --peers: batchSize of each pg-boss worker (default 1000)
   --json              print the result as JSON (progress still goes to stderr)
   --keep              keep each run's database and queues
   --help`;
@@ -76,6 +96,7 @@ const usage = `usage: npm run bench -- [options]
 let settings: BenchSettings;
 let retention: RetentionSettings | null = null;
 let latency: LatencySettings | null = null;
+let peers: PeerRounds | null = null;
 try {
   const { values: v } = parseArgs({ options: flags, allowPositionals: false });
   if (v.help) {
@@ -109,6 +130,20 @@ try {
   if (v.rate !== undefined) {
     if (v.retention !== undefined) throw new Error("--rate and --retention: one at a time");
     latency = { rate: int("rate", v.rate, 1, 100_000), durationS: durationFlag("duration", v.duration).ms / 1000 };
+  }
+  if (v.peers) {
+    if (v.sizes !== undefined) throw new Error("--peers and --sizes: --peers runs --units, once a round");
+    if (v.retention !== undefined) throw new Error("--peers and --retention: one at a time");
+    if (v.rate !== undefined) throw new Error("--peers and --rate: one at a time");
+    const redisUrl = v["redis-url"];
+    if (!URL.canParse(redisUrl) || !/^rediss?:$/.test(new URL(redisUrl).protocol)) throw new Error(`--redis-url="${redisUrl}": expected a redis:// or rediss:// URL`);
+    peers = peerRounds({
+      rounds: int("rounds", v.rounds, 1, 100),
+      redisUrl,
+      bullmqConcurrency: int("bullmq-concurrency", v["bullmq-concurrency"], 1, 10_000),
+      pgbossWorkers: int("pgboss-workers", v["pgboss-workers"], 1, 64),
+      pgbossBatch: int("pgboss-batch", v["pgboss-batch"], 1, 100_000),
+    });
   }
   settings = {
     sizes,
@@ -184,19 +219,17 @@ if (latency) {
   process.exit(process.exitCode ?? 0);
 }
 const runs: RunResult[] = [];
-let raw: RawResult | null = null;
 let exitCode = 0;
 try {
-  for (const [i, units] of settings.sizes.entries()) {
-    const result = await runOnce(settings, units, { raw: settings.raw && i === 0, say });
-    raw ??= result.raw;
-    runs.push(result);
-  }
+  if (peers) await runRounds(settings, peers, runs, say);
+  else for (const [i, units] of settings.sizes.entries()) runs.push(await runOnce(settings, units, { raw: settings.raw && i === 0, say }));
 } catch (err) {
   // Interrupted: the signal handler stops and drops everything, then exits.
   if (running.interrupted) await new Promise(() => {});
   say(`failed: ${(err as Error).message}`);
   exitCode = 1;
 }
-if (runs.length > 0) printResults({ settings, commit, dirty, runs, raw }, settings.json);
+// The raw limit is measured once, in the first run.
+const raw: RawResult | null = runs.find((r) => r.raw)?.raw ?? null;
+if (runs.length > 0) printResults({ settings, commit, dirty, runs, raw, peers }, settings.json);
 process.exit(exitCode);
