@@ -140,3 +140,19 @@ export async function findServers(env = process.env): Promise<Servers> {
   }
   return { db, broker, origin, stop: async () => void (await Promise.all(started.map((c) => c.stop()))) };
 }
+
+/**
+ * A Redis for the bench's BullMQ peer (test/system/bench-peers.test.ts), found as the other
+ * servers are: RTB_TEST_REDIS_URL, else localhost:6379, else a container where Docker answers.
+ */
+export async function testRedis(env: NodeJS.ProcessEnv = process.env): Promise<{ url: string; stop(): Promise<void> }> {
+  const url = env.RTB_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+  const { hostname, port } = new URL(url);
+  if (await reachable(hostname, Number(port || 6379))) return { url, stop: async () => {} };
+  if (!dockerAvailable()) {
+    throw new Error(`The peer benchmark's test needs a Redis: none at ${url} (set RTB_TEST_REDIS_URL), and no Docker engine for testcontainers. Start one (redis-server), or point RTB_TEST_REDIS_URL at a running one.`);
+  }
+  const { GenericContainer, Wait } = await import("testcontainers");
+  const c = await new GenericContainer("redis:7").withExposedPorts(6379).withWaitStrategy(Wait.forLogMessage(/Ready to accept connections/)).start();
+  return { url: `redis://${c.getHost()}:${c.getMappedPort(6379)}`, stop: async () => void (await c.stop()) };
+}

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import pg from "pg";
-import { afterEach, describe, expect, it } from "vitest";
-import { killAll, runCommand, serversEnv, testServers } from "@rtb/testing";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { killAll, runCommand, serversEnv, testRedis, testServers } from "@rtb/testing";
 
 /**
  * `npm run bench -- --peers`, tiny: rtb, BullMQ and pg-boss on 300 no-op units or jobs, one
@@ -9,7 +9,14 @@ import { killAll, runCommand, serversEnv, testServers } from "@rtb/testing";
  * that rtb's ratios are made of them, and that nothing is left behind, is. Without a Redis
  * BullMQ is skipped with a line saying so, and the rest still runs.
  */
-const redisUrl = process.env.RTB_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
+let redisUrl: string;
+let stopRedis: () => Promise<void> = async () => {};
+beforeAll(async () => {
+  const redis = await testRedis();
+  redisUrl = redis.url;
+  stopRedis = redis.stop;
+}, 120_000);
+afterAll(() => stopRedis());
 const small = ["--units", "300", "--rounds", "1", "--no-raw", "--agents", "1", "--concurrency", "20", "--max-queue", "100"];
 
 /** The bench with `args`: its exit code, stdout apart (the report), and all its output. */
