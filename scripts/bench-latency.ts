@@ -11,10 +11,8 @@
 import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { connectionOptions } from "@rtb/db";
-import { running } from "./bench-interrupt.ts";
-import { startSystem, type BenchSettings } from "./bench-run.ts";
-import { benchServiceEnv, readyWithin, stopAll } from "./bench-services.ts";
-import { scratchPlace } from "./scratch-place.ts";
+import { startBenchRun, type BenchSettings } from "./bench-run.ts";
+import { readyWithin } from "./bench-services.ts";
 
 export interface LatencySettings {
   /** Units per second arriving through POST /units. */
@@ -48,15 +46,9 @@ export interface LatencyResult {
 }
 
 export async function runLatency(s: BenchSettings, l: LatencySettings, say: (msg: string) => void): Promise<LatencyResult> {
-  const place = scratchPlace("bench");
-  const { servers, dbName, prefix } = place;
-  const cleanup = async () => {
-    if (s.keep) return say(`kept database ${dbName} and broker names ${prefix}*`);
-    await place.drop([s.kind]);
-  };
-  running.cleanups.push(cleanup);
-  const services = startSystem(s, benchServiceEnv({ dbName, prefix, maxQueue: s.maxQueue }));
-  running.services = services;
+  const run = startBenchRun(s, say);
+  const { services } = run;
+  const { servers, dbName } = run.place;
   try {
     say(`light load: ${l.rate} units/s for ${l.durationS} s through POST /units, one unit per request (database ${dbName})`);
     const [apiReady] = await Promise.all(services.map((p) => readyWithin(p, 120_000)));
@@ -125,12 +117,7 @@ export async function runLatency(s: BenchSettings, l: LatencySettings, say: (msg
       await db.end();
     }
   } finally {
-    if (!running.interrupted) {
-      await stopAll(services);
-      running.services = [];
-      running.cleanups.splice(running.cleanups.indexOf(cleanup), 1);
-      await cleanup();
-    }
+    await run.end();
   }
 }
 

@@ -16,10 +16,8 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { connectionOptions } from "@rtb/db";
 import type { Duration } from "@rtb/runtime";
-import { running } from "./bench-interrupt.ts";
-import { benchServiceEnv, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
-import type { BenchSettings } from "./bench-run.ts";
-import { scratchPlace } from "./scratch-place.ts";
+import { readyWithin } from "./bench-services.ts";
+import { startBenchRun, type BenchSettings } from "./bench-run.ts";
 
 export interface RetentionSettings {
   retention: Duration;
@@ -56,23 +54,9 @@ const LOW_WATER = 10_000;
 const BATCH = 10_000;
 
 export async function runRetentionPhase(s: BenchSettings, r: RetentionSettings, retention: Duration, say: (msg: string) => void): Promise<Phase> {
-  const place = scratchPlace("bench");
-  const { servers, dbName, prefix } = place;
-  const cleanup = async () => {
-    if (s.keep) return say(`kept database ${dbName} and broker names ${prefix}*`);
-    await place.drop([s.kind]);
-  };
-  running.cleanups.push(cleanup);
-  const env = benchServiceEnv({ dbName, prefix, maxQueue: s.maxQueue }, { RTB_RETENTION: retention.text });
-  const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
-  const services: ServiceProc[] = [
-    startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),
-    startService(s.root, "leader", "leader", { ...env, RTB_LEADER_ID: "leader-1" }),
-    ...Array.from({ length: s.agents }, (_, i) =>
-      startService(s.root, `agent-${i + 1}`, "agent", { ...env, ...work, RTB_AGENT_ID: `agent-${i + 1}`, RTB_AGENT_KINDS: s.kind, RTB_AGENT_CONCURRENCY: String(s.concurrency) }),
-    ),
-  ];
-  running.services = services;
+  const run = startBenchRun(s, say, { env: { RTB_RETENTION: retention.text } });
+  const { services } = run;
+  const { servers, dbName } = run.place;
   const client = new pg.Client(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, dbName));
   try {
     say(`retention ${retention.text}: starting the api, a leader and ${s.agents} agent(s) (database ${dbName})`);
@@ -135,12 +119,7 @@ export async function runRetentionPhase(s: BenchSettings, r: RetentionSettings, 
     return { retention: retention.text, database: dbName, seconds, finished: done, unitsPerSec: done / seconds, samples, vacuumEveryS, loadAverage: loadavg()[0]! };
   } finally {
     await client.end().catch(() => {});
-    if (!running.interrupted) {
-      await stopAll(services);
-      running.services = [];
-      running.cleanups.splice(running.cleanups.indexOf(cleanup), 1);
-      await cleanup();
-    }
+    await run.end();
   }
 }
 

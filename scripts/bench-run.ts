@@ -10,7 +10,7 @@ import { running } from "./bench-interrupt.ts";
 import { committedTransactions, delta, runFigures, scrape, untilNoSessions } from "./bench-measure.ts";
 import { deleteRawQueues, runRaw, type RawResult } from "./bench-raw.ts";
 import { benchServiceEnv, peakRssMiB, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
-import { scratchPlace } from "./scratch-place.ts";
+import { scratchPlace, type ScratchPlace } from "./scratch-place.ts";
 
 export interface BenchSettings {
   sizes: number[];
@@ -80,25 +80,41 @@ export function startSystem(s: BenchSettings, env: Record<string, string>): Serv
   ];
 }
 
+/**
+ * One run's scratch place and its services (startSystem, with `env` added): the place is
+ * dropped (unless --keep) and the services stopped by `end()`, or by the signal handler on
+ * Ctrl-C (bench-interrupt.ts). `alsoDrop` removes whatever else the run made in the place.
+ */
+export function startBenchRun(s: BenchSettings, say: (msg: string) => void, opts: { env?: Record<string, string>; alsoDrop?: (place: ScratchPlace) => Promise<void> } = {}) {
+  const place = scratchPlace("bench");
+  const cleanup = async () => {
+    if (s.keep) return say(`kept database ${place.dbName} and broker names ${place.prefix}*`);
+    await place.drop([s.kind]);
+    await opts.alsoDrop?.(place);
+  };
+  running.cleanups.push(cleanup);
+  const services = startSystem(s, benchServiceEnv({ dbName: place.dbName, prefix: place.prefix, maxQueue: s.maxQueue }, opts.env));
+  running.services = services;
+  return {
+    place,
+    services,
+    async end(): Promise<void> {
+      if (running.interrupted) return;
+      await stopAll(services);
+      running.services = [];
+      running.cleanups.splice(running.cleanups.indexOf(cleanup), 1);
+      await cleanup();
+    },
+  };
+}
+
 export async function runOnce(s: BenchSettings, units: number, opts: { raw: boolean; say: (msg: string) => void }): Promise<RunResult> {
   const { say } = opts;
-  const place = scratchPlace("bench");
+  const run = startBenchRun(s, say, { alsoDrop: (place) => deleteRawQueues(brokerUrl(place.servers), place.prefix) });
+  const { place, services } = run;
   const { servers, dbName, prefix } = place;
   const amqpUrl = brokerUrl(servers);
   const admin = connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, "postgres");
-  const cleanup = async () => {
-    if (s.keep) {
-      say(`kept database ${dbName} and broker names ${prefix}*`);
-      return;
-    }
-    await place.drop([s.kind]);
-    await deleteRawQueues(amqpUrl, prefix);
-  };
-  running.cleanups.push(cleanup);
-
-  const env = benchServiceEnv({ dbName, prefix, maxQueue: s.maxQueue });
-  const services = startSystem(s, env);
-  running.services = services;
   const alive = () => {
     const gone = services.find((p) => !p.running());
     if (gone) throw new Error(`${gone.name} exited during the run; its last lines:\n${gone.tail()}`);
@@ -216,11 +232,6 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
     say(`done: ${Math.round(result.unitsPerSec).toLocaleString("en")} units/s over ${result.seconds.toFixed(1)} s`);
     return result;
   } finally {
-    if (!running.interrupted) {
-      await stopAll(services);
-      running.services = [];
-      running.cleanups.splice(running.cleanups.indexOf(cleanup), 1);
-      await cleanup();
-    }
+    await run.end();
   }
 }

@@ -28,3 +28,6 @@ export function scratchPlace(tag: string) {
   }
   return { servers, runId, dbName, prefix, drop };
 }
+
+/** What scratchPlace made. */
+export type ScratchPlace = ReturnType<typeof scratchPlace>;
