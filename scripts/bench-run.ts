@@ -28,6 +28,9 @@ export interface BenchSettings {
   kind: "noop" | "simulate";
   leaderPrefetch: number;
   inboxPrefetch: number;
+  /** The root's batching, which the raw path copies: units per outbox message, and RTB_JOB_MAX_UNITS. */
+  unitsPerMessage: number;
+  jobMaxUnits: number;
 }
 
 export interface RunResult {

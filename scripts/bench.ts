@@ -166,17 +166,27 @@ try {
 
 /**
  * What the root's own services will use: whether it has the noop handler (an older checkout
- * runs `simulate` with no work and no failures instead), and the leader's and the api's
- * prefetch, from their config modules and this environment, so the raw path holds as many
- * deliveries in hand as rtb does. A bad variable stops here, naming it.
+ * runs `simulate` with no work and no failures instead), the leader's and the api's prefetch,
+ * and how they batch units (per outbox message, per job while a queue is deep), from their
+ * modules and this environment, so the raw path holds as many deliveries in hand and carries
+ * as many units per message as rtb does. A bad variable stops here, naming it.
  */
-async function serviceDefaults(root: string): Promise<Pick<BenchSettings, "kind" | "leaderPrefetch" | "inboxPrefetch">> {
-  const load = async <T>(path: string, fn: string): Promise<(env: NodeJS.ProcessEnv) => T> =>
-    ((await import(pathToFileURL(join(root, path)).href)) as Record<string, (env: NodeJS.ProcessEnv) => T>)[fn]!;
-  const leader = (await load<{ RTB_LEADER_PREFETCH: number }>("services/leader/src/config.ts", "loadLeaderConfig"))(process.env);
-  const api = (await load<{ RTB_INBOX_PREFETCH: number }>("services/api/src/config.ts", "loadApiConfig"))(process.env);
+async function serviceDefaults(root: string): Promise<Pick<BenchSettings, "kind" | "leaderPrefetch" | "inboxPrefetch" | "unitsPerMessage" | "jobMaxUnits">> {
+  const load = async (path: string) => (await import(pathToFileURL(join(root, path)).href)) as Record<string, unknown>;
+  const config = async <T>(path: string, fn: string) => ((await load(path))[fn] as (env: NodeJS.ProcessEnv) => T)(process.env);
+  const leader = await config<{ RTB_LEADER_PREFETCH: number; RTB_JOB_MAX_UNITS?: number }>("services/leader/src/config.ts", "loadLeaderConfig");
+  const api = await config<{ RTB_INBOX_PREFETCH: number }>("services/api/src/config.ts", "loadApiConfig");
+  const perMessage = (await load("services/api/src/dispatcher.ts")).UNITS_PER_MESSAGE;
   const hasNoop = readFileSync(join(root, "services/agent/src/builtin-handlers.ts"), "utf8").includes('"noop"');
-  return { kind: hasNoop ? "noop" : "simulate", leaderPrefetch: leader.RTB_LEADER_PREFETCH, inboxPrefetch: api.RTB_INBOX_PREFETCH };
+  return {
+    kind: hasNoop ? "noop" : "simulate",
+    leaderPrefetch: leader.RTB_LEADER_PREFETCH,
+    inboxPrefetch: api.RTB_INBOX_PREFETCH,
+    // Older checkouts: 100 units per outbox message since the first commit (not exported
+    // before this one), and one unit per job before RTB_JOB_MAX_UNITS.
+    unitsPerMessage: typeof perMessage === "number" ? perMessage : 100,
+    jobMaxUnits: leader.RTB_JOB_MAX_UNITS ?? 1,
+  };
 }
 
 const say = (msg: string) => process.stderr.write(`[bench] ${msg}\n`);

@@ -7,8 +7,11 @@ import type { ApiMetrics } from "./api-metrics.ts";
 /** How often the top-up folds the tallies' deltas together (db/src/tallies.ts). */
 const TALLY_COMPACT_MS = 1_000;
 
-/** Units per outbox message at most (fewer when their bytes fill it); the leader splits each into one job per unit. */
-const UNITS_PER_MESSAGE = 100;
+/**
+ * Units per outbox message at most (fewer when their bytes fill it); the leader cuts each into
+ * jobs (services/leader/src/job-size.ts). Exported for the bench's raw path, which batches alike.
+ */
+export const UNITS_PER_MESSAGE = 100;
 
 export interface Dispatcher {
   /** Ask for a top-up soon. Calls coalesce: at most one runs, and one more is queued behind it. */
