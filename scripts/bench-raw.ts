@@ -1,15 +1,18 @@
 /**
- * The raw limit `npm run bench` compares rtb with: the same number of persistent messages
- * through the same three hops (outbox -> jobs -> inbox) with plain amqplib, publisher
- * confirms and manual acks, and nothing else: no database, no validation, no status
- * messages besides the one per unit. Each role is its own process, as rtb's services are
- * (bench-raw-role.ts): an "api" that publishes to outbox and acks inbox, a "leader" that
- * moves outbox to jobs, and N "agents" that move jobs to inbox.
+ * The raw limit `npm run bench` compares rtb with: the same units through the same three
+ * hops (outbox -> jobs -> inbox) with plain amqplib, batched as rtb batches them, and nothing
+ * else: no database, no validation. Each role is its own process, as rtb's services are
+ * (bench-raw-role.ts): an "api" that publishes dispatch messages of rtb's size to outbox
+ * and acks inbox a turn at a time, a "leader" that cuts each into jobs and reports them
+ * queued in one message, and N "agents" that report each job's units processing and
+ * success in a message each. Persistent messages, publisher confirms awaited together per
+ * delivery, manual acks after them, rtb's prefetch: the best plain amqplib does with rtb's
+ * messages, so that rtb's share of it says what its database and bookkeeping cost.
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { connect } from "amqplib";
-import type { RawRoleMessage, RawRoleSettings } from "./bench-raw-role.ts";
+import type { RawRoleCommand, RawRoleMessage, RawRoleSettings } from "./bench-raw-role.ts";
 import { peakRssMiB } from "./bench-services.ts";
 
 const roleScript = fileURLToPath(new URL("./bench-raw-role.ts", import.meta.url));
@@ -24,16 +27,31 @@ export interface RawOptions {
   leaderPrefetch: number;
   agentPrefetch: number;
   inboxPrefetch: number;
-  /** Outbox messages awaiting their confirm at once (rtb's bound: RTB_BROADCAST_MAX_QUEUE). */
+  /** Units awaiting their outbox confirm at once (rtb's bound: RTB_BROADCAST_MAX_QUEUE). */
   window: number;
+  /** Units per outbox message (the api's dispatcher) and per job message (the leader's RTB_JOB_MAX_UNITS, a deep queue's size). */
+  unitsPerMessage: number;
+  jobUnits: number;
 }
 
 export interface RawResult {
   units: number;
+  /** The batching it ran with (RawOptions). */
+  unitsPerMessage: number;
+  jobUnits: number;
+  /** From the first outbox publish to the ack of the last unit's terminal report. */
   seconds: number;
-  msgsPerSec: number;
+  unitsPerSec: number;
+  /** Messages published by every role, and per unit. */
+  messages: number;
+  messagesPerUnit: number;
   peakMemoryMiB: Record<string, number | null>;
 }
+
+/** The raw figure in a line: "5,432 units/s (plain amqplib, rtb's batching: 100 units per outbox message, 50 per job; 0.08 messages per unit)". */
+export const rawLine = (r: RawResult) =>
+  `${Math.round(r.unitsPerSec).toLocaleString("en")} units/s (plain amqplib, rtb's batching: ${r.unitsPerMessage} units per outbox message, ` +
+  `${r.jobUnits} per job; ${r.messagesPerUnit.toFixed(2)} messages per unit)`;
 
 const rawQueues = (prefix: string) => ({ outbox: `${prefix}raw.outbox`, jobs: `${prefix}raw.jobs`, inbox: `${prefix}raw.inbox` });
 
@@ -44,9 +62,9 @@ export async function runRaw(o: RawOptions): Promise<RawResult> {
   const queues = rawQueues(o.prefix);
   const base = { url: o.url, queues, queueType: o.queueType };
   const roles: { name: string; settings: RawRoleSettings }[] = [
-    { name: "leader", settings: { ...base, role: "leader", prefetch: o.leaderPrefetch } },
-    ...Array.from({ length: o.agents }, (_, i) => ({ name: `agent-${i + 1}`, settings: { ...base, role: "agent" as const, prefetch: o.agentPrefetch } })),
-    { name: "api", settings: { ...base, role: "api", prefetch: o.inboxPrefetch, units: o.units, window: o.window } },
+    { name: "leader", settings: { ...base, role: "leader", name: "leader", prefetch: o.leaderPrefetch, jobUnits: o.jobUnits } },
+    ...Array.from({ length: o.agents }, (_, i) => ({ name: `agent-${i + 1}`, settings: { ...base, role: "agent" as const, name: `agent-${i + 1}`, prefetch: o.agentPrefetch } })),
+    { name: "api", settings: { ...base, role: "api", name: "api", prefetch: o.inboxPrefetch, units: o.units, unitsPerMessage: o.unitsPerMessage, window: o.window } },
   ];
   const start = ({ name, settings }: (typeof roles)[number]) => {
     // fork: the same node with tsx, its own process group (a Ctrl-C reaches the bench only),
@@ -74,7 +92,8 @@ export async function runRaw(o: RawOptions): Promise<RawResult> {
         await new Promise<void>((r) => waiters.push(r));
       }
     };
-    return { name, child, next };
+    const send = (c: RawRoleCommand) => child.send(c);
+    return { name, child, next, send };
   };
   const procs: ReturnType<typeof start>[] = [];
   try {
@@ -86,11 +105,24 @@ export async function runRaw(o: RawOptions): Promise<RawResult> {
     procs.push(...roles.slice(1).map(start));
     await Promise.all(procs.map((p) => p.next("ready")));
     const api = procs.at(-1)!;
-    api.child.send({ type: "go" });
+    api.send({ type: "go" });
     // Whichever comes first: the api's report, or any role failing.
     const done = await Promise.race([api.next("done"), ...procs.slice(0, -1).map((p) => p.next("done"))]);
     const peakMemoryMiB = Object.fromEntries(procs.map((p) => [p.name, peakRssMiB(p.child.pid!)]));
-    return { units: o.units, seconds: done.seconds, msgsPerSec: o.units / done.seconds, peakMemoryMiB };
+    // The api is done once every unit's terminal and `queued` reports arrived: every role has
+    // published all it will (a role's messages leave in order on its one publishing channel).
+    for (const p of procs) p.send({ type: "count" });
+    const messages = (await Promise.all(procs.map((p) => p.next("published")))).reduce((sum, m) => sum + m.messages, 0);
+    return {
+      units: o.units,
+      unitsPerMessage: o.unitsPerMessage,
+      jobUnits: o.jobUnits,
+      seconds: done.seconds,
+      unitsPerSec: o.units / done.seconds,
+      messages,
+      messagesPerUnit: messages / o.units,
+      peakMemoryMiB,
+    };
   } finally {
     await Promise.all(
       procs.map(async (p) => {

@@ -1,6 +1,6 @@
 /** What `npm run bench` prints: a summary per run and a table over the sizes (or the peers' rounds), or JSON. */
 import { PEER_CHUNK, PGBOSS_POLL_S, shownUrl, type PeerResult, type PeerRounds } from "./bench-peers.ts";
-import type { RawResult } from "./bench-raw.ts";
+import { rawLine, type RawResult } from "./bench-raw.ts";
 import type { BenchSettings, RunResult } from "./bench-run.ts";
 
 export interface BenchReport {
@@ -15,12 +15,14 @@ export interface BenchReport {
 }
 
 const RAW_PATH =
-  "the same number of persistent messages through outbox -> jobs -> inbox with plain amqplib, each role its own process " +
-  "(api: publishes to outbox with confirms, a window of --max-queue, and acks inbox; leader: outbox -> jobs; " +
-  "agents: jobs -> inbox; each publishes with a confirm and acks after it, with rtb's prefetch); nothing else";
+  "the same units through outbox -> jobs -> inbox with plain amqplib, persistent messages and rtb's batching, each role its own process " +
+  "(api: dispatch messages of rtb's size to outbox, pipelined with at most --max-queue units awaiting their confirm, and inbox acked " +
+  "with one multiple-ack per turn; leader: each outbox delivery cut into jobs of RTB_JOB_MAX_UNITS, their confirms awaited together, " +
+  "then one queued report, then the ack; agents: per job one processing and one success report, both confirms awaited together, " +
+  "then the ack; rtb's prefetch); no database, no validation";
 
-/** rtb's throughput as a share of the raw limit (measured once, at the first size). */
-const ratio = (run: RunResult, raw: RawResult | null) => (raw ? run.unitsPerSec / raw.msgsPerSec : null);
+/** rtb's throughput as a share of the raw limit's (measured once, at the first size), in units per second. */
+const ratio = (run: RunResult, raw: RawResult | null) => (raw ? run.unitsPerSec / raw.unitsPerSec : null);
 
 const median = (xs: number[]) => {
   if (xs.length === 0) return null;
@@ -82,7 +84,7 @@ export function printResults(r: BenchReport, json: boolean): void {
     console.log(`  memory     peak (VmHWM): ${Object.entries(run.peakMemoryMiB).map(([name, m]) => `${name} ${mib(m)}`).join(", ")}`);
     if (run.redispatched > 0) console.log(`  note       ${int(run.redispatched)} unit(s) dispatched more than once (retried or re-published)`);
     console.log(`  enqueue    ${int(run.enqueue.unitsPerSec)} units/s through POST /units (before GET /go, not counted above)`);
-    if (run.raw) console.log(`  raw        ${int(run.raw.msgsPerSec)} msgs/s (${fix(run.raw.seconds)} s, first publish to last inbox ack)`);
+    if (run.raw) console.log(`  raw        ${rawLine(run.raw)}: ${fix(run.raw.seconds)} s, first publish to the last terminal report acked`);
     const q = ratio(run, r.raw);
     if (q !== null) console.log(`  rtb / raw  ${fix(q, 2)}${run.raw ? "" : ` (raw measured ${r.peers ? "in the first round" : "at the first size"})`}`);
   }

@@ -9,7 +9,7 @@ import { connectionOptions } from "@rtb/db";
 import { brokerUrl } from "@rtb/runtime";
 import { running } from "./bench-interrupt.ts";
 import { committedTransactions, delta, runFigures, scrape, untilNoSessions } from "./bench-measure.ts";
-import { deleteRawQueues, runRaw, type RawResult } from "./bench-raw.ts";
+import { deleteRawQueues, rawLine, runRaw, type RawResult } from "./bench-raw.ts";
 import { benchServiceEnv, peakRssMiB, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
 import { scratchPlace, type ScratchPlace } from "./scratch-place.ts";
 
@@ -157,7 +157,7 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
     // ---- the raw limit, while the services idle (and PostgreSQL's counts of the enqueue settle)
     let raw: RawResult | null = null;
     if (opts.raw) {
-      say(`raw limit: ${units.toLocaleString("en")} messages through outbox -> jobs -> inbox with plain amqplib`);
+      say(`raw limit: ${units.toLocaleString("en")} units through outbox -> jobs -> inbox with plain amqplib, batched as rtb batches them`);
       raw = await runRaw({
         url: amqpUrl,
         prefix,
@@ -168,8 +168,11 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
         agentPrefetch: s.concurrency,
         inboxPrefetch: s.inboxPrefetch,
         window: s.maxQueue,
+        unitsPerMessage: s.unitsPerMessage,
+        // A full-speed run keeps the job queue deep, so rtb's leader sends jobs of the most units.
+        jobUnits: s.jobMaxUnits,
       });
-      say(`raw: ${Math.round(raw.msgsPerSec).toLocaleString("en")} msgs/s (${raw.seconds.toFixed(1)} s)`);
+      say(`raw: ${rawLine(raw)} (${raw.seconds.toFixed(1)} s)`);
     }
     const quietLeft = STATS_QUIET_MS - (Date.now() - quietFrom);
     if (quietLeft > 0) await new Promise((r) => setTimeout(r, quietLeft));

@@ -5,10 +5,11 @@
  * waits until every unit is terminal; then prints units per second from /go to the last
  * terminal status, p50/p99 latency from dispatch to terminal, database statements,
  * PostgreSQL transactions and broker messages per unit, and each service's peak memory.
- * In the same run it measures the raw limit (bench-raw.ts: the same number of messages
- * through outbox -> jobs -> inbox with plain amqplib) and prints rtb's share of it. With
- * --peers it runs BullMQ and pg-boss on as many no-op jobs, round-robin with rtb
- * (bench-peers.ts), and prints rtb's throughput as a multiple of theirs.
+ * In the same run it measures the raw limit (bench-raw.ts: the same units through
+ * outbox -> jobs -> inbox with plain amqplib, batched as rtb batches them) and prints rtb's
+ * share of it in units per second. With --peers it runs BullMQ and pg-boss on as many no-op
+ * jobs, round-robin with rtb (bench-peers.ts), and prints rtb's throughput as a multiple of
+ * theirs.
  *
  *   npm run bench                                  # 20,000 units, 2 agents: about a minute
  *   npm run bench -- --sizes 10000,100000,1000000  # memory per service as M grows
@@ -69,7 +70,11 @@ const usage = `usage: npm run bench -- [options]
   --groups N          groups the units are spread over (default 4)
   --stall-timeout S   give up when no unit finishes for S seconds (default 120)
   --root DIR          the checkout whose services run (default this one), e.g. an older commit
-  --no-raw            skip the raw amqplib limit
+  --no-raw            skip the raw limit: the same units through outbox -> jobs -> inbox with plain
+                      amqplib and nothing else, batched as rtb batches them (100 units per outbox
+                      message, RTB_JOB_MAX_UNITS per job, one queued report per outbox message, a
+                      processing and a success report per job), with rtb's prefetch and at most
+                      --max-queue units awaiting their outbox confirm
   --retention D       instead: units finishing at full speed for --duration, twice (RTB_RETENTION=0,
                       then RTB_RETENTION=D, e.g. 5s), printing the tables' sizes over time and the
                       throughput of both phases and their ratio

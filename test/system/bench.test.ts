@@ -6,7 +6,7 @@ import { delta, parsePrometheus } from "../../scripts/bench-measure.ts";
 
 /**
  * `npm run bench`, tiny: the whole system over 200 noop units and the raw amqplib path over
- * 200 messages, as JSON. Speed is not asserted (the machine is shared); what is asserted is
+ * the same 200 units, as JSON. Speed is not asserted (the machine is shared); what is asserted is
  * that every figure is there and plausible, and that the run left nothing behind.
  */
 async function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -58,11 +58,14 @@ describe("npm run bench", () => {
     expect(run.perUnit.dbStatements).toBeGreaterThan(0);
     expect(run.perUnit.brokerMessages).toBeGreaterThan(0);
 
-    // The raw path carried all 200 messages, and rtb is compared with it.
-    expect(out.raw).toMatchObject({ units: 200 });
-    expect(out.raw.msgsPerSec).toBeGreaterThan(0);
+    // The raw path carried all 200 units, batched as rtb batches them (100 per outbox message,
+    // RTB_JOB_MAX_UNITS 50 per job): 2 outbox messages, 4 jobs, 2 `queued` reports and 2
+    // reports per job, 16 messages; and rtb is compared with it unit for unit.
+    expect(out.raw).toMatchObject({ units: 200, unitsPerMessage: 100, jobUnits: 50, messages: 16 });
+    expect(out.raw.messagesPerUnit).toBeCloseTo(16 / 200, 6);
+    expect(out.raw.unitsPerSec).toBeCloseTo(200 / out.raw.seconds, 6);
     expect(out.raw.path).toContain("outbox -> jobs -> inbox");
-    expect(run.ratio).toBeCloseTo(run.unitsPerSec / out.raw.msgsPerSec, 6);
+    expect(run.ratio).toBeCloseTo(run.unitsPerSec / out.raw.unitsPerSec, 6);
 
     // Peak memory of each service process (node itself, not a tsx wrapper: tens of MiB at least).
     expect(Object.keys(run.peakMemoryMiB).sort()).toEqual(["agent-1", "api", "leader"]);
