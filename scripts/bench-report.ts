@@ -79,7 +79,7 @@ export function printResults(r: BenchReport, json: boolean): void {
     console.log(`  latency    dispatch -> terminal: p50 ${int(run.latencyMs.p50)} ms, p99 ${int(run.latencyMs.p99)} ms`);
     console.log(
       `  per unit   ${fix(run.perUnit.dbStatements, 2)} database statements (api), ${fix(run.perUnit.pgTransactions, 3)} PostgreSQL transactions, ` +
-        `${fix(run.perUnit.brokerMessages, 2)} broker messages published`,
+        `${fix(run.perUnit.brokerMessages, 2)} broker messages published, ${fix(run.perUnit.confirmWaits, 2)} confirm waits; ${fix(run.unitsPerJob, 1)} units per job message (mean)`,
     );
     console.log(`  memory     peak (VmHWM): ${Object.entries(run.peakMemoryMiB).map(([name, m]) => `${name} ${mib(m)}`).join(", ")}`);
     if (run.redispatched > 0) console.log(`  note       ${int(run.redispatched)} unit(s) dispatched more than once (retried or re-published)`);

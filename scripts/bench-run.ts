@@ -54,7 +54,11 @@ export interface RunResult {
     pgTransactions: number;
     /** rtb_broker_messages_published_total of every service; null when one has no metrics. */
     brokerMessages: number | null;
+    /** rtb_broker_confirm_waits_total of every service: the times a service waited for confirms (several at once count once). */
+    confirmWaits: number | null;
   };
+  /** Units per job message, the mean over the run (the leader's rtb_leader_units_per_job); null without its metrics. */
+  unitsPerJob: number | null;
   /** VmHWM per service, MiB. */
   peakMemoryMiB: Record<string, number | null>;
   /** The raw limit, when it was measured in this run. */
@@ -217,6 +221,10 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
     const f = await runFigures(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, dbName));
     const statements = delta(before.slice(0, 1), after.slice(0, 1), "rtb_db_statements_total");
     const published = delta(before, after, "rtb_broker_messages_published_total");
+    const waits = delta(before, after, "rtb_broker_confirm_waits_total");
+    const leaderAt = services.findIndex((p) => p.name === "leader");
+    const jobUnits = delta([before[leaderAt]!], [after[leaderAt]!], "rtb_leader_units_per_job_sum");
+    const jobs = delta([before[leaderAt]!], [after[leaderAt]!], "rtb_leader_units_per_job_count");
     const result: RunResult = {
       units,
       database: dbName,
@@ -233,7 +241,9 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
         dbStatements: statements === null ? null : statements / units,
         pgTransactions: xacts / units,
         brokerMessages: published === null ? null : published / units,
+        confirmWaits: waits === null ? null : waits / units,
       },
+      unitsPerJob: jobUnits === null || !jobs ? null : jobUnits / jobs,
       peakMemoryMiB,
       raw,
     };

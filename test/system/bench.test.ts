@@ -57,6 +57,12 @@ describe("npm run bench", () => {
     expect(run.perUnit.pgTransactions).toBeGreaterThan(0);
     expect(run.perUnit.dbStatements).toBeGreaterThan(0);
     expect(run.perUnit.brokerMessages).toBeGreaterThan(0);
+    // The services waited for confirms (api top-ups, leader routes, agent jobs), at most a few times per unit.
+    expect(run.perUnit.confirmWaits).toBeGreaterThan(0);
+    expect(run.perUnit.confirmWaits).toBeLessThan(4);
+    // The leader's job sizes, from its histogram: at least one unit per job, at most RTB_JOB_MAX_UNITS.
+    expect(run.unitsPerJob).toBeGreaterThanOrEqual(1);
+    expect(run.unitsPerJob).toBeLessThanOrEqual(50);
 
     // The raw path carried all 200 units, batched as rtb batches them (100 per outbox message,
     // RTB_JOB_MAX_UNITS 50 per job): 2 outbox messages, 4 jobs, 2 `queued` reports and 2
