@@ -1,4 +1,6 @@
+import { createRequire } from "node:module";
 import { CompiledQuery } from "kysely";
+import pg from "pg";
 import type { Db } from "./database.ts";
 import type { Pick } from "./fair-share.ts";
 import { planFrom, previewInputs, readInputs, topUpInputs } from "./dispatch-inputs.ts";
@@ -35,23 +37,33 @@ async function unitsFor(db: Db, picks: readonly Pick[]): Promise<BacklogEntry[]>
 }
 
 /**
- * The plans PostgreSQL runs (EXPLAIN ANALYZE), line by line, for the benchmark: a preview of
- * `limit`, and a top-up with room for `limit` more than are outstanding. The top-up's
- * statements run in a transaction that is rolled back: nothing is dispatched.
+ * The plans PostgreSQL runs (EXPLAIN ANALYZE), line by line, for the benchmark and the tests:
+ * a preview of `limit`, and a top-up with room for `limit` more than are outstanding. Each
+ * statement is explained as the services run it, prepared and with the generic plan
+ * PostgreSQL keeps for it (a plan for known parameter values can differ: it knows how many
+ * picks an array holds). Everything runs in one top-up transaction that is rolled back:
+ * nothing is dispatched, no retry released.
  */
+/** pg's text form of a parameter (arrays, dates, JSON), as it sends them. */
+const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils") as { prepareValue(value: unknown): unknown };
+
 export async function explainDispatch(db: Db, limit: number): Promise<string[]> {
   const lines: string[] = [];
   const explain = async (trx: Db, title: string, statement: Statement<unknown>) => {
     const q = statement.query.compile(trx);
-    const { rows } = await trx.executeQuery<{ "QUERY PLAN": string }>(CompiledQuery.raw(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${q.sql}`, [...q.parameters]));
+    // EXPLAIN takes no bound parameters: the values go in as literals, in pg's text form.
+    const args = q.parameters.length ? `(${q.parameters.map((v) => { const text = prepareValue(v); return text === null ? "NULL" : pg.escapeLiteral(String(text)); }).join(", ")})` : "";
+    await trx.executeQuery(CompiledQuery.raw(`PREPARE rtb_explained AS ${q.sql}`));
+    const { rows } = await trx.executeQuery<{ "QUERY PLAN": string }>(CompiledQuery.raw(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE rtb_explained${args}`));
+    await trx.executeQuery(CompiledQuery.raw("DEALLOCATE rtb_explained"));
     lines.push(title, ...rows.map((r) => `  ${r["QUERY PLAN"]}`));
   };
-  const preview = await planFrom(db, await readInputs(db, previewInputs(limit, { allLevels: false })));
-  await explain(db, `GET /next?limit=${limit}, 1. the inputs: the candidate groups, their shares and units in flight`, previewInputs(limit, { allLevels: false }));
-  await explain(db, `GET /next?limit=${limit}, 2. the units the picks stand for`, nextUnitsStatement(preview));
-
   const rollback = new Error("explained; roll back");
   await inTopUp(db, async (trx) => {
+    await trx.executeQuery(CompiledQuery.raw("SET LOCAL plan_cache_mode = force_generic_plan"));
+    const preview = await planFrom(trx, await readInputs(trx, previewInputs(limit, { allLevels: false })));
+    await explain(trx, `GET /next?limit=${limit}, 1. the inputs: the candidate groups, their shares and units in flight`, previewInputs(limit, { allLevels: false }));
+    await explain(trx, `GET /next?limit=${limit}, 2. the units the picks stand for`, nextUnitsStatement(preview));
     const { outstanding } = await readInputs(trx, topUpInputs(0));
     await explain(trx, `top-up of ${limit}, 1. the inputs: switch, outstanding, candidate groups`, topUpInputs(outstanding + limit));
     const picks = await planFrom(trx, await readInputs(trx, topUpInputs(outstanding + limit)));

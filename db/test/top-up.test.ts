@@ -1,6 +1,6 @@
 import { beforeAll, beforeEach, describe, expect, inject, it } from "vitest";
 import { sql } from "kysely";
-import { checkTallies, claimTopUp, compactTallies, createDb, nextInLine, nextRetryAt, setDispatching, type DbHandle } from "@rtb/db";
+import { checkTallies, claimTopUp, compactTallies, createDb, explainDispatch, nextInLine, nextRetryAt, setDispatching, type DbHandle } from "@rtb/db";
 import { OUTSTANDING } from "@rtb/protocol";
 import { openTestDb, testLogger, useTestPlace } from "@rtb/testing";
 
@@ -28,6 +28,25 @@ const outstanding = async () =>
   (await h.db.selectFrom("units").select((eb) => eb.fn.countAll<number>().as("n")).where("status", "in", OUTSTANDING).executeTakeFirstOrThrow()).n;
 
 describe("top-up", () => {
+  it("reads a group's ready units through units_ready, never past the units dispatched since the statistics were taken", async () => {
+    await sql`INSERT INTO units (kind, group_name, priority, payload, status, max_attempts)
+              SELECT 'simulate', 'g-' || (i % 2), 0, '{}', 'pending', 3 FROM generate_series(1, 20000) AS i`.execute(h.db);
+    await compactTallies(h.db);
+    // As autovacuum does after a big enqueue: the statistics see 20,000 pending units ...
+    await sql`ANALYZE units`.execute(h.db);
+    // ... and 18,000 of them are dispatched before they are taken again.
+    expect((await claimTopUp(h.db, 18_000)).units).toHaveLength(18_000);
+    const plans = (await explainDispatch(h.db, 50)).join("\n");
+    // The preview's units and the top-up's claim, with the generic plans the services run.
+    for (const part of [plans.slice(plans.indexOf("2. the units"), plans.indexOf("top-up of")), plans.slice(plans.indexOf("2. the claim"))]) {
+      expect(part).toContain("units_ready");
+      // Walking the primary key from the first id, each group's probe filtered out the 9,000
+      // units of that group dispatched since.
+      const removed = [...part.matchAll(/Rows Removed by Filter: (\d+)/g)].map((m) => Number(m[1]));
+      expect(Math.max(0, ...removed)).toBeLessThan(100);
+    }
+  });
+
   it("fills the outbox up to the maximum and no further", async () => {
     await addUnits(Array.from({ length: 10 }, () => ({})));
     expect((await claimTopUp(h.db, 4)).units).toHaveLength(4);
