@@ -172,7 +172,7 @@ try {
 
   if (plans.length > 0) {
     const at = `${sizes[sizes.length - 1]!.toLocaleString("en")} ready units${opts.delayed > 0 ? ` and ${opts.delayed.toLocaleString("en")} delayed` : ""}`;
-    console.log(`\nplans of the dispatch statements at ${at} (EXPLAIN ANALYZE; the top-up's in a transaction rolled back):`);
+    console.log(`\nplans of the dispatch statements at ${at} (EXPLAIN ANALYZE of the generic plans the services keep, in a transaction rolled back):`);
     for (const line of plans) console.log(`  ${line}`);
   }
 } finally {
