@@ -133,3 +133,8 @@ export async function runFigures(conn: pg.ClientConfig): Promise<RunFigures> {
     await client.end();
   }
 }
+
+/** Whether the server runs autovacuum (this repository's CI server does not). */
+export async function autovacuumOn(client: pg.Client): Promise<boolean> {
+  return (await client.query<{ autovacuum: string }>("SHOW autovacuum")).rows[0]?.autovacuum === "on";
+}

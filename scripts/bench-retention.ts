@@ -16,6 +16,7 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { connectionOptions } from "@rtb/db";
 import type { Duration } from "@rtb/runtime";
+import { autovacuumOn } from "./bench-measure.ts";
 import { readyWithin } from "./bench-services.ts";
 import { startBenchRun, type BenchSettings } from "./bench-run.ts";
 
@@ -63,8 +64,7 @@ export async function runRetentionPhase(s: BenchSettings, r: RetentionSettings, 
     const [apiReady] = await Promise.all(services.map((p) => readyWithin(p, 120_000)));
     const base = String(apiReady!.url).replace(/\/$/, "");
     await client.connect();
-    const autovacuum = (await client.query<{ autovacuum: string }>("SHOW autovacuum")).rows[0]?.autovacuum === "on";
-    const vacuumEveryS = r.vacuumEveryS ?? (autovacuum ? 0 : 10);
+    const vacuumEveryS = r.vacuumEveryS ?? ((await autovacuumOn(client)) ? 0 : 10);
     const state = async (): Promise<any> => {
       const res = await fetch(`${base}/`, { signal: AbortSignal.timeout(10_000) });
       if (!res.ok) throw new Error(`GET / answered ${res.status}`);

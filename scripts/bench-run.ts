@@ -8,7 +8,7 @@ import pg from "pg";
 import { connectionOptions } from "@rtb/db";
 import { brokerUrl } from "@rtb/runtime";
 import { running } from "./bench-interrupt.ts";
-import { committedTransactions, delta, runFigures, scrape, untilNoSessions } from "./bench-measure.ts";
+import { autovacuumOn, committedTransactions, delta, runFigures, scrape, untilNoSessions } from "./bench-measure.ts";
 import { deleteRawQueues, rawLine, runRaw, type RawResult } from "./bench-raw.ts";
 import { benchServiceEnv, peakRssMiB, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
 import { scratchPlace, type ScratchPlace } from "./scratch-place.ts";
@@ -265,8 +265,7 @@ async function analyzeWithoutAutovacuum(options: pg.ClientConfig): Promise<boole
   const client = new pg.Client(options);
   await client.connect();
   try {
-    const on = (await client.query<{ autovacuum: string }>("SHOW autovacuum")).rows[0]?.autovacuum === "on";
-    if (on) return false;
+    if (await autovacuumOn(client)) return false;
     await client.query("ANALYZE units");
     return true;
   } finally {

@@ -36,6 +36,15 @@ async function unitsFor(db: Db, picks: readonly Pick[]): Promise<BacklogEntry[]>
   return rows.map((r) => ({ id: r.id, kind: r.kind, group: r.group_name, priority: r.priority, attempt: r.attempt, createdAt: r.created_at }));
 }
 
+/** pg's text form of a parameter (arrays, dates, JSON), as it sends them. */
+const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils") as { prepareValue(value: unknown): unknown };
+
+/** A parameter as an SQL literal: EXPLAIN takes no bound parameters. */
+function literal(value: unknown): string {
+  const text = prepareValue(value);
+  return text === null ? "NULL" : pg.escapeLiteral(String(text));
+}
+
 /**
  * The plans PostgreSQL runs (EXPLAIN ANALYZE), line by line, for the benchmark and the tests:
  * a preview of `limit`, and a top-up with room for `limit` more than are outstanding. Each
@@ -44,15 +53,11 @@ async function unitsFor(db: Db, picks: readonly Pick[]): Promise<BacklogEntry[]>
  * picks an array holds). Everything runs in one top-up transaction that is rolled back:
  * nothing is dispatched, no retry released.
  */
-/** pg's text form of a parameter (arrays, dates, JSON), as it sends them. */
-const { prepareValue } = createRequire(import.meta.url)("pg/lib/utils") as { prepareValue(value: unknown): unknown };
-
 export async function explainDispatch(db: Db, limit: number): Promise<string[]> {
   const lines: string[] = [];
   const explain = async (trx: Db, title: string, statement: Statement<unknown>) => {
     const q = statement.query.compile(trx);
-    // EXPLAIN takes no bound parameters: the values go in as literals, in pg's text form.
-    const args = q.parameters.length ? `(${q.parameters.map((v) => { const text = prepareValue(v); return text === null ? "NULL" : pg.escapeLiteral(String(text)); }).join(", ")})` : "";
+    const args = q.parameters.length ? `(${q.parameters.map(literal).join(", ")})` : "";
     await trx.executeQuery(CompiledQuery.raw(`PREPARE rtb_explained AS ${q.sql}`));
     const { rows } = await trx.executeQuery<{ "QUERY PLAN": string }>(CompiledQuery.raw(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE rtb_explained${args}`));
     await trx.executeQuery(CompiledQuery.raw("DEALLOCATE rtb_explained"));
