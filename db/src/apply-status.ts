@@ -4,6 +4,7 @@ import { implausibleHeartbeat } from "./instances.ts";
 import { releaseWaitingUnits } from "./agent-wait.ts";
 import type { Utilization } from "@rtb/protocol";
 import { planTransitions, type IgnoreReason, type ReportedUpdate, type UnitState } from "./status-transitions.ts";
+import { spawnProblem, spawnSteps } from "./workflows.ts";
 
 export interface ApplyOptions {
   retryBaseMs: number;
@@ -14,6 +15,8 @@ export interface ApplyOptions {
   instances?: readonly ServiceInstanceReport[];
   /** Kinds agents announced in their heartbeats: units waiting for an agent of these kinds are released. */
   agentKinds?: readonly string[];
+  /** RTB_MAX_ATTEMPTS: the attempts of spawned steps that do not say. */
+  maxAttempts?: number | undefined;
 }
 
 export interface ServiceInstanceReport {
@@ -58,7 +61,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     const rows = ids.length
       ? await trx
           .selectFrom("units")
-          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at"])
+          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at", "workflow_id", "step", "group_name", "priority"])
           .where("id", "=", sql<number>`ANY(${sql.val(ids)}::bigint[])`)
           .orderBy("id")
           .forUpdate()
@@ -71,11 +74,23 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     const now = new Date();
     // Times come from other hosts' clocks, or from a bogus message: none may be later than
     // ours, or a report dated 9999 would outrank every real one (and end a timeline first).
-    const bounded = updates.map((u) => (u.at > now ? { ...u, at: now } : u));
+    const bounded = updates.map((u) => (u.at > now ? { ...u, at: now } : u)).map((u) => {
+      // A fan-out the database cannot store ends the attempt, as a permanent error saying why.
+      const row = u.spawn ? rowById.get(u.unitId) : undefined;
+      const problem = row && u.spawn ? spawnProblem(row, u.spawn) : null;
+      return problem ? { ...u, status: "error" as const, result: undefined, spawn: undefined, error: { message: problem, retryable: false } } : u;
+    });
     const plan = planTransitions(units, bounded, { now, ...opts });
 
     if (plan.outcomes.size > 0) {
       const changed = [...plan.outcomes.entries()];
+      // Fan-outs first: whoever waits for the spawning unit must wait for its join before the
+      // success below satisfies their edge to it.
+      for (const [id, o] of changed) {
+        if (!o.spawn) continue;
+        const r = rowById.get(id)!;
+        await spawnSteps(trx, { id, workflowId: r.workflow_id, step: r.step, group: r.group_name, priority: r.priority }, o.spawn, opts.maxAttempts ?? 3);
+      }
       await sql`
         UPDATE units AS u SET
           status = c.status,

@@ -74,6 +74,8 @@ export interface CancelFilter {
   group?: string | undefined;
   /** Default: every cancellable status. */
   statuses?: readonly CancellableStatus[] | undefined;
+  /** Only the steps of this workflow (POST /workflows/:id/cancel). */
+  workflowId?: number | undefined;
 }
 
 /** Units per batch of a bulk cancel: one short transaction each. */
@@ -114,6 +116,7 @@ export async function cancelMatching(
             WHERE id > ${after} AND id <= ${upTo} AND status = ANY(${sql.val(statuses)}::text[])
               ${f.kind !== undefined ? sql`AND kind = ${f.kind}` : sql``}
               ${f.group !== undefined ? sql`AND group_name = ${f.group}` : sql``}
+              ${f.workflowId !== undefined ? sql`AND workflow_id = ${f.workflowId}` : sql``}
             ORDER BY id
             LIMIT ${batchSize}
             FOR UPDATE
@@ -144,6 +147,7 @@ export async function cancelMatching(
         .where("status", "in", [...statuses])
         .$if(f.kind !== undefined, (q) => q.where("kind", "=", f.kind!))
         .$if(f.group !== undefined, (q) => q.where("group_name", "=", f.group!))
+        .$if(f.workflowId !== undefined, (q) => q.where("workflow_id", "=", f.workflowId!))
         .orderBy("id")
         .limit(1)
         .executeTakeFirst();

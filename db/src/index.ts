@@ -23,3 +23,4 @@ export * from "./duties.ts";
 export * from "./schedule-times.ts";
 export * from "./schedules.ts";
 export * from "./retention.ts";
+export * from "./workflows.ts";

@@ -40,12 +40,15 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
       -- Operator actions (a retry, a cancel of a pending unit: status pending/cancelled) are in
       -- the timeline too, but they are not part of an attempt's dispatch. A cancel from
       -- dispatched, queued or processing is: it ends that attempt (cancel.ts), as its terminal event.
-      WHERE e.status IN ${statusList([...IN_FLIGHT, ...OUTCOMES])}
-         OR (e.status = 'cancelled' AND e.detail->>'from' IN ${statusList(IN_FLIGHT)})
+      -- A workflow closing a unit whose dependency failed (source 'workflow') ends no attempt:
+      -- the unit never ran (checkWorkflows has its rules).
+      WHERE (e.status IN ${statusList([...IN_FLIGHT, ...OUTCOMES])}
+         OR (e.status = 'cancelled' AND e.detail->>'from' IN ${statusList(IN_FLIGHT)}))
+        AND e.source <> 'workflow'
       GROUP BY e.unit_id, e.attempt
     ),
     per_unit AS (
-      SELECT u.id, u.status, u.attempt, u.max_attempts,
+      SELECT u.id, u.status, u.attempt, u.max_attempts, u.closed_by,
              count(a.attempt) AS attempts,
              count(*) FILTER (WHERE a.dispatched <> 1) AS bad_dispatched,
              count(*) FILTER (WHERE a.terminal > 1) AS many_terminal,
@@ -60,8 +63,8 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
       UNION ALL SELECT id, 'at_most_one_terminal_per_attempt' FROM per_unit WHERE many_terminal > 0
       UNION ALL SELECT id, 'finished_attempts_have_one_terminal' FROM per_unit WHERE unfinished_earlier > 0
       UNION ALL SELECT id, 'timeline_matches_attempts' FROM per_unit WHERE attempts <> attempt
-      UNION ALL SELECT id, 'terminal_status_has_event' FROM per_unit WHERE status IN ${statusList(OUTCOMES)} AND current_terminal IS NOT TRUE
-      UNION ALL SELECT id, 'error_only_when_final' FROM per_unit WHERE status = 'error' AND attempt < max_attempts AND current_retryable IS NOT FALSE
+      UNION ALL SELECT id, 'terminal_status_has_event' FROM per_unit WHERE status IN ${statusList(OUTCOMES)} AND current_terminal IS NOT TRUE AND closed_by IS NULL
+      UNION ALL SELECT id, 'error_only_when_final' FROM per_unit WHERE status = 'error' AND attempt < max_attempts AND current_retryable IS NOT FALSE AND closed_by IS NULL
     )
     SELECT rule, count(*)::int AS count, (array_agg(id ORDER BY id))[1:${SAMPLE}] AS units FROM broken GROUP BY rule ORDER BY rule`.execute(db);
   const messages: Record<string, string> = {
@@ -71,6 +74,70 @@ export async function checkTimelines(db: Db): Promise<Violation[]> {
     timeline_matches_attempts: "the timeline's attempts differ from the unit's attempt counter",
     terminal_status_has_event: "a unit in success/error without the terminal event of its current attempt",
     error_only_when_final: "a unit in error with attempts left that did not fail permanently",
+  };
+  return rows.map((r) => ({ rule: r.rule, message: messages[r.rule] ?? r.rule, count: r.count, units: r.units }));
+}
+
+/**
+ * The workflow rules (docs/architecture.md, "Invariants"), from PostgreSQL alone:
+ * - no unit was dispatched before its dependencies succeeded: the first `dispatched` event of
+ *   a unit comes after a `success` event of each dependency it waits for (ignore edges: after
+ *   the dependency's end); event ids order them, as the sequence hands them out in commit order
+ *   across the transactions concerned;
+ * - a blocked unit waits for something: an edge not satisfied to a dependency not finished,
+ *   and `waiting_on` is the count of its unsatisfied edges (no wake-up lost);
+ * - a unit that is closed (closed_by) names a dependency that failed;
+ * - a finished workflow has no open step, and a running one has one (every workflow reaches
+ *   its end); its status follows its steps.
+ * Dependencies pruned by retention are left out (their events are gone with them).
+ */
+export async function checkWorkflows(db: Db): Promise<Violation[]> {
+  const { rows } = await sql<{ rule: string; count: number; units: number[] }>`
+    WITH first_dispatch AS (
+      SELECT e.unit_id, min(e.id) AS id FROM unit_events e
+      WHERE e.status = 'dispatched' AND e.unit_id IN (SELECT unit_id FROM unit_deps) GROUP BY e.unit_id
+    ),
+    broken AS (
+      SELECT d.unit_id AS id, 'dispatched_before_dependencies' AS rule
+      FROM unit_deps d JOIN first_dispatch f ON f.unit_id = d.unit_id JOIN units p ON p.id = d.depends_on
+      WHERE NOT EXISTS (
+        SELECT FROM unit_events e WHERE e.unit_id = d.depends_on AND e.id < f.id
+          AND (e.status = 'success' OR (d.on_failure = 'ignore' AND (e.status = 'cancelled' OR (e.status = 'error' AND (e.detail->>'final')::boolean))))
+      )
+      UNION ALL
+      SELECT u.id, 'blocked_waits_for_something' FROM units u
+      WHERE u.status = 'blocked' AND NOT EXISTS (
+        SELECT FROM unit_deps d JOIN units p ON p.id = d.depends_on
+        WHERE d.unit_id = u.id AND NOT d.satisfied AND p.status NOT IN ${statusList(["success", "error", "cancelled"])}
+      )
+      UNION ALL
+      SELECT u.id, 'waiting_on_counts_open_edges' FROM units u
+      WHERE u.status = 'blocked' AND u.waiting_on IS DISTINCT FROM (SELECT count(*) FROM unit_deps d WHERE d.unit_id = u.id AND NOT d.satisfied)
+      UNION ALL
+      SELECT u.id, 'closed_by_a_failed_dependency' FROM units u
+      WHERE u.closed_by IS NOT NULL AND (u.status NOT IN ('error', 'cancelled')
+        OR EXISTS (SELECT FROM units p WHERE p.id = u.closed_by AND p.status NOT IN ('error', 'cancelled')))
+      UNION ALL
+      SELECT w.id, 'finished_workflow_has_no_open_step' FROM workflows w
+      WHERE w.status <> 'running' AND EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id AND u.status NOT IN ${statusList(["success", "error", "cancelled"])})
+      UNION ALL
+      SELECT w.id, 'running_workflow_has_an_open_step' FROM workflows w
+      WHERE w.status = 'running' AND NOT EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id AND u.status NOT IN ${statusList(["success", "error", "cancelled"])})
+      UNION ALL
+      SELECT w.id, 'workflow_status_follows_steps' FROM workflows w
+      WHERE w.status <> 'running' AND w.status <> (
+        SELECT CASE WHEN bool_or(u.status = 'error') THEN 'error' WHEN bool_or(u.status = 'cancelled') THEN 'cancelled' ELSE 'success' END
+        FROM units u WHERE u.workflow_id = w.id)
+    )
+    SELECT rule, count(*)::int AS count, (array_agg(id ORDER BY id))[1:${SAMPLE}] AS units FROM broken GROUP BY rule ORDER BY rule`.execute(db);
+  const messages: Record<string, string> = {
+    dispatched_before_dependencies: "a unit dispatched before a dependency it waits for succeeded (or, for an ignore edge, ended)",
+    blocked_waits_for_something: "a blocked unit with no unsatisfied edge to an unfinished dependency: its wake-up was lost",
+    waiting_on_counts_open_edges: "a blocked unit whose waiting_on differs from its unsatisfied edges",
+    closed_by_a_failed_dependency: "a unit closed by a dependency that did not fail",
+    finished_workflow_has_no_open_step: "a finished workflow (ids) with a step not finished",
+    running_workflow_has_an_open_step: "a running workflow (ids) whose steps have all finished: it never ended",
+    workflow_status_follows_steps: "a finished workflow (ids) whose status is not what its steps say",
   };
   return rows.map((r) => ({ rule: r.rule, message: messages[r.rule] ?? r.rule, count: r.count, units: r.units }));
 }

@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
-import type { ClaimedUnit } from "./top-up.ts";
+import { toClaimedUnit, type ClaimedUnit } from "./top-up.ts";
+import { depsResults } from "./workflows.ts";
 import { applyStatusUpdates, type ApplyOptions, type ApplyResult } from "./apply-status.ts";
 
 /**
@@ -13,7 +14,7 @@ import { applyStatusUpdates, type ApplyOptions, type ApplyResult } from "./apply
  */
 export async function claimStaleDispatched(db: Db, olderThanMs: number, limit: number, maxRepublishes = Infinity): Promise<(ClaimedUnit & { republishes: number })[]> {
   const max = Number.isFinite(maxRepublishes) ? maxRepublishes : 2_147_483_647;
-  const { rows } = await sql<{ id: number; attempt: number; kind: string; payload: unknown; republishes: number }>`
+  const { rows } = await sql<{ id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null; republishes: number }>`
     UPDATE units SET
       dispatched_at = now(),
       updated_at = now(),
@@ -27,8 +28,8 @@ export async function claimStaleDispatched(db: Db, olderThanMs: number, limit: n
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, attempt, kind, payload, republishes`.execute(db);
-  return rows.map((r) => ({ unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload, republishes: r.republishes }));
+    RETURNING id, attempt, kind, payload, ${depsResults("units")} AS deps, republishes`.execute(db);
+  return rows.map((r) => ({ ...toClaimedUnit(r), republishes: r.republishes }));
 }
 
 /**

@@ -16,9 +16,17 @@ export interface Pruned {
   events: number;
 }
 
-/** Finished longer ago than `retentionMs` (by updated_at, which a terminal row keeps: migration 0009). */
+/**
+ * Finished longer ago than `retentionMs` (by updated_at, which a terminal row keeps: migration
+ * 0009), and needed by nobody: not a step of a workflow still running (GET /workflows/:id shows
+ * every step until it ends), and no unit that is not finished waits for it (its result is
+ * handed to them when they are dispatched).
+ */
 const finishedBefore = (retentionMs: number) =>
-  sql<boolean>`status IN ${statusList(TERMINAL)} AND updated_at < now() - make_interval(secs => ${retentionMs / 1000})`;
+  sql<boolean>`status IN ${statusList(TERMINAL)} AND updated_at < now() - make_interval(secs => ${retentionMs / 1000})
+    AND (workflow_id IS NULL OR EXISTS (SELECT FROM workflows w WHERE w.id = units.workflow_id AND w.status <> 'running'))
+    AND (NOT has_dependents OR NOT EXISTS (
+      SELECT FROM unit_deps d JOIN units x ON x.id = d.unit_id WHERE d.depends_on = units.id AND x.status NOT IN ${statusList(TERMINAL)}))`;
 
 /**
  * One batch in the duty's transaction: up to `limit` finished units past the retention, oldest
@@ -50,6 +58,11 @@ export async function pruneBatch(trx: Transaction<Database>, opts: { retentionMs
       SELECT count(*)::int AS n FROM gone`.execute(trx);
     events = rows[0]?.n ?? 0;
   }
+  if (ids.length > 0) {
+    // Their edges, both ways (a dependent kept keeps no edge to a dependency gone).
+    await sql`DELETE FROM unit_deps WHERE unit_id = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
+    await sql`DELETE FROM unit_deps WHERE depends_on = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
+  }
   const { rows } = await sql<{ units: number }>`
     WITH gone AS (DELETE FROM units WHERE id = ANY(${sql.val(ids)}::bigint[]) RETURNING 1),
     n AS (SELECT count(*)::int AS units FROM gone)
@@ -61,6 +74,13 @@ export async function pruneBatch(trx: Transaction<Database>, opts: { retentionMs
     FROM n
     WHERE retention.id
     RETURNING n.units`.execute(trx);
+  // Workflows finished past the retention whose steps are all gone.
+  await sql`
+    DELETE FROM workflows WHERE id = ANY(ARRAY(
+      SELECT w.id FROM workflows w
+      WHERE w.finished_at < now() - make_interval(secs => ${opts.retentionMs / 1000})
+        AND NOT EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id)
+      ORDER BY w.finished_at LIMIT ${opts.limit}))`.execute(trx);
   return { units: rows[0]?.units ?? 0, events };
 }
 

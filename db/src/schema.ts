@@ -30,6 +30,15 @@ export interface UnitsTable {
   /** The schedule and occurrence that made the unit (migration 0008); null for a producer's. */
   schedule_name: string | null;
   scheduled_for: Timestamp | null;
+  /** Its workflow and its name there (migration 0010); null for a unit outside workflows. */
+  workflow_id: number | null;
+  step: string | null;
+  /** Dependencies not yet satisfied while blocked; null: the unit never had any. */
+  waiting_on: number | null;
+  /** Some unit waits for this one (unit_deps.depends_on): its end is the trigger's business. */
+  has_dependents: Generated<boolean>;
+  /** The failed dependency whose end closed this unit; a retry of that one re-opens it. */
+  closed_by: number | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -150,6 +159,29 @@ export interface RetentionTable {
   last_run_by: string | null;
 }
 
+export type FailurePolicy = "cancel" | "fail" | "ignore";
+export type WorkflowStatus = "running" | "success" | "error" | "cancelled";
+
+/** "unit_id waits for depends_on" (migration 0010). */
+export interface UnitDepsTable {
+  unit_id: number;
+  depends_on: number;
+  on_failure: FailurePolicy;
+  satisfied: Generated<boolean>;
+}
+
+/** A DAG of steps enqueued together (migration 0010); its status follows its steps. */
+export interface WorkflowsTable {
+  id: Generated<number>;
+  name: string;
+  ref: string | null;
+  status: Generated<WorkflowStatus>;
+  on_failure: FailurePolicy;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+  finished_at: Timestamp | null;
+}
+
 export interface Database {
   units: UnitsTable;
   unit_events: UnitEventsTable;
@@ -162,6 +194,8 @@ export interface Database {
   kinds_without_agents: KindsWithoutAgentsTable;
   schedules: SchedulesTable;
   retention: RetentionTable;
+  unit_deps: UnitDepsTable;
+  workflows: WorkflowsTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

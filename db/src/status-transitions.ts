@@ -1,4 +1,4 @@
-import { isInFlight, type ReportedStatusName, type UnitStatus } from "@rtb/protocol";
+import { isInFlight, type ReportedStatusName, type Spawn, type UnitStatus } from "@rtb/protocol";
 
 /**
  * The status rules, as a pure function (docs/architecture.md, "Unit lifecycle").
@@ -34,6 +34,8 @@ export interface ReportedUpdate {
   source: string;
   result?: unknown;
   error?: { message: string; retryable: boolean; noAgent?: true };
+  /** success: the steps the handler fanned out (workflows.ts, spawnSteps). */
+  spawn?: Spawn;
 }
 
 export type IgnoreReason = "unknown_unit" | "stale_attempt" | "cancelled" | "not_in_flight" | "not_forward";
@@ -59,6 +61,8 @@ export interface UnitOutcome {
   waitForAgent?: true;
   result: unknown;
   lastError: string | null;
+  /** A success that fans out: these steps are enqueued with it (apply-status.ts). */
+  spawn?: Spawn;
 }
 
 export interface Plan {
@@ -136,8 +140,8 @@ export function planTransitions(
       detail = { message, retryable, ...(retryAt ? { retryAt: retryAt.toISOString() } : { final: true }) };
       outcome = { status: willRetry ? "pending" : "error", notBefore: retryAt, result: null, lastError: message };
     } else if (u.status === "success") {
-      detail = u.result === undefined ? null : { result: u.result };
-      outcome = { status: "success", notBefore: null, result: u.result ?? null, lastError: null };
+      detail = u.result === undefined && !u.spawn ? null : { ...(u.result === undefined ? {} : { result: u.result }), ...(u.spawn ? { spawned: u.spawn.steps.length + (u.spawn.join ? 1 : 0) } : {}) };
+      outcome = { status: "success", notBefore: null, result: u.result ?? null, lastError: null, ...(u.spawn ? { spawn: u.spawn } : {}) };
     } else {
       outcome = { status: u.status, notBefore: null, result: null, lastError: null };
     }

@@ -9,7 +9,13 @@ export interface ClaimedUnit {
   attempt: number;
   kind: string;
   payload: unknown;
+  /** Its dependencies' results by step name (workflows.ts): absent for a unit without dependencies. */
+  deps?: Record<string, unknown>;
 }
+
+/** A claimed row as the dispatcher publishes it. */
+export const toClaimedUnit = (r: { id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null }): ClaimedUnit =>
+  r.deps === null ? { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload } : { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload, deps: r.deps };
 
 export interface TopUpClaim {
   dispatching: boolean;
@@ -41,7 +47,7 @@ export async function claimTopUp(db: Db, maxQueue: number): Promise<TopUpClaim> 
     const picks = await planFrom(trx, inputs);
     if (picks.length === 0) return { dispatching, outstanding, units: [] };
     const rows = await run(trx, claimStatement(picks, new Date()));
-    return { dispatching, outstanding, units: rows.map((r) => ({ unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload })) };
+    return { dispatching, outstanding, units: rows.map(toClaimedUnit) };
   });
 }
 

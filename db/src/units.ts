@@ -35,6 +35,10 @@ export interface Unit {
   waitingForAgentSince: Date | null;
   /** The schedule and occurrence that made it; null for a producer's unit. */
   schedule: { name: string; occurrence: Date } | null;
+  /** The workflow it is a step of, and its name there; null outside workflows. */
+  workflow: { id: number; step: string } | null;
+  /** Blocked: dependencies not yet satisfied; null for a unit that never had dependencies. */
+  waitingOn: number | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -79,6 +83,8 @@ export function toUnit(row: UnitRow): Unit {
     republishes: row.republished_attempt === row.attempt ? row.republishes : 0,
     waitingForAgentSince: row.agent_wait_since,
     schedule: row.schedule_name !== null && row.scheduled_for !== null ? { name: row.schedule_name, occurrence: row.scheduled_for } : null,
+    workflow: row.workflow_id !== null && row.step !== null ? { id: row.workflow_id, step: row.step } : null,
+    waitingOn: row.waiting_on,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -97,6 +103,13 @@ export interface NewUnit {
   delayMs?: number | null;
   /** A schedule's unit: which schedule and occurrence made it (its ref names the same). */
   schedule?: { name: string; occurrence: Date } | null;
+  /** A workflow's step: its workflow and name there (workflows.ts). */
+  workflow?: { id: number; step: string } | null;
+  /**
+   * It will get this many dependencies (addDependencies, in the same transaction): it starts
+   * `blocked`, waiting for them. 0 or absent: none, it starts pending.
+   */
+  dependencies?: number;
 }
 
 export interface Enqueued {
@@ -145,8 +158,11 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.runAt ?? null))}::timestamptz[],
           ${sql.val(distinct.map((u) => u.delayMs ?? null))}::bigint[],
           ${sql.val(distinct.map((u) => u.schedule?.name ?? null))}::text[],
-          ${sql.val(distinct.map((u) => u.schedule?.occurrence ?? null))}::timestamptz[]
-        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, ord)
+          ${sql.val(distinct.map((u) => u.schedule?.occurrence ?? null))}::timestamptz[],
+          ${sql.val(distinct.map((u) => u.workflow?.id ?? null))}::bigint[],
+          ${sql.val(distinct.map((u) => u.workflow?.step ?? null))}::text[],
+          ${sql.val(distinct.map((u) => (u.dependencies ? u.dependencies : null)))}::int[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, waiting_on, ord)
       ),
       -- A delayed unit is pending with not_before set: not ready (the ready counts leave it
       -- out) until the top-up or the preview clears it once due (dispatch-inputs.ts), and the
@@ -157,20 +173,22 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
         FROM input
       ),
       inserted AS (
-        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for)
+        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, waiting_on, status)
         OVERRIDING SYSTEM VALUE
-        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for FROM due ORDER BY ord
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, waiting_on,
+               CASE WHEN waiting_on > 0 THEN 'blocked' ELSE 'pending' END
+        FROM due ORDER BY ord
         ON CONFLICT (ref) DO NOTHING
-        RETURNING id, not_before, schedule_name, scheduled_for
+        RETURNING id, status, not_before, schedule_name, scheduled_for
       ),
       -- The timeline says when a delayed unit is due, and which schedule's occurrence made one.
       due_events AS (
         INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-        SELECT id, 0, 'pending', now(), 'api',
+        SELECT id, 0, status, now(), 'api',
                jsonb_strip_nulls(jsonb_build_object('due', not_before, 'schedule', schedule_name, 'occurrence', scheduled_for))
         FROM inserted WHERE not_before IS NOT NULL OR schedule_name IS NOT NULL
       )
-      SELECT i.ord, COALESCE(n.id, u.id) AS id, CASE WHEN n.id IS NOT NULL THEN 'pending' ELSE u.status END AS status,
+      SELECT i.ord, COALESCE(n.id, u.id) AS id, COALESCE(n.status, u.status) AS status,
              n.id IS NOT NULL AS created
       FROM input i
       LEFT JOIN inserted n ON n.id = i.id

@@ -19,6 +19,7 @@ const HOUR = 3_600_000;
 
 /** Each status's timeline, as the status rules would have written it (attempt 1; pending and cancelled never dispatched). */
 const timelines: Record<UnitStatus, { status: string; detail?: string }[]> = {
+  blocked: [],
   pending: [],
   dispatched: [{ status: "dispatched" }],
   queued: [{ status: "dispatched" }, { status: "queued" }],

@@ -8,6 +8,7 @@ import * as m0006 from "./0006_bounded_inputs.ts";
 import * as m0007 from "./0007_waiting_for_agents.ts";
 import * as m0008 from "./0008_schedules.ts";
 import * as m0009 from "./0009_retention.ts";
+import * as m0010 from "./0010_workflows.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   "0007_waiting_for_agents": m0007,
   "0008_schedules": m0008,
   "0009_retention": m0009,
+  "0010_workflows": m0010,
 };

@@ -1,4 +1,5 @@
 export * from "./statuses.ts";
 export * from "./names.ts";
 export * from "./messages.ts";
+export * from "./workflows.ts";
 export * from "./http/index.ts";

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { kindSchema, NAME_MAX_LENGTH } from "./names.ts";
 import { REPORTED_STATUSES } from "./statuses.ts";
+import { SpawnSchema } from "./workflows.ts";
 
 /**
  * Message contracts, one schema per message type, each with a version field. Every consumer
@@ -18,7 +19,14 @@ const kind = kindSchema;
  */
 export const MAX_AGENT_KINDS = 500;
 
-export const DispatchedUnit = z.object({ unitId, attempt, kind, payload: z.unknown() });
+/**
+ * A workflow step's (or a unit enqueued with dependsOn) dependencies' results, by step name (a
+ * dependency outside workflows by its ref, else its id): only those that succeeded. Absent for
+ * a unit without dependencies.
+ */
+const deps = z.record(z.string(), z.unknown()).optional();
+
+export const DispatchedUnit = z.object({ unitId, attempt, kind, payload: z.unknown(), deps });
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;
 
 /** api -> outbox -> leader */
@@ -37,13 +45,14 @@ export const JobMessage = z.object({
   attempt,
   kind,
   payload: z.unknown(),
+  deps,
 });
 export type JobMessage = z.infer<typeof JobMessage>;
 
 /** The most units one batch job may carry (the leader sends up to RTB_JOB_MAX_UNITS). */
 export const MAX_JOB_UNITS = 1_000;
 
-export const JobUnit = z.object({ unitId, attempt, payload: z.unknown() });
+export const JobUnit = z.object({ unitId, attempt, payload: z.unknown(), deps });
 export type JobUnit = z.infer<typeof JobUnit>;
 
 /**
@@ -81,7 +90,8 @@ export function parseJob(body: Buffer): ParseResult<AnyJobMessage> {
 
 /** The units of a job, whichever form it came in. */
 export function jobUnits(job: AnyJobMessage): JobUnit[] {
-  return "units" in job ? job.units : [{ unitId: job.unitId, attempt: job.attempt, payload: job.payload }];
+  if ("units" in job) return job.units;
+  return [job.deps === undefined ? { unitId: job.unitId, attempt: job.attempt, payload: job.payload } : { unitId: job.unitId, attempt: job.attempt, payload: job.payload, deps: job.deps }];
 }
 
 /** The statuses other services report; `dispatched` is the api's own. */
@@ -101,6 +111,8 @@ export const StatusUpdate = z.object({
    * does not count as an attempt.
    */
   error: z.object({ message: z.string().max(4_000), retryable: z.boolean(), noAgent: z.literal(true).optional() }).optional(),
+  /** success: new steps (and a join) the handler fanned out, enqueued with the success, once. */
+  spawn: SpawnSchema.optional(),
 });
 export type StatusUpdate = z.infer<typeof StatusUpdate>;
 

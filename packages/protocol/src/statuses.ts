@@ -4,9 +4,11 @@
  * metrics, the scripts and the tests) reads them from here; the CHECK on units.status lives
  * in the migrations, and what may follow what in db/src/status-transitions.ts.
  */
-export const UNIT_STATUSES = ["pending", "dispatched", "queued", "processing", "success", "error", "cancelled"] as const;
+export const UNIT_STATUSES = ["blocked", "pending", "dispatched", "queued", "processing", "success", "error", "cancelled"] as const;
 export type UnitStatus = (typeof UNIT_STATUSES)[number];
 
+/** Waiting for its dependencies (a workflow step, or a unit enqueued with dependsOn): not ready, in no ready count. */
+export const BLOCKED = ["blocked"] as const satisfies readonly UnitStatus[];
 /** The backlog: waiting to be dispatched. */
 export const BACKLOG = ["pending"] as const satisfies readonly UnitStatus[];
 /** Handed to the broker and not yet started: what RTB_BROADCAST_MAX_QUEUE bounds. */
@@ -16,7 +18,7 @@ export const IN_FLIGHT = ["dispatched", "queued", "processing"] as const satisfi
 /** Finished: nothing happens to the unit again unless an operator retries it. */
 export const TERMINAL = ["success", "error", "cancelled"] as const satisfies readonly UnitStatus[];
 /** What an operator may cancel: every status that is not terminal (POST /units/:id/cancel, POST /units/cancel). */
-export const CANCELLABLE = ["pending", "dispatched", "queued", "processing"] as const satisfies readonly UnitStatus[];
+export const CANCELLABLE = ["blocked", "pending", "dispatched", "queued", "processing"] as const satisfies readonly UnitStatus[];
 /** What an attempt can end as (a report's outcome); `cancelled` is the operator's, never reported. */
 export const OUTCOMES = ["success", "error"] as const satisfies readonly UnitStatus[];
 /** What the leader and agents report; `dispatched` is the api's own. */

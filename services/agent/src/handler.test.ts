@@ -4,7 +4,7 @@ import { ConfigError } from "@rtb/runtime";
 import { defineHandler, describeFailure, PermanentJobError, type Job } from "./handler.ts";
 import { servedHandlers } from "./run-agent.ts";
 
-const job = (payload: unknown): Job => ({ unitId: 7, attempt: 1, kind: "render", payload, signal: new AbortController().signal, logger: undefined as never });
+const job = (payload: unknown): Job => ({ unitId: 7, attempt: 1, kind: "render", payload, deps: {}, spawn: () => {}, signal: new AbortController().signal, logger: undefined as never });
 
 describe("defineHandler", () => {
   const render = defineHandler({

@@ -1,4 +1,4 @@
-import { fieldName } from "@rtb/protocol";
+import { fieldName, type SpawnInput } from "@rtb/protocol";
 import type { Logger } from "@rtb/runtime";
 
 /**
@@ -15,6 +15,18 @@ export interface Job<P = unknown> {
   kind: string;
   /** The unit's payload as enqueued (any JSON; `{}` when none was given), or as the handler's schema parsed it (defineHandler). */
   payload: P;
+  /**
+   * The results of the unit's dependencies that succeeded, by step name (a workflow's step), or
+   * by ref or id (a unit enqueued with dependsOn); `{}` for a unit without dependencies.
+   */
+  deps: Record<string, unknown>;
+  /**
+   * Fan out: enqueue these steps in the unit's workflow with its success (and a join that waits
+   * for them all, which whoever waits for this unit then waits for too). Exactly once: they are
+   * written in the transaction that records the success. Call it at most once per attempt; a
+   * fan-out that is not a valid DAG ends the attempt as a permanent error naming the field.
+   */
+  spawn(fanOut: SpawnInput): void;
   /**
    * Aborted when the handler's time is up (RTB_AGENT_TIMEOUT_MS), the agent is shutting down, or
    * an operator cancelled the unit (`signal.reason` is then a UnitCancelledError, and nothing more

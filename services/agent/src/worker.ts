@@ -1,6 +1,6 @@
 import { assertJobQueue, createStatusReporter, jsonBytes, maxResultBytes, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
-import { encodeMessage, jobUnits, parseJob, type JobUnit, type StatusUpdate } from "@rtb/protocol";
-import { describeFailure, type Handler, type Job } from "./handler.ts";
+import { encodeMessage, fieldName, jobUnits, parseJob, SpawnSchema, type JobUnit, type Spawn, type StatusUpdate } from "@rtb/protocol";
+import { describeFailure, PermanentJobError, type Handler, type Job } from "./handler.ts";
 import { UnitCancelledError, type Cancellations } from "./cancellations.ts";
 import type { AgentMetrics } from "./agent-metrics.ts";
 import type { AgentStats } from "./agent-stats.ts";
@@ -86,7 +86,8 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     if (update.status !== "success") return update;
     let bytes: number;
     try {
-      bytes = jsonBytes(update.result);
+      // A fan-out travels in the same report: its steps count against the same limit.
+      bytes = jsonBytes(update.result) + (update.spawn ? jsonBytes(update.spawn) : 0);
     } catch (err) {
       // Not JSON at all (a BigInt, a cycle, nesting too deep): no retry can report it either.
       return permanentError(update, `result cannot be encoded as JSON: ${(err as Error).message}`);
@@ -250,7 +251,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     job: JobUnit & { kind: string },
     jobAbort: LazyAbort,
     log: () => Logger,
-  ): Promise<{ status: "success"; result: unknown } | { status: "error"; error: { message: string; retryable: boolean } }> {
+  ): Promise<{ status: "success"; result: unknown; spawn?: Spawn } | { status: "error"; error: { message: string; retryable: boolean } }> {
     // The job's controller is aborted by its own timer or by the shutdown here (and by a
     // cancel, runJob), both unhooked when the job ends. Not AbortSignal.any([AbortSignal.timeout(), shutdown.signal]): Node
     // keeps every signal combined with a long-lived one (nodejs/node#55351), which grew an
@@ -266,11 +267,17 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     const aborted = jobAbort.whenAborted();
     try {
       // `signal` and `logger` are made when the handler first reads them.
+      let spawned: unknown;
       const view: Job = {
         unitId: job.unitId,
         attempt: job.attempt,
         kind: job.kind,
         payload: job.payload,
+        deps: job.deps ?? {},
+        spawn(fanOut) {
+          if (spawned !== undefined) throw new PermanentJobError("spawn was called twice for one attempt");
+          spawned = fanOut;
+        },
         get signal() {
           return jobAbort.signal;
         },
@@ -279,7 +286,13 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         },
       };
       const result = await Promise.race([handler(view), aborted]);
-      return { status: "success", result: result ?? null };
+      if (spawned === undefined) return { status: "success", result: result ?? null };
+      const spawn = SpawnSchema.safeParse(spawned);
+      if (!spawn.success) {
+        const issue = spawn.error.issues[0];
+        return { status: "error", error: { message: `${fieldName(["spawn", ...(issue?.path ?? [])] as (string | number)[])}: ${issue?.message ?? "invalid"}`, retryable: false } };
+      }
+      return { status: "success", result: result ?? null, spawn: spawn.data };
     } catch (err) {
       return { status: "error", error: describeFailure(err) };
     } finally {

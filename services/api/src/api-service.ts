@@ -83,6 +83,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       batchMs: config.RTB_INBOX_BATCH_MS,
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
+      maxAttempts: config.RTB_MAX_ATTEMPTS,
       onFreed: () => dispatcher.trigger("inbox batch"),
       // An agent runs a cancelled attempt: it did not hear the cancel (started or reconnected since).
       onCancelledRunning: (units) => void cancels.announce(units, "a cancelled attempt was reported running"),

@@ -1,4 +1,4 @@
-import { checkTallies, checkTimelines, countByStatus, outstandingNow, republishedWithoutProgress, stuckUnits, type Db, type Violation } from "@rtb/db";
+import { checkTallies, checkTimelines, checkWorkflows, countByStatus, outstandingNow, republishedWithoutProgress, stuckUnits, type Db, type Violation } from "@rtb/db";
 import { isTerminal, TERMINAL, UNIT_STATUSES, type UnitStatus } from "@rtb/protocol";
 import type { Broker, QueueState } from "@rtb/runtime";
 
@@ -68,7 +68,7 @@ export async function checkSystem(opts: CheckOptions): Promise<CheckReport> {
   } while (Date.now() < sampleUntil);
   if (peak > opts.maxQueue) violate("max_queue_exceeded", `outstanding units peaked at ${peak}, above RTB_BROADCAST_MAX_QUEUE=${opts.maxQueue}`, [], peak);
 
-  violations.push(...(await checkTimelines(db)), ...(await checkTallies(db)));
+  violations.push(...(await checkTimelines(db)), ...(await checkTallies(db)), ...(await checkWorkflows(db)));
   const counts = await countByStatus(db);
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
   const stuck = await stuckUnits(db, { dispatchTimeoutMs: opts.dispatchTimeoutMs, processingTimeoutMs: opts.processingTimeoutMs, graceMs });

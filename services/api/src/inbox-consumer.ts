@@ -15,6 +15,8 @@ export interface InboxOptions {
   batchMs: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** RTB_MAX_ATTEMPTS: for spawned steps that do not say. */
+  maxAttempts?: number;
   /** Called after each committed batch that freed room in the outbox or scheduled a retry. */
   onFreed: () => void;
   /**
@@ -52,7 +54,7 @@ function collect(batch: Pending[]) {
     for (const u of message.updates) {
       // Only the leader knows whether a kind has a job queue: from anyone else, "no agent" is an ordinary error.
       const error = u.error?.noAgent && message.source.service !== "leader" ? { message: u.error.message, retryable: u.error.retryable } : u.error;
-      updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error });
+      updates.push({ unitId: u.unitId, attempt: u.attempt, status: u.status, at: new Date(u.at), source, result: u.result, error, ...(u.spawn ? { spawn: u.spawn } : {}) });
     }
     if (message.source.service === "leader" && message.utilization) {
       // When the leader reported: its updates' time, not the tracker's (a standby that just
@@ -164,7 +166,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       let result: Awaited<ReturnType<typeof applyStatusUpdates>>;
       try {
         const { updates, leader, instances, agentKinds } = collect(batch);
-        result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, leader, instances, agentKinds });
+        result = await applyStatusUpdates(db, updates, { retryBaseMs: opts.retryBaseMs, retryMaxMs: opts.retryMaxMs, maxAttempts: opts.maxAttempts, leader, instances, agentKinds });
       } catch (err) {
         // Cut short by stop() (the database may be closing under us): the batch stays unacked.
         if (stopping.signal.aborted) break;

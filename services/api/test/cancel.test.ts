@@ -99,7 +99,7 @@ describe("POST /units/:id/cancel of a unit in flight", () => {
     const again = await post(`/units/${a}/cancel`);
     expect(again.status).toBe(409);
     expect(again.body).toMatchObject({ error: "conflict", field: "status", unit: { status: "cancelled" } });
-    expect(again.body.message).toMatch(/only pending, dispatched, queued, processing units can be cancelled/);
+    expect(again.body.message).toMatch(/only blocked, pending, dispatched, queued, processing units can be cancelled/);
   });
 
   it("a cancelled unit may be retried: a new attempt, and the old attempt's reports are still ignored", async () => {

@@ -21,11 +21,11 @@ beforeAll(async () => {
 const ids = (units: { id: number }[]) => units.map((u) => u.id);
 
 describe("before dispatching is on", () => {
-  it("GET / reports counts for all 7 statuses, the total, outstanding, maxQueue, dispatching off and no leader", async () => {
+  it("GET / reports counts for all 8 statuses, the total, outstanding, maxQueue, dispatching off and no leader", async () => {
     const { status, body } = await call(api, "/");
     expect(status).toBe(200);
     expect(Object.keys(body.counts).sort()).toEqual([...UNIT_STATUSES].sort());
-    expect(body.counts).toEqual({ pending: 10, dispatched: 0, queued: 0, processing: 0, success: 0, error: 0, cancelled: 0 });
+    expect(body.counts).toEqual({ blocked: 0, pending: 10, dispatched: 0, queued: 0, processing: 0, success: 0, error: 0, cancelled: 0 });
     expect(body).toMatchObject({ total: 10, outstanding: 0, maxQueue: MAX_QUEUE, dispatching: false, leader: null });
   });
 

@@ -36,6 +36,11 @@ export const unitView = z
       .object({ name: z.string().describe("The schedule that made it."), occurrence: time.describe("The occurrence it was made for (its ref says the same).") })
       .nullable()
       .describe("The schedule and occurrence that made this unit; null for a unit a producer enqueued."),
+    workflow: z
+      .object({ id: id.describe("The workflow (GET /workflows/:id)."), step: z.string().describe("The step's name there.") })
+      .nullable()
+      .describe("The workflow this unit is a step of; null outside workflows."),
+    waitingOn: count.nullable().describe("Blocked: how many of its dependencies are not yet satisfied; null for a unit without dependencies."),
     createdAt: time.describe("When it was enqueued."),
     updatedAt: time.describe("When its row last changed."),
   })
@@ -152,7 +157,7 @@ export const stateView = z
 
     dispatching: z.boolean().describe("Whether the api dispatches (/go turns it on, /pause off)."),
     dispatchingSince: time.nullable().describe("When dispatching last changed."),
-    done: z.boolean().describe("Nothing pending or in flight."),
+    done: z.boolean().describe("Nothing blocked, pending or in flight."),
     leader: z
       .object({
         id: z.string().describe("The leader that routed last."),

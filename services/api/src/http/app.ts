@@ -12,6 +12,7 @@ import { controlRoutes } from "./control-routes.ts";
 import { unitRoutes } from "./unit-routes.ts";
 import { groupRoutes } from "./group-routes.ts";
 import { scheduleRoutes } from "./schedule-routes.ts";
+import { workflowRoutes } from "./workflow-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { metricsRoutes } from "./metrics-routes.ts";
 import { metaRoutes } from "./meta-routes.ts";
@@ -45,6 +46,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/units", unitRoutes(deps));
   app.route("/groups", groupRoutes(deps));
   app.route("/schedules", scheduleRoutes(deps));
+  app.route("/workflows", workflowRoutes(deps));
   app.route("/", healthRoutes(deps));
   app.route("/", metricsRoutes(deps));
   app.route("/", metaRoutes(deps.settings));

@@ -40,7 +40,8 @@ export function cancelRoutes(app: OpenAPIHono, deps: AppDeps): void {
       // Told batch by batch, so agents stop the first units while the next batch is cancelled.
       onBatch: async (units) => void (await cancels.announce(units, "bulk cancel")),
     });
-    if (totals.inFlight > 0) dispatcher.trigger("units in flight cancelled");
+    // Room freed in flight, or a dependent whose ignore edge a cancel satisfied made ready.
+    if (totals.cancelled > 0) dispatcher.trigger("units cancelled");
     return c.json(totals, 200);
   });
 
@@ -68,10 +69,8 @@ export function cancelRoutes(app: OpenAPIHono, deps: AppDeps): void {
     if (result.outcome === "conflict") {
       return c.json({ error: "conflict", field: "status", message: `unit ${id} is ${result.unit.status}; only ${cancellable} units can be cancelled`, unit: result.unit }, 409);
     }
-    if (result.inFlight) {
-      await cancels.announce([result.inFlight], "cancel");
-      dispatcher.trigger("unit in flight cancelled");
-    }
+    if (result.inFlight) await cancels.announce([result.inFlight], "cancel");
+    dispatcher.trigger("unit cancelled");
     return c.json({ unit: result.unit }, 200);
   });
 }

@@ -33,7 +33,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: S
     backlog: backlogView(summary.backlog),
     dispatching: summary.dispatching,
     dispatchingSince: summary.dispatchingSince?.toISOString() ?? null,
-    done: summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
+    done: summary.counts.blocked + summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
     leader: leader && { ...leader, activeSince: leader.activeSince?.toISOString() ?? null, reportedAt: leader.reportedAt.toISOString() },
     services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
     deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: { ...stats.deadLettered } },

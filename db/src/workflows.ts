@@ -1,0 +1,274 @@
+import { sql } from "kysely";
+import { isTerminal, type FailurePolicy, type Spawn, type UnitStatus } from "@rtb/protocol";
+import type { Db } from "./database.ts";
+import type { WorkflowStatus } from "./schema.ts";
+import { enqueueUnits, type NewUnit } from "./units.ts";
+
+/**
+ * Workflows and dependencies (docs/architecture.md, "Workflows"). A unit with dependencies is
+ * `blocked` until each is satisfied: a dependency is satisfied by its success, or by any end
+ * when the edge's policy is `ignore`; one that ends in error or is cancelled closes its
+ * dependents otherwise (cancel: cancelled, fail: error). All of that happens in the
+ * transaction that finishes the dependency, by the trigger of migration 0010; this module
+ * writes workflows and edges, and reads them back.
+ */
+
+/** One edge: `unitId` waits for `dependsOn`. */
+export interface NewEdge {
+  unitId: number;
+  dependsOn: number;
+  onFailure: FailurePolicy;
+}
+
+/**
+ * Give units their dependencies, in the caller's transaction: the units must have been
+ * enqueued with `dependencies` (blocked). The dependencies are marked as having dependents
+ * first (locking their rows, so one finishing meanwhile is seen finished by the next
+ * statement, or finishes after and sees the edges), then each unit is settled from what its
+ * dependencies are now: ready when all are satisfied already, closed when one already failed.
+ */
+export async function addDependencies(db: Db, edges: readonly NewEdge[]): Promise<void> {
+  if (edges.length === 0) return;
+  await sql`
+    INSERT INTO unit_deps (unit_id, depends_on, on_failure)
+    SELECT * FROM unnest(
+      ${sql.val(edges.map((e) => e.unitId))}::bigint[],
+      ${sql.val(edges.map((e) => e.dependsOn))}::bigint[],
+      ${sql.val(edges.map((e) => e.onFailure))}::text[]
+    )
+    ON CONFLICT DO NOTHING`.execute(db);
+  const deps = [...new Set(edges.map((e) => e.dependsOn))].sort((a, b) => a - b);
+  await sql`
+    UPDATE units SET has_dependents = true
+    WHERE id = ANY(ARRAY(SELECT id FROM units WHERE id = ANY(${sql.val(deps)}::bigint[]) AND NOT has_dependents ORDER BY id FOR UPDATE))`.execute(db);
+  const units = [...new Set(edges.map((e) => e.unitId))].sort((a, b) => a - b);
+  await sql`SELECT rtb_settle_dependents(${sql.val(units)}::bigint[])`.execute(db);
+}
+
+export interface NewStep {
+  step: string;
+  unit: Omit<NewUnit, "workflow" | "dependencies">;
+  dependsOn: readonly { step: string; onFailure?: FailurePolicy | undefined }[];
+}
+
+export interface NewWorkflow {
+  name: string;
+  ref: string | null;
+  onFailure: FailurePolicy;
+  steps: readonly NewStep[];
+}
+
+/**
+ * Enqueue a workflow and all its steps, in the caller's transaction (POST /workflows runs it
+ * in one, so it is all or nothing). A ref that exists already returns that workflow, with
+ * `created: false`, and writes nothing. The steps must form a DAG (dagProblem in @rtb/protocol
+ * checked that): they are inserted in order, steps without dependencies pending at once.
+ */
+export async function enqueueWorkflow(db: Db, wf: NewWorkflow): Promise<{ id: number; created: boolean }> {
+  const inserted = await sql<{ id: number }>`
+    INSERT INTO workflows (name, ref, on_failure) VALUES (${wf.name}, ${wf.ref}, ${wf.onFailure})
+    ON CONFLICT (ref) DO NOTHING RETURNING id`.execute(db);
+  if (inserted.rows[0] === undefined) {
+    const existing = await db.selectFrom("workflows").select("id").where("ref", "=", wf.ref!).executeTakeFirstOrThrow();
+    return { id: existing.id, created: false };
+  }
+  const id = inserted.rows[0].id;
+  const units = await enqueueUnits(
+    db,
+    wf.steps.map((s) => ({ ...s.unit, workflow: { id, step: s.step }, dependencies: s.dependsOn.length })),
+  );
+  const ids = new Map(wf.steps.map((s, i) => [s.step, units[i]!.id]));
+  await addDependencies(
+    db,
+    wf.steps.flatMap((s, i) => s.dependsOn.map((d) => ({ unitId: units[i]!.id, dependsOn: ids.get(d.step)!, onFailure: d.onFailure ?? wf.onFailure }))),
+  );
+  return { id, created: true };
+}
+
+/** The unit whose success spawns (its row is locked by the caller). */
+export interface SpawningUnit {
+  id: number;
+  workflowId: number | null;
+  step: string | null;
+  group: string;
+  priority: number;
+}
+
+/**
+ * A handler's fan-out, applied with its success (apply-status.ts, before the success itself
+ * is written): the new steps join the parent's workflow, named `<parent step>/<name>`, with
+ * their edges among themselves; the join waits for all of them, and whoever waited for the
+ * parent waits for the join as well. Steps that exist already under those names (the
+ * parent ran again after an operator's retry) are not made twice: the spawn is idempotent by
+ * name. Returns the ids of the steps made.
+ */
+export async function spawnSteps(db: Db, parent: SpawningUnit, spawn: Spawn, maxAttempts: number): Promise<number[]> {
+  const prefix = parent.step ?? `unit-${parent.id}`;
+  const name = (local: string) => `${prefix}/${local}`;
+  const policy = parent.workflowId === null
+    ? "cancel"
+    : ((await db.selectFrom("workflows").select("on_failure").where("id", "=", parent.workflowId).executeTakeFirst())?.on_failure ?? "cancel");
+  const steps = [
+    ...spawn.steps.map((s) => ({ ...s, dependsOn: s.dependsOn.map((d) => (typeof d === "string" ? { step: d, onFailure: undefined } : d)) })),
+    ...(spawn.join ? [{ ...spawn.join, dependsOn: spawn.steps.map((s) => ({ step: s.step, onFailure: undefined })) }] : []),
+  ];
+  const existing = new Map<string, number>();
+  if (parent.workflowId !== null) {
+    const rows = await db
+      .selectFrom("units")
+      .select(["id", "step"])
+      .where("workflow_id", "=", parent.workflowId)
+      .where("step", "in", steps.map((s) => name(s.step)))
+      .execute();
+    for (const r of rows) existing.set(r.step!, r.id);
+  }
+  const fresh = steps.filter((s) => !existing.has(name(s.step)));
+  const made = await enqueueUnits(
+    db,
+    fresh.map((s) => ({
+      kind: s.kind,
+      group: s.group ?? parent.group,
+      priority: s.priority ?? parent.priority,
+      payload: s.payload,
+      ref: null,
+      maxAttempts: s.maxAttempts ?? maxAttempts,
+      workflow: parent.workflowId === null ? null : { id: parent.workflowId, step: name(s.step) },
+      dependencies: s.dependsOn.length,
+    })),
+  );
+  const ids = new Map(existing);
+  fresh.forEach((s, i) => ids.set(name(s.step), made[i]!.id));
+  const edges: NewEdge[] = fresh.flatMap((s) =>
+    s.dependsOn.map((d) => ({ unitId: ids.get(name(s.step))!, dependsOn: ids.get(name(d.step))!, onFailure: d.onFailure ?? policy })),
+  );
+  if (spawn.join) {
+    const joinId = ids.get(name(spawn.join.step))!;
+    const waiting = await db.selectFrom("unit_deps").select(["unit_id", "on_failure"]).where("depends_on", "=", parent.id).execute();
+    for (const w of waiting) edges.push({ unitId: w.unit_id, dependsOn: joinId, onFailure: w.on_failure });
+  }
+  await addDependencies(db, edges);
+  return made.map((m) => m.id);
+}
+
+/** A spawn's problem that only the database can see: a stored name too long. null: none. */
+export function spawnProblem(parent: Pick<SpawningUnit, "id" | "step">, spawn: Spawn): string | null {
+  const prefix = parent.step ?? `unit-${parent.id}`;
+  const all = [...spawn.steps, ...(spawn.join ? [spawn.join] : [])];
+  const long = all.find((s) => prefix.length + 1 + s.step.length > 200);
+  return long ? `spawn: step "${prefix}/${long.step}" would be longer than 200 characters` : null;
+}
+
+export interface WorkflowStep {
+  id: number;
+  step: string;
+  kind: string;
+  status: UnitStatus;
+  attempt: number;
+  /** The edges this step waits for: the step it names, its unit, the policy, whether it is satisfied. */
+  dependsOn: { step: string | null; unitId: number; onFailure: FailurePolicy; satisfied: boolean }[];
+  waitingOn: number | null;
+  result: unknown;
+  lastError: string | null;
+  closedBy: number | null;
+  updatedAt: Date;
+}
+
+export interface Workflow {
+  id: number;
+  name: string;
+  ref: string | null;
+  status: WorkflowStatus;
+  onFailure: FailurePolicy;
+  /** Steps per status. */
+  counts: Partial<Record<UnitStatus, number>>;
+  createdAt: Date;
+  updatedAt: Date;
+  finishedAt: Date | null;
+}
+
+const toWorkflow = (r: { id: number; name: string; ref: string | null; status: WorkflowStatus; on_failure: FailurePolicy; created_at: Date; updated_at: Date; finished_at: Date | null; counts: Record<string, number> | null }): Workflow => ({
+  id: r.id,
+  name: r.name,
+  ref: r.ref,
+  status: r.status,
+  onFailure: r.on_failure,
+  counts: r.counts ?? {},
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+  finishedAt: r.finished_at,
+});
+
+const countsColumn = sql<Record<string, number> | null>`(SELECT json_object_agg(status, n) FROM (SELECT status, count(*) AS n FROM units WHERE workflow_id = w.id GROUP BY status) c)`;
+
+/** One workflow with every step and its edges; null when there is none with this id. */
+export async function getWorkflow(db: Db, id: number): Promise<(Workflow & { steps: WorkflowStep[] }) | null> {
+  const { rows } = await sql<Parameters<typeof toWorkflow>[0]>`SELECT w.*, ${countsColumn} AS counts FROM workflows w WHERE w.id = ${id}`.execute(db);
+  if (!rows[0]) return null;
+  const steps = await sql<{
+    id: number; step: string; kind: string; status: UnitStatus; attempt: number; waiting_on: number | null; result: unknown;
+    last_error: string | null; closed_by: number | null; updated_at: Date; deps: WorkflowStep["dependsOn"] | null;
+  }>`
+    SELECT u.id, u.step, u.kind, u.status, u.attempt, u.waiting_on, u.result, u.last_error, u.closed_by, u.updated_at,
+      (SELECT json_agg(json_build_object('step', p.step, 'unitId', d.depends_on, 'onFailure', d.on_failure, 'satisfied', d.satisfied) ORDER BY d.depends_on)
+       FROM unit_deps d LEFT JOIN units p ON p.id = d.depends_on WHERE d.unit_id = u.id) AS deps
+    FROM units u WHERE u.workflow_id = ${id}
+    ORDER BY u.id`.execute(db);
+  return {
+    ...toWorkflow(rows[0]),
+    steps: steps.rows.map((s) => ({
+      id: s.id,
+      step: s.step,
+      kind: s.kind,
+      status: s.status,
+      attempt: s.attempt,
+      dependsOn: s.deps ?? [],
+      waitingOn: s.waiting_on,
+      result: s.result,
+      lastError: s.last_error,
+      closedBy: s.closed_by,
+      updatedAt: s.updated_at,
+    })),
+  };
+}
+
+export interface WorkflowFilter {
+  statuses?: readonly WorkflowStatus[];
+  name?: string;
+  ref?: string;
+  beforeId?: number;
+  limit: number;
+}
+
+/** Workflows newest first, filtered, with their steps counted per status; `nextBeforeId` continues. */
+export async function listWorkflows(db: Db, f: WorkflowFilter): Promise<{ workflows: Workflow[]; nextBeforeId: number | null }> {
+  const { rows } = await sql<Parameters<typeof toWorkflow>[0]>`
+    SELECT w.*, ${countsColumn} AS counts FROM workflows w
+    WHERE true
+      ${f.statuses?.length ? sql`AND w.status = ANY(${sql.val(f.statuses)}::text[])` : sql``}
+      ${f.name !== undefined ? sql`AND w.name = ${f.name}` : sql``}
+      ${f.ref !== undefined ? sql`AND w.ref = ${f.ref}` : sql``}
+      ${f.beforeId !== undefined ? sql`AND w.id < ${f.beforeId}` : sql``}
+    ORDER BY w.id DESC LIMIT ${f.limit + 1}`.execute(db);
+  const more = rows.length > f.limit;
+  const page = (more ? rows.slice(0, f.limit) : rows).map(toWorkflow);
+  return { workflows: page, nextBeforeId: more ? page[page.length - 1]!.id : null };
+}
+
+/** The ids of a workflow's steps that are not finished (what cancelling it cancels). */
+export async function openSteps(db: Db, workflowId: number): Promise<number[]> {
+  const rows = await db.selectFrom("units").select(["id", "status"]).where("workflow_id", "=", workflowId).orderBy("id").execute();
+  return rows.filter((r) => !isTerminal(r.status)).map((r) => r.id);
+}
+
+/**
+ * The results a unit with dependencies is dispatched with: each succeeded dependency's result
+ * under its step name (outside workflows: its ref, else its id). A SQL expression over the
+ * units row `alias`; null for a unit that never had dependencies, so the dispatch of other
+ * units reads nothing more.
+ */
+export const depsResults = (alias: string) => sql<Record<string, unknown> | null>`
+  CASE WHEN ${sql.ref(`${alias}.waiting_on`)} IS NOT NULL THEN (
+    SELECT coalesce(jsonb_object_agg(coalesce(p.step, p.ref, p.id::text), p.result), '{}'::jsonb)
+    FROM unit_deps d JOIN units p ON p.id = d.depends_on
+    WHERE d.unit_id = ${sql.ref(`${alias}.id`)} AND p.status = 'success'
+  ) END`;
