@@ -89,7 +89,7 @@ export async function up(db: Kysely<any>): Promise<void> {
         WHERE d.on_failure <> 'ignore' AND x.status = 'blocked' AND c.depth < 100000
       ),
       one AS (
-        SELECT DISTINCT ON (c.id) c.id, c.root, c.policy, r.step AS root_step, r.status AS root_status
+        SELECT DISTINCT ON (c.id) c.id, c.root, c.policy, coalesce(r.step, r.ref) AS root_name, r.step AS root_step, r.status AS root_status
         FROM closing c JOIN units r ON r.id = c.root
         ORDER BY c.id, c.depth, c.root
       ),
@@ -97,7 +97,7 @@ export async function up(db: Kysely<any>): Promise<void> {
         UPDATE units u SET
           status = CASE WHEN o.policy = 'fail' THEN 'error' ELSE 'cancelled' END,
           closed_by = o.root, not_before = NULL,
-          last_error = format('dependency %s (unit %s) ended in %s', coalesce(o.root_step, o.root::text), o.root, o.root_status),
+          last_error = format('dependency %s (unit %s) ended in %s', coalesce(o.root_name, o.root::text), o.root, o.root_status),
           updated_at = now()
         FROM one o
         WHERE u.id = o.id AND u.status = 'blocked' AND u.id = ANY(ARRAY(SELECT id FROM one))

@@ -125,3 +125,41 @@ describe("GET /workflows and cancelling one", () => {
     expect(await checkWorkflows(db.db)).toEqual([]);
   });
 });
+
+describe("POST /units with dependsOn (units outside workflows)", () => {
+  it("waits for units by ref (an earlier entry of the batch) or id; a dependency's end settles it by its policy", async () => {
+    const res = await post("/units", [
+      { kind: "line", ref: "dep-a" },
+      { kind: "line", ref: "dep-b", dependsOn: ["dep-a"], onFailure: "ignore" },
+      { kind: "line", ref: "dep-c", dependsOn: ["dep-a"] },
+    ]);
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    const [a, b, c] = res.body.units;
+    expect([a.status, b.status, c.status]).toEqual(["pending", "blocked", "blocked"]);
+    const d = await post("/units", { kind: "line", dependsOn: [b.id, "dep-c"] });
+    expect(d.body.unit).toMatchObject({ status: "blocked", waitingOn: 2 });
+    // a ends cancelled: b (ignore) is ready, c (cancel) is closed, and so is d (c failed it).
+    expect((await post(`/units/${a.id}/cancel`)).status).toBe(200);
+    expect((await call(api, `/units/${b.id}`)).body.status).toBe("pending");
+    const closed = (await call(api, `/units/${c.id}`)).body;
+    expect(closed).toMatchObject({ status: "cancelled", lastError: `dependency dep-a (unit ${a.id}) ended in cancelled` });
+    expect(closed.events.at(-1)).toMatchObject({ status: "cancelled", source: "workflow", detail: { reason: "dependency_failed", dependency: a.id } });
+    expect((await call(api, `/units/${d.body.unit.id}`)).body.status).toBe("cancelled");
+    expect(await checkWorkflows(db.db)).toEqual([]);
+  });
+
+  it("refuses a dependency that names no unit, or a later entry, naming the field, and writes nothing", async () => {
+    const before = await total();
+    const unknown = await post("/units", [{ kind: "line" }, { kind: "line", dependsOn: ["no-such-ref"] }]);
+    expect(unknown.status).toBe(400);
+    expect(unknown.body).toMatchObject({ field: "[1].dependsOn[0]", message: 'no unit with ref "no-such-ref"' });
+    const missingId = await post("/units", { kind: "line", dependsOn: [987654321] });
+    expect(missingId.body).toMatchObject({ field: "dependsOn[0]", message: "no unit with id 987654321" });
+    const forward = await post("/units", [{ kind: "line", ref: "first", dependsOn: ["second"] }, { kind: "line", ref: "second" }]);
+    expect(forward.body).toMatchObject({ field: "[0].dependsOn[0]" });
+    expect(forward.body.message).toMatch(/later one/);
+    const policyAlone = await post("/units", { kind: "line", onFailure: "ignore" });
+    expect(policyAlone.body).toMatchObject({ field: "onFailure" });
+    expect(await total()).toBe(before);
+  });
+});

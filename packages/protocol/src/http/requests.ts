@@ -2,6 +2,7 @@ import { z } from "zod";
 import { SCHEDULE_REF_PREFIX, scheduleNameSchema } from "../names.ts";
 import { CANCELLABLE } from "../statuses.ts";
 import { groupName, intParam, statusList, storableText, unitKind, unitRef } from "./fields.ts";
+import { failurePolicy, MAX_WORKFLOW_STEPS } from "../workflows.ts";
 
 /**
  * What the api's requests take: the api validates with these (and documents them in
@@ -48,8 +49,18 @@ export function unitSchemas(limits: RequestLimits) {
         .optional()
         .describe("Not before then: the unit is pending but not ready until this time (a time in the past means now; at most 366 days ahead)."),
       delayMs: z.number().int().min(0).max(MAX_DELAY_MS).optional().describe("Not before this many milliseconds from now (the database's clock); at most 366 days. Give runAt or delayMs, not both."),
+      dependsOn: z
+        .array(z.union([z.number().int().positive(), unitRef], { message: "expected a unit's id (a number) or its ref (a string)" }))
+        .max(MAX_WORKFLOW_STEPS, { message: `expected at most ${MAX_WORKFLOW_STEPS} dependencies` })
+        .optional()
+        .describe(
+          "Units this one waits for, by id or by ref (an existing unit, or an earlier entry of the same batch): it is blocked until each succeeded, " +
+            "and is dispatched with their results (by ref, else by id). For workflows of named steps, POST /workflows.",
+        ),
+      onFailure: failurePolicy.optional().describe("With dependsOn: what a dependency ending in error or cancelled does to this unit (default cancel)."),
     })
     .superRefine((u, ctx) => {
+      if (u.onFailure !== undefined && u.dependsOn === undefined) ctx.addIssue({ code: "custom", path: ["onFailure"], message: "onFailure applies to dependsOn: give both" });
       if (u.runAt !== undefined && u.delayMs !== undefined) ctx.addIssue({ code: "custom", path: ["delayMs"], message: "give runAt or delayMs, not both" });
       else if (u.runAt !== undefined && Date.parse(u.runAt) > Date.now() + MAX_DELAY_MS) {
         ctx.addIssue({ code: "custom", path: ["runAt"], message: "expected a time at most 366 days ahead" });

@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { jsonBytes } from "@rtb/runtime";
 import { backlogView } from "./state.ts";
-import { backlogShape, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type NewUnit, type UnitAction } from "@rtb/db";
+import { addDependencies, backlogShape, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type Db, type Enqueued, type NewEdge, type NewUnit, type UnitAction } from "@rtb/db";
 import {
   conflictBody,
   enqueuedBatch,
@@ -22,6 +22,7 @@ import type { AppDeps } from "./deps.ts";
 import { CHANGE, json, routes, serve } from "./routes.ts";
 import { committed } from "./committed.ts";
 import { cancelRoutes } from "./cancel-routes.ts";
+import { InvalidRequestError } from "./validation.ts";
 
 const tags = ["units"];
 const invalid = { description: "A field is invalid: `field` names it, `message` says why. Nothing was written.", content: json(errorBody) };
@@ -87,6 +88,8 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       const res = await committed(db, async (tx) => {
         const results = await enqueueUnits(tx, units.map(toNewUnit));
         created = results.filter((r) => r.created).length;
+        // Throws (rolling everything back) when a dependency is unknown: a 400 naming it.
+        await addDependencies(tx, await resolveDependencies(tx, units, results, one));
         if (one) {
           const unit = (await findUnit(tx, results[0]!.id))!;
           return results[0]!.created ? c.json({ created: true, unit }, 201) : c.json({ created: false, unit }, 200);
@@ -192,6 +195,44 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
 
 const unknownUnit = (c: Context, id: number) => c.json({ error: "not_found", field: "id", message: `no unit with id ${id}` }, 404);
 
+/**
+ * The edges of the units a POST /units created: each dependsOn entry, an id or a ref, names
+ * an existing unit or an earlier entry of the same request (so a batch can be a chain, never
+ * a cycle). An entry that names nothing throws InvalidRequestError (a 400 naming it), and the
+ * request's transaction rolls back. A unit that existed already (its ref) gets no new edges.
+ */
+async function resolveDependencies(tx: Db, units: readonly ParsedNewUnit[], results: readonly Enqueued[], one: boolean): Promise<NewEdge[]> {
+  if (!units.some((u) => u.dependsOn?.length)) return [];
+  const ids = units.flatMap((u) => (u.dependsOn ?? []).filter((d): d is number => typeof d === "number"));
+  const refs = units.flatMap((u) => (u.dependsOn ?? []).filter((d): d is string => typeof d === "string"));
+  const found = await tx
+    .selectFrom("units")
+    .select(["id", "ref"])
+    .where((eb) => eb.or([eb("id", "in", ids.length ? ids : [0]), eb("ref", "in", refs.length ? refs : [""])]))
+    .execute();
+  const byId = new Set(found.map((r) => r.id));
+  const byRef = new Map(found.flatMap((r) => (r.ref === null ? [] : [[r.ref, r.id] as const])));
+  // Refs of this request's entries resolve only backwards: to an entry before the one naming them.
+  const laterOwn = new Map<string, number>();
+  units.forEach((u, i) => u.ref !== undefined && !laterOwn.has(u.ref) && laterOwn.set(u.ref, i));
+  const edges: NewEdge[] = [];
+  units.forEach((u, i) => {
+    if (!u.dependsOn?.length || !results[i]!.created) return;
+    u.dependsOn.forEach((d, j) => {
+      const field = `${one ? "" : `[${i}].`}dependsOn[${j}]`;
+      const own = typeof d === "string" ? laterOwn.get(d) : undefined;
+      const target = typeof d === "number" ? (byId.has(d) ? d : undefined) : own !== undefined && own >= i ? undefined : byRef.get(d);
+      if (target === undefined) {
+        const why = typeof d === "number" ? `no unit with id ${d}` : own !== undefined && own >= i ? `ref "${d}" is this entry or a later one: an entry may depend only on earlier ones` : `no unit with ref "${d}"`;
+        throw new InvalidRequestError(field, why);
+      }
+      if (target === results[i]!.id) throw new InvalidRequestError(field, "a unit cannot depend on itself");
+      edges.push({ unitId: results[i]!.id, dependsOn: target, onFailure: u.onFailure ?? "cancel" });
+    });
+  });
+  return edges;
+}
+
 const toNewUnit = (u: ParsedNewUnit): NewUnit => ({
   kind: u.kind,
   group: u.group,
@@ -201,4 +242,5 @@ const toNewUnit = (u: ParsedNewUnit): NewUnit => ({
   maxAttempts: u.maxAttempts,
   runAt: u.runAt === undefined ? null : new Date(u.runAt),
   delayMs: u.delayMs ?? null,
+  dependencies: u.dependsOn?.length ?? 0,
 });
