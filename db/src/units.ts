@@ -341,6 +341,8 @@ export interface Summary {
   leader: { id: string; activeSince: Date | null; utilization: Utilization | null; reportedAt: Date } | null;
   /** What retention pruned in all (migration 0009), read with the counts: total + pruned is every unit ever enqueued. */
   retention: { pruned: { units: number; events: number }; lastRunAt: Date | null; lastRunBy: string | null };
+  /** Workflows with a step not finished (index workflows_by_status). */
+  workflowsRunning: number;
 }
 
 /** Counts per status (from the tallies: exact, and cheap at any size) and the shared control state. */
@@ -360,13 +362,15 @@ export async function summarize(db: Db): Promise<Summary> {
       pruned_events: number;
       last_run_at: Date | null;
       last_run_by: string | null;
+      workflows_running: number;
     }
   >`
     SELECT
       (SELECT coalesce(json_object_agg(status, n), '{}') FROM (SELECT status, sum(n) AS n FROM status_tallies GROUP BY status) AS t) AS counts,
       ${backlogColumns},
       c.dispatching, c.dispatching_changed_at, c.leader_id, c.leader_utilization, c.leader_reported_at, c.leader_since,
-      r.pruned_units, r.pruned_events, r.last_run_at, r.last_run_by
+      r.pruned_units, r.pruned_events, r.last_run_at, r.last_run_by,
+      (SELECT count(*)::int FROM workflows WHERE status = 'running') AS workflows_running
     FROM control c CROSS JOIN retention r`.execute(db);
   const row = rows[0]!;
   const counts = zeroCounts();
@@ -383,5 +387,6 @@ export async function summarize(db: Db): Promise<Summary> {
         ? { id: row.leader_id, activeSince: row.leader_since, utilization: row.leader_utilization as Utilization | null, reportedAt: row.leader_reported_at }
         : null,
     retention: { pruned: { units: Number(row.pruned_units), events: Number(row.pruned_events) }, lastRunAt: row.last_run_at, lastRunBy: row.last_run_by },
+    workflowsRunning: row.workflows_running,
   };
 }

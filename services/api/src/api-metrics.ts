@@ -113,6 +113,16 @@ export function collectApiMetrics(
     },
   });
   new Gauge({
+    name: "rtb_workflows_running",
+    help: "Workflows with a step not finished (their steps are in rtb_units, blocked ones as status blocked)",
+    registers: [registry],
+    async collect() {
+      const summary = await tallies();
+      this.reset();
+      if (summary) this.set(summary.workflowsRunning);
+    },
+  });
+  new Gauge({
     name: "rtb_outstanding",
     help: "Units dispatched but not yet started (dispatched + queued); kept <= rtb_outstanding_max",
     registers: [registry],

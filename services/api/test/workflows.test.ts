@@ -124,6 +124,14 @@ describe("GET /workflows and cancelling one", () => {
     expect((await call(api, `/workflows?status=running&name=render`)).body.workflows.map((w: any) => w.id)).toEqual([a.id]);
     expect(await checkWorkflows(db.db)).toEqual([]);
   });
+
+  it("GET / and /metrics count the running workflows", async () => {
+    const running = (await call(api, "/workflows?status=running&limit=1000")).body.workflows.length;
+    expect(running).toBeGreaterThan(0);
+    expect((await call(api, "/")).body.workflows).toEqual({ running });
+    const res = await api.app.request("/metrics");
+    expect(await res.text()).toMatch(new RegExp(`^rtb_workflows_running(\\{[^}]*\\})? ${running}$`, "m"));
+  });
 });
 
 describe("POST /units with dependsOn (units outside workflows)", () => {

@@ -199,6 +199,9 @@ export const stateView = z
       .array(z.object({ kind: z.string().describe("The kind no agent consumes yet."), since: time.describe("When its first waiting unit found no agent.") }))
       .describe("Kinds with units waiting for an agent (no job queue when dispatched: no agent consumes them yet), longest waiting first, at most 100. They wait without using attempts until an agent of the kind starts, at most RTB_NO_AGENT_TIMEOUT_MS."),
     schedules: scheduleSummary,
+    workflows: z
+      .object({ running: countOf("Workflows with a step not finished (GET /workflows?status=running lists them).") })
+      .describe("Workflows (POST /workflows): their steps are counted in `counts` like any unit, blocked ones as `blocked`."),
     retention: z
       .object({
         setting: z.string().describe("RTB_RETENTION as this api was started with (7d, 12h, 30m, 90s); 0 keeps everything."),

@@ -42,6 +42,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: S
     broker: { connected: broker.connected, reconnects: broker.reconnects },
     waitingForAgents: waiting.map((k) => ({ kind: k.kind, since: k.since.toISOString() })),
     schedules: { count: schedules.count, paused: schedules.paused, nextFireAt: schedules.nextFireAt?.toISOString() ?? null },
+    workflows: { running: summary.workflowsRunning },
     retention: {
       setting: retention.text,
       retentionMs: retention.ms,
