@@ -1,6 +1,7 @@
 import { sql } from "kysely";
 import { beforeAll, beforeEach, describe, expect, it } from "vitest";
 import {
+  addDependencies,
   applyStatusUpdates,
   cancelUnit,
   checkTallies,
@@ -9,8 +10,10 @@ import {
   claimTopUp,
   compactTallies,
   countByStatus,
+  enqueueUnits,
   enqueueWorkflow,
   getWorkflow,
+  pruneBatch,
   retryUnit,
   setDispatching,
   tallyByStatus,
@@ -225,6 +228,44 @@ describe("fan-out", () => {
     expect(Object.keys(ship.deps!).sort()).toEqual(["lines", "lines/packed"]);
     await finish(ship, "success");
     expect((await getWorkflow(h.db, id))!.status).toBe("success");
+    await expectExact();
+  });
+});
+
+describe("retention", () => {
+  const prune = () => h.db.transaction().execute((trx) => pruneBatch(trx, { retentionMs: 1_000, limit: 1_000, by: "test" }));
+  const age = () => sql`UPDATE units SET updated_at = now() - interval '1 hour'; UPDATE workflows SET finished_at = now() - interval '1 hour' WHERE finished_at IS NOT NULL`.execute(h.db);
+
+  it("keeps the steps of a running workflow and a result a dependent still needs; prunes a finished workflow whole", async () => {
+    const { id } = await order();
+    await finish((await claim()).get("validate")!, "success");
+    await age();
+    // validate finished long ago, but its workflow runs (and charge, reserve wait to be dispatched with its result).
+    expect((await prune()).units).toBe(0);
+    const ready = await claim();
+    expect(ready.get("charge")!.deps).toEqual({ validate: { done: expect.any(Number) } });
+    for (const u of ready.values()) await finish(u, "success");
+    await finish((await claim()).get("ship")!, "success");
+    await finish((await claim()).get("notify")!, "success");
+    expect((await getWorkflow(h.db, id))!.status).toBe("success");
+    await age();
+    expect((await prune()).units).toBe(5);
+    expect(await getWorkflow(h.db, id)).toBeNull();
+    expect((await sql<{ n: number }>`SELECT count(*)::int AS n FROM unit_deps`.execute(h.db)).rows[0]!.n).toBe(0);
+    await expectExact();
+  });
+
+  it("keeps a finished unit outside workflows while a unit that waits for it is not finished", async () => {
+    const [a] = await enqueueUnits(h.db, [{ kind: "simulate", group: "g", priority: 0, payload: {}, ref: "a", maxAttempts: 1 }]);
+    const [b] = await enqueueUnits(h.db, [{ kind: "simulate", group: "g", priority: 0, payload: {}, ref: null, maxAttempts: 1, dependencies: 1, delayMs: 3_600_000 }]);
+    await addDependencies(h.db, [{ unitId: b!.id, dependsOn: a!.id, onFailure: "cancel" }]);
+    await finish((await claim()).get(String(a!.id))!, "success");
+    await age();
+    expect((await prune()).units).toBe(0);
+    // Ready but delayed by an hour: it will be dispatched with a's result, which is still there.
+    const row = await h.db.selectFrom("units").select(["status", "not_before"]).where("id", "=", b!.id).executeTakeFirstOrThrow();
+    expect(row.status).toBe("pending");
+    expect(row.not_before).not.toBeNull();
     await expectExact();
   });
 });
