@@ -35,6 +35,11 @@ export interface ApplyResult {
   retries: number;
   /** Units that waited for an agent of their kind and are ready again (agentKinds). */
   released: number;
+  /**
+   * Units with dependents that finished, and fan-outs written: dependents may have become
+   * ready in this transaction (the trigger of migration 0010), so a top-up is due.
+   */
+  settledDependents: number;
   /** Attempts that ended in this batch: how long each took from dispatch to its end. */
   finished: { kind: string; status: "success" | "error"; seconds: number }[];
   /** Heartbeats whose claims were refused (instances.ts, implausibleHeartbeat). */
@@ -61,7 +66,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     const rows = ids.length
       ? await trx
           .selectFrom("units")
-          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at", "workflow_id", "step", "group_name", "priority"])
+          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at", "workflow_id", "step", "group_name", "priority", "has_dependents"])
           .where("id", "=", sql<number>`ANY(${sql.val(ids)}::bigint[])`)
           .orderBy("id")
           .forUpdate()
@@ -155,6 +160,10 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if ((before === "dispatched" || before === "queued") && o.status !== "queued") freed++;
       if (o.status === "pending") retries++;
     }
+    let settledDependents = 0;
+    for (const [id, o] of plan.outcomes) {
+      if (o.spawn || (rowById.get(id)?.has_dependents && (o.status === "success" || o.status === "error"))) settledDependents++;
+    }
     const finished: ApplyResult["finished"] = [];
     for (const a of plan.applied) {
       if (a.eventStatus !== "success" && a.eventStatus !== "error") continue;
@@ -162,7 +171,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       if (!row?.dispatched_at) continue;
       finished.push({ kind: row.kind, status: a.eventStatus, seconds: Math.max(0, (a.at.getTime() - row.dispatched_at.getTime()) / 1000) });
     }
-    return { applied: plan.applied.length, ignored, freed, retries, released, finished, refusedHeartbeats, cancelledRunning: plan.cancelledRunning };
+    return { applied: plan.applied.length, ignored, freed, retries, released, settledDependents, finished, refusedHeartbeats, cancelledRunning: plan.cancelledRunning };
   });
 }
 

@@ -42,6 +42,8 @@ const handlers = new Map<string, Handler>([
   ],
   ["line", async ({ payload }) => (payload as { i: number }).i],
   ["pack", async ({ deps }) => ({ count: Object.keys(deps).length, sum: Object.values(deps).reduce((a: number, b) => a + (b as number), 0) })],
+  // Long enough that its processing and success reports reach the api in separate batches.
+  ["step", () => new Promise((resolve) => setTimeout(() => resolve({ stepped: true }), 150))],
   ["slow", ({ signal }) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)))],
 ]);
 
@@ -86,7 +88,9 @@ describe("workflows on an in-process system", () => {
   }
 
   it("runs the order example through, each step handed its dependencies' results by step name", async () => {
-    system = await startSystem(place, env, { agents: 2, handlers });
+    // No reconciler pass (its tick also tops the outbox up): each step must be dispatched
+    // because its dependency's success woke the dispatcher, or the run would stall.
+    system = await startSystem(place, { ...env, RTB_RECONCILE_CRON: "0 0 1 1 *" }, { agents: 2, handlers });
     await system.get("/go");
     const ids: number[] = [];
     for (let i = 1; i <= 20; i++) ids.push((await post("/workflows", order(i * 10))).body.workflow.id);
@@ -96,6 +100,15 @@ describe("workflows on an in-process system", () => {
     expect(step("charge").result).toEqual({ charged: 50 });
     expect(step("ship").result).toEqual({ shipped: true, saw: { charge: { charged: 50 }, reserve: { reserved: true } } });
     expect(step("notify").result).toEqual({ notified: ["ship"] });
+    await expectChecked();
+  });
+
+  it("a chain runs step after step with nothing else in flight: each success wakes the dispatcher for its dependent", async () => {
+    system = await startSystem(place, { ...env, RTB_RECONCILE_CRON: "0 0 1 1 *" }, { agents: 1, handlers });
+    await system.get("/go");
+    const steps = Array.from({ length: 6 }, (_, i) => ({ step: `s${i}`, kind: "step", ...(i > 0 ? { dependsOn: [`s${i - 1}`] } : {}) }));
+    const { id } = (await post("/workflows", { name: "chain", steps })).body.workflow;
+    await ended(id, "success", 20_000);
     await expectChecked();
   });
 

@@ -198,7 +198,8 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
       // A scheduled retry needs a top-up too: it arms the timer for the end of its backoff.
       if (result.released > 0) logger.info({ units: result.released }, "an agent announced kinds that units were waiting for: back in the backlog");
       // Units released for an agent are ready now: a top-up takes them.
-      if (result.freed > 0 || result.retries > 0 || result.released > 0) opts.onFreed();
+      // ... and so are dependents that the batch's finished units made ready (workflows).
+      if (result.freed > 0 || result.retries > 0 || result.released > 0 || result.settledDependents > 0) opts.onFreed();
       if (result.cancelledRunning.length > 0) opts.onCancelledRunning?.(result.cancelledRunning);
       return { outcome: "applied" };
     }
