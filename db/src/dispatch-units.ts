@@ -3,7 +3,7 @@ import type { Db } from "./database.ts";
 import type { Pick } from "./fair-share.ts";
 import { countReady } from "./dispatch-inputs.ts";
 import { statement, type Statement } from "./prepared.ts";
-import { depsResults } from "./workflows.ts";
+import { depsResults } from "./deps-results.ts";
 
 // The units a plan's picks stand for: shown by GET /next (dispatch-order.ts) or claimed by the
 // top-up (top-up.ts), mapped from picks to units the same way. Not exported from @rtb/db.

@@ -1,7 +1,7 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
 import { toClaimedUnit, type ClaimedUnit } from "./top-up.ts";
-import { depsResults } from "./workflows.ts";
+import { depsResults } from "./deps-results.ts";
 import { applyStatusUpdates, type ApplyOptions, type ApplyResult } from "./apply-status.ts";
 
 /**
