@@ -132,6 +132,7 @@ export async function spawnSteps(db: Db, parent: SpawningUnit, spawn: Spawn, max
       payload: s.payload,
       ref: null,
       maxAttempts: s.maxAttempts ?? maxAttempts,
+      delayMs: s.delayMs ?? null,
       workflow: parent.workflowId === null ? null : { id: parent.workflowId, step: name(s.step) },
       dependencies: s.dependsOn.length,
     })),

@@ -196,6 +196,26 @@ describe("a workflow of five steps", () => {
   });
 });
 
+describe("delays, priorities and groups", () => {
+  it("a delayed step stays on its clock once its dependencies are satisfied; steps keep their own group and priority", async () => {
+    const { id } = await enqueueWorkflow(h.db, {
+      name: "order",
+      ref: null,
+      onFailure: "cancel",
+      steps: [
+        step("first"),
+        { ...step("later", ["first"]), unit: { ...step("later").unit, delayMs: 3_600_000, group: "vip", priority: 7 } },
+      ],
+    });
+    await finish((await claim()).get("first")!, "success");
+    const later = await h.db.selectFrom("units").selectAll().where("workflow_id", "=", id).where("step", "=", "later").executeTakeFirstOrThrow();
+    expect(later).toMatchObject({ status: "pending", group_name: "vip", priority: 7 });
+    expect(later.not_before!.getTime()).toBeGreaterThan(Date.now() + 3_500_000);
+    expect((await claim()).size).toBe(0);
+    await expectExact();
+  });
+});
+
 describe("fan-out", () => {
   it("enqueues the children and the join with the success, once, and what waited for the parent waits for the join", async () => {
     const { id } = await enqueueWorkflow(h.db, { name: "order", ref: null, onFailure: "cancel", steps: [step("lines"), step("ship", ["lines"])] });

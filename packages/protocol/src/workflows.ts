@@ -49,6 +49,7 @@ export function stepFields<M extends number | undefined>(maxAttempts: M) {
     // Optional in a fan-out (the api fills in RTB_MAX_ATTEMPTS), defaulted in a request.
     maxAttempts: (maxAttempts === undefined ? attempts.optional() : attempts.default(maxAttempts)) as M extends number ? z.ZodDefault<typeof attempts> : z.ZodOptional<typeof attempts>,
     
+    delayMs: z.number().int().min(0).max(366 * 24 * 60 * 60 * 1000).optional().describe("Not before this many milliseconds after it is enqueued (a blocked step: after that, and once its dependencies are satisfied); at most 366 days."),
     dependsOn,
   };
 }

@@ -75,7 +75,7 @@ export function workflowRoutes(deps: AppDeps): OpenAPIHono {
         onFailure: body.onFailure,
         steps: body.steps.map((s) => ({
           step: s.step,
-          unit: { kind: s.kind, group: s.group ?? body.group, priority: s.priority ?? body.priority, payload: s.payload, ref: null, maxAttempts: s.maxAttempts },
+          unit: { kind: s.kind, group: s.group ?? body.group, priority: s.priority ?? body.priority, payload: s.payload, ref: null, maxAttempts: s.maxAttempts, delayMs: s.delayMs ?? null },
           dependsOn: s.dependsOn.map((d) => (typeof d === "string" ? { step: d } : { step: depStep(d), onFailure: d.onFailure })),
         })),
       });
