@@ -71,7 +71,11 @@ function spawnSchema() {
       }
       const all = s.join ? [...s.steps, { ...s.join, dependsOn: [] }] : s.steps;
       const problem = dagProblem(all);
-      if (problem) ctx.addIssue({ code: "custom", path: problem.path, message: problem.message });
+      if (!problem) return;
+      // The join is the last of `all`: name it as the field it is.
+      const [i, ...rest] = problem.path as [number, ...(string | number)[]];
+      const path = i < s.steps.length ? ["steps", i, ...rest] : ["join", ...rest];
+      ctx.addIssue({ code: "custom", path, message: problem.message });
     });
 }
 /** A success report's `spawn` (messages.ts): checked by the agent before it is sent, and by the api. */
