@@ -2,9 +2,9 @@
 // The rtb dashboard: plain browser JavaScript, no build step. Everything it shows comes from
 // the api's server-sent events (GET /events); the status list from GET /meta; Go and Pause
 // POST to /go and /pause; a unit's timeline is GET /units/:id, the failed units GET
-// /units?status=error, a unit by its ref GET /units?ref=, the groups GET /groups (all from
-// the page's own origin). Data is put on the page as
-// text nodes only, never as HTML. Type-checked (tsconfig.json beside it) against the shapes
+// /units?status=error, a unit by its ref GET /units?ref=, the groups GET /groups, the
+// workflows GET /workflows and the one drawn GET /workflows/:id (all from the page's own
+// origin). Data is put on the page as text nodes only, never as HTML. Type-checked (tsconfig.json beside it) against the shapes
 // the api defines:
 /** @typedef {import("../events.ts").DashboardEvents} DashboardEvents */
 /** @typedef {DashboardEvents["state"]} State */
@@ -17,6 +17,9 @@
 /** @typedef {import("@rtb/protocol").UnitPage} UnitPage */
 /** @typedef {import("@rtb/protocol").GroupPage} GroupPage */
 /** @typedef {import("@rtb/protocol").SchedulePage} SchedulePage */
+/** @typedef {import("@rtb/protocol").WorkflowPage} WorkflowPage */
+/** @typedef {import("@rtb/protocol").WorkflowView} WorkflowView */
+/** @typedef {import("@rtb/protocol").WorkflowWithSteps} WorkflowWithSteps */
 /** @typedef {import("@rtb/protocol").ErrorBody} ErrorBody */
 /** @typedef {import("@rtb/protocol").GoResult | import("@rtb/protocol").PauseResult} ControlResult */
 
@@ -134,6 +137,9 @@ async function start() {
     return;
   }
   connect();
+  // A link to a workflow (#workflow=ID) opens it; so does Back or Forward to one.
+  followHash(true);
+  window.addEventListener("hashchange", () => followHash());
 }
 
 // ---- state ------------------------------------------------------------------------------
@@ -208,6 +214,13 @@ function renderState(s) {
   if (s.counts.error !== failedList.shownFor) failedList.refresh(s.counts.error);
   const counted = JSON.stringify(s.counts);
   if (counted !== groupsList.shownFor) groupsList.refresh(counted);
+  // The workflows too (a step moved, or one was enqueued); the one drawn is polled while it
+  // runs, and asked again here once finished (a retried step re-opens it).
+  $("wf-running").textContent = num(s.workflows.running);
+  if (counted !== workflowsList.shownFor) {
+    workflowsList.refresh(counted);
+    wfNudge();
+  }
   // The schedules when one is added, paused or fires (its next fire time moves).
   const scheduled = JSON.stringify(s.schedules);
   if (scheduled !== schedulesList.shownFor) schedulesList.refresh(scheduled);
@@ -514,8 +527,504 @@ async function scheduleAction(name, verb) {
 // too, and so are the failed units (one failing as another is retried keeps the count).
 setInterval(() => {
   if (!lastState || document.hidden) return;
-  for (const list of [groupsList, failedList, schedulesList]) list.refresh(list.shownFor);
+  for (const list of [groupsList, failedList, schedulesList, workflowsList]) list.refresh(list.shownFor);
 }, 10_000);
+
+// ---- workflows ----------------------------------------------------------------------------
+
+// The newest workflows (GET /workflows), asked again as the other lists are; one of them, picked
+// (or named by the URL's #workflow=ID), is drawn as its DAG from GET /workflows/:id: every step
+// a box coloured by its status, in columns by dependency depth (the longest path from a step
+// without dependencies), an arrow from each dependency to its dependent (dashed: an edge whose
+// onFailure is ignore). It is asked again every second while it runs, so the drawing follows it.
+
+const WORKFLOWS_SHOWN = 20;
+/** A layer with more steps than this is drawn as one box counting its steps per status. */
+const AGGREGATE_OVER = 50;
+/** At most this many boxes and columns: the layers past them are folded into one box more (a long chain). */
+const MAX_BOXES = 1_000;
+const MAX_COLUMNS = 100;
+/** How often the open workflow is asked for while it runs (more slowly if its answer is slow). */
+const WF_POLL_MS = 1_000;
+/** ... and once it is finished (a retried step re-opens it; a moving count asks sooner). */
+const WF_IDLE_MS = 10_000;
+// Geometry of the drawing, in SVG units (= CSS pixels: the drawing scrolls, it is not scaled).
+const BOX_W = 172, BOX_H = 48, AGG_W = 216, AGG_H = 116, COL_GAP = 76, ROW_GAP = 14, PAD = 12;
+
+/** The newest workflows, asked again when any count moves (at most every 2 s) and every 10 s. */
+const workflowsList = listPanel(`/workflows?limit=${WORKFLOWS_SHOWN}`, renderWorkflows);
+
+/** @template T @param {readonly T[]} list @param {number} i @returns {T} the element, which the caller knows is there */
+const at = (list, i) => /** @type {T} */ (list[i]);
+
+/**
+ * A swatch and a number for each status with steps, in the order of GET /meta's list.
+ * @param {WorkflowView["counts"]} counts
+ */
+const countChips = (counts) =>
+  statuses.filter((st) => (counts[st] ?? 0) > 0).map((st) => h("span", { class: `wf-count s-${st}`, "data-status": st, "data-count": counts[st], title: st }, h("i", { class: "swatch", "aria-hidden": "true" }), `${num(counts[st])} ${st}`));
+
+/** @param {WorkflowPage} page */
+function renderWorkflows(page) {
+  $("workflows-empty").hidden = page.workflows.length > 0;
+  $("workflows-more").hidden = page.nextCursor === null;
+  $("workflows-more").textContent = `the ${WORKFLOWS_SHOWN} newest; the next page: GET /workflows?after=${page.nextCursor ?? ""}`;
+  $("workflows-body").replaceChildren(...page.workflows.map(workflowRow));
+}
+
+/** @param {WorkflowView} w */
+function workflowRow(w) {
+  const total = Object.values(w.counts).reduce((a, b) => a + (b ?? 0), 0);
+  return h(
+    "tr",
+    { "data-workflow": w.id, "data-status": w.status, "data-selected": String(w.id === wf.id), "data-sig": rowSig(w), onclick: () => pickWorkflow(w.id) },
+    h("td", {}, h("button", { type: "button", class: "link", "aria-label": `Steps of workflow ${w.id}`, onclick: (/** @type {Event} */ e) => (e.stopPropagation(), pickWorkflow(w.id)) }, `#${w.id}`)),
+    h("td", { "data-field": "status" }, badge(w.status)),
+    h("td", { "data-field": "name" }, w.name, w.ref ? h("span", { class: "muted" }, ` · ${w.ref}`) : null),
+    h("td", { class: "wf-counts", "data-field": "counts" }, h("span", { class: "muted", "data-field": "total" }, `${num(total)} steps:`), countChips(w.counts)),
+    h("td", { class: "muted nowrap" }, h("time", { datetime: w.updatedAt, title: clockMs(w.updatedAt) }, ago(w.updatedAt))),
+  );
+}
+
+/** What a workflow's row shows: it is replaced only when this changes. @param {WorkflowView} w */
+const rowSig = (w) => JSON.stringify([w.status, w.counts, w.updatedAt]);
+
+/** Set an element's text only when it changes (a live region would announce it again). @param {string} id @param {string} text */
+function setText(id, text) {
+  if ($(id).textContent !== text) $(id).textContent = text;
+}
+
+/** The workflow drawn (null: none), and its polling: `gen` changes with it, ending an older loop. */
+const wf = {
+  /** @type {number | null} */ id: null,
+  gen: 0,
+  /** @type {ReturnType<typeof setTimeout> | undefined} */ timer: undefined,
+  /** The generation whose request is in flight (-1: none). */ busy: -1,
+  /** Asked for again while a request was in flight. */ soon: false,
+  /** Finished (or gone): asked for every 10 s, and when a count moves. */ idle: false,
+  lastAt: 0,
+};
+
+/** A click on a workflow: through the URL (#workflow=ID), so the view can be linked and Back works. */
+function pickWorkflow(/** @type {number} */ id) {
+  const want = `#workflow=${id}`;
+  if (location.hash === want) showWorkflow(id);
+  else location.hash = want;
+}
+
+/** The workflow the URL names, if it names one. */
+function workflowInHash() {
+  const m = /^#workflow=([0-9]{1,16})$/.exec(location.hash);
+  const id = m ? Number(m[1]) : 0;
+  return id > 0 && Number.isSafeInteger(id) ? id : null;
+}
+
+/** Show what the URL says: its workflow, or none. `reveal`: scroll to it (a link was opened). */
+function followHash(reveal = false) {
+  const id = workflowInHash();
+  if (id === null) return void closeWorkflow();
+  showWorkflow(id);
+  if (reveal) $("workflows-card").scrollIntoView({ block: "start" });
+}
+
+/** @param {number} id */
+function showWorkflow(id) {
+  $("wf-view").hidden = false;
+  if (id !== wf.id) {
+    wf.id = id;
+    wf.gen++;
+    wf.idle = false;
+    dagShown = null;
+    $("wf-title").textContent = `Workflow #${id}`;
+    $("wf-status").replaceChildren();
+    $("wf-meta").textContent = "";
+    $("wf-counts").replaceChildren();
+    $("wf-note").textContent = "loading…";
+    $("dag").replaceChildren();
+    for (const tr of $("workflows-body").querySelectorAll("tr[data-workflow]")) tr.setAttribute("data-selected", String(Number(tr.getAttribute("data-workflow")) === id));
+  }
+  if (!$("wf-legend").childElementCount) renderLegend();
+  wfSchedule(0);
+}
+
+function closeWorkflow() {
+  wf.id = null;
+  wf.gen++;
+  clearTimeout(wf.timer);
+  dagShown = null;
+  $("wf-view").hidden = true;
+  $("dag").replaceChildren();
+  for (const tr of $("workflows-body").querySelectorAll('tr[data-selected="true"]')) tr.setAttribute("data-selected", "false");
+}
+
+/** @param {number} ms */
+function wfSchedule(ms) {
+  clearTimeout(wf.timer);
+  const gen = wf.gen;
+  wf.timer = setTimeout(() => void wfTick(gen), ms);
+}
+
+/** A count moved: a finished workflow may have been re-opened (a retry); ask for it, at most every 2 s. */
+function wfNudge() {
+  if (wf.id === null || !wf.idle) return;
+  if (wf.busy === wf.gen) wf.soon = true;
+  else wfSchedule(Math.max(0, wf.lastAt + 2_000 - Date.now()));
+}
+
+/** One GET /workflows/:id of the open workflow, drawn; then the next, while it is open. */
+async function wfTick(/** @type {number} */ gen) {
+  if (gen !== wf.gen || wf.id === null) return;
+  // A hidden tab asks for nothing; it looks again a second later.
+  if (document.hidden) return void wfSchedule(WF_POLL_MS);
+  const id = wf.id;
+  wf.busy = gen;
+  wf.soon = false;
+  wf.lastAt = Date.now();
+  const t0 = performance.now();
+  /** @type {number | null} */
+  let next;
+  try {
+    const res = await fetch(`/workflows/${id}`, { headers: { Accept: "application/json", ...authHeader() } });
+    const body = /** @type {WorkflowWithSteps | Partial<ErrorBody>} */ (await res.json().catch(() => ({})));
+    if (gen !== wf.gen) return;
+    if (res.status === 404) {
+      wf.idle = true;
+      $("wf-note").textContent = `No workflow #${id}: never enqueued, or pruned by retention.`;
+      $("dag").replaceChildren();
+      dagShown = null;
+      next = null;
+    } else if (!res.ok || !("steps" in body)) {
+      throw new Error(/** @type {Partial<ErrorBody>} */ (body).message ?? `HTTP ${res.status}`);
+    } else {
+      renderWorkflow(body);
+      // A big workflow's answer takes longer: never more than a quarter of the time asking.
+      next = wf.idle ? WF_IDLE_MS : Math.max(WF_POLL_MS, 4 * (performance.now() - t0));
+    }
+  } catch (err) {
+    if (gen !== wf.gen) return;
+    $("wf-note").textContent = `Could not load workflow #${id}: ${/** @type {Error} */ (err).message} · retrying`;
+    next = 5_000;
+  } finally {
+    if (wf.busy === gen) wf.busy = -1;
+  }
+  if (gen !== wf.gen) return;
+  if (wf.soon) wfSchedule(0);
+  else if (next !== null) wfSchedule(next);
+}
+
+/** @param {WorkflowWithSteps} w */
+function renderWorkflow(w) {
+  wf.idle = w.status !== "running";
+  setText("wf-title", `Workflow #${w.id} · ${w.name}`);
+  if ($("wf-status").dataset.status !== w.status) $("wf-status").replaceChildren(badge(w.status));
+  $("wf-status").dataset.status = w.status;
+  setText("wf-meta", [w.ref ? `ref ${w.ref}` : "", `on failure: ${w.onFailure}`, `enqueued ${clock(w.createdAt)}`, w.finishedAt ? `finished ${clock(w.finishedAt)}` : ""].filter(Boolean).join(" · "));
+  $("wf-counts").replaceChildren(...countChips(w.counts));
+  // Its row in the list follows too, between the list's own refreshes.
+  const row = $("workflows-body").querySelector(`tr[data-workflow="${w.id}"]`);
+  if (row && row.getAttribute("data-sig") !== rowSig(w)) row.replaceWith(workflowRow(w));
+  const layout = drawDag(w.steps);
+  const folded = layout.boxes.filter((b) => b.aggregate);
+  setText(
+    "wf-note",
+    w.steps.length
+      ? `${num(w.steps.length)} steps in ${num(layout.layers)} layers` +
+          (folded.length ? ` · ${folded.map((b) => `${b.key} (${num(b.steps.length)} steps)`).join(", ")} drawn as one box` : "") +
+          (wf.idle ? " · finished" : " · live")
+      : "No steps left: retention pruned them.",
+  );
+}
+
+function renderLegend() {
+  $("wf-legend").replaceChildren(
+    ...statuses.map((st) => h("span", { class: `s-${st}` }, h("i", { class: "swatch", "aria-hidden": "true" }), st)),
+    h("span", { class: "muted" }, " · arrow: dependency → dependent; dashed: onFailure ignore; faint: not yet satisfied"),
+  );
+}
+
+// ---- the drawing of a workflow's DAG -------------------------------------------------------
+
+/** @typedef {WorkflowWithSteps["steps"][number]} WorkflowStep */
+/**
+ * A box of the drawing: one step, or a layer of many collapsed into one (`aggregate`); `key`
+ * is the step's name, or `layer N` (no step name has a space).
+ * @typedef {{ key: string, layer: number, steps: number[], aggregate: boolean, x: number, y: number, w: number, h: number }} DagBox
+ */
+/**
+ * An arrow between two boxes: every edge of the workflow between their steps, as [step index,
+ * index in its dependsOn]; `policy` their onFailure, or "mixed".
+ * @typedef {{ from: DagBox, to: DagBox, edges: [number, number][], policy: string }} DagArrow
+ */
+/** @typedef {{ boxes: DagBox[], arrows: DagArrow[], layers: number, width: number, height: number }} DagLayout */
+/**
+ * What is drawn: redrawn whole only when the steps or edges change (`key`, a fan-out spawned
+ * children); otherwise only the boxes and arrows whose status moved.
+ * @typedef {{ key: string, layout: DagLayout, boxEls: Element[], sigs: string[], arrowEls: Element[] }} DagShown
+ */
+
+/** @type {DagShown | null} */
+let dagShown = null;
+
+/** Steps and edges, not statuses: whether the layout still holds. @param {readonly WorkflowStep[]} steps */
+const structureKey = (steps) => steps.map((s) => `${s.id}:${s.dependsOn.map((d) => d.unitId).join(",")}`).join(" ");
+
+/**
+ * Columns by dependency depth, the longest path from a step without dependencies (Kahn's
+ * order: a step is placed once all it waits for are); a column of more than AGGREGATE_OVER
+ * steps is one box; each column ordered by where what it waits for is (fewer crossings).
+ * @param {readonly WorkflowStep[]} steps @returns {DagLayout}
+ */
+function layoutDag(steps) {
+  const n = steps.length;
+  const index = new Map(steps.map((s, i) => [s.id, i]));
+  /** @type {number[][]} */
+  const parents = steps.map(() => []);
+  /** @type {number[][]} */
+  const children = steps.map(() => []);
+  steps.forEach((s, i) => {
+    for (const d of s.dependsOn) {
+      const p = index.get(d.unitId);
+      if (p === undefined || p === i) continue; // a unit outside this workflow: no box to draw from
+      at(parents, i).push(p);
+      at(children, p).push(i);
+    }
+  });
+  /** @type {number[]} */
+  const depth = new Array(n).fill(0);
+  const open = parents.map((p) => p.length);
+  /** @type {number[]} */
+  const order = [];
+  for (let i = 0; i < n; i++) if (open[i] === 0) order.push(i);
+  for (let k = 0; k < order.length; k++) {
+    const i = at(order, k);
+    for (const c of at(children, i)) {
+      depth[c] = Math.max(at(depth, c), at(depth, i) + 1);
+      open[c] = at(open, c) - 1;
+      if (open[c] === 0) order.push(c);
+    }
+  }
+  let deepest = 0;
+  for (const d of depth) deepest = Math.max(deepest, d);
+  // The api refuses cycles; were there one, its steps would go in a last column.
+  if (order.length < n) {
+    deepest++;
+    for (let i = 0; i < n; i++) if (at(open, i) > 0) depth[i] = deepest;
+  }
+  /** @type {number[][]} */
+  const layers = n ? Array.from({ length: deepest + 1 }, () => []) : [];
+  for (let i = 0; i < n; i++) at(layers, at(depth, i)).push(i);
+
+  /** @type {DagBox[][]} */
+  const columns = [];
+  /** @type {DagBox[]} */
+  const boxOf = new Array(n);
+  /** @param {string} key @param {number} layer @param {number[]} members @param {boolean} aggregate */
+  const box = (key, layer, members, aggregate) => {
+    /** @type {DagBox} */
+    const b = { key, layer, steps: members, aggregate, x: 0, y: 0, w: aggregate ? AGG_W : BOX_W, h: aggregate ? AGG_H : BOX_H };
+    for (const i of members) boxOf[i] = b;
+    return b;
+  };
+  let boxes = 0;
+  for (const [l, layer] of layers.entries()) {
+    const size = layer.length > AGGREGATE_OVER ? 1 : layer.length;
+    if (boxes + size > MAX_BOXES || (l === MAX_COLUMNS - 1 && layers.length > MAX_COLUMNS)) {
+      columns.push([box(`layers ${l + 1}-${layers.length}`, l, layers.slice(l).flat(), true)]);
+      break;
+    }
+    boxes += size;
+    columns.push(size === 1 && layer.length > 1 ? [box(`layer ${l + 1}`, l, layer, true)] : layer.map((i) => box(at(steps, i).step, l, [i], false)));
+  }
+
+  /** @type {Map<string, DagArrow>} */
+  const arrows = new Map();
+  /** @type {Map<DagBox, DagBox[]>} */
+  const incoming = new Map();
+  steps.forEach((s, i) => {
+    s.dependsOn.forEach((d, j) => {
+      const p = index.get(d.unitId);
+      if (p === undefined || p === i) return;
+      const from = at(boxOf, p), to = at(boxOf, i);
+      if (from === to) return;
+      const key = `${from.key}>${to.key}`;
+      let a = arrows.get(key);
+      if (!a) {
+        arrows.set(key, (a = { from, to, edges: [], policy: d.onFailure }));
+        incoming.set(to, [...(incoming.get(to) ?? []), from]);
+      } else if (a.policy !== d.onFailure) a.policy = "mixed";
+      a.edges.push([i, j]);
+    });
+  });
+
+  const heights = columns.map((c) => c.reduce((sum, b) => sum + b.h, 0) + ROW_GAP * (c.length - 1));
+  const inner = heights.reduce((a, b) => Math.max(a, b), 0);
+  let x = PAD;
+  for (const [l, col] of columns.entries()) {
+    if (col.length > 1) {
+      // By the mean height of the boxes each waits for, all placed already (to the left).
+      const mid = new Map(col.map((b, k) => {
+        const ins = incoming.get(b) ?? [];
+        return [b, ins.length ? ins.reduce((sum, f) => sum + f.y + f.h / 2, 0) / ins.length : 1e9 + k];
+      }));
+      col.sort((a, b) => /** @type {number} */ (mid.get(a)) - /** @type {number} */ (mid.get(b)));
+    }
+    const colW = col.reduce((a, b) => Math.max(a, b.w), 0);
+    let y = PAD + (inner - at(heights, l)) / 2;
+    for (const b of col) {
+      b.x = x + (colW - b.w) / 2;
+      b.y = y;
+      y += b.h + ROW_GAP;
+    }
+    x += colW + COL_GAP;
+  }
+  return { boxes: columns.flat(), arrows: [...arrows.values()], layers: layers.length, width: Math.max(x - COL_GAP + PAD, 2 * PAD), height: inner + 2 * PAD };
+}
+
+/** The text cut to `max` characters, with an ellipsis if it was longer. @param {string} text @param {number} max */
+const clip = (text, max) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+
+/** What a step's box shows, as one string: its box is redrawn when it changes. @param {WorkflowStep} s */
+const stepSig = (s) => `${s.status}|${s.attempt}|${s.waitingOn}|${s.lastError}`;
+
+/** A collapsed layer's steps per status. @param {DagBox} b @param {readonly WorkflowStep[]} steps */
+function countIn(b, steps) {
+  /** @type {Partial<Record<UnitStatus, number>>} */
+  const counts = {};
+  for (const i of b.steps) {
+    const st = at(steps, i).status;
+    counts[st] = (counts[st] ?? 0) + 1;
+  }
+  return counts;
+}
+
+/** @param {DagBox} b @param {WorkflowStep} s */
+function stepBox(b, s) {
+  const line = s.status === "blocked" && s.waitingOn !== null ? `blocked · waits for ${s.waitingOn}` : s.attempt > 1 ? `${s.status} · attempt ${s.attempt}` : s.status;
+  const tip = [`${s.step} (unit #${s.id}, kind ${s.kind})`, `${s.status}, attempt ${s.attempt}`, s.waitingOn ? `waiting for ${s.waitingOn} of ${s.dependsOn.length} dependencies` : "", s.lastError ? `last error: ${s.lastError}` : "", "select for its timeline"];
+  const open = () => void openTimeline(s.id);
+  return h(
+    "svg:g",
+    {
+      class: `node s-${s.status}`,
+      "data-step": s.step,
+      "data-unit": s.id,
+      "data-status": s.status,
+      "data-layer": b.layer,
+      transform: `translate(${b.x} ${b.y})`,
+      tabindex: 0,
+      role: "button",
+      "aria-label": `step ${s.step}: ${line}`,
+      onclick: open,
+      onkeydown: (/** @type {KeyboardEvent} */ e) => (e.key === "Enter" || e.key === " ") && (e.preventDefault(), open()),
+    },
+    h("svg:title", {}, tip.filter(Boolean).join("\n")),
+    h("svg:rect", { class: "node-box", width: b.w, height: b.h, rx: 8 }),
+    h("svg:text", { class: "node-name", x: 10, y: 20 }, clip(s.step, 22)),
+    h("svg:text", { class: "node-line", x: 10, y: 37 }, clip(line, 26)),
+  );
+}
+
+/** @param {DagBox} b @param {readonly WorkflowStep[]} steps */
+function aggregateBox(b, steps) {
+  const counts = countIn(b, steps);
+  const shown = statuses.filter((st) => (counts[st] ?? 0) > 0);
+  const total = b.steps.length;
+  const first = at(steps, at(b.steps, 0)).step;
+  const last = at(steps, at(b.steps, total - 1)).step;
+  const barW = b.w - 20;
+  let bx = 10;
+  const bar = shown.map((st) => {
+    const w = (barW * (counts[st] ?? 0)) / total;
+    const seg = h("svg:rect", { class: `bar s-${st}`, x: bx.toFixed(2), y: 44, width: Math.max(w, 1).toFixed(2), height: 8 });
+    bx += w;
+    return seg;
+  });
+  return h(
+    "svg:g",
+    { class: "node aggregate", "data-aggregate": b.key, "data-layer": b.layer, "data-steps": total, transform: `translate(${b.x} ${b.y})`, tabindex: 0, "aria-label": `${b.key}: ${total} steps, ${shown.map((st) => `${counts[st]} ${st}`).join(", ")}` },
+    h("svg:title", {}, `${b.key}: ${num(total)} steps (${first} … ${last}), drawn as one box (more than ${AGGREGATE_OVER})\n${shown.map((st) => `${st}: ${num(counts[st])}`).join("\n")}`),
+    h("svg:rect", { class: "node-box behind", x: 6, y: 6, width: b.w, height: b.h, rx: 8 }),
+    h("svg:rect", { class: "node-box behind", x: 3, y: 3, width: b.w, height: b.h, rx: 8 }),
+    h("svg:rect", { class: "node-box", width: b.w, height: b.h, rx: 8 }),
+    h("svg:text", { class: "node-name", x: 10, y: 19 }, `${num(total)} steps`),
+    h("svg:text", { class: "node-line", x: 10, y: 35 }, clip(`${first} … ${last}`, 32)),
+    bar,
+    shown.map((st, k) =>
+      h(
+        "svg:g",
+        { class: `agg-count s-${st}`, "data-status": st, "data-count": counts[st], transform: `translate(${10 + (k % 2) * (barW / 2)} ${70 + Math.floor(k / 2) * 15})` },
+        h("svg:circle", { class: "dot", cx: 4, cy: -4, r: 4 }),
+        h("svg:text", { x: 12, y: 0 }, `${num(counts[st])} ${st}`),
+      ),
+    ),
+  );
+}
+
+/** Whether the arrow's edges let their dependents go: all, some or none. @param {DagArrow} a @param {readonly WorkflowStep[]} steps */
+function satisfied(a, steps) {
+  let yes = 0;
+  for (const [i, j] of a.edges) if (at(at(steps, i).dependsOn, j).satisfied) yes++;
+  return yes === a.edges.length ? "true" : yes === 0 ? "false" : "some";
+}
+
+/** @param {DagArrow} a @param {readonly WorkflowStep[]} steps */
+function arrowPath(a, steps) {
+  const x1 = a.from.x + a.from.w, y1 = a.from.y + a.from.h / 2;
+  const x2 = a.to.x - 3, y2 = a.to.y + a.to.h / 2;
+  const dx = Math.max(20, (x2 - x1) / 2);
+  const count = a.edges.length;
+  return h(
+    "svg:path",
+    {
+      class: "edge",
+      d: `M ${x1} ${y1} C ${x1 + dx} ${y1}, ${x2 - dx} ${y2}, ${x2} ${y2}`,
+      "marker-end": "url(#dag-arrow)",
+      "data-from": a.from.key,
+      "data-to": a.to.key,
+      "data-policy": a.policy,
+      "data-count": count,
+      "data-satisfied": satisfied(a, steps),
+    },
+    h("svg:title", {}, `${a.from.key} → ${a.to.key}${count > 1 ? ` (${num(count)} edges)` : ""}, on failure: ${a.policy}`),
+  );
+}
+
+/** Draw the steps, or bring the drawing up to date; the layout it drew. @param {readonly WorkflowStep[]} steps */
+function drawDag(steps) {
+  const svg = $("dag");
+  const key = structureKey(steps);
+  const box = (/** @type {DagBox} */ b) => (b.aggregate ? aggregateBox(b, steps) : stepBox(b, at(steps, at(b.steps, 0))));
+  const sig = (/** @type {DagBox} */ b) => (b.aggregate ? JSON.stringify(countIn(b, steps)) : stepSig(at(steps, at(b.steps, 0))));
+  if (dagShown?.key === key) {
+    const shown = dagShown;
+    shown.layout.boxes.forEach((b, k) => {
+      const s = sig(b);
+      if (s === shown.sigs[k]) return;
+      shown.sigs[k] = s;
+      const old = at(shown.boxEls, k);
+      const el = box(b);
+      const focused = document.activeElement === old;
+      old.replaceWith(el);
+      shown.boxEls[k] = el;
+      if (focused) el.focus();
+    });
+    shown.layout.arrows.forEach((a, k) => at(shown.arrowEls, k).setAttribute("data-satisfied", satisfied(a, steps)));
+    return shown.layout;
+  }
+  const layout = layoutDag(steps);
+  const boxEls = layout.boxes.map(box);
+  const arrowEls = layout.arrows.map((a) => arrowPath(a, steps));
+  dagShown = { key, layout, boxEls, sigs: layout.boxes.map(sig), arrowEls };
+  svg.setAttribute("viewBox", `0 0 ${layout.width} ${layout.height}`);
+  svg.setAttribute("width", String(layout.width));
+  svg.setAttribute("height", String(layout.height));
+  svg.replaceChildren(
+    h("svg:defs", {}, h("svg:marker", { id: "dag-arrow", class: "dag-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, h("svg:path", { d: "M 0 0 L 10 5 L 0 10 z" }))),
+    h("svg:g", { class: "edges" }, arrowEls),
+    h("svg:g", { class: "nodes" }, boxEls),
+  );
+  return layout;
+}
 
 // ---- recent units and the timeline -------------------------------------------------------
 
@@ -576,6 +1085,7 @@ async function loadTimeline(id) {
   }
   if (Number(timeline().dataset.unit) !== id) return; // another unit was opened meanwhile
   $("tl-title").textContent = `Unit #${unit.id}`;
+  const step = unit.workflow;
   $("tl-summary").replaceChildren(
     h(
       "dl",
@@ -590,6 +1100,13 @@ async function loadTimeline(id) {
       h("dd", {}, String(unit.priority)),
       h("dt", {}, "ref"),
       h("dd", { id: "tl-ref" }, unit.ref ?? "none"),
+      step
+        ? [
+            h("dt", {}, "workflow"),
+            h("dd", {}, h("button", { type: "button", class: "link", id: "tl-workflow", onclick: () => (timeline().close(), pickWorkflow(step.id)) }, `#${step.id}`), ` step ${step.step}`),
+          ]
+        : null,
+      unit.waitingOn !== null ? [h("dt", {}, "waiting for"), h("dd", {}, `${unit.waitingOn} ${unit.waitingOn === 1 ? "dependency" : "dependencies"}`)] : null,
       h("dt", {}, "payload"),
       h("dd", {}, h("pre", { class: "detail", id: "tl-payload" }, JSON.stringify(unit.payload, null, 2))),
       unit.notBefore ? [h("dt", {}, "not before"), h("dd", {}, clockMs(unit.notBefore))] : null,
@@ -684,6 +1201,11 @@ $("find-form").addEventListener("submit", async (e) => {
 });
 
 $("tl-close").addEventListener("click", () => timeline().close());
+$("wf-close").addEventListener("click", () => {
+  // Out of the URL too; Back brings it back.
+  history.pushState(null, "", location.pathname + location.search);
+  closeWorkflow();
+});
 timeline().addEventListener("close", () => delete timeline().dataset.unit);
 // A click on the backdrop (outside the panel) closes it too.
 timeline().addEventListener("click", (e) => {
@@ -758,7 +1280,7 @@ $("token-cancel").addEventListener("click", () => {
 
 // "5 s ago" keeps counting between snapshots.
 setInterval(() => {
-  for (const t of document.querySelectorAll("#units-body time, #failed-body time")) t.textContent = ago(t.getAttribute("datetime"));
+  for (const t of document.querySelectorAll("#units-body time, #failed-body time, #workflows-body time")) t.textContent = ago(t.getAttribute("datetime"));
 }, 1_000);
 
 $("curl").textContent = `curl -s ${location.origin}/`;
