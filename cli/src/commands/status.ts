@@ -38,7 +38,7 @@ function renderStatus({ out }: Context, s: StateView): void {
     ["dispatching", `${dispatching}${s.dispatchingSince ? ` (since ${ago(s.dispatchingSince, now)})` : ""}`],
     ["outstanding", `${count(s.outstanding)} / ${count(s.maxQueue)} (dispatched + queued / RTB_BROADCAST_MAX_QUEUE)`],
     ["backlog", backlogLine(s, now)],
-    ["done", s.done ? out.paint("yes: nothing pending or in flight", "green") : "no"],
+    ["done", s.done ? out.paint("yes: nothing blocked, pending or in flight", "green") : "no"],
     ["leader", leader],
     ["apis", names(s.services.apis)],
     ["leaders", names(s.services.leaders)],
