@@ -134,7 +134,9 @@ describe("rtb workflow enqueue and rtb workflow <id>", () => {
     expect(json.steps.find((s: { step: string }) => s.step === "ship")).toMatchObject({ status: "blocked", waitingOn: 1 });
 
     // blocked wherever the CLI lists statuses.
-    expect((await rtb(["status"], env)).stdout).toMatch(/^blocked +2$/m);
+    const status = (await rtb(["status"], env)).stdout;
+    expect(status).toMatch(/^blocked +2$/m);
+    expect(status).toMatch(/^workflows +1 running \(rtb workflows --status running\)$/m);
     expect((await rtbJson(["units", "--status", "blocked"], env)).units.map((u: { id: number }) => u.id)).toEqual([5, 4]);
     const unit = (await rtb(["unit", "4"], env)).stdout;
     expect(unit).toMatch(/^status +blocked \(attempt 0 of \d+\)$/m);

@@ -39,6 +39,7 @@ function renderStatus({ out }: Context, s: StateView): void {
     ["outstanding", `${count(s.outstanding)} / ${count(s.maxQueue)} (dispatched + queued / RTB_BROADCAST_MAX_QUEUE)`],
     ["backlog", backlogLine(s, now)],
     ["done", s.done ? out.paint("yes: nothing blocked, pending or in flight", "green") : "no"],
+    ["workflows", `${count(s.workflows.running)} running${s.workflows.running > 0 ? " (rtb workflows --status running)" : ""}`],
     ["leader", leader],
     ["apis", names(s.services.apis)],
     ["leaders", names(s.services.leaders)],
