@@ -1,4 +1,4 @@
-import { isInFlight, type UnitStatus } from "@rtb/protocol";
+import { isInFlight, type UnitStatus, type WorkflowStatusName } from "@rtb/protocol";
 
 /**
  * What the commands print. Machine output (`--json`) goes to stdout untouched; people get
@@ -9,6 +9,8 @@ export interface Writer {
   isTTY?: boolean;
   /** A terminal's width. */
   columns?: number;
+  /** A terminal's height. */
+  rows?: number;
 }
 
 const CODES = { bold: 1, dim: 2, red: 31, green: 32, yellow: 33, blue: 34, cyan: 36 } as const;
@@ -69,9 +71,12 @@ export function fields(out: Output, pairs: [string, string][]): void {
   for (const [k, v] of pairs) out.line(`${out.paint(k.padEnd(width), "dim")}  ${v}`);
 }
 
-/** A unit status in its color: done is green, failed red, in flight yellow (the protocol's IN_FLIGHT). */
+/**
+ * A unit (or workflow) status in its color: done is green, failed red, in flight (the
+ * protocol's IN_FLIGHT) and a running workflow yellow, blocked (waiting for its dependencies) cyan.
+ */
 export function paintStatus(out: Output, status: string): string {
-  const style = STATUS_STYLES[status as UnitStatus] ?? (isInFlight(status) ? "yellow" : undefined);
+  const style = STATUS_STYLES[status as UnitStatus | WorkflowStatusName] ?? (isInFlight(status) ? "yellow" : undefined);
   return style ? out.paint(status, style) : status;
 }
-const STATUS_STYLES: Partial<Record<UnitStatus, Style>> = { success: "green", error: "red", cancelled: "dim" };
+const STATUS_STYLES: Partial<Record<UnitStatus | WorkflowStatusName, Style>> = { success: "green", error: "red", cancelled: "dim", blocked: "cyan", running: "yellow" };

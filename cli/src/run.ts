@@ -144,7 +144,8 @@ function mainUsage(): string {
     "environment:    RTB_API_URL; RTB_API_TOKEN (sent as Authorization: Bearer <token>);",
     "                NO_COLOR; migrate and seed: RTB_DB_HOST, RTB_DB_USER, RTB_DB_PASSWORD, RTB_DB_NAME",
     "exit codes:     0 ok, 1 failed (the api refused, or cannot be reached), 2 bad usage or",
-    "                configuration, 3 rtb go --wait drained with units in error,",
+    "                configuration, 3 rtb go --wait drained with units in error (or",
+    "                rtb workflow --watch: the workflow ended in error or cancelled),",
     "                130 interrupted (Ctrl-C)",
   ].join("\n");
 }

@@ -9,6 +9,7 @@ import { schedule, schedules } from "./schedules.ts";
 import { status } from "./status.ts";
 import { unit } from "./unit.ts";
 import { units } from "./units.ts";
+import { workflow, workflows } from "./workflows.ts";
 
 /** In the order `rtb --help` lists them: the operator flow first. */
-export const commands: Command[] = [status, next, go, pause, enqueue, units, unit, retry, cancel, schedules, schedule, migrate, seed];
+export const commands: Command[] = [status, next, go, pause, enqueue, units, unit, retry, cancel, workflows, workflow, schedules, schedule, migrate, seed];

@@ -1,5 +1,5 @@
 import { ApiError, describeApiError } from "../api-client.ts";
-import type { CancelResult, UnitView as Unit } from "@rtb/protocol";
+import { CANCELLABLE, type CancelResult, type UnitView as Unit } from "@rtb/protocol";
 import { intArg, str, UsageError, type Command, type Context } from "../command.ts";
 import { count } from "../format.ts";
 
@@ -44,7 +44,7 @@ export const cancel: Command = {
   help: [
     "  --kind K       every unit of this kind (POST /units/cancel)",
     "  --group G      every unit of this group: stop everything of this customer",
-    "  --status S     only units in these statuses (comma-separated): pending, dispatched, queued, processing",
+    `  --status S     only units in these statuses (comma-separated): ${CANCELLABLE.join(", ")}`,
     "                 (the filters given all apply; at least one of them)",
     "  --json         with ids: one entry per id, in order:",
     '                 [{"id": 5, "unit": {...}}, {"id": 6, "error": {"status": 409, "error": "conflict", "message": ...}}]',

@@ -23,6 +23,8 @@ export const unit: Command = {
       ["priority", String(u.priority)],
       ["ref", u.ref ?? "-"],
       ["schedule", u.schedule ? `${u.schedule.name}, occurrence ${timestamp(u.schedule.occurrence)}` : "-"],
+      ["workflow", u.workflow ? `${u.workflow.id}, step ${u.workflow.step} (rtb workflow ${u.workflow.id} draws it)` : "-"],
+      ...(u.status === "blocked" && u.waitingOn !== null ? [["waiting on", `${u.waitingOn} dependenc${u.waitingOn === 1 ? "y" : "ies"}`] as [string, string]] : []),
       ["payload", oneLine(u.payload, 200)],
       ["result", oneLine(u.result, 200)],
       ["last error", u.lastError ?? "-"],
