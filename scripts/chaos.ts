@@ -1,9 +1,11 @@
 /**
  * `npm run chaos`: the whole system (an api, leaders, agents, each its own process) over
  * thousands of units while random services are killed (SIGKILL) or stopped (SIGTERM) and
- * restarted, again and again. Then it lets the run drain, runs the invariant checker
- * (services/api/src/check.ts) and prints a summary. Exit 0 when nothing was lost and every
- * invariant held, 1 otherwise, 2 on a bad flag.
+ * restarted, again and again, with workflows in the mix (order-like DAGs: failures, an
+ * ignore edge, fan-outs, cancels and retries mid-run). Then it lets the run drain, runs the
+ * invariant checker (services/api/src/check.ts, the workflow rules included), checks that
+ * every workflow ended and every step was handed exactly its dependencies' results, and prints
+ * a summary. Exit 0 when nothing was lost and every invariant held, 1 otherwise, 2 on a bad flag.
  *
  * It works in a database and under broker names of its own (rtb_chaos_<id>, chaos.<id>.),
  * dropped at the end unless --keep, so it never touches the data of a running rtb.
@@ -22,9 +24,11 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { checkSystem, sampleOutstanding } from "@rtb/api";
-import { createDb, unitsKeptAndPruned, type DbHandle } from "@rtb/db";
+import { checkWorkflows, createDb, unitsKeptAndPruned, type DbHandle } from "@rtb/db";
 import { connectBrokerFromConfig, createLogger, duration, type Broker, type Duration } from "@rtb/runtime";
 import { scratchPlace } from "./scratch-place.ts";
+// Plain functions (no test runner): the order-like workflows and their end-of-run checks, shared with the fault tests.
+import { checkInputs, ORDER_SHAPES, orderWorkflow, workflowStatuses, type InputsMismatch, type OrderShape } from "../test/support/workflow-runs.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const sh = promisify(exec);
@@ -235,13 +239,24 @@ async function restartBroker() {
  *   a group of its own;
  * - a schedule firing every second (`chaos-tick`), which must enqueue exactly one unit per
  *   occurrence whatever the api's restarts: checked at the end (`checkSchedule`);
- * - cancels: now and then a unit in flight, and a whole group of delayed units by filter.
+ * - cancels: now and then a unit in flight, and a whole group of delayed units by filter;
+ * - workflows (`workflowTick`): two per tick, of the order shapes in turn; now and then one
+ *   cancelled mid-run, and a failed step retried.
  * Requests the api misses while it is down are dropped (their units are not expected); a
- * refusal (4xx) of a good request is a finding, except the 409 of a cancel that lost its race
- * to the unit's end. Returns what was done, by kind of action.
+ * refusal (4xx) of a good request is a finding, except the 409 of a cancel or retry that lost
+ * its race (and the 404 of one whose workflow retention removed meanwhile). Returns what was
+ * done, by kind of action.
  */
 async function mix(until: number): Promise<Record<string, number>> {
-  const done: Record<string, number> = { "delayed units": 0, "units cancelled one by one": 0, "units cancelled by group": 0, "requests refused while the api was down": 0 };
+  const done: Record<string, number> = {
+    "delayed units": 0,
+    "units cancelled one by one": 0,
+    "units cancelled by group": 0,
+    workflows: 0,
+    "workflows cancelled mid-run": 0,
+    "steps retried": 0,
+    "requests refused while the api was down": 0,
+  };
   let tick = 0;
   while (Date.now() < until) {
     await sleep(random(200, 800));
@@ -272,12 +287,134 @@ async function mix(until: number): Promise<Record<string, number>> {
       if (err instanceof Error && err.message.startsWith("POST ")) throw err;
       done["requests refused while the api was down"]!++;
     }
+    try {
+      await workflowTick(done);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith("POST ")) throw err;
+      done["requests refused while the api was down"]!++;
+    }
   }
   return done;
 }
 
 const SCHEDULE = "chaos-tick";
 let scheduleMade = false;
+
+/** A workflow the mix made, as last seen through GET /workflows/:id. */
+interface TrackedWorkflow {
+  shape: OrderShape;
+  /** The most steps seen: its 5, and a fan-out's once spawned (retention only removes steps of finished workflows). */
+  steps: number;
+  status: string;
+  /** The steps as last seen (for choosing what to retry). */
+  last: WorkflowStep[];
+  /** Removed by retention (GET answered 404): finished, its count final. */
+  gone: boolean;
+  createdTick: number;
+}
+interface WorkflowStep {
+  id: number;
+  step: string;
+  status: string;
+  closedBy: number | null;
+  dependsOn: { unitId: number; onFailure: string; satisfied: boolean }[];
+}
+const workflows = new Map<number, TrackedWorkflow>();
+const retriedSteps = new Map<number, number>();
+
+/** GET /workflows/:id into the tracking (a 404: retention removed it, finished). */
+async function observe(id: number, w: TrackedWorkflow) {
+  const res = await fetch(`http://127.0.0.1:${port}/workflows/${id}`);
+  if (res.status === 404) {
+    w.gone = true;
+    w.status = "gone";
+    return;
+  }
+  if (!res.ok) throw new TypeError(`answered ${res.status}`);
+  const wf = (await res.json()) as { status: string; steps: WorkflowStep[] };
+  w.status = wf.status;
+  w.steps = Math.max(w.steps, wf.steps.length);
+  w.last = wf.steps;
+}
+
+/**
+ * "Results passed exactly" (checkInputs), checked every second while the run goes on and once
+ * at the end, and added up: retention removes finished workflows within seconds, so a check at
+ * the end alone would see few of them. A succeeded step's inputs never change.
+ */
+const inputsSeen = { checked: new Set<number>(), withPruned: new Set<number>(), mismatches: new Map<number, InputsMismatch>() };
+async function checkInputsNow(db: DbHandle["db"]) {
+  const found = await checkInputs(db);
+  for (const id of found.ids) inputsSeen.checked.add(id);
+  for (const id of found.prunedIds) inputsSeen.withPruned.add(id);
+  for (const m of found.mismatches) inputsSeen.mismatches.set(m.unitId, m);
+}
+function watchInputs(db: DbHandle["db"]): { stop(): Promise<void> } {
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      // The database is never down on purpose here; a failed look is made again a second later.
+      await checkInputsNow(db).catch(() => {});
+      await sleep(1_000);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+    },
+  };
+}
+
+let workflowTicks = 0;
+/**
+ * The workflow source of the mix, each tick: two new workflows of the next shapes
+ * (ORDER_SHAPES in test/support/workflow-runs.ts: the order diamond of 5 steps, some failing
+ * permanently by payload.fail, one with an ignore edge, some fanning out 3 lines and a join);
+ * the running ones looked at (their step count, the fan-out's included); every 3rd tick one
+ * cancelled mid-run (POST /workflows/:id/cancel); every 2nd a failed or cancelled step retried
+ * (POST /units/:id/retry), which re-opens what its failure closed. Only steps that ran or were
+ * ready are retried (closed by nothing, every edge satisfied: a retry of any other is not
+ * handled by the core yet, db/test/workflow-races.test.ts), and none an ignore edge names: a
+ * dependent that went ahead without it must not see it succeed later (checkInputs).
+ */
+async function workflowTick(done: Record<string, number>) {
+  // Two new ones per tick, the shapes in turn; the tick counts only once they were made (the api may be down).
+  for (let i = 0; i < 2; i++) {
+    const shape = ORDER_SHAPES[done.workflows! % ORDER_SHAPES.length]!;
+    const created = await post("/workflows", orderWorkflow(shape));
+    workflows.set(created.workflow.id, { shape, steps: created.workflow.steps.length, status: created.workflow.status, last: created.workflow.steps, gone: false, createdTick: workflowTicks + 1 });
+    done.workflows!++;
+  }
+  const tick = ++workflowTicks;
+  for (const [id, w] of workflows) if (w.status === "running") await observe(id, w);
+  if (tick % 3 === 0) {
+    // A recent one still under way: some of its steps done, some in flight, some blocked.
+    const running = [...workflows.entries()].filter(([, w]) => w.status === "running" && w.createdTick < tick);
+    const victim = running.at(-1);
+    if (victim) {
+      const res = await post(`/workflows/${victim[0]}/cancel`, {}, [404]);
+      if (res !== null && res.cancelled > 0) done["workflows cancelled mid-run"]!++;
+      await observe(victim[0], victim[1]);
+    }
+  }
+  if (tick % 2 === 0) {
+    const candidates = [...workflows.entries()].flatMap(([id, w]) => {
+      if (w.gone) return [];
+      const ignored = new Set(w.last.flatMap((s) => s.dependsOn.filter((d) => d.onFailure === "ignore").map((d) => d.unitId)));
+      return w.last
+        .filter((s) => (s.status === "error" || s.status === "cancelled") && s.closedBy === null && s.dependsOn.every((d) => d.satisfied))
+        .filter((s) => !ignored.has(s.id) && (retriedSteps.get(s.id) ?? 0) < 2)
+        .map((s) => ({ id, w, step: s }));
+    });
+    const pick = candidates[Math.floor(Math.random() * candidates.length)];
+    if (pick) {
+      retriedSteps.set(pick.step.id, (retriedSteps.get(pick.step.id) ?? 0) + 1);
+      if ((await post(`/units/${pick.step.id}/retry`, {}, [404, 409])) !== null) done["steps retried"]!++;
+      await observe(pick.id, pick.w);
+    }
+  }
+}
 
 /**
  * POST a JSON body to the api; a 4xx is a finding (thrown as "POST ...") unless `allowed`
@@ -333,6 +470,7 @@ try {
   await until("every service to be ready", () => services.every((s) => s.ready), 90_000);
   database = createDb({ ...servers, RTB_DB_NAME: dbName, RTB_DB_POOL_SIZE: 2 }, logger);
   const sampler = sampleOutstanding(database.db, 50);
+  const inputsWatch = watchInputs(database.db);
   await api("/go");
   say("dispatching (GET /go); injecting faults");
 
@@ -364,6 +502,8 @@ try {
   say(`the producer's mix: ${Object.entries(mixed).map(([k, n]) => `${k} ${n}`).join(", ")}`);
   await until("every unit to be terminal", async () => (await api("/")).done === true, opts.drainTimeout * 1000, 500);
   await sampler.stop();
+  // The workflows' last look: every step of those retention has not removed.
+  for (const [id, w] of workflows) if (!w.gone) await observe(id, w);
 
   broker = await connectBrokerFromConfig({ ...servers, RTB_BROKER_PREFIX: prefix, RTB_CONNECT_TIMEOUT_MS: 10_000 }, logger);
   // Wait for late duplicates (a job re-run after a kill) to be consumed before checking the queues.
@@ -380,14 +520,26 @@ try {
   const state = await api("/");
   // Units enqueued (seeded, delayed) neither in the table nor pruned, and units not terminal, are lost.
   const { kept, pruned } = await unitsKeptAndPruned(database.db);
-  const enqueued = opts.units + (mixed["delayed units"] ?? 0) + (mixed["scheduled units"] ?? 0);
-  const lost = report.counts.pending + report.counts.dispatched + report.counts.queued + report.counts.processing + Math.max(0, enqueued - kept - pruned);
+  const workflowSteps = [...workflows.values()].reduce((n, w) => n + w.steps, 0);
+  const enqueued = opts.units + (mixed["delayed units"] ?? 0) + (mixed["scheduled units"] ?? 0) + workflowSteps;
+  const lost =
+    report.counts.blocked + report.counts.pending + report.counts.dispatched + report.counts.queued + report.counts.processing + Math.max(0, enqueued - kept - pruned);
+  // The workflows: every one ended (none running once every unit is terminal), the checker's
+  // workflow rules held (in report.violations too), and every step was handed exactly the
+  // results of its dependencies that succeeded.
+  const wf = await workflowStatuses(database.db);
+  const workflowViolations = await checkWorkflows(database.db);
+  await inputsWatch.stop();
+  await checkInputsNow(database.db);
+  const inputs = { checked: inputsSeen.checked.size, withPruned: inputsSeen.withPruned.size, mismatches: [...inputsSeen.mismatches.values()] };
+  const fannedOut = [...workflows.values()].filter((w) => w.steps > 5).length;
+  const workflowsOk = wf.running.length === 0 && workflowViolations.length === 0 && inputs.mismatches.length === 0;
   const injected = Object.values(faults).reduce((a, b) => a + b, 0);
 
   console.log("");
   console.log("chaos summary");
   console.log(
-    `  units        ${kept + pruned} (${opts.units} seeded + ${mixed["delayed units"]} delayed + ${mixed["scheduled units"]} scheduled; success ${report.counts.success}, error ${report.counts.error}, ` +
+    `  units        ${kept + pruned} (${opts.units} seeded + ${mixed["delayed units"]} delayed + ${mixed["scheduled units"]} scheduled + ${workflowSteps} workflow steps; success ${report.counts.success}, error ${report.counts.error}, ` +
       `cancelled ${report.counts.cancelled}, pruned ${pruned}: RTB_RETENTION=${opts.retention.text})`,
   );
   console.log(`  faults       ${injected}: ${Object.entries(faults).map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
@@ -400,9 +552,22 @@ try {
   for (const v of report.violations) console.log(`  VIOLATION    ${v.rule}: ${v.message} (${v.count}; e.g. units ${v.units.join(", ")})`);
   console.log(`  schedule     ${schedule.finding ?? `one unit per occurrence of ${SCHEDULE} (${schedule.fired}), none skipped`}`);
   console.log(`  cancels      ${mixed["units cancelled one by one"]} one by one (in flight), ${mixed["units cancelled by group"]} by group`);
+  const byStatus = ["success", "error", "cancelled"].map((st) => `${st} ${wf.counts[st] ?? 0}`).join(", ");
+  console.log(
+    `  workflows    ${workflows.size} (still stored: ${byStatus}; removed by retention ${[...workflows.values()].filter((w) => w.gone).length}; ${fannedOut} fanned out); ` +
+      `${mixed["workflows cancelled mid-run"]} cancelled mid-run, ${mixed["steps retried"]} steps retried; running ${wf.running.length}` +
+      (wf.running.length > 0 ? ` (e.g. ${wf.running.join(", ")})` : ""),
+  );
+  console.log(`  wf rules     ${workflowViolations.length === 0 ? "checkWorkflows found nothing" : `checkWorkflows: ${workflowViolations.map((v) => `${v.rule} ×${v.count}`).join(", ")}`}`);
+  console.log(
+    inputs.mismatches.length === 0
+      ? `  results      passed exactly: ${inputs.checked} steps with dependencies were handed the results of exactly those that succeeded (${inputs.withPruned} with a dependency since pruned)`
+      : `  results      MISMATCH in ${inputs.mismatches.length} of ${inputs.checked} steps: ${inputs.mismatches.slice(0, 5).map((m) => `unit ${m.unitId} (${m.step}) got [${m.inputs.join(", ")}], succeeded [${m.succeeded.join(", ")}]`).join("; ")}`,
+  );
   console.log(`  lost         ${lost}`);
-  console.log(report.ok && lost === 0 && unexpectedExits === 0 && schedule.finding === null ? "  result       ok: nothing lost, every invariant held" : "  result       FAILED");
-  exitCode = report.ok && lost === 0 && unexpectedExits === 0 && schedule.finding === null ? 0 : 1;
+  const ok = report.ok && lost === 0 && unexpectedExits === 0 && schedule.finding === null && workflowsOk;
+  console.log(ok ? "  result       ok: nothing lost, every invariant held" : "  result       FAILED");
+  exitCode = ok ? 0 : 1;
 } catch (err) {
   say(`failed: ${(err as Error).message}`);
   exitCode = 1;

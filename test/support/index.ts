@@ -4,3 +4,4 @@ export * from "./system.ts";
 export * from "./processes.ts";
 export * from "./runs.ts";
 export * from "./server-control.ts";
+export * from "./workflow-runs.ts";
