@@ -1,5 +1,22 @@
+import { sql } from "kysely";
 import { describe, expect, it } from "vitest";
-import { clusterPerTest, expectSettled, midRunEnv, startAllAndGo, faultTestTimeout, waitFor, type Cluster } from "@rtb/testing";
+import {
+  awaitWorkflowsEnded,
+  checkInputs,
+  clusterPerTest,
+  expectedOutcome,
+  expectSettled,
+  faultTestTimeout,
+  midRunEnv,
+  ORDER_SHAPES,
+  orderWorkflow,
+  SHAPE_INFO,
+  shapeOutcome,
+  startAllAndGo,
+  waitFor,
+  workflowStatuses,
+  type Cluster,
+} from "@rtb/testing";
 
 /** The api dying or stopping mid-run, as a real process: reports wait in the broker, nothing is lost. */
 const run = clusterPerTest();
@@ -14,9 +31,21 @@ async function startAll(c: Cluster) {
 }
 
 describe("the api", () => {
-  it("kill -9 mid-run, then a restart: the inbox waited in the broker, top-ups resume without /go, nothing lost, never over the bound", async () => {
+  it("kill -9 mid-run, then a restart: the inbox waited in the broker, top-ups resume without /go, nothing lost, never over the bound; workflows killed between a dependency's success and their dependents' dispatch finish", async () => {
     const c = await run.start(env);
     await startAll(c);
+    // Workflows of every shape (order-workflows in test/support/workflow-runs.ts), killed
+    // between their first step's success and the dispatch of what it unblocked: validate runs
+    // first (priority 1), and the steps after it, made ready by its success, wait behind the
+    // backlog (priority -1) while the api dies. 100 more units keep the backlog long enough.
+    const workflows: { id: number; shape: (typeof ORDER_SHAPES)[number] }[] = [];
+    for (const shape of ORDER_SHAPES) {
+      const res = await c.post("/workflows", orderWorkflow(shape, { priority: 1, laterPriority: -1, maxAttempts: 10 }));
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
+      workflows.push({ id: res.body.workflow.id, shape });
+      c.expectUnits(SHAPE_INFO[shape].steps);
+    }
+    await c.enqueue(Array.from({ length: 100 }, () => ({ kind: "simulate" })));
     // Delayed units that fall due while the api is down: the restarted api's timer, armed
     // from the database, dispatches them. A schedule firing every second across the kill. And
     // delayed units cancelled by group just before it.
@@ -25,7 +54,16 @@ describe("the api", () => {
     await c.enqueue(Array.from({ length: 10 }, () => ({ kind: "simulate", group: "to-cancel", delayMs: 60_000 })));
     expect((await c.post("/units/cancel", { group: "to-cancel" })).body).toEqual({ cancelled: 10, inFlight: 0 });
     await new Promise((r) => setTimeout(r, 1_500));
+    // Every validate succeeded, and charge and reserve were made ready in its transaction.
+    const unblocked = () => sql<{ id: number }>`
+      SELECT u.id FROM units u
+      WHERE u.workflow_id = ANY(${workflows.map((w) => w.id)}::bigint[]) AND u.step IN ('charge', 'reserve') AND u.status = 'pending'
+        AND EXISTS (SELECT FROM unit_events e WHERE e.unit_id = u.id AND e.detail->>'action' = 'unblocked')
+        AND NOT EXISTS (SELECT FROM unit_events e WHERE e.unit_id = u.id AND e.status = 'dispatched')`.execute(c.db);
+    await waitFor("every workflow's validate to succeed, and what it unblocked to wait for its dispatch", async () => (await unblocked()).rows.length === 2 * workflows.length, 20_000, 50);
     expect(await c.kill("api", "SIGKILL")).toEqual({ code: null, signal: "SIGKILL" });
+    // Killed in the window: the dependencies' successes committed, the dependents not dispatched.
+    expect((await unblocked()).rows).toHaveLength(2 * workflows.length);
 
     // While the api is down, the agents work off what was routed and their reports wait in the inbox.
     await waitFor("status reports to wait in the inbox", async () => (await c.depth(run.place.topology.inbox)) > 0, 30_000, 100);
@@ -55,7 +93,15 @@ describe("the api", () => {
     expect(occurrences).toBeGreaterThan(1);
     c.expectUnits(tick.fired);
 
-    await expectSettled(c, undefined, { cancelled: 10 });
+    // Each workflow ended as its shape says, every step handed exactly the results of its
+    // dependencies that succeeded (read from the first snapshot once ended: retention prunes soon after).
+    const ended = await awaitWorkflowsEnded(c.get, workflows.map((w) => w.id));
+    for (const w of workflows) expect({ shape: w.shape, ...shapeOutcome(ended.get(w.id)!) }).toEqual({ shape: w.shape, ...expectedOutcome(w.shape) });
+
+    const closed = workflows.reduce((n, w) => n + SHAPE_INFO[w.shape].cancelled, 0);
+    await expectSettled(c, undefined, { cancelled: 10 + closed });
+    expect((await workflowStatuses(c.db)).running).toEqual([]);
+    expect((await checkInputs(c.db)).mismatches).toEqual([]);
     expect(c.proc("api").output()).not.toContain("dispatching turned on");
     // The restart did not seed again.
     expect(c.proc("api").output()).not.toContain("seeded it");
