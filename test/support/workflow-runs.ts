@@ -178,24 +178,29 @@ export interface WorkflowSnapshot {
 }
 
 /**
- * Poll GET /workflows/:id for each of `ids` until every one has ended, keeping each one's first
- * snapshot once ended (all its steps: retention prunes them only later). `get` answers the
- * parsed body, or throws (the api may be restarting: it is asked again).
+ * Poll GET /workflows/:id for each of `ids` until every one has ended; each one's steps as last
+ * seen across the polls, so that a step retention removed once its workflow ended (a step
+ * finished long before is removed at the next pass) is still there, as it was. Start polling
+ * while they run. `get` answers the parsed body, or throws (the api may be restarting: it is
+ * asked again).
  */
 export async function awaitWorkflowsEnded(get: (path: string) => Promise<any>, ids: readonly number[], timeoutMs = 60_000): Promise<Map<number, WorkflowSnapshot>> {
+  const seen = new Map<number, Map<string, WorkflowSnapshot["steps"][number]>>(ids.map((id) => [id, new Map()]));
   const ended = new Map<number, WorkflowSnapshot>();
   const deadline = Date.now() + timeoutMs;
-  while (ended.size < ids.length) {
+  for (;;) {
     for (const id of ids) {
       if (ended.has(id)) continue;
       const wf = (await get(`/workflows/${id}`).catch(() => null)) as WorkflowSnapshot | null;
-      if (wf?.status && wf.status !== "running") ended.set(id, wf);
+      if (!wf?.status) continue;
+      const steps = seen.get(id)!;
+      for (const s of wf.steps) steps.set(s.step, s);
+      if (wf.status !== "running") ended.set(id, { ...wf, steps: [...steps.values()] });
     }
-    if (ended.size === ids.length) break;
+    if (ended.size === ids.length) return ended;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for workflows ${ids.filter((id) => !ended.has(id)).join(", ")} to end`);
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 50));
   }
-  return ended;
 }
 
 /** What a finished workflow of a known shape shows, for comparing with SHAPE_INFO: its status, step count, and each succeeded step's inputs. */
