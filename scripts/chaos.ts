@@ -373,10 +373,10 @@ let workflowTicks = 0;
  * permanently by payload.fail, one with an ignore edge, some fanning out 3 lines and a join);
  * the running ones looked at (their step count, the fan-out's included); every 3rd tick one
  * cancelled mid-run (POST /workflows/:id/cancel); every 2nd a failed or cancelled step retried
- * (POST /units/:id/retry), which re-opens what its failure closed. Only steps that ran or were
- * ready are retried (closed by nothing, every edge satisfied: a retry of any other is not
- * handled by the core yet, db/test/workflow-races.test.ts), and none an ignore edge names: a
- * dependent that went ahead without it must not see it succeed later (checkInputs).
+ * (POST /units/:id/retry), which re-opens what its failure closed; a step a failed dependency
+ * closed, or one cancelled while blocked, goes back to waiting for its dependencies (and is
+ * closed again while one is still failed). None an ignore edge names is retried: a dependent
+ * that went ahead without it must not see it succeed later (checkInputs).
  */
 async function workflowTick(done: Record<string, number>) {
   // Two new ones per tick, the shapes in turn; the tick counts only once they were made (the api may be down).
@@ -403,7 +403,7 @@ async function workflowTick(done: Record<string, number>) {
       if (w.gone) return [];
       const ignored = new Set(w.last.flatMap((s) => s.dependsOn.filter((d) => d.onFailure === "ignore").map((d) => d.unitId)));
       return w.last
-        .filter((s) => (s.status === "error" || s.status === "cancelled") && s.closedBy === null && s.dependsOn.every((d) => d.satisfied))
+        .filter((s) => s.status === "error" || s.status === "cancelled")
         .filter((s) => !ignored.has(s.id) && (retriedSteps.get(s.id) ?? 0) < 2)
         .map((s) => ({ id, w, step: s }));
     });

@@ -106,8 +106,8 @@ export interface NewUnit {
   /** A workflow's step: its workflow and name there (workflows.ts). */
   workflow?: { id: number; step: string } | null;
   /**
-   * It will get this many dependencies (addDependencies, in the same transaction): it starts
-   * `blocked`, waiting for them. 0 or absent: none, it starts pending.
+   * It will get this many dependencies (addDependencies, in the same transaction, counts them):
+   * it starts `blocked`, waiting for them. 0 or absent: none, it starts pending.
    */
   dependencies?: number;
 }
@@ -161,8 +161,8 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.schedule?.occurrence ?? null))}::timestamptz[],
           ${sql.val(distinct.map((u) => u.workflow?.id ?? null))}::bigint[],
           ${sql.val(distinct.map((u) => u.workflow?.step ?? null))}::text[],
-          ${sql.val(distinct.map((u) => (u.dependencies ? u.dependencies : null)))}::int[]
-        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, waiting_on, ord)
+          ${sql.val(distinct.map((u) => (u.dependencies ? u.dependencies : 0)))}::int[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, deps, ord)
       ),
       -- A delayed unit is pending with not_before set: not ready (the ready counts leave it
       -- out) until the top-up or the preview clears it once due (dispatch-inputs.ts), and the
@@ -175,8 +175,9 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
       inserted AS (
         INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, waiting_on, status)
         OVERRIDING SYSTEM VALUE
-        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, waiting_on,
-               CASE WHEN waiting_on > 0 THEN 'blocked' ELSE 'pending' END
+        -- A unit with dependencies waits, blocked, for addDependencies to count its edges.
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step,
+               CASE WHEN deps > 0 THEN 0 END, CASE WHEN deps > 0 THEN 'blocked' ELSE 'pending' END
         FROM due ORDER BY ord
         ON CONFLICT (ref) DO NOTHING
         RETURNING id, status, not_before, schedule_name, scheduled_for
@@ -277,32 +278,38 @@ export const OPERATOR = "operator";
  * (Cancelling has its own statement: cancel.ts.)
  */
 async function actOnUnit(db: Db, id: number, from: readonly UnitStatus[], action: string): Promise<UnitAction> {
-  const { rows } = await sql<UnitRow>`
-    WITH before AS (SELECT id, status FROM units WHERE id = ${id} FOR UPDATE),
-    changed AS (
-      UPDATE units u SET ${RETRY_SET}
-      FROM before b
-      WHERE u.id = b.id AND b.status = ANY(${sql.val(from)}::text[])
-      RETURNING u.*, b.status AS before_status
-    ),
-    logged AS (
-      INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-      SELECT id, attempt, 'pending', now(), ${OPERATOR}, jsonb_build_object('action', ${action}::text, 'from', before_status) FROM changed
-    )
-    SELECT * FROM changed`.execute(db);
-  if (rows[0]) {
-    const { before_status: _, ...row } = rows[0] as UnitRow & { before_status: string };
-    return { outcome: "done", unit: toUnit(row) };
-  }
-  const current = await findUnit(db, id);
-  return current ? { outcome: "conflict", unit: current } : { outcome: "not_found" };
+  return db.transaction().execute(async (trx) => {
+    const { rows } = await sql<UnitRow>`
+      WITH before AS (SELECT id, status FROM units WHERE id = ${id} FOR UPDATE),
+      changed AS (
+        UPDATE units u SET ${RETRY_SET}
+        FROM before b
+        WHERE u.id = b.id AND b.status = ANY(${sql.val(from)}::text[])
+        RETURNING u.*, b.status AS before_status
+      ),
+      logged AS (
+        INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+        SELECT id, attempt, status, now(), ${OPERATOR}, jsonb_build_object('action', ${action}::text, 'from', before_status) FROM changed
+      )
+      SELECT * FROM changed`.execute(trx);
+    if (rows[0]) {
+      // A step back to blocked whose dependency failed meanwhile is closed again (migration 0010).
+      if (rows[0].status === "blocked") await sql`SELECT rtb_reclose(ARRAY[${id}]::bigint[])`.execute(trx);
+      return { outcome: "done", unit: (await findUnit(trx, id))! };
+    }
+    const current = await findUnit(trx, id);
+    return current ? { outcome: "conflict", unit: current } : { outcome: "not_found" };
+  });
 }
 
 /**
  * Back to the backlog: eligible at once, with at least one attempt left (a unit that used up
- * its attempts gets one more). The next dispatch is a new attempt.
+ * its attempts gets one more). The next dispatch is a new attempt. A unit with dependencies
+ * not all satisfied (a step cancelled while blocked, or closed by a failed dependency) goes
+ * back to `blocked` instead, to wait for them (waiting_on counts them in every status).
  */
-const RETRY_SET = sql`status = 'pending', not_before = NULL, agent_wait_since = NULL, max_attempts = GREATEST(u.max_attempts, u.attempt + 1), updated_at = now()`;
+const RETRY_SET = sql`status = CASE WHEN u.waiting_on > 0 THEN 'blocked' ELSE 'pending' END, closed_by = NULL,
+  not_before = NULL, agent_wait_since = NULL, max_attempts = GREATEST(u.max_attempts, u.attempt + 1), updated_at = now()`;
 
 /** The statuses an operator may retry from. */
 export const RETRYABLE_STATUSES: readonly UnitStatus[] = ["error", "cancelled"];
@@ -312,20 +319,24 @@ export const retryUnit = (db: Db, id: number) => actOnUnit(db, id, RETRYABLE_STA
 
 /** POST /units/redrive: every errored unit (of a kind, of a group) back to the backlog, in one statement. */
 export async function redriveErrors(db: Db, f: { kind?: string; group?: string } = {}): Promise<number> {
-  const { rows } = await sql<{ n: number }>`
-    WITH changed AS (
-      UPDATE units u SET ${RETRY_SET}
-      WHERE status = 'error'
-        ${f.kind !== undefined ? sql`AND kind = ${f.kind}` : sql``}
-        ${f.group !== undefined ? sql`AND group_name = ${f.group}` : sql``}
-      RETURNING id, attempt
-    ),
-    logged AS (
-      INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-      SELECT id, attempt, 'pending', now(), ${OPERATOR}, '{"action":"redrive","from":"error"}'::jsonb FROM changed
-    )
-    SELECT count(*)::int AS n FROM changed`.execute(db);
-  return rows[0]?.n ?? 0;
+  return db.transaction().execute(async (trx) => {
+    const { rows } = await sql<{ n: number; blocked: number[] | null }>`
+      WITH changed AS (
+        UPDATE units u SET ${RETRY_SET}
+        WHERE status = 'error'
+          ${f.kind !== undefined ? sql`AND kind = ${f.kind}` : sql``}
+          ${f.group !== undefined ? sql`AND group_name = ${f.group}` : sql``}
+        RETURNING id, attempt, status
+      ),
+      logged AS (
+        INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+        SELECT id, attempt, status, now(), ${OPERATOR}, '{"action":"redrive","from":"error"}'::jsonb FROM changed
+      )
+      SELECT count(*)::int AS n, array_agg(id) FILTER (WHERE status = 'blocked') AS blocked FROM changed`.execute(trx);
+    const blocked = rows[0]?.blocked ?? [];
+    if (blocked.length > 0) await sql`SELECT rtb_reclose(${sql.val(blocked)}::bigint[])`.execute(trx);
+    return rows[0]?.n ?? 0;
+  });
 }
 
 export interface Summary {

@@ -1,5 +1,6 @@
 import { sql } from "kysely";
-import { isTerminal, type FailurePolicy, type Spawn, type UnitStatus } from "@rtb/protocol";
+import { isTerminal, TERMINAL, type FailurePolicy, type Spawn, type UnitStatus } from "@rtb/protocol";
+import { statusList } from "./status-sql.ts";
 import type { Db } from "./database.ts";
 import type { WorkflowStatus } from "./schema.ts";
 import { enqueueUnits, type NewUnit } from "./units.ts";
@@ -21,28 +22,51 @@ export interface NewEdge {
 }
 
 /**
- * Give units their dependencies, in the caller's transaction: the units must have been
- * enqueued with `dependencies` (blocked). The dependencies are marked as having dependents
- * first (locking their rows, so one finishing meanwhile is seen finished by the next
- * statement, or finishes after and sees the edges), then each unit is settled from what its
- * dependencies are now: ready when all are satisfied already, closed when one already failed.
+ * Give units their dependencies, in the caller's transaction: new units enqueued with
+ * `dependencies` (blocked, waiting_on 0), or existing ones (a fan-out's join for whoever waited
+ * for the spawning unit). The dependencies are locked first, in id order (and marked as having
+ * dependents), so one finishing meanwhile is either seen finished here or finishes after this
+ * commits and its trigger sees the edges. Each edge is written satisfied or not from what its
+ * dependency is now, each unit's waiting_on goes up by its unsatisfied new edges (a relative
+ * update: a concurrent decrement is never overwritten), one left with none becomes pending,
+ * and one waiting for a dependency that already failed is closed (rtb_reclose).
  */
 export async function addDependencies(db: Db, edges: readonly NewEdge[]): Promise<void> {
   if (edges.length === 0) return;
-  await sql`
-    INSERT INTO unit_deps (unit_id, depends_on, on_failure)
-    SELECT * FROM unnest(
-      ${sql.val(edges.map((e) => e.unitId))}::bigint[],
-      ${sql.val(edges.map((e) => e.dependsOn))}::bigint[],
-      ${sql.val(edges.map((e) => e.onFailure))}::text[]
-    )
-    ON CONFLICT DO NOTHING`.execute(db);
   const deps = [...new Set(edges.map((e) => e.dependsOn))].sort((a, b) => a - b);
   await sql`
     UPDATE units SET has_dependents = true
-    WHERE id = ANY(ARRAY(SELECT id FROM units WHERE id = ANY(${sql.val(deps)}::bigint[]) AND NOT has_dependents ORDER BY id FOR UPDATE))`.execute(db);
+    WHERE id = ANY(ARRAY(SELECT id FROM units WHERE id = ANY(${sql.val(deps)}::bigint[]) ORDER BY id FOR NO KEY UPDATE)) AND NOT has_dependents`.execute(db);
   const units = [...new Set(edges.map((e) => e.unitId))].sort((a, b) => a - b);
-  await sql`SELECT rtb_settle_dependents(${sql.val(units)}::bigint[])`.execute(db);
+  await sql`
+    WITH added AS (
+      INSERT INTO unit_deps (unit_id, depends_on, on_failure, satisfied)
+      SELECT e.u, e.d, e.f, (p.status = 'success' OR (p.status IN ${statusList(TERMINAL)} AND e.f = 'ignore'))
+      FROM unnest(
+        ${sql.val(edges.map((e) => e.unitId))}::bigint[],
+        ${sql.val(edges.map((e) => e.dependsOn))}::bigint[],
+        ${sql.val(edges.map((e) => e.onFailure))}::text[]
+      ) AS e(u, d, f)
+      JOIN units p ON p.id = e.d
+      ON CONFLICT DO NOTHING
+      RETURNING unit_id, satisfied
+    ),
+    per AS (
+      SELECT x.id, count(a.unit_id) FILTER (WHERE NOT a.satisfied) AS open
+      FROM unnest(${sql.val(units)}::bigint[]) AS x(id) LEFT JOIN added a ON a.unit_id = x.id
+      GROUP BY x.id
+    ),
+    changed AS (
+      UPDATE units u SET
+        waiting_on = coalesce(u.waiting_on, 0) + per.open,
+        status = CASE WHEN u.status = 'blocked' AND coalesce(u.waiting_on, 0) + per.open = 0 THEN 'pending' ELSE u.status END
+      FROM per, units b
+      WHERE u.id = per.id AND b.id = u.id AND u.id = ANY(${sql.val(units)}::bigint[])
+      RETURNING u.id, u.attempt, u.status, b.status AS was
+    )
+    INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
+    SELECT id, attempt, 'pending', now(), 'workflow', '{"action":"unblocked"}'::jsonb FROM changed WHERE status = 'pending' AND was = 'blocked'`.execute(db);
+  await sql`SELECT rtb_reclose(${sql.val(units)}::bigint[])`.execute(db);
 }
 
 export interface NewStep {

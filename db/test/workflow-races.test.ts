@@ -36,9 +36,6 @@ import { openTestDb, useTestPlace, waitFor } from "@rtb/testing";
  * its work (the unit finished, its dependents' rows and the workflow's row locked) and not
  * committed; the other transaction runs into it, and the test sees it wait
  * (pg_stat_activity) before opening the gate.
- *
- * Tests named "BUG:" are `it.fails`: they show a bug in the workflow core, still there (each
- * passes while its assertion fails); once the core is fixed, make them plain `it`.
  */
 const place = useTestPlace();
 let h1: DbHandle;
@@ -328,9 +325,9 @@ describe("duplicate and reordered reports in concurrent batches (api replicas sh
 });
 
 describe("fan-out and new edges against a concurrent finish", () => {
-  // BUG (core, rtb_settle_dependents): it writes waiting_on as a count read from its statement's
-  // snapshot, over a concurrent rtb_deps_finished that already decremented it and commits later.
-  it.fails("BUG: a spawning step succeeds while a sibling dependency of its dependent succeeds in an overlapping transaction: the dependent still counts its open edges", async () => {
+  // Found as a bug: waiting_on was written as a count read from a statement's snapshot, over a
+  // concurrent decrement committed later. Every change to it is relative now.
+  it("a spawning step succeeds while a sibling dependency of its dependent succeeds in an overlapping transaction: the dependent still counts its open edges", async () => {
     // ship waits for lines (which fans out, with a join ship will wait for too) and for reserve.
     const { id } = await workflow([step("lines"), step("reserve"), step("ship", ["lines", "reserve"])]);
     const ready = await claim();
@@ -358,9 +355,9 @@ describe("fan-out and new edges against a concurrent finish", () => {
     await expectExact();
   });
 
-  // BUG (core, addDependencies): it locks only dependencies not yet marked has_dependents, so
-  // with a dependency that already has one, neither transaction sees the other's write.
-  it.fails("BUG: a new dependent is given an edge to a unit that already has dependents while that unit succeeds: it is not left blocked", async () => {
+  // Found as a bug: only dependencies not yet marked has_dependents were locked, so with one
+  // that already had a dependent neither transaction saw the other's write. All are locked now.
+  it("a new dependent is given an edge to a unit that already has dependents while that unit succeeds: it is not left blocked", async () => {
     // x already has a dependent (first); second is added while x's success is under way.
     const [x] = await enqueueUnits(h1.db, [{ kind: "simulate", group: "g", priority: 0, payload: {}, ref: "x", maxAttempts: 1 }]);
     const [first] = await enqueueUnits(h1.db, [{ kind: "simulate", group: "g", priority: 0, payload: {}, ref: "first", maxAttempts: 1, dependencies: 1 }]);
@@ -432,13 +429,13 @@ describe("an operator's retry of a step that waits for dependencies", () => {
     await reopenWhileSiblingSucceeds(true);
   });
 
-  // BUG (core, rtb_deps_reopened -> rtb_settle_dependents): the same stale count as the fan-out's.
-  it.fails("BUG: outside workflows, the same: retrying a failed unit re-opens its closed dependent while the dependent's other dependency succeeds", async () => {
+  // Found as a bug: the same stale count as the fan-out's.
+  it("outside workflows, the same: retrying a failed unit re-opens its closed dependent while the dependent's other dependency succeeds", async () => {
     await reopenWhileSiblingSucceeds(false);
   });
 
-  // BUG (core, retryUnit's RETRY_SET in units.ts): a retry makes any unit pending, its dependencies unread.
-  it.fails("BUG: a step cancelled while blocked, then retried, waits for its dependencies again instead of being dispatched", async () => {
+  // Found as a bug: a retry made any unit pending, its dependencies unread.
+  it("a step cancelled while blocked, then retried, waits for its dependencies again instead of being dispatched", async () => {
     const { id } = await workflow([step("validate"), step("ship", ["validate"])]);
     const ship = await unitOf(id, "ship");
     expect((await cancelUnit(h1.db, ship.id)).outcome).toBe("done");
@@ -450,7 +447,7 @@ describe("an operator's retry of a step that waits for dependencies", () => {
     await expectExact();
   });
 
-  it.fails("BUG: a step closed by its failed dependency, then retried itself (not the dependency), waits for the dependency again", async () => {
+  it("a step closed by its failed dependency, then retried itself (not the dependency), waits for the dependency again", async () => {
     const { id } = await workflow([step("validate"), step("ship", ["validate"])]);
     const validate = (await claim()).get("validate")!;
     await applyStatusUpdates(h1.db, [report(validate, "error", { error: { message: "declined", retryable: false } })], opts);

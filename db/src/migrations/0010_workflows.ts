@@ -6,7 +6,8 @@ import { sql, type Kysely } from "kysely";
  * - `unit_deps`: one row per edge, "unit_id waits for depends_on", with what a failure of the
  *   dependency does to the dependent (on_failure) and whether the edge is satisfied.
  * - units gain `blocked` (waiting for dependencies: never ready, in no ready count),
- *   `waiting_on` (the edges not yet satisfied; null for a unit that never had dependencies),
+ *   `waiting_on` (its edges not yet satisfied, kept in every status; null for a unit that never
+ *   had dependencies),
  *   `has_dependents` (someone waits for it), `closed_by` (the failed dependency that closed it,
  *   so a retry of that one re-opens it), and `workflow_id` and `step` (its workflow and local name).
  * - `workflows`: a DAG of steps enqueued together; its status follows its steps.
@@ -110,36 +111,27 @@ export async function up(db: Kysely<any>): Promise<void> {
       FROM closed;
     END $$`.execute(db);
 
-  // Units just given edges (enqueued blocked, waiting_on = their edge count), or units whose
-  // edges' state is to be read again: edges to dependencies already satisfied are marked so,
-  // the units with none left become pending, and those waiting for a dependency that already
-  // failed are closed.
+  // Units whose dependencies' statuses are to be read again (re-opened, retried): their
+  // dependencies are locked first (FOR SHARE, in id order), so one that is failing in another
+  // transaction is seen failed by the next statement, or fails after this commits and its own
+  // trigger sees these units blocked; then those waiting for a dependency that failed are closed.
   await sql`
-    CREATE FUNCTION rtb_settle_dependents(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+    CREATE FUNCTION rtb_reclose(ids bigint[]) RETURNS void LANGUAGE plpgsql AS $$
     BEGIN
-      UPDATE unit_deps d SET satisfied = true
-      FROM units p
-      WHERE d.unit_id = ANY(ids) AND p.id = d.depends_on AND NOT d.satisfied
-        AND (p.status = 'success' OR (p.status IN ${T} AND d.on_failure = 'ignore'));
-      WITH counted AS (
-        SELECT d.unit_id, count(*) FILTER (WHERE NOT d.satisfied) AS open FROM unit_deps d WHERE d.unit_id = ANY(ids) GROUP BY d.unit_id
-      ),
-      changed AS (
-        UPDATE units u SET waiting_on = c.open, status = CASE WHEN c.open = 0 THEN 'pending' ELSE 'blocked' END, updated_at = now()
-        FROM counted c
-        WHERE u.id = c.unit_id AND u.status = 'blocked' AND u.id = ANY(ids)
-        RETURNING u.id, u.attempt, u.status
-      )
-      INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-      SELECT id, attempt, 'pending', now(), 'workflow', '{"action":"unblocked"}'::jsonb FROM changed WHERE status = 'pending';
+      IF ids IS NULL OR cardinality(ids) = 0 THEN RETURN; END IF;
+      PERFORM 1 FROM units WHERE id = ANY(ARRAY(SELECT depends_on FROM unit_deps WHERE unit_id = ANY(ids))) ORDER BY id FOR SHARE;
       PERFORM rtb_close_dependents(ARRAY(
-        SELECT DISTINCT d.depends_on FROM unit_deps d JOIN units p ON p.id = d.depends_on
-        WHERE d.unit_id = ANY(ids) AND NOT d.satisfied AND d.on_failure <> 'ignore' AND p.status IN ('error', 'cancelled')));
+        SELECT DISTINCT d.depends_on FROM unit_deps d JOIN units p ON p.id = d.depends_on JOIN units x ON x.id = d.unit_id
+        WHERE d.unit_id = ANY(ids) AND x.status = 'blocked' AND NOT d.satisfied AND d.on_failure <> 'ignore' AND p.status IN ('error', 'cancelled')));
     END $$`.execute(db);
 
-  // Units with dependents that just finished: their edges a success (or, for an ignore edge,
-  // any end) satisfies are marked, each dependent's waiting_on goes down by as many, and one
-  // with none left becomes pending; then the failures close what they close.
+  // Units with dependents that just finished: the edges a success (or, for an ignore edge,
+  // any end) satisfies are marked, and each dependent's waiting_on goes down by as many, in
+  // the same statement, whatever the dependent's status (waiting_on always counts the
+  // unsatisfied edges, so a unit re-opened or retried later knows what it still waits for);
+  // a blocked one with none left becomes pending. Relative updates only: two transactions
+  // satisfying edges of one dependent serialise on its row and both count. Then the failures
+  // close what they close.
   await sql`
     CREATE FUNCTION rtb_deps_finished(done bigint[]) RETURNS void LANGUAGE plpgsql AS $$
     BEGIN
@@ -154,20 +146,22 @@ export async function up(db: Kysely<any>): Promise<void> {
       changed AS (
         UPDATE units u SET
           waiting_on = u.waiting_on - per.n,
-          status = CASE WHEN u.waiting_on - per.n <= 0 THEN 'pending' ELSE 'blocked' END,
-          updated_at = now()
-        FROM per
-        WHERE u.id = per.unit_id AND u.status = 'blocked' AND u.id = ANY(ARRAY(SELECT unit_id FROM per))
-        RETURNING u.id, u.attempt, u.status
+          status = CASE WHEN u.status = 'blocked' AND u.waiting_on - per.n <= 0 THEN 'pending' ELSE u.status END,
+          updated_at = CASE WHEN u.status = 'blocked' THEN now() ELSE u.updated_at END
+        FROM per, units b
+        WHERE u.id = per.unit_id AND b.id = u.id AND u.id = ANY(ARRAY(SELECT unit_id FROM per))
+        -- b: the row as this statement found it, so only what was blocked gets the event.
+        RETURNING u.id, u.attempt, u.status, b.status AS was
       )
       INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-      SELECT id, attempt, 'pending', now(), 'workflow', '{"action":"unblocked"}'::jsonb FROM changed WHERE status = 'pending';
+      SELECT id, attempt, 'pending', now(), 'workflow', '{"action":"unblocked"}'::jsonb FROM changed WHERE status = 'pending' AND was = 'blocked';
       PERFORM rtb_close_dependents(ARRAY(SELECT id FROM units WHERE id = ANY(done) AND status IN ('error', 'cancelled')));
     END $$`.execute(db);
 
-  // Units with dependents back from error or cancelled (an operator's retry): what their
-  // failure closed waits again (blocked, its edges counted afresh), and a dependent still
-  // blocked whose ignore edge it had satisfied waits for it again.
+  // Units with dependents back from error or cancelled (an operator's retry or redrive): their
+  // ignore edges, which their end had satisfied, count again; what their failure closed
+  // (closed_by them) waits again, blocked, or pending when nothing is left to wait for, and is
+  // closed again if another of its dependencies failed meanwhile (rtb_reclose).
   await sql`
     CREATE FUNCTION rtb_deps_reopened(opened bigint[]) RETURNS void LANGUAGE plpgsql AS $$
     DECLARE
@@ -175,27 +169,26 @@ export async function up(db: Kysely<any>): Promise<void> {
     BEGIN
       WITH un AS (
         UPDATE unit_deps d SET satisfied = false
-        FROM units x
-        WHERE d.depends_on = ANY(opened) AND d.satisfied AND x.id = d.unit_id AND x.status = 'blocked'
+        WHERE d.depends_on = ANY(opened) AND d.satisfied
         RETURNING d.unit_id
       ),
       per AS (SELECT unit_id, count(*) AS n FROM un GROUP BY unit_id)
-      UPDATE units u SET waiting_on = u.waiting_on + per.n, updated_at = now()
+      UPDATE units u SET waiting_on = u.waiting_on + per.n
       FROM per WHERE u.id = per.unit_id AND u.id = ANY(ARRAY(SELECT unit_id FROM per));
 
       WITH back AS (
-        UPDATE units u SET status = 'blocked', closed_by = NULL, last_error = NULL, waiting_on = 1, updated_at = now()
+        UPDATE units u SET status = CASE WHEN u.waiting_on > 0 THEN 'blocked' ELSE 'pending' END,
+          closed_by = NULL, last_error = NULL, updated_at = now()
         WHERE u.closed_by = ANY(opened) AND u.status IN ('error', 'cancelled')
-        RETURNING u.id, u.attempt, u.closed_by
+        RETURNING u.id, u.attempt, u.status, u.closed_by
       ),
       logged AS (
         INSERT INTO unit_events (unit_id, attempt, status, at, source, detail)
-        SELECT b.id, b.attempt, 'blocked', now(), 'workflow', jsonb_build_object('action', 'reopened', 'dependency', b.closed_by)
+        SELECT b.id, b.attempt, b.status, now(), 'workflow', jsonb_build_object('action', 'reopened', 'dependency', b.closed_by)
         FROM back b
       )
       SELECT array_agg(id) INTO again FROM back;
-      -- Counted afresh (and closed again if another of their dependencies failed meanwhile).
-      IF again IS NOT NULL THEN PERFORM rtb_settle_dependents(again); END IF;
+      PERFORM rtb_reclose(again);
     END $$`.execute(db);
 
   // A workflow's status from its steps: running while one is open, else error if one ended in
@@ -246,7 +239,7 @@ export async function up(db: Kysely<any>): Promise<void> {
 
 export async function down(db: Kysely<any>): Promise<void> {
   await sql`DROP TRIGGER units_workflow_update ON units`.execute(db);
-  await sql`DROP FUNCTION units_workflow_update(), rtb_settle_workflows(bigint[]), rtb_deps_reopened(bigint[]), rtb_deps_finished(bigint[]), rtb_settle_dependents(bigint[]), rtb_close_dependents(bigint[])`.execute(db);
+  await sql`DROP FUNCTION units_workflow_update(), rtb_settle_workflows(bigint[]), rtb_deps_reopened(bigint[]), rtb_deps_finished(bigint[]), rtb_reclose(bigint[]), rtb_close_dependents(bigint[])`.execute(db);
   await sql`DROP TABLE unit_deps`.execute(db);
   await sql`DELETE FROM units WHERE status = 'blocked'`.execute(db);
   await sql`
