@@ -252,6 +252,22 @@ describe("fan-out", () => {
   });
 });
 
+describe("fan-out names at the limit", () => {
+  it("a spawned step's stored name may be 200 characters (<parent>/<child>); 201 ends the parent as a permanent error saying why", async () => {
+    const spawnOne = { steps: [{ step: "c".repeat(100), kind: "simulate", payload: {}, dependsOn: [] }] };
+    const { id } = await enqueueWorkflow(h.db, { name: "order", ref: null, onFailure: "cancel", steps: [step("p".repeat(99)), step("q".repeat(100))] });
+    const ready = await claim();
+    await applyStatusUpdates(h.db, [report(ready.get("p".repeat(99))!, "processing"), report(ready.get("p".repeat(99))!, "success", { spawn: spawnOne })], opts);
+    await applyStatusUpdates(h.db, [report(ready.get("q".repeat(100))!, "processing"), report(ready.get("q".repeat(100))!, "success", { spawn: spawnOne })], opts);
+    const s = await statuses(id);
+    expect(s[`${"p".repeat(99)}/${"c".repeat(100)}`]).toBe("pending");
+    expect(s["q".repeat(100)]).toBe("error");
+    const q = await h.db.selectFrom("units").select("last_error").where("step", "=", "q".repeat(100)).executeTakeFirstOrThrow();
+    expect(q.last_error).toMatch(/longer than 200 characters/);
+    await expectExact();
+  });
+});
+
 describe("retention", () => {
   const prune = () => h.db.transaction().execute((trx) => pruneBatch(trx, { retentionMs: 1_000, limit: 1_000, by: "test" }));
   const age = () => sql`UPDATE units SET updated_at = now() - interval '1 hour'; UPDATE workflows SET finished_at = now() - interval '1 hour' WHERE finished_at IS NOT NULL`.execute(h.db);

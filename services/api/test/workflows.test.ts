@@ -171,3 +171,26 @@ describe("POST /units with dependsOn (units outside workflows)", () => {
     expect(await total()).toBe(before);
   });
 });
+
+describe("limits, at the maximum and one past", () => {
+  it("a step's name: 100 characters are taken, 101 refused naming the field", async () => {
+    const ok = await post("/workflows", { name: "names", steps: [{ step: "s".repeat(100), kind: "line" }] });
+    expect(ok.status).toBe(201);
+    expect(ok.body.workflow.steps[0].step).toHaveLength(100);
+    await expectRejected({ name: "names", steps: [{ step: "s".repeat(101), kind: "line" }] }, "steps[0].step", /1 to 100/);
+  });
+
+  it(`POST /units dependsOn: ${MAX_WORKFLOW_STEPS} dependencies are taken, ${MAX_WORKFLOW_STEPS + 1} refused naming the field`, async () => {
+    const deps = (await post("/units", Array.from({ length: MAX_WORKFLOW_STEPS }, () => ({ kind: "line" })))).body.units.map((u: any) => u.id);
+    const before = await total();
+    const tooMany = await post("/units", { kind: "line", dependsOn: [...deps, deps[0]] });
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body).toMatchObject({ field: "dependsOn" });
+    expect(tooMany.body.message).toMatch(new RegExp(`at most ${MAX_WORKFLOW_STEPS}`));
+    expect(await total()).toBe(before);
+    const res = await post("/units", { kind: "line", dependsOn: deps });
+    expect(res.status).toBe(201);
+    expect(res.body.unit).toMatchObject({ status: "blocked", waitingOn: MAX_WORKFLOW_STEPS });
+    expect(await checkWorkflows(db.db)).toEqual([]);
+  });
+});
