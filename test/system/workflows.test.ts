@@ -42,6 +42,7 @@ const handlers = new Map<string, Handler>([
   ],
   ["line", async ({ payload }) => (payload as { i: number }).i],
   ["pack", async ({ deps }) => ({ count: Object.keys(deps).length, sum: Object.values(deps).reduce((a: number, b) => a + (b as number), 0) })],
+  ["big", async () => "x".repeat(40_000)],
   // Long enough that its processing and success reports reach the api in separate batches.
   ["step", () => new Promise((resolve) => setTimeout(() => resolve({ stepped: true }), 150))],
   ["slow", ({ signal }) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)))],
@@ -169,6 +170,28 @@ describe("workflows on an in-process system", () => {
       ["ship", "cancelled"],
     ]);
     expect(wf.steps[0]!.lastError).toMatch(/^spawn.steps: expected at most 10000 steps with the join/);
+    await expectChecked();
+  });
+
+  it("a join whose dependencies' results cannot fit one broker message ends as a permanent error saying so, and its dependents are closed", async () => {
+    // 64 KiB messages: each 40,000-character result travels alone, the two together cannot.
+    system = await startSystem(place, { ...env, RTB_BROKER_MAX_MESSAGE_BYTES: "65536" }, { agents: 1, handlers });
+    await system.get("/go");
+    const { id } = (
+      await post("/workflows", {
+        name: "order",
+        steps: [
+          { step: "a", kind: "big" },
+          { step: "b", kind: "big" },
+          { step: "join", kind: "pack", dependsOn: ["a", "b"] },
+          { step: "after", kind: "notify", dependsOn: ["join"] },
+        ],
+      })
+    ).body.workflow;
+    await ended(id, "error");
+    const steps = Object.fromEntries((await workflow(id))!.steps.map((s) => [s.step, s]));
+    expect([steps.a!.status, steps.b!.status, steps.join!.status, steps.after!.status]).toEqual(["success", "success", "error", "cancelled"]);
+    expect(steps.join!.lastError).toMatch(/^refused: its dispatch message \(\d+ bytes\) is larger than a message may be/);
     await expectChecked();
   });
 
