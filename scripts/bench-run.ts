@@ -66,11 +66,15 @@ export interface RunResult {
 }
 
 // PostgreSQL 15 publishes an idle backend's last transaction counts up to 10 s late.
-const STATS_QUIET_MS = 11_000;
+export const STATS_QUIET_MS = 11_000;
 
-/** The api, one leader and `s.agents` agents of the root's checkout, as processes (not yet ready). */
-export function startSystem(s: BenchSettings, env: Record<string, string>): ServiceProc[] {
-  const work: Record<string, string> = s.kind === "simulate" ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
+/**
+ * The api, one leader and `s.agents` agents of the root's checkout, as processes (not yet
+ * ready). The agents serve `kinds` (default: `s.kind`); `simulate` among them works 0 ms and
+ * never fails.
+ */
+export function startSystem(s: BenchSettings, env: Record<string, string>, kinds: readonly string[] = [s.kind]): ServiceProc[] {
+  const work: Record<string, string> = kinds.includes("simulate") ? { RTB_AGENT_WORK_MIN_MS: "0", RTB_AGENT_WORK_MAX_MS: "0", RTB_AGENT_ERROR_RATE: "0" } : {};
   const metricsPort = { RTB_METRICS_PORT: "127.0.0.1:0" };
   return [
     startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),
@@ -81,7 +85,7 @@ export function startSystem(s: BenchSettings, env: Record<string, string>): Serv
         ...metricsPort,
         ...work,
         RTB_AGENT_ID: `agent-${i + 1}`,
-        RTB_AGENT_KINDS: s.kind,
+        RTB_AGENT_KINDS: kinds.join(","),
         RTB_AGENT_CONCURRENCY: String(s.concurrency),
       }),
     ),
@@ -91,17 +95,23 @@ export function startSystem(s: BenchSettings, env: Record<string, string>): Serv
 /**
  * One run's scratch place and its services (startSystem, with `env` added): the place is
  * dropped (unless --keep) and the services stopped by `end()`, or by the signal handler on
- * Ctrl-C (bench-interrupt.ts). `alsoDrop` removes whatever else the run made in the place.
+ * Ctrl-C (bench-interrupt.ts). `alsoDrop` removes whatever else the run made in the place;
+ * `kinds` are the agents' kinds (startSystem), whose job queues are dropped with it.
  */
-export function startBenchRun(s: BenchSettings, say: (msg: string) => void, opts: { env?: Record<string, string>; alsoDrop?: (place: ScratchPlace) => Promise<void> } = {}) {
+export function startBenchRun(
+  s: BenchSettings,
+  say: (msg: string) => void,
+  opts: { env?: Record<string, string>; alsoDrop?: (place: ScratchPlace) => Promise<void>; kinds?: readonly string[] } = {},
+) {
+  const kinds = opts.kinds ?? [s.kind];
   const place = scratchPlace("bench");
   const cleanup = async () => {
     if (s.keep) return say(`kept database ${place.dbName} and broker names ${place.prefix}*`);
-    await place.drop([s.kind]);
+    await place.drop([...kinds]);
     await opts.alsoDrop?.(place);
   };
   running.cleanups.push(cleanup);
-  const services = startSystem(s, benchServiceEnv({ dbName: place.dbName, prefix: place.prefix, maxQueue: s.maxQueue }, opts.env));
+  const services = startSystem(s, benchServiceEnv({ dbName: place.dbName, prefix: place.prefix, maxQueue: s.maxQueue }, opts.env), kinds);
   running.services = services;
   return {
     place,
@@ -258,15 +268,15 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
  * With autovacuum off (this repository's CI server), PostgreSQL never learns what the enqueue
  * put in `units`: its planner keeps the estimates of an empty table and reads the units of a
  * status batch by a sequential scan, a cost that grows with the table. Autovacuum would have
- * analyzed it after the first 10 % new rows; the bench does it once, after the enqueue.
- * Returns whether it did.
+ * analyzed it after the first 10 % new rows; the bench does it once, after the enqueue (the
+ * workflow run: `units`, `unit_deps` and `workflows`). Returns whether it did.
  */
-async function analyzeWithoutAutovacuum(options: pg.ClientConfig): Promise<boolean> {
+export async function analyzeWithoutAutovacuum(options: pg.ClientConfig, tables: readonly string[] = ["units"]): Promise<boolean> {
   const client = new pg.Client(options);
   await client.connect();
   try {
     if (await autovacuumOn(client)) return false;
-    await client.query("ANALYZE units");
+    await client.query(`ANALYZE ${tables.join(", ")}`);
     return true;
   } finally {
     await client.end();

@@ -17,6 +17,7 @@
  *   npm run bench -- --retention 5s --duration 120s  # table sizes and throughput with and without pruning
  *   npm run bench -- --rate 100 --duration 30s     # latency of each stage at light load
  *   npm run bench -- --peers                       # rtb, BullMQ and pg-boss, 3 rounds: two to three minutes
+ *   npm run bench -- --workflows 2000              # order workflows (5 steps each) per second, and a fan-out of 9,999
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -30,6 +31,7 @@ import { interrupt, running } from "./bench-interrupt.ts";
 import { printRetention, runRetentionPhase, type Phase, type RetentionSettings } from "./bench-retention.ts";
 import { printLatency, runLatency, type LatencySettings } from "./bench-latency.ts";
 import { peerRounds, runRounds, type PeerRounds } from "./bench-peers.ts";
+import { printWorkflows, runWorkflowBench, type WorkflowSettings } from "./bench-workflows.ts";
 import { duration } from "@rtb/runtime";
 
 const repo = fileURLToPath(new URL("..", import.meta.url));
@@ -55,6 +57,8 @@ const flags = {
   "bullmq-concurrency": { type: "string", default: "50" },
   "pgboss-workers": { type: "string", default: "2" },
   "pgboss-batch": { type: "string", default: "1000" },
+  workflows: { type: "string" },
+  "fan-out": { type: "string" },
   json: { type: "boolean", default: false },
   keep: { type: "boolean", default: false },
   help: { type: "boolean", default: false },
@@ -94,6 +98,11 @@ const usage = `usage: npm run bench -- [options]
                       --peers: concurrency of BullMQ's one Worker (default 50)
   --pgboss-workers N  --peers: pg-boss workers (default 2)
   --pgboss-batch N    --peers: batchSize of each pg-boss worker (default 1000)
+  --workflows N[,M..] instead: N order workflows (validate -> charge + reserve -> ship -> notify, every
+                      step noop) through POST /workflows, then GET /go: workflows/s, steps/s, each
+                      workflow's latency; one run per size (e.g. 2000,10000)
+  --fan-out C         --workflows: then one workflow on fresh services whose root spawns C noop
+                      children and a join, 0 to 9999 (default 9999; 0: skip it)
   --json              print the result as JSON (progress still goes to stderr)
   --keep              keep each run's database and queues
   --help`;
@@ -102,6 +111,7 @@ let settings: BenchSettings;
 let retention: RetentionSettings | null = null;
 let latency: LatencySettings | null = null;
 let peers: PeerRounds | null = null;
+let workflows: WorkflowSettings | null = null;
 try {
   const { values: v } = parseArgs({ options: flags, allowPositionals: false });
   if (v.help) {
@@ -149,6 +159,17 @@ try {
       pgbossWorkers: int("pgboss-workers", v["pgboss-workers"], 1, 64),
       pgbossBatch: int("pgboss-batch", v["pgboss-batch"], 1, 100_000),
     });
+  }
+  if (v.workflows !== undefined) {
+    for (const other of ["sizes", "retention", "rate"] as const) if (v[other] !== undefined) throw new Error(`--workflows and --${other}: one at a time`);
+    if (v.peers) throw new Error("--workflows and --peers: one at a time");
+    if (!existsSync(join(root, "services/api/src/http/workflow-routes.ts"))) throw new Error(`--root="${v.root}": no workflows there (services/api/src/http/workflow-routes.ts)`);
+    workflows = {
+      sizes: v.workflows.split(",").map((s) => int("workflows", s, 1, 1_000_000)),
+      fanOut: v["fan-out"] === undefined ? 9999 : int("fan-out", v["fan-out"], 0, 9999),
+    };
+  } else if (v["fan-out"] !== undefined) {
+    throw new Error("--fan-out: only with --workflows");
   }
   settings = {
     sizes,
@@ -231,6 +252,16 @@ if (latency) {
     say(`failed: ${(err as Error).message}`);
     process.exitCode = 1;
   }
+  process.exit(process.exitCode ?? 0);
+}
+if (workflows) {
+  const { results, failure } = await runWorkflowBench(settings, workflows, say);
+  if (failure !== null) {
+    if (running.interrupted) await new Promise(() => {});
+    say(`failed: ${(failure as Error).message}`);
+    process.exitCode = 1;
+  }
+  if (results.runs.length > 0 || results.fanOut) printWorkflows({ settings, commit, dirty, workflows, results }, settings.json);
   process.exit(process.exitCode ?? 0);
 }
 const runs: RunResult[] = [];
