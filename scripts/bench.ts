@@ -17,7 +17,7 @@
  *   npm run bench -- --retention 5s --duration 120s  # table sizes and throughput with and without pruning
  *   npm run bench -- --rate 100 --duration 30s     # latency of each stage at light load
  *   npm run bench -- --peers                       # rtb, BullMQ and pg-boss, 3 rounds: two to three minutes
- *   npm run bench -- --workflows 2000              # order workflows (5 steps each) per second, and a fan-out of 9,999
+ *   npm run bench -- --workflows 2000,10000        # order workflows (5 steps each) per second, a fan-out of 9,999: 3 minutes
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -59,6 +59,7 @@ const flags = {
   "pgboss-batch": { type: "string", default: "1000" },
   workflows: { type: "string" },
   "fan-out": { type: "string" },
+  "analyze-every": { type: "string" },
   json: { type: "boolean", default: false },
   keep: { type: "boolean", default: false },
   help: { type: "boolean", default: false },
@@ -103,6 +104,10 @@ const usage = `usage: npm run bench -- [options]
                       workflow's latency; one run per size (e.g. 2000,10000)
   --fan-out C         --workflows: then one workflow on fresh services whose root spawns C noop
                       children and a join, 0 to 9999 (default 9999; 0: skip it)
+  --analyze-every S   --workflows: ANALYZE units, unit_deps and workflows every S seconds during the
+                      enqueue and the run of the order workflows, and once 1 % of the steps have
+                      finished (default: 10 when the server's autovacuum is off, else never; 0:
+                      never, only once after the enqueue as the unit run does)
   --json              print the result as JSON (progress still goes to stderr)
   --keep              keep each run's database and queues
   --help`;
@@ -167,9 +172,10 @@ try {
     workflows = {
       sizes: v.workflows.split(",").map((s) => int("workflows", s, 1, 1_000_000)),
       fanOut: v["fan-out"] === undefined ? 9999 : int("fan-out", v["fan-out"], 0, 9999),
+      analyzeEveryS: v["analyze-every"] === undefined ? null : int("analyze-every", v["analyze-every"], 0, 3600),
     };
-  } else if (v["fan-out"] !== undefined) {
-    throw new Error("--fan-out: only with --workflows");
+  } else {
+    for (const only of ["fan-out", "analyze-every"] as const) if (v[only] !== undefined) throw new Error(`--${only}: only with --workflows`);
   }
   settings = {
     sizes,
