@@ -222,11 +222,23 @@ export async function up(db: Kysely<any>): Promise<void> {
       -- Units outside workflows that nobody waits for (nearly every statement of the dispatch
       -- path): nothing to do, decided from the new rows alone.
       IF NOT EXISTS (SELECT FROM new_rows WHERE has_dependents OR workflow_id IS NOT NULL) THEN RETURN NULL; END IF;
-      SELECT array_agg(n.id) FILTER (WHERE n.has_dependents AND n.status IN ${T} AND o.status NOT IN ${T}),
-             array_agg(n.id) FILTER (WHERE n.has_dependents AND o.status IN ${T} AND n.status NOT IN ${T}),
-             array_agg(DISTINCT n.workflow_id) FILTER (WHERE n.workflow_id IS NOT NULL AND (n.status IN ${T}) <> (o.status IN ${T}))
+      -- Old and new rows paired by grouping, not by a join: the transition tables have no
+      -- statistics, and a nested loop over them cost 6.7 s for the 9,999 rows a fan-out's
+      -- edges mark.
+      SELECT array_agg(id) FILTER (WHERE has_dependents AND now_terminal AND NOT was_terminal),
+             array_agg(id) FILTER (WHERE has_dependents AND was_terminal AND NOT now_terminal),
+             array_agg(DISTINCT workflow_id) FILTER (WHERE workflow_id IS NOT NULL AND now_terminal <> was_terminal)
         INTO finished, reopened, wfs
-        FROM new_rows n JOIN old_rows o ON o.id = n.id;
+        FROM (
+          SELECT id, bool_or(is_new AND has_dependents) AS has_dependents, max(workflow_id) AS workflow_id,
+                 bool_or(is_new AND terminal) AS now_terminal, bool_or(NOT is_new AND terminal) AS was_terminal
+          FROM (
+            SELECT id, has_dependents, workflow_id, status IN ${T} AS terminal, true AS is_new FROM new_rows
+            UNION ALL
+            SELECT id, has_dependents, workflow_id, status IN ${T}, false FROM old_rows
+          ) AS x
+          GROUP BY id
+        ) AS paired;
       IF finished IS NOT NULL THEN PERFORM rtb_deps_finished(finished); END IF;
       IF reopened IS NOT NULL THEN PERFORM rtb_deps_reopened(reopened); END IF;
       IF wfs IS NOT NULL THEN PERFORM rtb_settle_workflows(wfs); END IF;
