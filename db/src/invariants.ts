@@ -1,6 +1,6 @@
 import { sql } from "kysely";
 import type { Db } from "./database.ts";
-import { IN_FLIGHT, OUTCOMES, OUTSTANDING, zeroCounts, type UnitStatus } from "@rtb/protocol";
+import { IN_FLIGHT, OUTCOMES, OUTSTANDING, TERMINAL, zeroCounts, type UnitStatus } from "@rtb/protocol";
 import { statusList } from "./status-sql.ts";
 
 /** One broken rule, with a few of the units concerned (the count says how many in all). */
@@ -109,7 +109,7 @@ export async function checkWorkflows(db: Db): Promise<Violation[]> {
       SELECT u.id, 'blocked_waits_for_something' FROM units u
       WHERE u.status = 'blocked' AND NOT EXISTS (
         SELECT FROM unit_deps d JOIN units p ON p.id = d.depends_on
-        WHERE d.unit_id = u.id AND NOT d.satisfied AND p.status NOT IN ${statusList(["success", "error", "cancelled"])}
+        WHERE d.unit_id = u.id AND NOT d.satisfied AND p.status NOT IN ${statusList(TERMINAL)}
       )
       UNION ALL
       SELECT u.id, 'waiting_on_counts_open_edges' FROM units u
@@ -120,10 +120,10 @@ export async function checkWorkflows(db: Db): Promise<Violation[]> {
         OR EXISTS (SELECT FROM units p WHERE p.id = u.closed_by AND p.status NOT IN ('error', 'cancelled')))
       UNION ALL
       SELECT w.id, 'finished_workflow_has_no_open_step' FROM workflows w
-      WHERE w.status <> 'running' AND EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id AND u.status NOT IN ${statusList(["success", "error", "cancelled"])})
+      WHERE w.status <> 'running' AND EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id AND u.status NOT IN ${statusList(TERMINAL)})
       UNION ALL
       SELECT w.id, 'running_workflow_has_an_open_step' FROM workflows w
-      WHERE w.status = 'running' AND NOT EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id AND u.status NOT IN ${statusList(["success", "error", "cancelled"])})
+      WHERE w.status = 'running' AND NOT EXISTS (SELECT FROM units u WHERE u.workflow_id = w.id AND u.status NOT IN ${statusList(TERMINAL)})
       UNION ALL
       SELECT w.id, 'workflow_status_follows_steps' FROM workflows w
       WHERE w.status <> 'running' AND (

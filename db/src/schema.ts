@@ -1,6 +1,6 @@
 import type { ColumnType, Generated, Insertable, Selectable } from "kysely";
 
-import type { UnitStatus } from "@rtb/protocol";
+import type { FailurePolicy, UnitStatus, WorkflowStatusName } from "@rtb/protocol";
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json = ColumnType<unknown, string | undefined, string>;
@@ -159,8 +159,7 @@ export interface RetentionTable {
   last_run_by: string | null;
 }
 
-export type FailurePolicy = "cancel" | "fail" | "ignore";
-export type WorkflowStatus = "running" | "success" | "error" | "cancelled";
+export type WorkflowStatus = WorkflowStatusName;
 
 /** "unit_id waits for depends_on" (migration 0010). */
 export interface UnitDepsTable {

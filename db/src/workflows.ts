@@ -1,5 +1,5 @@
 import { sql } from "kysely";
-import { isTerminal, TERMINAL, type FailurePolicy, type Spawn, type UnitStatus } from "@rtb/protocol";
+import { TERMINAL, type FailurePolicy, type Spawn, type UnitStatus } from "@rtb/protocol";
 import { statusList } from "./status-sql.ts";
 import type { Db } from "./database.ts";
 import type { WorkflowStatus } from "./schema.ts";
@@ -281,10 +281,4 @@ export async function listWorkflows(db: Db, f: WorkflowFilter): Promise<{ workfl
   const more = rows.length > f.limit;
   const page = (more ? rows.slice(0, f.limit) : rows).map(toWorkflow);
   return { workflows: page, nextBeforeId: more ? page[page.length - 1]!.id : null };
-}
-
-/** The ids of a workflow's steps that are not finished (what cancelling it cancels). */
-export async function openSteps(db: Db, workflowId: number): Promise<number[]> {
-  const rows = await db.selectFrom("units").select(["id", "status"]).where("workflow_id", "=", workflowId).orderBy("id").execute();
-  return rows.filter((r) => !isTerminal(r.status)).map((r) => r.id);
 }

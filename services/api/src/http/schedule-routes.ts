@@ -1,12 +1,12 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { z } from "zod";
-import { jsonBytes } from "@rtb/runtime";
 import { createSchedule, deleteSchedule, findSchedule, listSchedules, occurrencesAfter, replaceSchedule, ScheduleTimeError, setSchedulePaused, type Schedule } from "@rtb/db";
 import { errorBody, listSchedulesQuery, scheduleParam, schedulePage, scheduleSchemas, scheduleView, type ScheduleView } from "@rtb/protocol";
 import type { AppDeps } from "./deps.ts";
 import { CHANGE, json, routes, serve } from "./routes.ts";
 import { committed } from "./committed.ts";
+import { payloadTooLarge } from "./payload-limit.ts";
 
 const tags = ["schedules"];
 const invalid = { description: "A field is invalid (a cron expression or time zone this api cannot read, say): `field` names it. Nothing was written.", content: json(errorBody) };
@@ -38,19 +38,10 @@ export function scheduleRoutes({ db, scheduler, settings }: AppDeps): OpenAPIHon
   const createChecked = readable(create);
   const replaceChecked = readable(replace);
   const tooLarge = (c: Context, payload: unknown) => {
-    const bytes = jsonBytes(payload);
-    if (bytes <= settings.maxPayloadBytes) return null;
-    return c.json(
-      {
-        error: "payload_too_large",
-        field: "unit.payload",
-        message: `the payload's JSON is ${bytes} bytes; at most ${settings.maxPayloadBytes} fit in one broker message (RTB_BROKER_MAX_MESSAGE_BYTES less the envelope)`,
-        limit: settings.maxPayloadBytes,
-      },
-      413,
-    );
+    const refused = payloadTooLarge([payload], settings.maxPayloadBytes, () => "unit.payload");
+    return refused && c.json(refused, 413);
   };
-  const payloadTooLarge = { description: `The unit's payload JSON is larger than ${settings.maxPayloadBytes} bytes, the most one broker message can carry (field \`unit.payload\`, with \`limit\`).`, content: json(errorBody) };
+  const tooLargeResponse = { description: `The unit's payload JSON is larger than ${settings.maxPayloadBytes} bytes, the most one broker message can carry (field \`unit.payload\`, with \`limit\`).`, content: json(errorBody) };
   const changed = (why: string) => void scheduler.refresh(why);
 
   const post = createRoute({
@@ -67,7 +58,7 @@ export function scheduleRoutes({ db, scheduler, settings }: AppDeps): OpenAPIHon
       201: { description: "Created.", content: json(scheduleView) },
       400: invalid,
       409: { description: "A schedule with this name exists (PUT /schedules/{name} changes it).", content: json(errorBody) },
-      413: payloadTooLarge,
+      413: tooLargeResponse,
       415: { description: "The body is not application/json (UTF-8).", content: json(errorBody) },
     },
   });
@@ -125,7 +116,7 @@ export function scheduleRoutes({ db, scheduler, settings }: AppDeps): OpenAPIHon
     summary: "Change a schedule: its whole definition (paused, when left out, stays as it is)",
     description: "A changed cron expression or time zone starts from the first occurrence after now; the units already made, the last occurrence fired and the counts stay.",
     request: { params: scheduleParam, body: { required: true, content: json(replace) } },
-    responses: { 200: one, 400: invalid, 404: notFound, 413: payloadTooLarge, 415: { description: "The body is not application/json (UTF-8).", content: json(errorBody) } },
+    responses: { 200: one, 400: invalid, 404: notFound, 413: tooLargeResponse, 415: { description: "The body is not application/json (UTF-8).", content: json(errorBody) } },
   });
   serve(
     app,

@@ -1,6 +1,5 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { jsonBytes } from "@rtb/runtime";
 import { backlogView } from "./state.ts";
 import { addDependencies, backlogShape, enqueueUnits, findUnit, getUnit, listUnits, redriveErrors, retryUnit, type Db, type Enqueued, type NewEdge, type NewUnit, type UnitAction } from "@rtb/db";
 import {
@@ -22,6 +21,7 @@ import type { AppDeps } from "./deps.ts";
 import { CHANGE, json, routes, serve } from "./routes.ts";
 import { committed } from "./committed.ts";
 import { cancelRoutes } from "./cancel-routes.ts";
+import { payloadTooLarge } from "./payload-limit.ts";
 import { InvalidRequestError } from "./validation.ts";
 
 const tags = ["units"];
@@ -70,20 +70,8 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       const body = c.req.valid("json");
       const one = !Array.isArray(body);
       const units = one ? [body] : body;
-      // A payload that no broker message can carry would be dispatched only to be refused.
-      const tooLarge = units.findIndex((u) => jsonBytes(u.payload) > settings.maxPayloadBytes);
-      if (tooLarge >= 0) {
-        const bytes = jsonBytes(units[tooLarge]!.payload);
-        return c.json(
-          {
-            error: "payload_too_large",
-            field: one ? "payload" : `[${tooLarge}].payload`,
-            message: `the payload's JSON is ${bytes} bytes; at most ${settings.maxPayloadBytes} fit in one broker message (RTB_BROKER_MAX_MESSAGE_BYTES less the envelope)`,
-            limit: settings.maxPayloadBytes,
-          },
-          413,
-        );
-      }
+      const tooLarge = payloadTooLarge(units.map((u) => u.payload), settings.maxPayloadBytes, (i) => (one ? "payload" : `[${i}].payload`));
+      if (tooLarge) return c.json(tooLarge, 413);
       let created = 0;
       const res = await committed(db, async (tx) => {
         const results = await enqueueUnits(tx, units.map(toNewUnit));

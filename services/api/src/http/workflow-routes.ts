@@ -1,6 +1,5 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { jsonBytes } from "@rtb/runtime";
 import { cancelMatching, enqueueWorkflow, getWorkflow, listWorkflows } from "@rtb/db";
 import {
   enqueuedWorkflow,
@@ -18,6 +17,7 @@ import type { AppDeps } from "./deps.ts";
 import { CHANGE, json, routes, serve } from "./routes.ts";
 import { committed } from "./committed.ts";
 import { callerOf } from "./audit.ts";
+import { payloadTooLarge } from "./payload-limit.ts";
 
 const tags = ["workflows"];
 const invalid = { description: "A field is invalid (a cycle, an unknown step, too many steps): `field` names it. Nothing was written.", content: json(errorBody) };
@@ -55,18 +55,8 @@ export function workflowRoutes(deps: AppDeps): OpenAPIHono {
   });
   serve(app, enqueue, async (c) => {
     const body = c.req.valid("json");
-    const tooLarge = body.steps.findIndex((s) => jsonBytes(s.payload) > settings.maxPayloadBytes);
-    if (tooLarge >= 0) {
-      return c.json(
-        {
-          error: "payload_too_large",
-          field: `steps[${tooLarge}].payload`,
-          message: `the payload's JSON is ${jsonBytes(body.steps[tooLarge]!.payload)} bytes; at most ${settings.maxPayloadBytes} fit in one broker message (RTB_BROKER_MAX_MESSAGE_BYTES less the envelope)`,
-          limit: settings.maxPayloadBytes,
-        },
-        413,
-      );
-    }
+    const tooLarge = payloadTooLarge(body.steps.map((s) => s.payload), settings.maxPayloadBytes, (i) => `steps[${i}].payload`);
+    if (tooLarge) return c.json(tooLarge, 413);
     let created = false;
     const res = await committed(db, async (tx) => {
       const wf = await enqueueWorkflow(tx, {
