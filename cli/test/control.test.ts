@@ -24,6 +24,8 @@ describe("rtb status", () => {
     expect(table.stdout).toMatch(/^outstanding +0 \/ 50 /m);
     expect(table.stdout).toMatch(/^backlog +10 ready, 0 on a clock, 0 waiting for an agent$/m);
     expect(table.stdout).toMatch(/^leader +none has reported yet$/m);
+    // The one api holds every duty (its id: api-<host>-<pid>).
+    expect(table.stdout).toMatch(/^duties +reconciler, schedules, retention, tallies: api-\S+$/m);
     expect(table.stdout).toMatch(/^dead letters +0 waiting$/m);
     // No colors into a pipe.
     expect(table.stdout).not.toContain("\x1b[");

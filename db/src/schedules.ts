@@ -203,7 +203,8 @@ const SCHEDULES_PER_PASS = 100;
 /**
  * One pass of the `schedules` duty: enqueue a unit for every due occurrence, by the
  * database's clock, and move each schedule to its next occurrence, in one transaction.
- * `{ ran: false }`: another replica holds the duty and does this pass.
+ * `{ ran: false }`: another replica holds the duty and does this pass (or, with `holder`, the
+ * lease on it is not `holder`'s: duties.ts).
  *
  * Exactly once per occurrence, by three locks of which any one is enough: the duty's
  * advisory lock (one pass at a time across replicas); the due rows read FOR UPDATE (a pass
@@ -212,8 +213,8 @@ const SCHEDULES_PER_PASS = 100;
  * inserted through enqueueUnits' ON CONFLICT (ref): an occurrence fired again (a schedule set
  * back, a name re-created) returns its existing unit instead of making a second.
  */
-export async function fireDueSchedules(db: Db, opts: { graceMs: number }): Promise<{ ran: false } | { ran: true; value: FiringPass }> {
-  return asDuty(db, "schedules", (trx) => fireDue(trx, opts));
+export async function fireDueSchedules(db: Db, opts: { graceMs: number; holder?: string }): Promise<{ ran: false } | { ran: true; value: FiringPass }> {
+  return asDuty(db, "schedules", (trx) => fireDue(trx, opts), opts.holder);
 }
 
 /** The pass without the duty lock (fireDueSchedules takes it; the tests call this directly to race two). */

@@ -159,6 +159,18 @@ export interface RetentionTable {
   last_run_by: string | null;
 }
 
+/** Who holds each duty done once across api replicas, until when (migration 0011, duties.ts). */
+export interface DutyLeasesTable {
+  duty: string;
+  holder: string;
+  /** When this holder took it (kept across its renewals). */
+  since: Timestamp;
+  renewed_at: Timestamp;
+  expires_at: Timestamp;
+  /** Times it passed from one holder to another. */
+  handovers: Generated<number>;
+}
+
 export type WorkflowStatus = WorkflowStatusName;
 
 /** "unit_id waits for depends_on" (migration 0010). */
@@ -195,6 +207,7 @@ export interface Database {
   retention: RetentionTable;
   unit_deps: UnitDepsTable;
   workflows: WorkflowsTable;
+  duty_leases: DutyLeasesTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

@@ -146,11 +146,11 @@ export function logLines(output: string): Record<string, any>[] {
 }
 
 /** Service names: "api", "leader-<x>" (RTB_LEADER_ID) or "agent-<x>" (RTB_AGENT_ID). */
-export type ServiceName = "api" | `leader-${string}` | `agent-${string}`;
+export type ServiceName = "api" | `api-${string}` | `leader-${string}` | `agent-${string}`;
 
 const entries = { api: "services/api/src/main.ts", leader: "services/leader/src/main.ts", agent: "services/agent/src/main.ts" } as const;
 const readyLine = { api: /"msg":"api listening"/g, leader: /"msg":"leader ready/g, agent: /"msg":"agent ready"/g } as const;
-const kindOf = (name: string) => (name === "api" ? "api" : name.startsWith("leader-") ? "leader" : name.startsWith("agent-") ? "agent" : null);
+const kindOf = (name: string) => (name === "api" || name.startsWith("api-") ? "api" : name.startsWith("leader-") ? "leader" : name.startsWith("agent-") ? "agent" : null);
 
 /** Fast settings for fault runs: small backlog and bound, quick agents, a reconciler every second. */
 export const faultDefaults: Record<string, string> = {
@@ -180,6 +180,8 @@ export interface Cluster {
   readonly env: Record<string, string>;
   /** The api's base URL (a free port, kept across api restarts). */
   readonly url: string;
+  /** The base URL of an api replica (`api-<x>`: each its own free port and RTB_API_ID) or of "api". */
+  urlOf(name: ServiceName): Promise<string>;
   readonly maxQueue: number;
   /** Units the api seeds at its first start, plus those `enqueue` added. */
   readonly total: number;
@@ -207,7 +209,7 @@ export interface Cluster {
   kill(name: ServiceName, signal?: NodeJS.Signals, timeoutMs?: number): Promise<Exit>;
   /** Start a service again, with the environment it had. */
   restart(name: ServiceName): Promise<Proc>;
-  /** GET a path on the api and parse the JSON. */
+  /** GET a path on the api ("api" while it runs, else a replica that runs) and parse the JSON. */
   get(path: string): Promise<any>;
   /** Poll GET / until `pred` holds; returns that state. */
   waitState(what: string, pred: (state: any) => unknown, timeoutMs?: number): Promise<any>;
@@ -231,6 +233,19 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
   const sampler = sampleOutstanding(handle.db);
   const procs = new Map<string, Proc[]>();
   const envs = new Map<string, Record<string, string>>();
+  // api replicas other than "api": each its own port, kept across its restarts.
+  const replicaPorts = new Map<string, number>();
+  const urlOf = async (name: string) => {
+    if (name === "api") return url;
+    if (!replicaPorts.has(name)) replicaPorts.set(name, await freePort());
+    return `http://127.0.0.1:${replicaPorts.get(name)}`;
+  };
+  // Where GET goes: "api" while it runs (or was never replaced), else the first replica running.
+  const liveUrl = () => {
+    if (procs.get("api")?.at(-1)?.running()) return url;
+    const replica = [...replicaPorts.keys()].find((n) => procs.get(n)?.at(-1)?.running());
+    return replica ? `http://127.0.0.1:${replicaPorts.get(replica)}` : url;
+  };
   let broker: Promise<Broker> | undefined;
   const brokerOnce = () =>
     (broker ??= connectBrokerFromConfig(loadApiConfig(shared), testLogger("check")).catch((err: unknown) => {
@@ -258,7 +273,8 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
     const kind = kindOf(name);
     if (!kind) throw new Error(`unknown service name ${name}: use "api", "leader-<x>" or "agent-<x>"`);
     if (procs.get(name)?.at(-1)?.running()) throw new Error(`${name} is already running`);
-    const id: Record<string, string> = kind === "leader" ? { RTB_LEADER_ID: name } : kind === "agent" ? { RTB_AGENT_ID: name } : {};
+    const id: Record<string, string> =
+      kind === "leader" ? { RTB_LEADER_ID: name } : kind === "agent" ? { RTB_AGENT_ID: name } : name === "api" ? {} : { RTB_API_ID: name, RTB_API_HOST: new URL(await urlOf(name)).host };
     const p = run(entries[kind], { ...shared, ...extra, ...id });
     procs.set(name, [...(procs.get(name) ?? []), p]);
     await waitReady(name, p, readyLine[kind]);
@@ -270,19 +286,20 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
     place,
     env: shared,
     url,
+    urlOf,
     maxQueue: Number(shared.RTB_BROADCAST_MAX_QUEUE!),
     get total() {
       return Number(shared.RTB_SEED_UNITS) + enqueued;
     },
     async enqueue(units) {
-      const res = await fetch(`${url}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(units) });
+      const res = await fetch(`${liveUrl()}/units`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(units) });
       const body = await res.json();
       if (res.status !== 201) throw new Error(`POST /units answered ${res.status}: ${JSON.stringify(body)}`);
       enqueued += units.length;
       return body;
     },
     async post(path, body) {
-      const res = await fetch(`${url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}) });
+      const res = await fetch(`${liveUrl()}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body ?? {}) });
       return { status: res.status, body: await res.json() };
     },
     expectUnits(n) {
@@ -313,7 +330,7 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
     restart(name) {
       return launch(name, envs.get(name) ?? {});
     },
-    get: (path) => getJson(`${url}${path}`),
+    get: (path) => getJson(`${liveUrl()}${path}`),
     async waitState(what, pred, timeoutMs = 40_000) {
       try {
         return await waitFor(

@@ -42,6 +42,7 @@ function renderStatus({ out }: Context, s: StateView): void {
     ["workflows", `${count(s.workflows.running)} running${s.workflows.running > 0 ? " (rtb workflows --status running)" : ""}`],
     ["leader", leader],
     ["apis", names(s.services.apis)],
+    ["duties", dutiesLine(s)],
     ["leaders", names(s.services.leaders)],
     ["agents", names(s.services.agents)],
     ["dead letters", `${dead.waiting === null ? "?" : count(dead.waiting)} waiting${byService ? ` (dead-lettered by ${byService})` : ""}`],
@@ -67,6 +68,17 @@ function renderStatus({ out }: Context, s: StateView): void {
       s.waitingForAgents.map((w) => [out.paint(w.kind, "yellow"), `${timestamp(w.since)} (${ago(w.since, now)})`]),
     );
   }
+}
+
+/** Who holds the duties done once across api replicas: "reconciler, schedules, retention, tallies: api-1". */
+function dutiesLine(s: StateView): string {
+  if (s.duties.leases.length === 0) return "none held yet";
+  const byHolder = new Map<string, string[]>();
+  for (const l of s.duties.leases) {
+    const who = l.holder ?? `nobody (${l.lastHolder}'s lease ran out)`;
+    byHolder.set(who, [...(byHolder.get(who) ?? []), l.duty]);
+  }
+  return [...byHolder].map(([who, duties]) => `${duties.join(", ")}: ${who}`).join("; ");
 }
 
 /** What the pending units wait for: nothing, a clock (and when the first is due), an agent. */

@@ -9,6 +9,7 @@ import * as m0007 from "./0007_waiting_for_agents.ts";
 import * as m0008 from "./0008_schedules.ts";
 import * as m0009 from "./0009_retention.ts";
 import * as m0010 from "./0010_workflows.ts";
+import * as m0011 from "./0011_duty_leases.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
 export const migrations: Record<string, Migration> = {
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   "0008_schedules": m0008,
   "0009_retention": m0009,
   "0010_workflows": m0010,
+  "0011_duty_leases": m0011,
 };

@@ -1,4 +1,4 @@
-import { PRUNE_DUE_CAP, UNIT_STATUSES } from "@rtb/protocol";
+import { DUTY_NAMES, PRUNE_DUE_CAP, UNIT_STATUSES } from "@rtb/protocol";
 import { kindsWithoutAgents, retentionTotals, summarize, type Db, type IgnoreReason, type Summary } from "@rtb/db";
 import {
   countReconnects,
@@ -13,6 +13,7 @@ import {
 } from "@rtb/runtime";
 import { dueForPruning } from "./retention.ts";
 import type { ApiStats } from "./stats.ts";
+import type { Duties } from "./duties.ts";
 
 /** The api's metrics: the common ones, and the histograms its parts observe. */
 export interface ApiMetrics extends ServiceMetrics {
@@ -63,7 +64,7 @@ export function createApiMetrics(opts?: { processMetrics?: boolean }): ApiMetric
  */
 export function collectApiMetrics(
   metrics: ApiMetrics,
-  deps: { db: Db; broker: Broker; stats: ApiStats; statements: () => number; maxQueue: number; retentionMs: number; logger: Logger },
+  deps: { db: Db; broker: Broker; stats: ApiStats; statements: () => number; maxQueue: number; retentionMs: number; logger: Logger; duties: Pick<Duties, "holds"> },
 ): void {
   const { registry } = metrics;
   const { stats } = deps;
@@ -202,6 +203,15 @@ export function collectApiMetrics(
       const totals = await retentionTotals(deps.db).catch(() => null);
       this.reset();
       if (totals?.lastRunAt) this.set(totals.lastRunAt.getTime() / 1000);
+    },
+  });
+  new Gauge({
+    name: "rtb_duty_held",
+    help: "1 for each duty done once across api replicas (reconciler, schedules, retention, tallies) that this api holds now, else 0: summed over the apis, 1 per duty",
+    labelNames: ["duty"],
+    registers: [registry],
+    collect() {
+      for (const duty of DUTY_NAMES) this.set({ duty }, deps.duties.holds(duty) ? 1 : 0);
     },
   });
   const max = new Gauge({ name: "rtb_outstanding_max", help: "RTB_BROADCAST_MAX_QUEUE: the bound on rtb_outstanding", registers: [registry] });

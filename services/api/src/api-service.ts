@@ -11,6 +11,7 @@ import { startReconciler, type Reconciler } from "./reconciler.ts";
 import { startScheduler, type Scheduler } from "./scheduler.ts";
 import { startRetention, type Retention } from "./retention.ts";
 import { createStats, type ApiStats } from "./stats.ts";
+import { startDuties, type Duties } from "./duties.ts";
 import { collectApiMetrics, createApiMetrics, type ApiMetrics } from "./api-metrics.ts";
 
 export interface ApiService {
@@ -22,6 +23,8 @@ export interface ApiService {
   /** Announces cancels to the agents (the control exchange). */
   cancels: CancelAnnouncer;
   reconciler: Reconciler;
+  /** The duties done once across api replicas that this api holds (duties.ts). */
+  duties: Duties;
   /** The retention duty's passes (RTB_RETENTION). */
   retention: Retention;
   stats: ApiStats;
@@ -56,6 +59,22 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     const topology = broker.topology;
     parts.add("broker", (left) => within(broker.close(), left()));
 
+    // Claimed before the parts that do the duties start (so a lone api holds them from its
+    // first tick), and given up after those parts stopped, before the database closes.
+    let scheduler: Scheduler | undefined;
+    let retention: Retention | undefined;
+    const duties = await startDuties({
+      db: database.db,
+      logger,
+      holder: apiId,
+      leaseMs: config.RTB_DUTY_LEASE_MS,
+      onGained: (gained) => {
+        if (gained.includes("schedules")) void scheduler?.refresh("duty taken");
+        if (gained.includes("retention")) void retention?.pass();
+      },
+    });
+    parts.add("duties", (left) => within(duties.stop(), left(1_000)));
+
     const stats = createStats();
     const metrics = createApiMetrics();
     collectApiMetrics(metrics, {
@@ -66,10 +85,21 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
       retentionMs: config.RTB_RETENTION.ms,
       logger,
+      duties,
     });
     const publisher = await createPublisher(broker, "outbox", logger, { metrics, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES });
     parts.add("publisher", (left) => within(publisher.drain(), left()));
-    const dispatcher = createDispatcher({ db: database.db, publisher, topology, maxQueue: config.RTB_BROADCAST_MAX_QUEUE, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, stats, metrics, logger });
+    const dispatcher = createDispatcher({
+      db: database.db,
+      publisher,
+      topology,
+      maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
+      maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES,
+      stats,
+      metrics,
+      logger,
+      folds: () => duties.holds("tallies"),
+    });
     parts.add("dispatcher", (left) => within(dispatcher.stop(), left(500)));
     const cancels = createCancelAnnouncer({ publisher, topology, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, logger });
 
@@ -92,8 +122,8 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     parts.add("inbox", (left) => inbox.stop(left(1_500)));
 
     // Stopped before the dispatcher it triggers; its first look fires what came due while no api ran.
-    const scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS });
-    parts.add("scheduler", (left) => within(scheduler.stop(), left(500)));
+    scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS, duties });
+    parts.add("scheduler", (left) => within(scheduler!.stop(), left(500)));
 
     const reconciler = startReconciler({
       db: database.db,
@@ -110,12 +140,13 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
       inboxHealthyForMs: () => inbox.healthyForMs(),
       scheduler,
+      duties,
       self: () => ({ service: "api", id: apiId, startedAt, deadLettered: Object.values(stats.deadLettered).reduce((a, b) => a + b, 0) }),
     });
     parts.add("reconciler", (left) => within(reconciler.stop(), left(2_000)));
     // Its own timer, not the reconciler's tick: a pass with much to prune takes many batches.
-    const retention = startRetention({ db: database.db, logger, stats, retention: config.RTB_RETENTION, apiId });
-    parts.add("retention", (left) => within(retention.stop(), left(2_000)));
+    retention = startRetention({ db: database.db, logger, stats, retention: config.RTB_RETENTION, apiId, duties });
+    parts.add("retention", (left) => within(retention!.stop(), left(2_000)));
 
     const app = createApp({
       db: database.db,
@@ -124,6 +155,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       scheduler,
       cancels,
       stats,
+      duties,
       metrics: metrics.registry,
       logger,
       maxQueue: config.RTB_BROADCAST_MAX_QUEUE,
@@ -151,7 +183,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     // Dispatching may already be on (it survives restarts): resume.
     dispatcher.trigger("start");
     void scheduler.refresh("start");
-    return { app, database, broker, dispatcher, scheduler, cancels, reconciler, retention, stats, metrics, address };
+    return { app, database, broker, dispatcher, scheduler, cancels, reconciler, duties, retention, stats, metrics, address };
   });
 }
 

@@ -32,6 +32,12 @@ export const apiConfigSchema = z.object({
     .default("*/5 * * * * *")
     .refine((v) => validCron(v), { message: "expected a cron expression (5 or 6 fields, e.g. */5 * * * * * for every 5 seconds)" }),
   /** An occurrence fired later than this is missed: its schedule's policy (skip, once, each:N) decides. */
+  /**
+   * How long an api's lease on a duty done once across replicas (the reconciler, schedules,
+   * retention, the tally folds) lasts unless renewed (every third of it): when the holder dies,
+   * another api takes its duties within about this long.
+   */
+  RTB_DUTY_LEASE_MS: int(10_000, { min: 300, max: 600_000 }),
   RTB_SCHEDULE_GRACE_MS: int(60_000, { min: 0, max: 86_400_000 }),
   RTB_INBOX_PREFETCH: int(500, { min: 1, max: 65_535 }),
   RTB_INBOX_BATCH_MS: int(0, { min: 0, max: 10_000 }),

@@ -38,8 +38,11 @@ export function createDispatcher(deps: {
   stats: ApiStats;
   metrics: Pick<ApiMetrics, "topUpDuration" | "confirmWaits">;
   logger: Logger;
+  /** Whether this api folds the tallies (the `tallies` duty: one api at a time does); default always. */
+  folds?: () => boolean;
 }): Dispatcher {
   const { db, publisher, topology, maxQueue, maxMessageBytes, stats, metrics, logger } = deps;
+  const folds = deps.folds ?? (() => true);
   let running: Promise<number> | null = null;
   let queued = false;
   let stopped = false;
@@ -102,8 +105,9 @@ export function createDispatcher(deps: {
     endTimer();
     // Room left but nothing eligible: wake when the earliest retry backoff ends.
     if (claim.dispatching && claim.outstanding + claim.units.length < maxQueue) await scheduleWake();
-    // Fold the tallies' deltas at most once a second, so that reading them stays cheap.
-    if (Date.now() - lastCompacted >= TALLY_COMPACT_MS) {
+    // Fold the tallies' deltas at most once a second, so that reading them stays cheap; by the
+    // api holding the duty (every api tops up at least on each reconciler tick).
+    if (folds() && Date.now() - lastCompacted >= TALLY_COMPACT_MS) {
       lastCompacted = Date.now();
       await compactTallies(db);
     }

@@ -4,6 +4,7 @@ import type { Broker, Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { ApiStats } from "./stats.ts";
+import type { Duties } from "./duties.ts";
 
 export interface ReconcilerOptions {
   db: Db;
@@ -27,6 +28,8 @@ export interface ReconcilerOptions {
   maxRepublishes?: number;
   /** Looked at on every pass: changes made on other replicas reach this one's timer so. */
   scheduler?: Pick<Scheduler, "refresh">;
+  /** Steps 1-4 and the pruning of instances are the `reconciler` duty's: run by the api holding it. */
+  duties: Pick<Duties, "holds">;
 }
 
 /** How often old service instances are pruned (instances.ts, pruneInstances). */
@@ -56,6 +59,8 @@ export interface Reconciler {
  * Each pass first has the scheduler look again (fire what is due, re-arm its timer from the
  * database: a schedule added or changed on another replica is seen within a tick). Each pass also records this api as alive (service_instances), with its dead-letter count,
  * and once a minute prunes the instances not seen for long (instances.ts, pruneInstances).
+ * Steps 1-4 and the pruning are done by the api holding the `reconciler` duty (duties.ts); the
+ * others only record themselves, have the scheduler look, and top up.
  *
  * Steps 1-3 judge a unit by the reports that did NOT arrive, so each runs only once the inbox
  * has applied reports without delay for the whole timeout: after an api restart or a
@@ -74,6 +79,12 @@ export function startReconciler(opts: ReconcilerOptions): Reconciler {
     // Never throws: the scheduler logs and retries its own failures.
     await opts.scheduler?.refresh("reconcile");
     await recordInstances(db, [opts.self()]);
+    if (!opts.duties.holds("reconciler")) {
+      // Another api reconciles; if this one takes over, its judgement of lost jobs starts afresh.
+      suspects.clear();
+      dispatcher.trigger("reconcile");
+      return;
+    }
     if (Date.now() - prunedAt >= PRUNE_EVERY_MS) {
       prunedAt = Date.now();
       const pruned = await pruneInstances(db);

@@ -2,6 +2,7 @@ import { asDuty, pruneBatch, pruneDue, type Db, type Pruned } from "@rtb/db";
 import { PRUNE_DUE_CAP } from "@rtb/protocol";
 import { sleep, type Duration, type Logger } from "@rtb/runtime";
 import type { ApiStats } from "./stats.ts";
+import type { Duties } from "./duties.ts";
 
 export interface RetentionOptions {
   db: Db;
@@ -11,6 +12,8 @@ export interface RetentionOptions {
   retention: Duration;
   /** This api (RTB_API_ID), recorded as the one that ran the last pass. */
   apiId: string;
+  /** Passes run only while this api holds the `retention` duty (its lease is checked in each batch's transaction). */
+  duties: Pick<Duties, "holds" | "holder">;
   /** Units per transaction (default 1,000). */
   batchSize?: number;
   /** Pause between two batches of one pass (default 100 ms). */
@@ -28,8 +31,8 @@ export interface Retention {
 /**
  * The retention duty (db/src/retention.ts): on its own timer, a pass deletes finished units
  * past RTB_RETENTION, a batch per transaction, until a batch comes back short. Each batch is
- * one `asDuty(db, "retention")` transaction, so across replicas one prunes at a time and the
- * others skip their pass (a batch of theirs would only skip the units locked by the first);
+ * one `asDuty(db, "retention")` transaction, run by the api holding the duty and fenced by its
+ * lease (duties.ts), so across replicas one prunes at a time and the others skip their pass;
  * between batches the lock is free and a pause lets other work through, so no lock is held
  * for longer than one batch. When nothing is due, a pass costs one probe of the index of
  * finished units and one update of the `retention` row (its last run).
@@ -44,10 +47,11 @@ export function startRetention(opts: RetentionOptions): Retention {
 
   async function run(): Promise<Pruned | null> {
     if (retention.ms === 0) return { units: 0, events: 0 };
+    if (!opts.duties.holds("retention")) return null;
     const total = { units: 0, events: 0 };
     let ran = false;
     for (;;) {
-      const batch = await asDuty(db, "retention", (trx) => pruneBatch(trx, { retentionMs: retention.ms, limit: batchSize, by: opts.apiId }));
+      const batch = await asDuty(db, "retention", (trx) => pruneBatch(trx, { retentionMs: retention.ms, limit: batchSize, by: opts.apiId }), opts.duties.holder);
       if (!batch.ran) break;
       ran = true;
       total.units += batch.value.units;

@@ -2,6 +2,7 @@ import { fireDueSchedules, msUntilNextFire, type Db } from "@rtb/db";
 import type { Logger } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { ApiStats } from "./stats.ts";
+import type { Duties } from "./duties.ts";
 
 export interface Scheduler {
   /**
@@ -22,22 +23,28 @@ const RETRY_MS = 1_000;
  * Fires the schedules (db/src/schedules.ts) at their occurrences: a timer armed at the
  * earliest next occurrence, read from the database as a delay from its own now() (so a host
  * clock that disagrees with the database's moves nothing), then a pass of the `schedules`
- * duty, which any number of replicas may attempt at once: one of them does it, and each
- * occurrence makes one unit whatever happens. After a pass that enqueued units, a top-up.
+ * duty, by the api that holds it (services/api/src/duties.ts; the others arm no timer), under
+ * the duty's lock and its lease checked in the pass's transaction: each occurrence makes one
+ * unit whatever happens. After a pass that enqueued units, a top-up.
  * Nothing polls: between occurrences, the timer sleeps until the next (at most a minute,
  * and the reconciler's tick re-reads it).
  */
-export function startScheduler(deps: { db: Db; dispatcher: Dispatcher; stats: ApiStats; logger: Logger; graceMs: number }): Scheduler {
-  const { db, dispatcher, stats, logger, graceMs } = deps;
+export function startScheduler(deps: { db: Db; dispatcher: Dispatcher; stats: ApiStats; logger: Logger; graceMs: number; duties: Pick<Duties, "holds" | "holder"> }): Scheduler {
+  const { db, dispatcher, stats, logger, graceMs, duties } = deps;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | null = null;
   let again = false;
   let stopped = false;
 
   async function pass(): Promise<void> {
+    // Another api holds the duty and fires; this one looks again when it takes it (startDuties' onGained).
+    if (!duties.holds("schedules")) {
+      clearTimeout(timer);
+      return;
+    }
     let retryIn: number | null = null;
     try {
-      const result = await fireDueSchedules(db, { graceMs });
+      const result = await fireDueSchedules(db, { graceMs, holder: duties.holder });
       if (result.ran) {
         const { fired, skipped, broken, more } = result.value;
         const created = fired.filter((f) => f.created);

@@ -164,6 +164,7 @@ describe("a 5xx never leaves a write behind", () => {
       scheduler: api.scheduler,
       cancels: api.cancels,
       stats: api.stats,
+      duties: api.duties,
       metrics: api.metrics.registry,
       logger: testLogger("api"),
       maxQueue: 50,

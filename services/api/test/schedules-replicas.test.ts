@@ -3,8 +3,9 @@ import type { ApiService } from "@rtb/api";
 import { useTestPlace, waitFor } from "@rtb/testing";
 import { call, startApi } from "./support.ts";
 
-// Two api replicas on one database, both with their timers armed at the same occurrences of
-// an every-second schedule: each occurrence makes one unit, and none is left out.
+// Two api replicas on one database and an every-second schedule: each occurrence makes one
+// unit, and none is left out. The `schedules` duty's holder fires them (services/api/test/duties.test.ts
+// hands it over); db/test/schedules.test.ts races two passes past the duty.
 const place = useTestPlace();
 
 it("two apis fire an every-second schedule: one unit per occurrence, every second", async () => {

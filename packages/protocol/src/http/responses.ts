@@ -144,6 +144,10 @@ const scheduleSummary = z
   })
   .describe("The schedules, in short (GET /schedules has them all).");
 
+/** The duties done once across api replicas (db/src/duties.ts), in the order they are claimed. */
+export const DUTY_NAMES = ["reconciler", "schedules", "retention", "tallies"] as const;
+const dutyName = z.enum(DUTY_NAMES).describe("reconciler: the safety net's passes; schedules: firing them; retention: pruning; tallies: folding the counts' deltas.");
+
 /** GET / counts the units due for pruning up to this many, so reading it stays cheap. */
 export const PRUNE_DUE_CAP = 10_000;
 const pruned = z.object({ units: countOf("Finished units deleted."), events: countOf("Their timeline events, deleted with them.") });
@@ -174,6 +178,24 @@ export const stateView = z
         agents: z.array(instance).describe("Agent instances."),
       })
       .describe("Lifetimes seen in the last 30 s."),
+    duties: z
+      .object({
+        thisApi: z.string().describe("This api's id (RTB_API_ID): the holder its leases name."),
+        heldByThisApi: z.array(dutyName).describe("The duties this api holds now."),
+        leases: z
+          .array(
+            z.object({
+              duty: dutyName,
+              holder: z.string().nullable().describe("The api holding it; null when its lease ran out (its holder died or stopped): the next api to look takes it."),
+              lastHolder: z.string().describe("The api that held it last."),
+              since: time.describe("When the last holder took it."),
+              expiresAt: time.describe("When its lease runs out unless renewed (every third of RTB_DUTY_LEASE_MS)."),
+              handovers: countOf("Times it passed from one api to another."),
+            }),
+          )
+          .describe("Every duty ever held, in the order reconciler, schedules, retention, tallies."),
+      })
+      .describe("Work done once across api replicas, each duty by one api at a time under a lease (RTB_DUTY_LEASE_MS), handed over when its holder dies."),
     deadLetters: z
       .object({
         waiting: count.nullable().describe("Messages in the dead-letter queue; null when the broker cannot be asked."),

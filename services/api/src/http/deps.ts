@@ -5,6 +5,7 @@ import type { Scheduler } from "../scheduler.ts";
 import type { CancelAnnouncer } from "../cancel-announcer.ts";
 import type { ApiStats } from "../stats.ts";
 import type { AuthOptions } from "./auth.ts";
+import type { Duties } from "../duties.ts";
 
 /**
  * What the HTTP surface is given: the route modules, the event hub and the state builder
@@ -37,6 +38,8 @@ export interface AppDeps {
   /** Tells the agents of cancelled attempts (the control exchange). */
   cancels: CancelAnnouncer;
   stats: ApiStats;
+  /** This api's share of the work done once across replicas (GET / shows who holds what). */
+  duties: Pick<Duties, "holder" | "held">;
   /** This api's metrics registry (GET /metrics). */
   metrics: Registry;
   logger: Logger;

@@ -45,7 +45,7 @@ export const THROUGHPUT_WINDOW_MS = 10 * 60_000;
 export const THROUGHPUT_BUCKET_MS = 10_000;
 export const RECENT_UNITS = 25;
 
-type HubDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue" | "logger" | "closing" | "settings">;
+type HubDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue" | "duties" | "logger" | "closing" | "settings">;
 
 /**
  * The snapshot poller behind GET /events. One per api process: while at least one client
@@ -83,14 +83,15 @@ export function createEventHub(deps: HubDeps, intervalMs = 1_000): EventHub {
       const complete = throughput.coveredFrom.getTime() <= throughput.now.getTime() - THROUGHPUT_WINDOW_MS;
       throughputAfter = complete ? throughput.nextAfterId : undefined;
       const { nextAfterId: _, ...chart } = throughput;
-      // Every heartbeat moves an instance's lastSeen, and every retention pass (finding
-      // nothing or not) its lastRunAt: the state is sent again only when something else
-      // changes (an instance that comes or goes included), so an idle system with live agents
-      // sends nothing.
+      // Every heartbeat moves an instance's lastSeen, every retention pass (finding nothing or
+      // not) its lastRunAt, and every renewal a duty lease's expiresAt: the state is sent again
+      // only when something else changes (an instance or a holder that comes or goes
+      // included), so an idle system with live agents sends nothing.
       const { lastRunAt: _ran, lastRunBy: _by, ...retention } = state.retention;
       const stateKey = JSON.stringify({
         ...state,
         services: Object.fromEntries(Object.entries(state.services).map(([k, list]) => [k, list.map(({ lastSeen: _, ...i }) => i)])),
+        duties: { ...state.duties, leases: state.duties.leases.map(({ expiresAt: _, ...l }) => l) },
         retention,
       });
       if (stateKey !== stateCounted || !latest.has("state")) {

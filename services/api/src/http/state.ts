@@ -1,19 +1,19 @@
-import { deadLetteredByService, kindsWithoutAgents, recentInstances, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
+import { deadLetteredByService, dutyLeases, kindsWithoutAgents, recentInstances, summarize, summarizeSchedules, type BacklogShape } from "@rtb/db";
 import type { StateView } from "@rtb/protocol";
 import { SEEN_RECENTLY_MS, type Broker } from "@rtb/runtime";
 import { dueForPruning } from "../retention.ts";
 import type { AppDeps } from "./deps.ts";
 
-export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue"> & { settings: Pick<AppDeps["settings"], "retention"> };
+export type StateDeps = Pick<AppDeps, "db" | "broker" | "stats" | "maxQueue" | "duties"> & { settings: Pick<AppDeps["settings"], "retention"> };
 
 /**
  * The state of things: the body of GET / (as JSON) and of the `state` event of GET /events.
  * One builder, so the dashboard and curl never disagree; typed as the protocol's StateView,
  * timestamps written as JSON writes them (toISOString), so the compiler checks the answer.
  */
-export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: StateDeps): Promise<StateView> {
+export async function stateSnapshot({ db, broker, stats, maxQueue, duties, settings }: StateDeps): Promise<StateView> {
   const { retention } = settings;
-  const [summary, deadLetters, instances, deadByService, waiting, schedules, due] = await Promise.all([
+  const [summary, deadLetters, instances, deadByService, waiting, schedules, due, leases] = await Promise.all([
     summarize(db),
     deadDepth(broker),
     recentInstances(db, SEEN_RECENTLY_MS),
@@ -21,6 +21,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: S
     kindsWithoutAgents(db),
     summarizeSchedules(db),
     retention.ms === 0 ? null : dueForPruning(db, retention.ms),
+    dutyLeases(db),
   ]);
   const seen = (service: string) =>
     instances.filter((i) => i.service === service).map(({ id, startedAt, lastSeen, deadLettered }) => ({ id, startedAt: startedAt.toISOString(), lastSeen: lastSeen.toISOString(), deadLettered }));
@@ -36,6 +37,11 @@ export async function stateSnapshot({ db, broker, stats, maxQueue, settings }: S
     done: summary.counts.blocked + summary.counts.pending + summary.outstanding + summary.counts.processing === 0,
     leader: leader && { ...leader, activeSince: leader.activeSince?.toISOString() ?? null, reportedAt: leader.reportedAt.toISOString() },
     services: { apis: seen("api"), leaders: seen("leader"), agents: seen("agent") },
+    duties: {
+      thisApi: duties.holder,
+      heldByThisApi: duties.held(),
+      leases: leases.map((l) => ({ ...l, since: l.since.toISOString(), expiresAt: l.expiresAt.toISOString() })),
+    },
     deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: { ...stats.deadLettered } },
     reports: { applied: stats.applied, ignored: { ...stats.ignored } },
     publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures, refused: stats.refused },
