@@ -9,8 +9,8 @@ import { leaderConfigSchema } from "@rtb/leader";
  * What an operator deploys from, checked against the settings the services really read (their
  * config schemas): .env.example lists every setting, and compose.yaml passes each service every
  * setting of its own from `.env`, except the few it must set itself; it publishes ports on
- * 127.0.0.1 unless told otherwise, has no built-in credentials, runs a standby leader, and
- * health-checks every rtb service on its readiness. (`npm run check:compose` validates the file
+ * 127.0.0.1 unless told otherwise, has no built-in credentials, runs a standby leader, lets the
+ * api and the agents scale, and health-checks every rtb service on its readiness. (`npm run check:compose` validates the file
  * itself with a compose implementation.)
  */
 const root = resolve(import.meta.dirname, "..");
@@ -119,7 +119,22 @@ describe("compose.yaml", () => {
   it("publishes every port on RTB_PUBLISH_HOST, 127.0.0.1 unless told otherwise", () => {
     const ports = [...compose.matchAll(/^ {6}- "([^"]+)"/gm)].map((m) => m[1]!).filter((p) => /\d+$/.test(p) && p.includes(":"));
     expect(ports.length).toBeGreaterThanOrEqual(4);
-    for (const p of ports) expect(p).toMatch(/^\$\{RTB_PUBLISH_HOST:-127\.0\.0\.1\}:\$\{RTB_PUBLISH_\w+_PORT:-\d+\}:\d+$/);
+    for (const p of ports) expect(p).toMatch(/^\$\{RTB_PUBLISH_HOST:-127\.0\.0\.1\}:\$\{RTB_PUBLISH_\w+_PORT:-\d+(-\d+)?\}:\d+$/);
+  });
+
+  it("lets the api, the leaders and the agents scale (--scale api=2 --scale agent=4): no container_name, no single host port", () => {
+    const block = (service: string) => compose.split(/^ {2}(?=[\w-]+:$)/m).find((b) => b.startsWith(`${service}:`)) ?? "";
+    for (const s of ["api", "leader", "agent"]) {
+      expect(block(s), s).not.toBeFalsy();
+      expect(block(s), `${s}: a container_name allows one container`).not.toMatch(/^\s+container_name:/m);
+      expect(block(s), `${s}: a hostname would be shared by every replica`).not.toMatch(/^\s+hostname:/m);
+      // Each published port is a range of at least 4 host ports (one per replica), or none.
+      for (const [, from, to] of block(s).matchAll(/^ {6}- "[^"]*:\$\{RTB_PUBLISH_\w+_PORT:-(\d+)(?:-(\d+))?\}:\d+"/gm)) {
+        expect(to, `${s}: host port ${from} is a single port; two replicas would clash on it`).toBeDefined();
+        expect(Number(to) - Number(from) + 1, `${s}: host ports ${from}-${to}`).toBeGreaterThanOrEqual(4);
+      }
+    }
+    expect(block("api")).toMatch(/- "\$\{RTB_PUBLISH_HOST:-127\.0\.0\.1\}:\$\{RTB_PUBLISH_API_PORT:-8080-\d+\}:8080"/);
   });
 
   it("runs two leaders (one active, one standby) and health-checks the api, leaders and agents on readiness", () => {
