@@ -68,7 +68,7 @@ export function printResults(r: BenchReport, json: boolean): void {
   const mib = (n: number | null | undefined) => (n === null || n === undefined ? "n/a" : `${Math.round(n)} MiB`);
   console.log("");
   console.log(
-    `rtb throughput: ${s.agents} agent(s) x RTB_AGENT_CONCURRENCY ${s.concurrency}, RTB_BROADCAST_MAX_QUEUE ${s.maxQueue}, ` +
+    `rtb throughput: ${s.apis} api(s), ${s.agents} agent(s) x RTB_AGENT_CONCURRENCY ${s.concurrency}, RTB_BROADCAST_MAX_QUEUE ${s.maxQueue}, ` +
       `${s.groups} group(s), kind ${s.kind}; leader prefetch ${s.leaderPrefetch}, inbox prefetch ${s.inboxPrefetch}`,
   );
   console.log(`services from ${s.root} at ${r.commit ?? "?"}${r.dirty ? " (with uncommitted changes)" : ""}`);

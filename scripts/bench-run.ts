@@ -15,6 +15,8 @@ import { scratchPlace, type ScratchPlace } from "./scratch-place.ts";
 
 export interface BenchSettings {
   sizes: number[];
+  /** api processes (replicas on the one database and broker); the first takes the requests. */
+  apis: number;
   agents: number;
   concurrency: number;
   maxQueue: number;
@@ -78,6 +80,7 @@ export function startSystem(s: BenchSettings, env: Record<string, string>, kinds
   const metricsPort = { RTB_METRICS_PORT: "127.0.0.1:0" };
   return [
     startService(s.root, "api", "api", { ...env, RTB_API_ID: "api" }),
+    ...Array.from({ length: s.apis - 1 }, (_, i) => startService(s.root, `api-${i + 2}`, "api", { ...env, RTB_API_ID: `api-${i + 2}` })),
     startService(s.root, "leader", "leader", { ...env, ...metricsPort, RTB_LEADER_ID: "leader-1" }),
     ...Array.from({ length: s.agents }, (_, i) =>
       startService(s.root, `agent-${i + 1}`, "agent", {
@@ -139,7 +142,7 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
   };
 
   try {
-    say(`${units.toLocaleString("en")} units: starting the api, a leader and ${s.agents} agent(s) from ${s.root} (database ${dbName})`);
+    say(`${units.toLocaleString("en")} units: starting ${s.apis === 1 ? "the api" : `${s.apis} apis`}, a leader and ${s.agents} agent(s) from ${s.root} (database ${dbName})`);
     const [apiReady] = await Promise.all(services.map((p) => readyWithin(p, 120_000)));
     const base = String(apiReady!.url).replace(/\/$/, "");
     const getState = async (): Promise<any> => {
@@ -193,7 +196,7 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
     alive();
 
     // ---- the run
-    const metricsUrls = () => services.map((p) => (p.name === "api" ? `${base}/metrics` : p.metricsUrl()));
+    const metricsUrls = () => services.map((p) => p.metricsUrl());
     const before = await Promise.all(metricsUrls().map(scrape));
     const xactBefore = await committedTransactions(admin, dbName);
     const go = await fetch(`${base}/go`);
@@ -229,7 +232,8 @@ export async function runOnce(s: BenchSettings, units: number, opts: { raw: bool
     await untilNoSessions(admin, dbName);
     const xacts = (await committedTransactions(admin, dbName)) - xactBefore;
     const f = await runFigures(connectionOptions({ ...servers, RTB_DB_POOL_SIZE: 1 }, dbName));
-    const statements = delta(before.slice(0, 1), after.slice(0, 1), "rtb_db_statements_total");
+    const apisAt = services.flatMap((p, i) => (p.name === "api" || p.name.startsWith("api-") ? [i] : []));
+    const statements = delta(apisAt.map((i) => before[i]!), apisAt.map((i) => after[i]!), "rtb_db_statements_total");
     const published = delta(before, after, "rtb_broker_messages_published_total");
     const waits = delta(before, after, "rtb_broker_confirm_waits_total");
     const leaderAt = services.findIndex((p) => p.name === "leader");

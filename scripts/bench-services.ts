@@ -85,6 +85,8 @@ export function startService(root: string, name: string, kind: keyof typeof entr
       if (!line.startsWith("{") || !/"msg":"(api listening|leader ready|agent ready|metrics listening)/.test(line)) continue;
       try {
         const rec = JSON.parse(line) as Record<string, unknown>;
+        // An api serves its metrics on its HTTP listener.
+        if (rec.msg === "api listening" && typeof rec.url === "string") metricsUrl = `${rec.url.replace(/\/$/, "")}/metrics`;
         if (rec.msg === "metrics listening" && typeof rec.url === "string") metricsUrl = rec.url.endsWith("/metrics") ? rec.url : `${rec.url.replace(/\/$/, "")}/metrics`;
         if (typeof rec.msg === "string" && readyMsg[kind].test(rec.msg)) onReady(rec);
       } catch {

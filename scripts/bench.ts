@@ -17,6 +17,7 @@
  *   npm run bench -- --retention 5s --duration 120s  # table sizes and throughput with and without pruning
  *   npm run bench -- --rate 100 --duration 30s     # latency of each stage at light load
  *   npm run bench -- --peers                       # rtb, BullMQ and pg-boss, 3 rounds: two to three minutes
+ *   npm run bench -- --apis 2                      # two api replicas: what a second one buys
  *   npm run bench -- --workflows 2000,10000        # order workflows (5 steps each) per second, a fan-out of 9,999: 3 minutes
  */
 import { execFileSync } from "node:child_process";
@@ -40,6 +41,7 @@ const flags = {
   units: { type: "string", default: "20000" },
   sizes: { type: "string" },
   agents: { type: "string", default: "2" },
+  apis: { type: "string", default: "1" },
   concurrency: { type: "string", default: "50" },
   "max-queue": { type: "string", default: "2000" },
   groups: { type: "string", default: "4" },
@@ -70,6 +72,7 @@ const usage = `usage: npm run bench -- [options]
   --units N           units per run (default 20000: about a minute on 2 cores)
   --sizes A,B,...     several runs, one per size (e.g. 10000,100000,1000000); overrides --units
   --agents N          agent processes (default 2)
+  --apis N            api replicas on the one database and broker (default 1); requests go to the first
   --concurrency N     RTB_AGENT_CONCURRENCY of each agent (default 50)
   --max-queue N       RTB_BROADCAST_MAX_QUEUE, 1..100000 (default 2000)
   --groups N          groups the units are spread over (default 4)
@@ -180,6 +183,7 @@ try {
   settings = {
     sizes,
     agents: int("agents", v.agents, 1, 64),
+    apis: int("apis", v.apis, 1, 8),
     concurrency: int("concurrency", v.concurrency, 1, 10_000),
     maxQueue: int("max-queue", v["max-queue"], 1, 100_000),
     groups: int("groups", v.groups, 1, 100_000),
