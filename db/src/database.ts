@@ -28,8 +28,33 @@ export function connectionOptions(c: DbConfig, database = c.RTB_DB_NAME): pg.Poo
   return { host: c.RTB_DB_HOST.host, port: c.RTB_DB_HOST.port, user: c.RTB_DB_USER, password: c.RTB_DB_PASSWORD, database };
 }
 
+/**
+ * A pg client that sends every statement unnamed: the name `run` gives a dispatch statement
+ * (prepared.ts) is dropped, so PostgreSQL parses and plans it on each call and nothing is left
+ * on the server connection. For RTB_DB_PREPARED_STATEMENTS=false: behind PgBouncer in
+ * transaction mode (before 1.21, or without max_prepared_statements), each transaction may run
+ * on another server connection, where a name pg prepared elsewhere is unknown ("prepared
+ * statement ... does not exist") or one a neighbour prepared is taken ("... already exists").
+ */
+class UnnamedStatementsClient extends pg.Client {
+  // pg's query() has many overloads; only a config object can carry a name.
+  override query(...args: unknown[]): any {
+    const [config, ...rest] = args;
+    if (typeof config === "object" && config !== null && "name" in config) {
+      const { name: _, ...unnamed } = config as { name: unknown };
+      return (super.query as (...a: unknown[]) => unknown)(unnamed, ...rest);
+    }
+    return (super.query as (...a: unknown[]) => unknown)(...args);
+  }
+}
+
 export function createDb(c: DbConfig, logger: Logger): DbHandle {
-  const pool = new pg.Pool({ ...connectionOptions(c), max: c.RTB_DB_POOL_SIZE, connectionTimeoutMillis: 5_000 });
+  const pool = new pg.Pool({
+    ...connectionOptions(c),
+    max: c.RTB_DB_POOL_SIZE,
+    connectionTimeoutMillis: 5_000,
+    ...(c.RTB_DB_PREPARED_STATEMENTS ? {} : { Client: UnnamedStatementsClient }),
+  });
   // A client that loses its server (a restart, a failover) emits 'error': an idle one on the
   // pool, a checked-out one (mid-transaction) on itself, where pg-pool has no listener then.
   // Without these the process would crash; the query in progress fails and is retried.

@@ -22,6 +22,10 @@ export function statement<R>(name: string, query: RawBuilder<R>): Statement<R> {
  * by property, which for a String object would mean one per character). Its toString() is the
  * text, for whatever else prints `sql` (a query log). db/test/top-up.test.ts checks that the
  * statements are prepared.
+ *
+ * With RTB_DB_PREPARED_STATEMENTS=false (behind PgBouncer in transaction mode) the pool's
+ * client drops the name (database.ts, UnnamedStatementsClient): the same text goes out as an
+ * unnamed statement, parsed and planned on every call.
  */
 export async function run<R>(db: Db, s: Statement<R>): Promise<R[]> {
   const q = s.query.compile(db);

@@ -92,7 +92,7 @@ describe("top-up", () => {
     await addUnits([{ group: "a" }, { group: "b" }]);
     const s = inject("rtbServers");
     const one = createDb(
-      { RTB_DB_HOST: { host: s.db.host, port: s.db.port }, RTB_DB_USER: s.db.user, RTB_DB_PASSWORD: s.db.password, RTB_DB_NAME: place.dbName, RTB_DB_POOL_SIZE: 1 },
+      { RTB_DB_HOST: { host: s.db.host, port: s.db.port }, RTB_DB_USER: s.db.user, RTB_DB_PASSWORD: s.db.password, RTB_DB_NAME: place.dbName, RTB_DB_POOL_SIZE: 1, RTB_DB_PREPARED_STATEMENTS: true },
       testLogger("db"),
     );
     try {
@@ -105,12 +105,25 @@ describe("top-up", () => {
     }
   });
 
+  it("sends them unnamed with RTB_DB_PREPARED_STATEMENTS=false (for PgBouncer in transaction mode), leaving nothing prepared", async () => {
+    await addUnits([{ group: "a" }, { group: "b" }]);
+    const one = openTestDb(place, { RTB_DB_POOL_SIZE: 1, RTB_DB_PREPARED_STATEMENTS: false });
+    try {
+      for (let i = 0; i < 2; i++) expect(await nextInLine(one.db, 1)).toHaveLength(1);
+      expect((await claimTopUp(one.db, 2)).units).toHaveLength(2);
+      const { rows } = await sql<{ name: string }>`SELECT name FROM pg_prepared_statements`.execute(one.db);
+      expect(rows).toEqual([]);
+    } finally {
+      await one.close();
+    }
+  });
+
   it("claims all or nothing, and leaves its connection out of any transaction when it fails", async () => {
     await addUnits([{ group: "a" }, { group: "b" }]);
     await compactTallies(h.db);
     const s = inject("rtbServers");
     const one = createDb(
-      { RTB_DB_HOST: { host: s.db.host, port: s.db.port }, RTB_DB_USER: s.db.user, RTB_DB_PASSWORD: s.db.password, RTB_DB_NAME: place.dbName, RTB_DB_POOL_SIZE: 1 },
+      { RTB_DB_HOST: { host: s.db.host, port: s.db.port }, RTB_DB_USER: s.db.user, RTB_DB_PASSWORD: s.db.password, RTB_DB_NAME: place.dbName, RTB_DB_POOL_SIZE: 1, RTB_DB_PREPARED_STATEMENTS: true },
       testLogger("db"),
     );
     // The events are written by the same statement as the claim: make them fail.

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { connect, type Channel, type ChannelModel } from "amqplib";
-import { createDb, type DbHandle } from "@rtb/db";
+import { createDb, type DbConfig, type DbHandle } from "@rtb/db";
 import { testServers } from "./servers.ts";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
 import { assertTopology, brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
@@ -190,8 +190,11 @@ export function useTestPlace(opts: TestPlaceOptions = {}): LiveTestPlace {
   };
 }
 
-/** A database handle on the file's database (for assertions and direct store calls). */
-export function openTestDb(place: TestPlace): DbHandle {
+/**
+ * A database handle on the file's database (for assertions and direct store calls); `config`
+ * overrides the test server's settings (another host, such as a PgBouncer in front of it).
+ */
+export function openTestDb(place: TestPlace, config: Partial<DbConfig> = {}): DbHandle {
   const s = servers();
   return createDb(
     {
@@ -200,6 +203,8 @@ export function openTestDb(place: TestPlace): DbHandle {
       RTB_DB_PASSWORD: s.db.password,
       RTB_DB_NAME: place.dbName,
       RTB_DB_POOL_SIZE: 5,
+      RTB_DB_PREPARED_STATEMENTS: true,
+      ...config,
     },
     testLogger("db"),
   );

@@ -5,3 +5,4 @@ export * from "./processes.ts";
 export * from "./runs.ts";
 export * from "./server-control.ts";
 export * from "./workflow-runs.ts";
+export * from "./pgbouncer.ts";
