@@ -1,12 +1,13 @@
 import { z } from "zod";
 import type { Logger } from "pino";
-import { hostPort, int, oneOf, secret, text } from "./config.ts";
+import { formatHostPort, hostPortList, int, oneOf, secret, text, type HostPort } from "./config.ts";
 import { connectBroker, type Broker } from "./broker.ts";
 import { createTopology, type Topology } from "./topology.ts";
 
 /** The broker variables every service reads. */
 export const brokerConfig = {
-  RTB_BROKER_HOST: hostPort("localhost:5672", 5672),
+  /** One RabbitMQ, or the nodes of a cluster (`host:port,host:port,...`), tried in turn: see broker.ts. */
+  RTB_BROKER_HOST: hostPortList("localhost:5672", 5672),
   RTB_BROKER_USER: text("guest"),
   RTB_BROKER_PASSWORD: secret(text("guest")),
   RTB_BROKER_VHOST: text("/"),
@@ -26,9 +27,18 @@ export const brokerConfig = {
 
 type BrokerEnv = { [K in keyof typeof brokerConfig]: z.output<(typeof brokerConfig)[K]> };
 
+/** The AMQP URL of one host of these settings, with escaped credentials and vhost. */
+export function brokerUrlOf(c: Pick<BrokerEnv, "RTB_BROKER_USER" | "RTB_BROKER_PASSWORD" | "RTB_BROKER_VHOST">, at: HostPort): string {
+  return `amqp://${encodeURIComponent(c.RTB_BROKER_USER)}:${encodeURIComponent(c.RTB_BROKER_PASSWORD)}@${formatHostPort(at)}/${encodeURIComponent(c.RTB_BROKER_VHOST)}?heartbeat=15`;
+}
+
+/**
+ * The URL of the first host listed: for a script's one-off connection (deleting its queues),
+ * where any node of a cluster will do. The services go through `connectBrokerFromConfig`,
+ * which fails over to the others.
+ */
 export function brokerUrl(c: Pick<BrokerEnv, "RTB_BROKER_HOST" | "RTB_BROKER_USER" | "RTB_BROKER_PASSWORD" | "RTB_BROKER_VHOST">): string {
-  const host = c.RTB_BROKER_HOST.host.includes(":") ? `[${c.RTB_BROKER_HOST.host}]` : c.RTB_BROKER_HOST.host;
-  return `amqp://${encodeURIComponent(c.RTB_BROKER_USER)}:${encodeURIComponent(c.RTB_BROKER_PASSWORD)}@${host}:${c.RTB_BROKER_HOST.port}/${encodeURIComponent(c.RTB_BROKER_VHOST)}?heartbeat=15`;
+  return brokerUrlOf(c, c.RTB_BROKER_HOST[0]!);
 }
 
 /** The broker settings every service has (the output of `brokerConfig`). */
@@ -39,11 +49,14 @@ export function topologyFromConfig(c: BrokerSettings): Topology {
   return createTopology({ prefix: c.RTB_BROKER_PREFIX, box: c.RTB_BROKER_BOX, queueType: c.RTB_BROKER_QUEUE_TYPE, deliveryLimit: c.RTB_BROKER_DELIVERY_LIMIT });
 }
 
-/** Connect with these settings; messages name the host and the variable that sets it. */
+/** Connect with these settings; messages name the hosts and the variable that lists them. */
 export function connectBrokerFromConfig(c: BrokerSettings, logger: Logger): Promise<Broker> {
   return connectBroker({
-    url: brokerUrl(c),
-    hostLabel: `${c.RTB_BROKER_HOST.host}:${c.RTB_BROKER_HOST.port} (RTB_BROKER_HOST)`,
+    hosts: c.RTB_BROKER_HOST,
+    variable: "RTB_BROKER_HOST",
+    user: c.RTB_BROKER_USER,
+    password: c.RTB_BROKER_PASSWORD,
+    vhost: c.RTB_BROKER_VHOST,
     topology: topologyFromConfig(c),
     logger,
     connectTimeoutMs: c.RTB_CONNECT_TIMEOUT_MS,

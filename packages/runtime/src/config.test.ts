@@ -97,6 +97,40 @@ describe("loadConfig", () => {
     expect(brokerUrl(c)).toBe("amqp://u%40x:p%2Fw@rabbit:5672/%2F?heartbeat=15");
   });
 
+  it("reads RTB_BROKER_HOST as a list of host:port, one entry being the single host of old", () => {
+    const hosts = (value: string) => loadConfig(z.object(brokerConfig), { RTB_BROKER_HOST: value }).RTB_BROKER_HOST;
+    expect(loadConfig(z.object(brokerConfig), {}).RTB_BROKER_HOST).toEqual([{ host: "localhost", port: 5672 }]);
+    expect(hosts("rabbit:5673")).toEqual([{ host: "rabbit", port: 5673 }]);
+    expect(hosts("rabbit-1:5672, rabbit-2 ,[::1]:5674")).toEqual([
+      { host: "rabbit-1", port: 5672 },
+      { host: "rabbit-2", port: 5672 },
+      { host: "::1", port: 5674 },
+    ]);
+  });
+
+  it("refuses a bad RTB_BROKER_HOST entry, naming the variable and the entry", () => {
+    const refusal = (value: string) => {
+      try {
+        loadConfig(z.object(brokerConfig), { RTB_BROKER_HOST: value });
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        expect((err as ConfigError).problems.map((p) => p.variable)).toEqual(["RTB_BROKER_HOST"]);
+        return (err as ConfigError).message;
+      }
+      throw new Error(`expected ${value} to be refused`);
+    };
+    expect(refusal("rabbit-1:5672,rabbit-2:99999")).toContain('RTB_BROKER_HOST="rabbit-1:5672,rabbit-2:99999": entry 2 of 2, "rabbit-2:99999", is not host:port');
+    expect(refusal("rabbit-1,,rabbit-3")).toContain('entry 2 of 3, "", is not host:port');
+    expect(refusal("rabbit-1,rabbit-2,")).toContain('entry 3 of 3, "", is not host:port');
+    expect(refusal("rabbit-1,rabbit-1:5672")).toContain('entry 2 of 2, "rabbit-1:5672", is listed twice');
+    expect(refusal("::1")).toContain('RTB_BROKER_HOST="::1": "::1", is not host:port: expected host:port, or several separated by commas');
+  });
+
+  it("builds a script's one-off URL on the first host listed", () => {
+    const c = loadConfig(z.object(brokerConfig), { RTB_BROKER_HOST: "[::1]:5673,rabbit-2" });
+    expect(brokerUrl(c)).toBe("amqp://guest:guest@[::1]:5673/%2F?heartbeat=15");
+  });
+
   it("reads a duration as a number and one unit, or 0, and names the variable otherwise", () => {
     const d = z.object({ RTB_RETENTION: duration("7d") });
     expect(loadConfig(d, {}).RTB_RETENTION).toEqual({ text: "7d", ms: 7 * 86_400_000 });

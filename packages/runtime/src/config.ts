@@ -88,6 +88,43 @@ export function optionalHostPortOf(defaultPort: number, { anyPort = false } = {}
     .transform((value, ctx): HostPort | undefined => (value === undefined ? undefined : (parseHostPort(value, defaultPort, anyPort) ?? hostPortIssue(ctx, defaultPort, anyPort))));
 }
 
+/**
+ * A comma-separated list of `host:port` entries, each as `hostPort` takes it (the nodes of a
+ * cluster, tried in turn). One entry is the single host of old. An entry that is not
+ * host:port, an empty one (`a,,b`) or one listed twice is refused, naming it, so a typo stops
+ * the process at start instead of leaving a node out of every failover.
+ */
+export function hostPortList(defaultValue: string, defaultPort: number) {
+  return z
+    .string()
+    .default(defaultValue)
+    .transform((value, ctx): HostPort[] => {
+      const entries = value.split(",").map((s) => s.trim());
+      const hosts: HostPort[] = [];
+      for (const [i, entry] of entries.entries()) {
+        const parsed = parseHostPort(entry, defaultPort, false);
+        const problem = !parsed
+          ? "is not host:port"
+          : hosts.some((h) => h.host === parsed.host && h.port === parsed.port)
+            ? "is listed twice"
+            : null;
+        if (problem) {
+          const at = entries.length > 1 ? `entry ${i + 1} of ${entries.length}, ` : "";
+          ctx.addIssue({
+            code: "custom",
+            message: `${at}${JSON.stringify(entry)}, ${problem}: expected host:port, or several separated by commas (for example rabbit-1:${defaultPort},rabbit-2:${defaultPort})`,
+          });
+          return z.NEVER;
+        }
+        hosts.push(parsed!);
+      }
+      return hosts;
+    });
+}
+
+/** `host:port` as written in a setting (IPv6 in brackets), for messages and logs. */
+export const formatHostPort = (h: HostPort) => `${h.host.includes(":") ? `[${h.host}]` : h.host}:${h.port}`;
+
 function parseHostPort(value: string, defaultPort: number, anyPort: boolean): HostPort | null {
   const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(value.trim());
   const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
