@@ -27,6 +27,7 @@ describe("rtb status", () => {
     // The one api holds every duty (its id: api-<host>-<pid>).
     expect(table.stdout).toMatch(/^duties +reconciler, schedules, retention, tallies: api-\S+$/m);
     expect(table.stdout).toMatch(/^dead letters +0 waiting$/m);
+    expect(table.stdout).toMatch(new RegExp(`^broker +connected to ${place.env.RTB_BROKER_HOST!.replace(/[.[\]]/g, "\\$&")} \\(0 reconnects\\)$`, "m"));
     // No colors into a pipe.
     expect(table.stdout).not.toContain("\x1b[");
 

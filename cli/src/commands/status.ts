@@ -46,7 +46,7 @@ function renderStatus({ out }: Context, s: StateView): void {
     ["leaders", names(s.services.leaders)],
     ["agents", names(s.services.agents)],
     ["dead letters", `${dead.waiting === null ? "?" : count(dead.waiting)} waiting${byService ? ` (dead-lettered by ${byService})` : ""}`],
-    ["broker", s.broker.connected ? `connected (${s.broker.reconnects} reconnects)` : out.paint("disconnected", "red")],
+    ["broker", s.broker.connected ? `connected to ${brokerHosts(s.broker.hosts)} (${s.broker.reconnects} reconnects)` : out.paint("disconnected", "red")],
   ]);
 
   const kinds = Object.entries(s.leader?.utilization?.kinds ?? {});
@@ -86,4 +86,14 @@ function backlogLine(s: StateView, now: number): string {
   const { ready, onClock, forAgents, nextDueAt } = s.backlog;
   const due = nextDueAt ? ` (next due ${Date.parse(nextDueAt) <= now ? "now" : `in ${duration(Date.parse(nextDueAt) - now)}`})` : "";
   return `${count(ready)} ready, ${count(onClock)} on a clock${due}, ${count(forAgents)} waiting for an agent`;
+}
+
+/**
+ * Where the api's two broker connections are: one host, or each when they differ (after a
+ * failover in a cluster each moves on its own). An api older than the field shows none.
+ */
+function brokerHosts(hosts: StateView["broker"]["hosts"] | undefined): string {
+  if (!hosts) return "?";
+  if (hosts.consume === hosts.publish) return hosts.consume ?? "?";
+  return `${hosts.consume ?? "(down)"} (consume), ${hosts.publish ?? "(down)"} (publish)`;
 }

@@ -215,7 +215,16 @@ export const stateView = z
       })
       .describe("This api's publishes to the outbox."),
     broker: z
-      .object({ connected: z.boolean().describe("Whether this api's broker connections are up."), reconnects: countOf("Reconnects since start.") })
+      .object({
+        connected: z.boolean().describe("Whether this api's broker connections are up."),
+        reconnects: countOf("Reconnects since start."),
+        hosts: z
+          .object({
+            consume: z.string().nullable().describe("The RTB_BROKER_HOST entry the consuming connection is on (host:port); null while it is down."),
+            publish: z.string().nullable().describe("The RTB_BROKER_HOST entry the publishing connection is on; null while it is down."),
+          })
+          .describe("Where each of the two connections is: with a cluster listed, the node it failed over to."),
+      })
       .describe("This api's broker connection."),
     waitingForAgents: z
       .array(z.object({ kind: z.string().describe("The kind no agent consumes yet."), since: time.describe("When its first waiting unit found no agent.") }))

@@ -45,7 +45,7 @@ export async function stateSnapshot({ db, broker, stats, maxQueue, duties, setti
     deadLetters: { waiting: deadLetters, byService: deadByService, rejectedByThisApi: { ...stats.deadLettered } },
     reports: { applied: stats.applied, ignored: { ...stats.ignored } },
     publishes: { dispatched: stats.dispatched, republished: stats.republished, unconfirmed: stats.publishFailures, refused: stats.refused },
-    broker: { connected: broker.connected, reconnects: broker.reconnects },
+    broker: { connected: broker.connected, reconnects: broker.reconnects, hosts: { ...broker.hosts } },
     waitingForAgents: waiting.map((k) => ({ kind: k.kind, since: k.since.toISOString() })),
     schedules: { count: schedules.count, paused: schedules.paused, nextFireAt: schedules.nextFireAt?.toISOString() ?? null },
     workflows: { running: summary.workflowsRunning },
