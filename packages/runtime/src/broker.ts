@@ -217,13 +217,16 @@ async function openLink(opts: ConnectBrokerOptions, role: Role): Promise<Link> {
     }
   }
 
-  // At most one pending re-run per attachment, however many failures asked for one.
-  const pendingReattach = new Set<string>();
+  // At most one pending re-run per attachment and connection, however many failures asked for
+  // one. Per connection: a re-run asked for on a connection that died meanwhile (a channel's
+  // close seen before the connection's) is dropped when due, and must not swallow one asked
+  // for on the new connection (that left a publisher without a channel for good).
+  const pendingReattach = new Map<string, ChannelModel>();
   function scheduleReattach(name: string, conn: ChannelModel) {
-    if (pendingReattach.has(name)) return;
-    pendingReattach.add(name);
+    if (pendingReattach.get(name) === conn) return;
+    pendingReattach.set(name, conn);
     setTimeout(() => {
-      pendingReattach.delete(name);
+      if (pendingReattach.get(name) === conn) pendingReattach.delete(name);
       const fn = attachments.get(name);
       // Only on the same live connection: a new connection runs every attachment anyway.
       if (!closing && fn && current === conn) void runAttachment(name, fn, conn);
