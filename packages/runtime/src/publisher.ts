@@ -30,6 +30,16 @@ export interface PublisherOptions {
   maxMessageBytes?: number | undefined;
 }
 
+/**
+ * Nacks in a row, with no confirm between, after which a confirm channel is replaced. RabbitMQ
+ * 3.10 was seen (test/disruptive/broker-cluster.test.ts) to nack every publish, for good, on a
+ * channel whose first publish to a quorum queue raced the election of its new leader (the old
+ * leader's node gone): about one channel in five opened within 300 ms of the node's death. A
+ * new channel on the same connection publishes at once. Replacing a channel that nacks for a
+ * real reason (a queue without a majority) costs a channel open per second at most (reattach).
+ */
+const NACK_STREAK = 3;
+
 export async function createPublisher(broker: Broker, name: string, logger: Logger, opts: PublisherOptions = {}): Promise<Publisher> {
   const published = opts.metrics?.published;
   let channel: ConfirmChannel | null = null;
@@ -40,6 +50,19 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
   // channel again (a loop of closes and re-publishes otherwise).
   let limit = opts.maxMessageBytes;
   const refusedAt = new WeakMap<ConfirmChannel, number>();
+  const nacksInARow = new WeakMap<ConfirmChannel, number>();
+
+  /** Count a confirm or a nack of `ch`; a streak of nacks retires it and asks for another channel. */
+  function confirmed(ch: ConfirmChannel, nacked: boolean) {
+    const streak = nacked ? (nacksInARow.get(ch) ?? 0) + 1 : 0;
+    nacksInARow.set(ch, streak);
+    if (streak < NACK_STREAK || channel !== ch) return;
+    logger.warn({ publisher: name, nacks: streak }, "the broker nacks every publish on this channel; opening another");
+    channel = null;
+    broker.reattach(`publisher:${name}`);
+    // Its unconfirmed publishes fail with the channel (transient: their callers publish again).
+    void ch.close().catch(() => {});
+  }
 
   await broker.attach(`publisher:${name}`, async (conn) => {
     const ch = await conn.createConfirmChannel();
@@ -70,10 +93,14 @@ export async function createPublisher(broker: Broker, name: string, logger: Logg
       const p = new Promise<void>((resolve, reject) => {
         try {
           ch.publish(exchange, routingKey, body, { persistent: true, contentType: "application/json", ...options }, (err) => {
-            if (!err) return resolve();
+            if (!err) {
+              confirmed(ch, false);
+              return resolve();
+            }
             const max = refusedAt.get(ch);
             // Only the messages over the broker's limit were refused; the others just lost their channel.
             if (max !== undefined && body.length > max) return reject(new MessageTooLargeError(body.length, max));
+            if (/nack/i.test(String((err as Error)?.message ?? err))) confirmed(ch, true);
             reject(err instanceof Error ? err : new Error(String(err)));
           });
         } catch (err) {
