@@ -6,3 +6,4 @@ export * from "./runs.ts";
 export * from "./server-control.ts";
 export * from "./workflow-runs.ts";
 export * from "./pgbouncer.ts";
+export * from "./owned-cluster.ts";

@@ -38,6 +38,8 @@ export interface OwnedRabbit {
   kind: "owned";
   sbin: string;
   node: string;
+  /** Its folder: configuration, data, logs, pid file. */
+  dir: string;
   /** HOME for the node and rabbitmqctl: where its own Erlang cookie is. */
   home: string;
   env: Record<string, string>;
@@ -59,7 +61,8 @@ const COMMAND_TIMEOUT_MS = 120_000;
 
 class CommandError extends Error {}
 
-function run(cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<string> {
+/** Run a command; rejects with its output's end on failure or after `timeoutMs`. */
+export function run(cmd: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(cmd, args, { timeout: opts.timeoutMs ?? COMMAND_TIMEOUT_MS, env: { ...process.env, ...opts.env } }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
@@ -152,8 +155,8 @@ export function rabbitCtl(r: OwnedRabbit, args: string[], timeoutMs = COMMAND_TI
   return run(path.join(r.sbin, "rabbitmqctl"), ["-n", r.node, ...args], { env: r.env, timeoutMs });
 }
 
-/** A free TCP port on 127.0.0.1 (none of them the other's). */
-async function freePorts(n: number): Promise<number[]> {
+/** Free TCP ports on 127.0.0.1 (none of them the other's). */
+export async function freePorts(n: number): Promise<number[]> {
   const { createServer } = await import("node:net");
   const servers = await Promise.all(
     Array.from({ length: n }, () => new Promise<import("node:net").Server>((resolve, reject) => {
@@ -167,7 +170,7 @@ async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-async function waitUntil(what: string, fn: () => Promise<boolean>, timeoutMs: number, detail: () => string = () => ""): Promise<void> {
+export async function waitUntil(what: string, fn: () => Promise<boolean>, timeoutMs: number, detail: () => string = () => ""): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await fn())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail()}`);
@@ -202,7 +205,7 @@ export async function rabbitAnswers(url: string): Promise<boolean> {
   }
 }
 
-const tail = (file: string) => {
+export const tail = (file: string) => {
   try {
     return `; the end of ${file}:\n${readFileSync(file, "utf8").slice(-2_000)}`;
   } catch {
@@ -251,19 +254,23 @@ async function startPostgres(root: string, port: number): Promise<OwnedPostgres>
   return p;
 }
 
-async function startRabbit(root: string, id: string, port: number, distPort: number): Promise<OwnedRabbit> {
+/**
+ * A RabbitMQ node's folder and environment, not started: its own rabbitmq.conf (AMQP on
+ * 127.0.0.1:`port` only), empty rabbitmq-env.conf and plugins file, data and logs, and HOME
+ * (`home`: where its Erlang cookie is; nodes of one cluster share one).
+ */
+export function prepareRabbitNode(opts: { dir: string; node: string; port: number; distPort: number; home?: string }): OwnedRabbit {
+  const { dir, node, port, distPort } = opts;
   const sbin = findRabbitSbin();
-  const dir = path.join(root, "rabbitmq");
-  const home = path.join(dir, "home");
+  const home = opts.home ?? path.join(dir, "home");
   mkdirSync(home, { recursive: true, mode: 0o700 });
-  mkdirSync(path.join(dir, "log"));
+  mkdirSync(path.join(dir, "log"), { recursive: true });
   writeFileSync(path.join(dir, "enabled_plugins"), "[].\n");
   writeFileSync(path.join(dir, "rabbitmq-env.conf"), "");
   writeFileSync(
     path.join(dir, "rabbitmq.conf"),
     [`listeners.tcp.1 = 127.0.0.1:${port}`, "disk_free_limit.absolute = 50MB", "vm_memory_high_watermark.relative = 0.8", ""].join("\n"),
   );
-  const node = `rtb-test-${id}@localhost`;
   const env = {
     HOME: home,
     RABBITMQ_NODENAME: node,
@@ -280,19 +287,28 @@ async function startRabbit(root: string, id: string, port: number, distPort: num
     // The distribution listens on loopback only, as the node's AMQP port does.
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "-kernel inet_dist_use_interface {127,0,0,1}",
   };
-  const r: OwnedRabbit = { kind: "owned", sbin, node, home, env, port };
-  await run(path.join(sbin, "rabbitmq-server"), ["-detached"], { env });
-  const log = path.join(dir, "log", `${node}.log`);
-  await waitUntil(`the owned RabbitMQ node ${node} on 127.0.0.1:${port}`, () => rabbitAnswers(`amqp://guest:guest@127.0.0.1:${port}/`), 120_000, () => tail(log));
+  return { kind: "owned", sbin, node, dir, home, env, port };
+}
+
+/** Start a prepared node (`rabbitmq-server -detached`) and wait until it answers AMQP and has booted. */
+export async function launchRabbit(r: OwnedRabbit): Promise<void> {
+  await run(path.join(r.sbin, "rabbitmq-server"), ["-detached"], { env: r.env });
+  const log = path.join(r.dir, "log", `${r.node}.log`);
+  await waitUntil(`the owned RabbitMQ node ${r.node} on 127.0.0.1:${r.port}`, () => rabbitAnswers(`amqp://guest:guest@127.0.0.1:${r.port}/`), 120_000, () => tail(log));
   await rabbitCtl(r, ["await_startup", "--timeout", "120"]);
+}
+
+async function startRabbit(root: string, id: string, port: number, distPort: number): Promise<OwnedRabbit> {
+  const r = prepareRabbitNode({ dir: path.join(root, "rabbitmq"), node: `rtb-test-${id}@localhost`, port, distPort });
+  await launchRabbit(r);
   return r;
 }
 
 /** Stop the node (`rabbitmqctl stop <pid file>` waits for its process to end); not answering, kill it. */
 function stopRabbit(r: OwnedRabbit, root: string): Promise<void> {
-  return rabbitCtl(r, ["stop", path.join(root, "rabbitmq", "rabbitmq.pid")], 60_000).then(
+  return rabbitCtl(r, ["stop", path.join(r.dir, "rabbitmq.pid")], 60_000).then(
     () => {},
-    () => stopRabbitIn(root),
+    () => killRabbitIn(r.dir, root),
   );
 }
 
@@ -343,7 +359,12 @@ async function stopPostgresIn(root: string): Promise<void> {
 }
 
 async function stopRabbitIn(root: string): Promise<void> {
-  killIfOurs(path.join(root, "rabbitmq", "rabbitmq.pid"), root, "SIGKILL");
+  killRabbitIn(path.join(root, "rabbitmq"), root);
+}
+
+/** SIGKILL the node whose folder is `dir`, if its process is still the one started under `root`. */
+export function killRabbitIn(dir: string, root: string): void {
+  killIfOurs(path.join(dir, "rabbitmq.pid"), root, "SIGKILL");
 }
 
 /** Signal the process of a pid file, only if its command line names `root` (a pid may have been reused since). */
@@ -359,9 +380,21 @@ function killIfOurs(pidFile: string, root: string, signal: NodeJS.Signals): void
 
 /** Folders left by runs whose process died before its teardown: stop what still runs there and delete them. */
 function removeStaleOwnedServers(): void {
+  removeStaleFolders(PREFIX, (root) => {
+    void stopPostgresIn(root);
+    void stopRabbitIn(root);
+  });
+}
+
+/**
+ * Folders `<tmp>/<prefix>*` whose owner (the pid in their owner.pid) is gone: `stopIn` stops
+ * what still runs there, then they are deleted. A folder without an owner file is left alone
+ * unless it holds one of the suite's servers (another tool's folder of the same prefix).
+ */
+export function removeStaleFolders(prefix: string, stopIn: (root: string) => void): void {
   let names: string[];
   try {
-    names = readdirSync(tmpdir()).filter((n) => n.startsWith(PREFIX));
+    names = readdirSync(tmpdir()).filter((n) => n.startsWith(prefix));
   } catch {
     return;
   }
@@ -375,9 +408,8 @@ function removeStaleOwnedServers(): void {
     } catch {
       // no owner file, or its owner is gone
     }
-    if (Number.isNaN(owner) && !existsSync(path.join(root, "postgres")) && !existsSync(path.join(root, "rabbitmq"))) continue;
-    void stopPostgresIn(root);
-    void stopRabbitIn(root);
+    if (Number.isNaN(owner) && !holdsServers(root)) continue;
+    stopIn(root);
     try {
       rmSync(root, { recursive: true, force: true });
     } catch {
@@ -386,3 +418,11 @@ function removeStaleOwnedServers(): void {
   }
 }
 
+/** Whether `root` holds a server folder of the suite's (postgres, rabbitmq, a cluster's node-<n>). */
+function holdsServers(root: string): boolean {
+  try {
+    return readdirSync(root).some((f) => f === "postgres" || f === "rabbitmq" || /^node-\d+$/.test(f));
+  } catch {
+    return false;
+  }
+}
