@@ -6,6 +6,7 @@
  * so does npm exiting (killed by anything) when npm started this launcher.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { hostname } from "node:os";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
 import { ConfigError, int, loadConfig, metricsConfig, onParentExit, type ListenAt } from "@rtb/runtime";
@@ -49,7 +50,9 @@ const metricsPort = (n: number): Record<string, string> => {
 };
 
 const services: Service[] = [
-  { name: "api", entry: "services/api/src/main.ts", env: {}, restarts: 0, startedAt: 0 },
+  // One id for every api the launcher restarts (the launcher's pid, not the api's): an api that
+  // died takes its own duty leases back at once instead of waiting RTB_DUTY_LEASE_MS for them.
+  { name: "api", entry: "services/api/src/main.ts", env: { RTB_API_ID: process.env.RTB_API_ID || `api-${hostname()}-${process.pid}` }, restarts: 0, startedAt: 0 },
   { name: "leader", entry: "services/leader/src/main.ts", env: { RTB_LEADER_ID: process.env.RTB_LEADER_ID ?? "leader-1", ...metricsPort(0) }, restarts: 0, startedAt: 0 },
   ...Array.from({ length: agents }, (_, i) => ({
     name: `agent-${i + 1}`,

@@ -274,7 +274,14 @@ export async function startCluster(place: TestPlace, env: Record<string, string>
     if (!kind) throw new Error(`unknown service name ${name}: use "api", "leader-<x>" or "agent-<x>"`);
     if (procs.get(name)?.at(-1)?.running()) throw new Error(`${name} is already running`);
     const id: Record<string, string> =
-      kind === "leader" ? { RTB_LEADER_ID: name } : kind === "agent" ? { RTB_AGENT_ID: name } : name === "api" ? {} : { RTB_API_ID: name, RTB_API_HOST: new URL(await urlOf(name)).host };
+      kind === "leader"
+        ? { RTB_LEADER_ID: name }
+        : kind === "agent"
+          ? { RTB_AGENT_ID: name }
+          : // Kept across restarts, as a container's or the launcher's api keeps its id: a restarted api takes its own duty leases back at once.
+            name === "api"
+            ? { RTB_API_ID: "api" }
+            : { RTB_API_ID: name, RTB_API_HOST: new URL(await urlOf(name)).host };
     const p = run(entries[kind], { ...shared, ...extra, ...id });
     procs.set(name, [...(procs.get(name) ?? []), p]);
     await waitReady(name, p, readyLine[kind]);
