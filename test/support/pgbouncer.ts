@@ -1,11 +1,11 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { postgresAnswers } from "./owned-servers.ts";
-import { reachable, testServers } from "./servers.ts";
+import { postgresAnswers, removeStaleFolders } from "./owned-servers.ts";
+import { dockerAvailable, reachable, testServers } from "./servers.ts";
 
 /**
  * A PgBouncer in transaction pooling mode in front of the run's PostgreSQL, for the tests of
@@ -65,14 +65,6 @@ function findPgBouncer(): string | undefined {
   }
 }
 
-function dockerAvailable(): boolean {
-  try {
-    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 5_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** A value of a libpq connection string, quoted. */
 const connValue = (v: string | number) => `'${String(v).replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
@@ -224,31 +216,5 @@ function killIfOurs(pidFile: string, root: string, signal: NodeJS.Signals): void
 
 /** Folders left by runs whose process died before stopping its PgBouncer: stop it and delete them. */
 function removeStale(): void {
-  let names: string[];
-  try {
-    names = readdirSync(tmpdir()).filter((n) => n.startsWith(PREFIX));
-  } catch {
-    return;
-  }
-  for (const name of names) {
-    const root = path.join(tmpdir(), name);
-    let owner: number;
-    try {
-      owner = Number(readFileSync(path.join(root, "owner.pid"), "utf8"));
-    } catch {
-      continue; // being made right now, or not ours
-    }
-    try {
-      process.kill(owner, 0);
-      continue; // its run is still going
-    } catch {
-      // its owner is gone
-    }
-    killIfOurs(path.join(root, "pgbouncer.pid"), root, "SIGKILL");
-    try {
-      rmSync(root, { recursive: true, force: true });
-    } catch {
-      // not ours to delete
-    }
-  }
+  removeStaleFolders(PREFIX, (root) => killIfOurs(path.join(root, "pgbouncer.pid"), root, "SIGKILL"));
 }

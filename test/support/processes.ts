@@ -8,6 +8,7 @@ import { OUTCOMES, TERMINAL } from "@rtb/protocol";
 import { connectBrokerFromConfig, type Broker } from "@rtb/runtime";
 import { openTestDb, testLogger, useTestPlace, waitFor, type TestPlace } from "./fixtures.ts";
 import { expectRunSettled, type Sampler } from "./runs.ts";
+import { serversEnv } from "./servers.ts";
 
 /**
  * The services as an operator runs them: real processes (`node --import tsx <entry>`), real
@@ -45,6 +46,21 @@ const spawned = new Set<Proc>();
 /** Start `entry` (a path under the repository) as `node --import tsx entry`, capturing its output. */
 export function run(entry: string, env: Record<string, string>): Proc {
   return runCommand(process.execPath, ["--import", "tsx", entry], env);
+}
+
+/**
+ * Run a script of the repository (`scripts/bench.ts`) with node and tsx to its end, on the
+ * test servers (`serversEnv`), its stdout and stderr kept apart: for commands whose output is
+ * the result (a benchmark's figures, its JSON).
+ */
+export async function runScript(script: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], { cwd: repoRoot, env: { ...process.env, ...serversEnv() }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  return { code, stdout, stderr };
 }
 
 /**
@@ -455,6 +471,24 @@ export function clusterPerTest(): { readonly place: TestPlace; start(env?: Recor
       return cluster;
     },
   };
+}
+
+/**
+ * After a fault: wait until schedule `name` has fired an occurrence less than 2 s ago (it
+ * caught up), pause it, and return it with the occurrences due from its creation to its last
+ * firing; its units count into the cluster's `total`.
+ */
+export async function catchUpAndPause(c: Cluster, name: string): Promise<{ schedule: any; occurrences: number }> {
+  await waitFor("the schedule to catch up", async () => {
+    const sc = await c.get(`/schedules/${name}`);
+    return sc.lastFired !== null && Date.now() - Date.parse(sc.lastFired.occurrence) < 2_000;
+  }, 30_000, 200);
+  const paused = await c.post(`/schedules/${name}/pause`);
+  if (paused.status !== 200) throw new Error(`POST /schedules/${name}/pause answered ${paused.status}: ${JSON.stringify(paused.body)}`);
+  const schedule = await c.get(`/schedules/${name}`);
+  c.expectUnits(schedule.fired);
+  const occurrences = Math.floor(Date.parse(schedule.lastFired.occurrence) / 1000) - Math.floor(Date.parse(schedule.createdAt) / 1000);
+  return { schedule, occurrences };
 }
 
 /** A run slow enough to still be going when a fault hits it (300 units of 50-150 ms each). */

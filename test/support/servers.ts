@@ -81,7 +81,8 @@ function freePort(): Promise<number> {
   });
 }
 
-function dockerAvailable(): boolean {
+/** Whether a Docker engine answers here (testcontainers' fallback needs one). */
+export function dockerAvailable(): boolean {
   try {
     execFileSync("docker", ["info"], { stdio: "ignore", timeout: 5_000 });
     return true;

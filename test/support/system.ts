@@ -3,6 +3,16 @@ import { loadLeaderConfig, startLeaderService, type LeaderService } from "@rtb/l
 import { builtinHandlers, loadAgentConfig, startAgent, type AgentService, type Handler } from "@rtb/agent";
 import { testLogger, type TestPlace } from "./fixtures.ts";
 
+/** The seed flow's settings: 100 seeded units through a bound of 10, 30 % failing and retried quickly. */
+export const seedFlowEnv = {
+  RTB_SEED_UNITS: "100",
+  RTB_BROADCAST_MAX_QUEUE: "10",
+  RTB_RETRY_BACKOFF_MS: "20",
+  RTB_AGENT_ERROR_RATE: "0.3",
+  RTB_AGENT_WORK_MIN_MS: "1",
+  RTB_AGENT_WORK_MAX_MS: "20",
+};
+
 export interface System {
   api: ApiService;
   leader: LeaderService;

@@ -1,21 +1,13 @@
-import { spawn } from "node:child_process";
 import pg from "pg";
 import { expect, it } from "vitest";
-import { repoRoot, serversEnv, testServers } from "@rtb/testing";
+import { runScript, testServers } from "@rtb/testing";
 
 /**
  * `npm run bench:inbox`, tiny: 300 units' reports applied by one api, then by two. Speed is
  * not asserted (the machine is shared); what is asserted is that both runs applied every
  * report, printed their figures, and dropped their databases; and a bad flag is refused.
  */
-function benchInbox(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/bench-inbox.ts", ...args], { cwd: repoRoot, env: { ...process.env, ...serversEnv() }, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr })));
-}
+const benchInbox = (args: string[]) => runScript("scripts/bench-inbox.ts", args);
 
 it("applies every unit's three reports with one api, then two, prints reports/s for each, and leaves no database behind", async () => {
   const { code, stdout, stderr } = await benchInbox(["--units", "300", "--apis", "1,2", "--per-message", "3"]);

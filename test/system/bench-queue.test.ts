@@ -1,16 +1,8 @@
-import { spawn } from "node:child_process";
 import { expect, it } from "vitest";
-import { rawBroker, repoRoot, serversEnv } from "@rtb/testing";
+import { rawBroker, runScript } from "@rtb/testing";
 
 /** `npm run bench:queue`, tiny: its figures printed, its queue gone; a bad flag refused. Speed is not asserted. */
-function benchQueue(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/bench-queue.ts", ...args], { cwd: repoRoot, env: { ...process.env, ...serversEnv() }, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  return new Promise((resolve) => child.on("exit", (code) => resolve({ code, stdout, stderr })));
-}
+const benchQueue = (args: string[]) => runScript("scripts/bench-queue.ts", args);
 
 it("carries every message through one queue, prints messages/s and MiB/s, and deletes its queue", async () => {
   const { code, stdout, stderr } = await benchQueue(["--messages", "2000", "--bytes", "100", "--window", "50"]);

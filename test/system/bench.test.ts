@@ -1,7 +1,6 @@
-import { spawn } from "node:child_process";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
-import { rawBroker, repoRoot, serversEnv } from "@rtb/testing";
+import { rawBroker, runScript } from "@rtb/testing";
 import { delta, parsePrometheus } from "../../scripts/bench-measure.ts";
 
 /**
@@ -9,19 +8,7 @@ import { delta, parsePrometheus } from "../../scripts/bench-measure.ts";
  * the same 200 units, as JSON. Speed is not asserted (the machine is shared); what is asserted is
  * that every figure is there and plausible, and that the run left nothing behind.
  */
-async function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/bench.ts", ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, ...serversEnv() },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
-  return { code, stdout, stderr };
-}
+const bench = (args: string[]) => runScript("scripts/bench.ts", args);
 
 /** Does `queue` exist? (checkQueue on a missing queue closes the channel with 404.) */
 async function queueExists(queue: string): Promise<boolean> {

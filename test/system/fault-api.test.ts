@@ -2,6 +2,7 @@ import { sql } from "kysely";
 import { describe, expect, it } from "vitest";
 import {
   awaitWorkflowsEnded,
+  catchUpAndPause,
   checkInputs,
   clusterPerTest,
   expectedOutcome,
@@ -85,16 +86,9 @@ describe("the api", () => {
 
     // The schedule caught up, then paused: one unit for every occurrence since it was made,
     // those that fell due while no api ran included (they were within RTB_SCHEDULE_GRACE_MS).
-    await waitFor("the schedule to catch up", async () => {
-      const sc = await c.get("/schedules/tick");
-      return sc.lastFired !== null && Date.now() - Date.parse(sc.lastFired.occurrence) < 2_000;
-    }, 30_000, 200);
-    expect((await c.post("/schedules/tick/pause")).status).toBe(200);
-    const tick = await c.get("/schedules/tick");
-    const occurrences = Math.floor(Date.parse(tick.lastFired.occurrence) / 1000) - Math.floor(Date.parse(tick.createdAt) / 1000);
+    const { schedule: tick, occurrences } = await catchUpAndPause(c, "tick");
     expect(tick).toMatchObject({ fired: occurrences, skipped: 0 });
     expect(occurrences).toBeGreaterThan(1);
-    c.expectUnits(tick.fired);
 
     // Each workflow ended as its shape says, every step handed exactly the results of its
     // dependencies that succeeded (as seen while it ran and ended: the test prunes after 2 s).

@@ -4,7 +4,7 @@ import pg from "pg";
 import { sampleOutstanding } from "@rtb/api";
 import { asDuty, claimTopUp, createDb, migrateToLatest, nextInLine, setDispatching, type DbHandle } from "@rtb/db";
 import { OUTSTANDING } from "@rtb/protocol";
-import { DEFAULT_POOL_SIZE, expectRunSettled, openTestDb, startPgBouncer, startSystem, testLogger, testServers, useTestPlace, waitFor, type PgBouncer } from "@rtb/testing";
+import { DEFAULT_POOL_SIZE, expectRunSettled, openTestDb, seedFlowEnv, startPgBouncer, startSystem, testLogger, testServers, useTestPlace, waitFor, type PgBouncer } from "@rtb/testing";
 
 /**
  * rtb through PgBouncer in transaction pooling mode (test/support/pgbouncer.ts: pool_mode =
@@ -46,12 +46,7 @@ describe("through PgBouncer in transaction mode", () => {
       RTB_DB_PREPARED_STATEMENTS: "false",
       // More clients than PgBouncer has server connections: transactions move between them.
       RTB_DB_POOL_SIZE: String(DEFAULT_POOL_SIZE * 3),
-      RTB_SEED_UNITS: "100",
-      RTB_BROADCAST_MAX_QUEUE: "10",
-      RTB_RETRY_BACKOFF_MS: "20",
-      RTB_AGENT_ERROR_RATE: "0.3",
-      RTB_AGENT_WORK_MIN_MS: "1",
-      RTB_AGENT_WORK_MAX_MS: "20",
+      ...seedFlowEnv,
     };
     // The api migrates, seeds, dispatches and applies reports through PgBouncer; the sampler
     // and the checker read through it too.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DUTY_NAMES } from "@rtb/protocol";
-import { clusterPerTest, expectSettled, faultTestTimeout, getJson, logLines, midRunEnv, waitFor, type Cluster } from "@rtb/testing";
+import { catchUpAndPause, clusterPerTest, expectSettled, faultTestTimeout, getJson, logLines, midRunEnv, waitFor, type Cluster } from "@rtb/testing";
 
 /**
  * Api replicas as production runs them: two apis on one database and broker, two leaders
@@ -85,20 +85,13 @@ describe("api replicas", () => {
     await waitFor("the standby leader to route", async () => (await c.get("/")).leader?.id !== leaderBefore, 30_000, 100);
 
     // The schedule caught up across the hand-over, then paused.
-    await waitFor("the schedule to catch up", async () => {
-      const sc = await c.get("/schedules/tick");
-      return sc.lastFired !== null && Date.now() - Date.parse(sc.lastFired.occurrence) < 2_000;
-    }, 30_000, 200);
-    expect((await c.post("/schedules/tick/pause")).status).toBe(200);
-    const tick = await c.get("/schedules/tick");
-    c.expectUnits(tick.fired);
+    const { schedule: tick, occurrences } = await catchUpAndPause(c, "tick");
     await expectSettled(c, 60_000);
     await sampler.stop();
 
     // Each occurrence once, none left out: one unit a second from the schedule's creation to its
     // last firing (and expectSettled counted them: every unit ever made is there or was pruned,
     // so an occurrence fired twice would be one unit too many). The units left have one each.
-    const occurrences = Math.floor(Date.parse(tick.lastFired.occurrence) / 1000) - Math.floor(Date.parse(tick.createdAt) / 1000);
     expect(tick).toMatchObject({ fired: occurrences, skipped: 0 });
     const units = await c.db.selectFrom("units").select("scheduled_for").where("schedule_name", "=", "tick").execute();
     expect(new Set(units.map((u) => u.scheduled_for!.getTime())).size).toBe(units.length);

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { sql } from "kysely";
 import { sampleOutstanding } from "@rtb/api";
-import { expectRunSettled, openTestDb, startSystem, useTestPlace, waitFor } from "@rtb/testing";
+import { expectRunSettled, openTestDb, seedFlowEnv, startSystem, useTestPlace, waitFor } from "@rtb/testing";
 import { statusList, type DbHandle } from "@rtb/db";
 import { OUTSTANDING } from "@rtb/protocol";
 
@@ -15,15 +15,7 @@ beforeEach(() => {
 
 describe("the seed flow", () => {
   it("takes 100 seeded units to a terminal status, retrying failures, and keeps every rule", async () => {
-    const env = {
-      RTB_SEED_UNITS: "100",
-      RTB_BROADCAST_MAX_QUEUE: "10",
-      RTB_RETRY_BACKOFF_MS: "20",
-      RTB_AGENT_ERROR_RATE: "0.3",
-      RTB_AGENT_WORK_MIN_MS: "1",
-      RTB_AGENT_WORK_MAX_MS: "20",
-    };
-    const system = place.own(await startSystem(place, env));
+    const system = place.own(await startSystem(place, seedFlowEnv));
     expect((await system.get("/")).counts.pending).toBe(100);
     const s = place.own(sampleOutstanding(h.db, 5));
     expect(await system.get("/go")).toMatchObject({ dispatching: true, changed: true });
@@ -33,7 +25,7 @@ describe("the seed flow", () => {
       return state.done ? state : null;
     }, 60_000);
     // Every rule, checked by the product's checker: timelines, nothing stuck, never over the bound.
-    await expectRunSettled({ db: h.db, broker: system.api.broker, env: { ...place.env, ...env }, sampler: s, total: 100 });
+    await expectRunSettled({ db: h.db, broker: system.api.broker, env: { ...place.env, ...seedFlowEnv }, sampler: s, total: 100 });
     // Every attempt was dispatched once, and nothing needed the reconciler.
     const attempts = await h.db.selectFrom("units").select((eb) => eb.fn.sum<number>("attempt").as("n")).executeTakeFirstOrThrow();
     expect(final.publishes).toEqual({ dispatched: Number(attempts.n), republished: 0, unconfirmed: 0, refused: 0 });
