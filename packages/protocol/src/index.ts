@@ -3,3 +3,4 @@ export * from "./names.ts";
 export * from "./messages.ts";
 export * from "./workflows.ts";
 export * from "./http/index.ts";
+export * from "./asyncapi/index.ts";

@@ -10,9 +10,10 @@ import { SpawnSchema } from "./workflows.ts";
  * several status updates per inbox message, several units of one kind per job when the job
  * queue is deep).
  */
-const unitId = z.number().int().positive();
-const attempt = z.number().int().positive();
-const kind = kindSchema;
+const unitId = z.number().int().positive().describe("The unit's id (a bigint serial in PostgreSQL, always below 2^53).");
+const attempt = z.number().int().positive().describe("Which attempt of the unit this is, from 1; reports of another attempt than the current one are ignored.");
+const v = z.literal(1).describe("The message format's version; a consumer dead-letters a version it does not know.");
+const kind = kindSchema.describe("The unit's kind: the routing key on rtb.jobs, and the job queue jobs.<kind>.");
 /**
  * The most kinds one agent serves (RTB_AGENT_KINDS, or its handler map): all of them travel
  * in each heartbeat, which must fit the smallest message limit (64 KiB) at 100 characters each.
@@ -24,35 +25,37 @@ export const MAX_AGENT_KINDS = 500;
  * dependency outside workflows by its ref, else its id): only those that succeeded. Absent for
  * a unit without dependencies.
  */
-const deps = z.record(z.string(), z.unknown()).optional();
+const deps = z.record(z.string(), z.unknown()).optional().describe("The results of the dependencies that succeeded, by step name (or ref, else id); absent without dependencies.");
 
-export const DispatchedUnit = z.object({ unitId, attempt, kind, payload: z.unknown(), deps });
+const payload = z.unknown().describe("The unit's payload, any JSON, as the producer enqueued it.");
+
+export const DispatchedUnit = z.object({ unitId, attempt, kind, payload, deps }).describe("One unit to route: one attempt of it.");
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;
 
 /** api -> outbox -> leader */
 export const DispatchMessage = z.object({
-  v: z.literal(1),
-  type: z.literal("dispatch"),
-  units: z.array(DispatchedUnit).min(1).max(10_000),
-});
+  v,
+  type: z.literal("dispatch").describe("Tells a dispatch message."),
+  units: z.array(DispatchedUnit).min(1).max(10_000).describe("The units to route (rtb sends up to 100 per message, within the byte limit)."),
+}).describe("api -> outbox -> leader: units to route to their job queues.");
 export type DispatchMessage = z.infer<typeof DispatchMessage>;
 
 /** leader -> rtb.jobs -> jobs.<kind> -> agent: one unit (what the leader sends while the queue is shallow). */
 export const JobMessage = z.object({
-  v: z.literal(1),
-  type: z.literal("job"),
+  v,
+  type: z.literal("job").describe("Tells a job (of one unit here; a batch has `units`)."),
   unitId,
   attempt,
   kind,
-  payload: z.unknown(),
+  payload,
   deps,
-});
+}).describe("leader -> rtb.jobs -> jobs.<kind> -> agent: a job of one unit.");
 export type JobMessage = z.infer<typeof JobMessage>;
 
 /** The most units one batch job may carry (the leader sends up to RTB_JOB_MAX_UNITS). */
 export const MAX_JOB_UNITS = 1_000;
 
-export const JobUnit = z.object({ unitId, attempt, payload: z.unknown(), deps });
+export const JobUnit = z.object({ unitId, attempt, payload, deps }).describe("One unit of a batch job (its kind is the batch's).");
 export type JobUnit = z.infer<typeof JobUnit>;
 
 /**
@@ -61,15 +64,15 @@ export type JobUnit = z.infer<typeof JobUnit>;
  * come alone, reports each, and acks the message once every unit in it is reported.
  */
 export const BatchJobMessage = z.object({
-  v: z.literal(1),
-  type: z.literal("job"),
+  v,
+  type: z.literal("job").describe("Tells a job; `units` tells the batch form."),
   kind,
-  units: z.array(JobUnit).min(1).max(MAX_JOB_UNITS),
-});
+  units: z.array(JobUnit).min(1).max(MAX_JOB_UNITS).describe("The units, each run and reported as if it had come alone; the job is acked once all are reported."),
+}).describe("leader -> rtb.jobs -> jobs.<kind> -> agent: several units of one kind, sent while the queue is deep.");
 export type BatchJobMessage = z.infer<typeof BatchJobMessage>;
 
 /** What arrives on `jobs.<kind>`: a job of one unit or a batch. */
-export const AnyJobMessage = z.union([JobMessage, BatchJobMessage]);
+export const AnyJobMessage = z.union([JobMessage, BatchJobMessage]).describe("What arrives on jobs.<kind>: a job of one unit, or a batch (it has `units`).");
 export type AnyJobMessage = z.infer<typeof AnyJobMessage>;
 
 /**
@@ -95,25 +98,32 @@ export function jobUnits(job: AnyJobMessage): JobUnit[] {
 }
 
 /** The statuses other services report; `dispatched` is the api's own. */
-export const ReportedStatus = z.enum(REPORTED_STATUSES);
+export const ReportedStatus = z.enum(REPORTED_STATUSES).describe("queued: the leader routed it; processing: an agent started it; success, error: the attempt ended.");
 export type ReportedStatus = z.infer<typeof ReportedStatus>;
 
 export const StatusUpdate = z.object({
   unitId,
   attempt,
   status: ReportedStatus,
-  at: z.iso.datetime({ offset: true }),
+  at: z.iso.datetime({ offset: true }).describe("When it happened, by the sender's clock (ISO 8601 with an offset; a time ahead of the api's clock is recorded as the api's now)."),
   /** success: the handler's result. */
-  result: z.unknown().optional(),
+  result: z.unknown().optional().describe("success: the handler's result, any JSON (null when it returned nothing)."),
   /**
    * error: what went wrong, and whether another attempt may help. `noAgent` (the leader's
    * only): no agent consumes the unit's kind yet; the unit waits for one, and this dispatch
    * does not count as an attempt.
    */
-  error: z.object({ message: z.string().max(4_000), retryable: z.boolean(), noAgent: z.literal(true).optional() }).optional(),
+  error: z
+    .object({
+      message: z.string().max(4_000).describe("What went wrong, for people: at most 4,000 characters."),
+      retryable: z.boolean().describe("true: another attempt may succeed (retried with backoff while attempts remain); false: the unit ends in error now."),
+      noAgent: z.literal(true).optional().describe("The leader's only: no agent consumes this kind; the unit waits for one and the attempt is not used up."),
+    })
+    .optional()
+    .describe("error: what went wrong, and whether another attempt may help."),
   /** success: new steps (and a join) the handler fanned out, enqueued with the success, once. */
-  spawn: SpawnSchema.optional(),
-});
+  spawn: SpawnSchema.optional().describe("success: new steps (and a join) the handler fanned out, enqueued with the success, once."),
+}).describe("One report: a unit's attempt reached a status.");
 export type StatusUpdate = z.infer<typeof StatusUpdate>;
 
 /** How busy the job tracker (the jobs.<kind> queues) was when the leader last looked. */
@@ -133,10 +143,10 @@ export type Utilization = z.infer<typeof Utilization>;
 
 /** Who sent a status message: `startedAt` tells one process lifetime from the next. */
 export const Source = z.object({
-  service: z.enum(["leader", "agent", "api"]),
-  id: z.string().min(1).max(NAME_MAX_LENGTH),
-  startedAt: z.iso.datetime({ offset: true }).optional(),
-});
+  service: z.enum(["leader", "agent", "api"]).describe("Which kind of process sent it."),
+  id: z.string().min(1).max(NAME_MAX_LENGTH).describe("The sender's id (RTB_AGENT_ID, RTB_LEADER_ID), stable across its restarts."),
+  startedAt: z.iso.datetime({ offset: true }).optional().describe("When this process lifetime started: the same in every message of one lifetime."),
+}).describe("Who sent a status message.");
 export type Source = z.infer<typeof Source>;
 
 /**
@@ -144,21 +154,21 @@ export type Source = z.infer<typeof Source>;
  * and its running counters are current (they are stored per process lifetime).
  */
 export const StatusMessage = z.object({
-  v: z.literal(1),
-  type: z.literal("status"),
+  v,
+  type: z.literal("status").describe("Tells a status message."),
   source: Source,
-  updates: z.array(StatusUpdate).max(10_000),
+  updates: z.array(StatusUpdate).max(10_000).describe("The reports, in order; none in a heartbeat."),
   /** Only on the active leader's routing reports, never on heartbeats. */
-  utilization: Utilization.optional(),
+  utilization: Utilization.optional().describe("Only on the active leader's routing reports, never on heartbeats."),
   /** Heartbeats only: the sender's running totals. */
-  counters: z.object({ deadLettered: z.number().int().min(0) }).optional(),
+  counters: z.object({ deadLettered: z.number().int().min(0).describe("Messages this process lifetime dead-lettered, in all (a total, never a delta).") }).optional().describe("Heartbeats only: the sender's running totals."),
   /** Agents' heartbeats: the kinds this agent consumes (units waiting for an agent of these kinds go back to the backlog). */
-  kinds: z.array(kindSchema).max(MAX_AGENT_KINDS).optional(),
-});
+  kinds: z.array(kindSchema).max(MAX_AGENT_KINDS).optional().describe("Agents' heartbeats: the kinds this agent consumes (units waiting for an agent of these kinds go back to the backlog)."),
+}).describe("leader, agents -> inbox -> api: reports; with no updates, a heartbeat.");
 export type StatusMessage = z.infer<typeof StatusMessage>;
 
 /** One attempt of one unit, as a control message names it. */
-export const UnitAttempt = z.object({ unitId, attempt });
+export const UnitAttempt = z.object({ unitId, attempt }).describe("One attempt of one unit.");
 export type UnitAttempt = z.infer<typeof UnitAttempt>;
 
 /**
@@ -168,10 +178,10 @@ export type UnitAttempt = z.infer<typeof UnitAttempt>;
  * shows a job of a cancelled attempt about to run (an agent that missed the first one).
  */
 export const CancelMessage = z.object({
-  v: z.literal(1),
-  type: z.literal("cancel"),
-  units: z.array(UnitAttempt).min(1).max(10_000),
-});
+  v,
+  type: z.literal("cancel").describe("Tells a cancel message."),
+  units: z.array(UnitAttempt).min(1).max(10_000).describe("The attempts cancelled."),
+}).describe("api -> rtb.control (fanout) -> every agent: these attempts are cancelled.");
 export type CancelMessage = z.infer<typeof CancelMessage>;
 
 /** What travels on the control exchange: cancels, for now; a consumer ignores a type it does not know. */

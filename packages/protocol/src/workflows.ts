@@ -42,12 +42,12 @@ export function stepFields<M extends number | undefined>(maxAttempts: M) {
   const attempts = z.number().int().min(1).max(1000);
   return {
     step: stepName,
-    kind: kindSchema,
+    kind: kindSchema.describe("The step's unit kind."),
     group: groupName.optional().describe("Default: the workflow's group (a fan-out's: its parent's)."),
     priority: z.number().int().min(-1_000_000).max(1_000_000).optional().describe("Higher first. Default: the workflow's priority."),
     payload: z.unknown().default({}).meta({ default: {} }).describe("Any JSON; handed to the agent with its dependencies' results."),
     // Optional in a fan-out (the api fills in RTB_MAX_ATTEMPTS), defaulted in a request.
-    maxAttempts: (maxAttempts === undefined ? attempts.optional() : attempts.default(maxAttempts)) as M extends number ? z.ZodDefault<typeof attempts> : z.ZodOptional<typeof attempts>,
+    maxAttempts: (maxAttempts === undefined ? attempts.optional().describe("Attempts at most (1..1000). Default: RTB_MAX_ATTEMPTS.") : attempts.default(maxAttempts).describe("Attempts at most (1..1000).")) as M extends number ? z.ZodDefault<typeof attempts> : z.ZodOptional<typeof attempts>,
     
     delayMs: z.number().int().min(0).max(366 * 24 * 60 * 60 * 1000).optional().describe("Not before this many milliseconds after it is enqueued (a blocked step: after that, and once its dependencies are satisfied); at most 366 days."),
     dependsOn,
@@ -61,7 +61,7 @@ function spawnSchema() {
   const join = z.strictObject(joinFields);
   return z
     .strictObject({
-      steps: z.array(child).min(1, { message: "expected at least one step" }).max(MAX_WORKFLOW_STEPS, { message: `expected at most ${MAX_WORKFLOW_STEPS} steps` }),
+      steps: z.array(child).min(1, { message: "expected at least one step" }).max(MAX_WORKFLOW_STEPS, { message: `expected at most ${MAX_WORKFLOW_STEPS} steps` }).describe("The new steps, named within the spawning step (a child's stored name is `<parent>/<child>`)."),
       join: join.optional().describe("A step that waits for every spawned step; the spawning step's dependents wait for it too."),
     })
     .superRefine((s, ctx) => {

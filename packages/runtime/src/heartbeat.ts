@@ -8,7 +8,9 @@ import type { Topology } from "./topology.ts";
  * How often leaders and agents tell the api they are alive (with their counters). At most
  * 10 s: GET / lists the instances seen in the last 30 s (SEEN_RECENTLY_MS).
  */
-export const heartbeatConfig = { RTB_HEARTBEAT_MS: int(5_000, { min: 100, max: 10_000 }) };
+export const HEARTBEAT_DEFAULT_MS = 5_000;
+export const HEARTBEAT_MAX_MS = 10_000;
+export const heartbeatConfig = { RTB_HEARTBEAT_MS: int(HEARTBEAT_DEFAULT_MS, { min: 100, max: HEARTBEAT_MAX_MS }) };
 export const SEEN_RECENTLY_MS = 30_000;
 
 export interface Heartbeat {

@@ -1,4 +1,5 @@
 import type { Channel, ChannelModel } from "amqplib";
+import type { BrokerLayout, ExchangeLayout, QueueLayout } from "@rtb/protocol";
 
 /**
  * The broker topology (docs/architecture.md). Every service asserts it at start and after
@@ -40,27 +41,69 @@ export function createTopology(opts: { prefix: string; box: string; queueType: "
   };
 }
 
-function workQueueArgs(t: Topology, extra: Record<string, unknown> = {}) {
+function workQueue(t: Topology, name: string, extra: Record<string, string | number | boolean> = {}): QueueLayout {
   return {
+    name,
     durable: true,
+    exclusive: false,
+    autoDelete: false,
     arguments: {
       "x-queue-type": t.queueType,
       "x-dead-letter-exchange": t.deadExchange,
       ...(t.queueType === "quorum" ? { "x-delivery-limit": t.deliveryLimit } : {}),
       ...extra,
     },
+    bindings: [],
   };
+}
+
+const exchange = (name: string, type: ExchangeLayout["type"]): ExchangeLayout => ({ name, type, durable: true, autoDelete: false });
+
+/** A kind's job queue: durable, dead-lettered, bound to rtb.jobs by the kind. */
+export function jobQueueLayout(t: Topology, kind: string): QueueLayout {
+  return { ...workQueue(t, t.jobQueue(kind)), bindings: [{ exchange: t.jobsExchange, routingKey: kind }] };
+}
+
+/**
+ * Every exchange and queue of this topology with its exact arguments: what the assert
+ * functions below declare, and what GET /asyncapi.json documents.
+ */
+export function brokerLayout(t: Topology): BrokerLayout {
+  return {
+    exchanges: { jobs: exchange(t.jobsExchange, "direct"), control: exchange(t.controlExchange, "fanout"), dead: exchange(t.deadExchange, "fanout") },
+    queues: {
+      box: workQueue(t, t.box, { "x-single-active-consumer": true }),
+      inbox: workQueue(t, t.inbox),
+      dead: { name: t.dead, durable: true, exclusive: false, autoDelete: false, arguments: { "x-queue-type": t.queueType }, bindings: [{ exchange: t.deadExchange, routingKey: "" }] },
+      jobs: jobQueueLayout(t, "{kind}"),
+      // Classic by name: an exclusive queue cannot be a quorum queue, and a vhost whose
+      // default type is quorum would otherwise be asked for one. Exclusive transient queues
+      // are what RabbitMQ 4 keeps (it deprecates transient non-exclusive ones).
+      control: { name: "", durable: false, exclusive: true, autoDelete: true, arguments: { "x-queue-type": "classic" }, bindings: [{ exchange: t.controlExchange, routingKey: "" }] },
+    },
+  };
+}
+
+async function declareExchange(ch: Channel, x: ExchangeLayout): Promise<void> {
+  await ch.assertExchange(x.name, x.type, { durable: x.durable, autoDelete: x.autoDelete });
+}
+
+/** Declare a queue and its bindings; resolves with its name (the broker's, for a server-named one). */
+async function declareQueue(ch: Channel, q: QueueLayout): Promise<string> {
+  const { queue } = await ch.assertQueue(q.name, { durable: q.durable, exclusive: q.exclusive, autoDelete: q.autoDelete, arguments: q.arguments });
+  for (const b of q.bindings) await ch.bindQueue(queue, b.exchange, b.routingKey);
+  return queue;
 }
 
 /** Exchanges, outbox, inbox and the dead-letter queue: what every service relies on. */
 export async function assertTopology(ch: Channel, t: Topology): Promise<void> {
-  await ch.assertExchange(t.deadExchange, "fanout", { durable: true });
-  await ch.assertQueue(t.dead, { durable: true, arguments: { "x-queue-type": t.queueType } });
-  await ch.bindQueue(t.dead, t.deadExchange, "");
-  await ch.assertExchange(t.jobsExchange, "direct", { durable: true });
-  await ch.assertExchange(t.controlExchange, "fanout", { durable: true });
-  await ch.assertQueue(t.box, workQueueArgs(t, { "x-single-active-consumer": true }));
-  await ch.assertQueue(t.inbox, workQueueArgs(t));
+  const { exchanges, queues } = brokerLayout(t);
+  await declareExchange(ch, exchanges.dead);
+  await declareQueue(ch, queues.dead);
+  await declareExchange(ch, exchanges.jobs);
+  await declareExchange(ch, exchanges.control);
+  await declareQueue(ch, queues.box);
+  await declareQueue(ch, queues.inbox);
 }
 
 /**
@@ -83,14 +126,10 @@ export function queueTypeRefusal(brokerMessage: string): string | null {
 
 /**
  * A listener's own queue on the control exchange: server-named, exclusive (deleted with its
- * connection) and auto-deleted. Classic by name: an exclusive queue cannot be a quorum queue,
- * and a vhost whose default type is quorum would otherwise be asked for one. Exclusive
- * transient queues are what RabbitMQ 4 keeps (it deprecates transient non-exclusive ones).
+ * connection) and auto-deleted (brokerLayout's `control`).
  */
 export async function assertControlQueue(ch: Channel, t: Topology): Promise<string> {
-  const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true, durable: false, arguments: { "x-queue-type": "classic" } });
-  await ch.bindQueue(queue, t.controlExchange, "");
-  return queue;
+  return declareQueue(ch, brokerLayout(t).queues.control);
 }
 
 /**
@@ -98,10 +137,7 @@ export async function assertControlQueue(ch: Channel, t: Topology): Promise<stri
  * leader's mandatory publish comes back and the unit is reported as an error.
  */
 export async function assertJobQueue(ch: Channel, t: Topology, kind: string): Promise<string> {
-  const queue = t.jobQueue(kind);
-  await ch.assertQueue(queue, workQueueArgs(t));
-  await ch.bindQueue(queue, t.jobsExchange, kind);
-  return queue;
+  return declareQueue(ch, jobQueueLayout(t, kind));
 }
 
 /**

@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { connectBrokerFromConfig, maxPayloadBytes, createPublisher, defaultInstanceId, startService, within, type Broker, type Logger } from "@rtb/runtime";
+import { connectBrokerFromConfig, formatHostPort, maxPayloadBytes, createPublisher, defaultInstanceId, startService, within, type Broker, type Logger } from "@rtb/runtime";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -170,6 +170,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
         dispatchTimeoutMs: config.RTB_DISPATCH_TIMEOUT_MS,
         processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
         retention: config.RTB_RETENTION,
+        broker: { host: formatHostPort(config.RTB_BROKER_HOST[0]!), vhost: config.RTB_BROKER_VHOST, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES },
       },
     });
     let address: ApiService["address"] = null;

@@ -170,7 +170,7 @@ describe("a 5xx never leaves a write behind", () => {
       maxQueue: 50,
       auth: { reads: false },
       closing: new AbortController().signal,
-      settings: { maxBatch: 100, maxBodyBytes: 1 << 20, maxPayloadBytes: 1 << 20, maxAttempts: 3, dispatchTimeoutMs: 30_000, processingTimeoutMs: 300_000, retention: { text: "0", ms: 0 } },
+      settings: { maxBatch: 100, maxBodyBytes: 1 << 20, maxPayloadBytes: 1 << 20, maxAttempts: 3, dispatchTimeoutMs: 30_000, processingTimeoutMs: 300_000, retention: { text: "0", ms: 0 }, broker: { host: "localhost:5672", vhost: "/", maxMessageBytes: 16 * 1024 * 1024 } },
     });
     const before = await total();
     const res = await app.request("/units", { method: "POST", headers: JSON_TYPE, body: '{"kind":"render","ref":"fails-after-insert"}' });

@@ -19,7 +19,7 @@ const jobUnit = (u: DispatchedUnit): JobUnit =>
   u.deps === undefined ? { unitId: u.unitId, attempt: u.attempt, payload: u.payload } : { unitId: u.unitId, attempt: u.attempt, payload: u.payload, deps: u.deps };
 
 /** A job's body: the single form for one unit (agents of every version read it), the batch form for more. */
-function encodeJob(kind: string, units: readonly DispatchedUnit[]): Buffer {
+export function encodeJob(kind: string, units: readonly DispatchedUnit[]): Buffer {
   if (units.length === 1) {
     const u = units[0]!;
     return encodeMessage({ v: 1, type: "job", kind, ...jobUnit(u) });

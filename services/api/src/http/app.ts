@@ -16,6 +16,7 @@ import { workflowRoutes } from "./workflow-routes.ts";
 import { healthRoutes } from "./health-routes.ts";
 import { metricsRoutes } from "./metrics-routes.ts";
 import { metaRoutes } from "./meta-routes.ts";
+import { asyncApiRoutes } from "./asyncapi-routes.ts";
 import { dashboardRoutes } from "./dashboard.ts";
 import { openApiDocument } from "./openapi-document.ts";
 
@@ -50,6 +51,7 @@ export function createApp(deps: AppDeps): OpenAPIHono {
   app.route("/", healthRoutes(deps));
   app.route("/", metricsRoutes(deps));
   app.route("/", metaRoutes(deps.settings));
+  app.route("/", asyncApiRoutes(deps.broker.topology, deps.settings));
   app.route("/", dashboardRoutes(deps));
 
   const document = createRoute({

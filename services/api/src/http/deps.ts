@@ -26,6 +26,8 @@ export interface AppSettings {
   processingTimeoutMs: number;
   /** RTB_RETENTION: finished units older than this are pruned (GET / shows it) */
   retention: Duration;
+  /** For GET /asyncapi.json: the first of RTB_BROKER_HOST (`host:port`), RTB_BROKER_VHOST, RTB_BROKER_MAX_MESSAGE_BYTES */
+  broker: { host: string; vhost: string; maxMessageBytes: number };
 }
 
 export interface AppDeps {

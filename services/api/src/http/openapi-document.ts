@@ -4,7 +4,8 @@ import { httpComponents } from "@rtb/protocol";
 import type { AuthOptions } from "./auth.ts";
 import { CHANGE } from "./routes.ts";
 
-const VERSION = "0.1.0";
+/** rtb's version, in the OpenAPI and AsyncAPI documents. */
+export const VERSION = "0.1.0";
 
 /**
  * The protocol's shared schemas by name, so the generator writes each once in
