@@ -8,14 +8,14 @@ import type { ApiService } from "@rtb/api";
 import { loadAgentConfig, PermanentJobError, startAgent, type Handler } from "@rtb/agent";
 import { encodeJob } from "@rtb/leader";
 import * as protocol from "@rtb/protocol";
-import { assertControlQueue, assertJobQueue, assertTopology, cancelMessages, dispatchMessages, type Topology } from "@rtb/runtime";
+import { assertControlQueue, assertJobQueue, assertTopology, type Topology } from "@rtb/runtime";
 import { rawBroker, testLogger, useTestPlace, waitFor } from "@rtb/testing";
 import { call, startApi } from "./support.ts";
 
 // The api serves GET /asyncapi.json from the topology it declares and the message schemas; this
 // file checks the document against the AsyncAPI parser, against what the topology code really
 // declares on the broker, and against messages the services really produce (a real agent's
-// reports and heartbeats, the leader's job encoder, the api's dispatch and cancel messages).
+// reports and heartbeats, the leader's job encoder, the api's own dispatch and cancel messages).
 const KIND = "proto";
 const place = useTestPlace({ kinds: [KIND] });
 // A second place for a real agent, whose inbox nobody else consumes: the test reads its reports.
@@ -211,7 +211,7 @@ describe("the messages are the protocol's", () => {
 });
 
 describe("real messages validate against the document", () => {
-  it("a real agent's processing, success and error reports and its heartbeat; the leader's jobs; the api's dispatch and cancel", async () => {
+  it("a real agent's processing, success and error reports and its heartbeat; the leader's single and batch jobs", async () => {
     const v = await validators(doc);
     const valid = (name: string, body: unknown) => (v[name]!(body) ? "valid" : `${name}: ${JSON.stringify(v[name]!.errors)}`);
 
@@ -259,12 +259,6 @@ describe("real messages validate against the document", () => {
       { message: "upstream down", retryable: true },
     ]);
 
-    // The api's dispatch and cancel messages: their encoders, as the dispatcher and the cancel announcer use them.
-    const dispatch = dispatchMessages(units, 100, 16 * 1024 * 1024);
-    expect(valid("dispatch", JSON.parse(protocol.encodeMessage(dispatch[0]!).toString()))).toBe("valid");
-    const cancel = cancelMessages([{ unitId: 1, attempt: 1 }], 16 * 1024 * 1024);
-    expect(valid("cancel", JSON.parse(protocol.encodeMessage(cancel[0]!).toString()))).toBe("valid");
-
     // Wrong ones fail.
     const report = byStatus("error");
     const withError = (error: unknown) => ({ ...report, updates: [{ ...report.updates.find((u: any) => u.status === "error"), error }] });
@@ -281,5 +275,40 @@ describe("real messages validate against the document", () => {
     expect(valid("job", { ...JSON.parse(single.toString()), unitId: 0 })).not.toBe("valid");
     expect(valid("job", { ...JSON.parse(single.toString()), kind: "has space" })).not.toBe("valid");
     expect(valid("cancel", { v: 1, type: "cancel", units: [] })).not.toBe("valid");
+  });
+
+  it("the api's own dispatch and cancel messages, taken from the outbox and the control exchange", async () => {
+    const v = await validators(doc);
+    const valid = (name: string, body: unknown) => (v[name]!(body) ? "valid" : `${name}: ${JSON.stringify(v[name]!.errors)}`);
+    const conn = place.own(await rawBroker());
+    const ch = await conn.createChannel();
+    // An agent's control queue of our own: the api's cancels reach it.
+    const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true, durable: false, arguments: { "x-queue-type": "classic" } });
+    await ch.bindQueue(queue, place.topology.controlExchange, "");
+    // Consumed, not fetched: a quorum queue with a single active consumer (the outbox) refuses basic.get.
+    const next = async (q: string): Promise<any> => {
+      let tag = "";
+      const body = await new Promise<any>((resolve) => {
+        void ch.consume(q, (m) => m && resolve(JSON.parse(m.content.toString())), { noAck: true }).then((ok) => (tag = ok.consumerTag));
+      });
+      await waitFor("the consumer to be subscribed", () => tag || null);
+      await ch.cancel(tag);
+      return body;
+    };
+    const ids: number[] = (await call(api, "/units", "POST", [{ kind: KIND, payload: { page: 1 } }, { kind: KIND }])).body.units.map((u: any) => u.id);
+    const dispatched = next(place.topology.box);
+    await call(api, "/go");
+    // No leader runs here: the test takes the api's dispatch message from the outbox itself.
+    const dispatch = await dispatched;
+    await call(api, "/pause", "POST");
+    expect(dispatch.units.map((u: any) => u.unitId)).toEqual(ids);
+    expect(valid("dispatch", dispatch)).toBe("valid");
+    const cancelled = next(queue);
+    expect((await call(api, `/units/${ids[0]}/cancel`, "POST")).status).toBe(200);
+    const cancel = await cancelled;
+    expect(cancel).toMatchObject({ v: 1, type: "cancel", units: [{ unitId: ids[0], attempt: 1 }] });
+    expect(valid("cancel", cancel)).toBe("valid");
+    expect(valid("dispatch", { ...dispatch, units: [] })).not.toBe("valid");
+    expect(valid("dispatch", { ...dispatch, units: [{ ...dispatch.units[0], kind: undefined }] })).not.toBe("valid");
   });
 });
