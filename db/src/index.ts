@@ -24,3 +24,4 @@ export * from "./schedule-times.ts";
 export * from "./schedules.ts";
 export * from "./retention.ts";
 export * from "./workflows.ts";
+export * from "./callbacks.ts";

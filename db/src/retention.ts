@@ -62,6 +62,9 @@ export async function pruneBatch(trx: Transaction<Database>, opts: { retentionMs
     // Their edges, both ways (a dependent kept keeps no edge to a dependency gone).
     await sql`DELETE FROM unit_deps WHERE unit_id = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
     await sql`DELETE FROM unit_deps WHERE depends_on = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
+    // Their callbacks' deliveries (migration 0013), whatever their state: a delivery still
+    // pending for a unit finished longer ago than the retention has long given up in practice.
+    await sql`DELETE FROM callbacks WHERE unit_id = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
   }
   const { rows } = await sql<{ units: number }>`
     WITH gone AS (DELETE FROM units WHERE id = ANY(${sql.val(ids)}::bigint[]) RETURNING 1),

@@ -39,6 +39,8 @@ export interface UnitsTable {
   has_dependents: Generated<boolean>;
   /** The failed dependency whose end closed this unit; a retry of that one re-opens it. */
   closed_by: number | null;
+  /** Where its end is POSTed (migration 0013); null: its group's, if any. */
+  callback_url: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -67,6 +69,8 @@ export interface UnitGroupsTable {
   weight: Generated<number>;
   /** At most this many units in flight (dispatched, queued, processing); null: no limit. */
   max_in_flight: number | null;
+  /** Where its units' ends are POSTed when a unit names none (migration 0013); null: none. */
+  callback_url: string | null;
 }
 
 /** Deltas of the count of units per status, written by triggers (migration 0004). */
@@ -171,6 +175,24 @@ export interface DutyLeasesTable {
   handovers: Generated<number>;
 }
 
+/** One delivery of a unit's end to its callback URL (migration 0013, callbacks.ts). */
+export interface CallbacksTable {
+  id: Generated<number>;
+  unit_id: number;
+  url: string;
+  /** What is POSTed, as the trigger wrote it when the unit ended. */
+  body: Json;
+  state: "pending" | "delivered" | "given_up";
+  /** Requests sent (or claimed to be sent) so far. */
+  attempts: Generated<number>;
+  /** Pending: not claimed before this (its backoff, or the claim's lease). */
+  next_at: Generated<Date>;
+  /** One entry per attempt: `{at, outcome, statusCode?, error?}`. */
+  history: ColumnType<unknown, string | undefined, string>;
+  created_at: Generated<Date>;
+  finished_at: Timestamp | null;
+}
+
 export type WorkflowStatus = WorkflowStatusName;
 
 /** "unit_id waits for depends_on" (migration 0010). */
@@ -208,6 +230,7 @@ export interface Database {
   unit_deps: UnitDepsTable;
   workflows: WorkflowsTable;
   duty_leases: DutyLeasesTable;
+  callbacks: CallbacksTable;
 }
 
 export type UnitRow = Selectable<UnitsTable>;

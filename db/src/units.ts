@@ -5,6 +5,7 @@ import type { UnitRow } from "./schema.ts";
 import { isStuck } from "./invariants.ts";
 import { backlogColumns, toBacklogShape, type BacklogColumns, type BacklogShape } from "./tallies.ts";
 import { zeroCounts } from "@rtb/protocol";
+import { unitCallbacks, type CallbackDelivery } from "./callbacks.ts";
 
 export interface UnitEvent {
   attempt: number;
@@ -39,6 +40,8 @@ export interface Unit {
   workflow: { id: number; step: string } | null;
   /** Blocked: dependencies not yet satisfied; null for a unit that never had dependencies. */
   waitingOn: number | null;
+  /** Where its end is POSTed (migration 0013); null: its group's, if it has one. */
+  callbackUrl: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -49,7 +52,7 @@ export async function findUnit(db: Db, id: number): Promise<Unit | null> {
   return row ? toUnit(row) : null;
 }
 
-export async function getUnit(db: Db, id: number): Promise<(Unit & { events: UnitEvent[] }) | null> {
+export async function getUnit(db: Db, id: number): Promise<(Unit & { events: UnitEvent[]; callbacks: CallbackDelivery[] }) | null> {
   const unit = await findUnit(db, id);
   if (!unit) return null;
   const events = await db
@@ -61,6 +64,7 @@ export async function getUnit(db: Db, id: number): Promise<(Unit & { events: Uni
   return {
     ...unit,
     events: events.map((e) => ({ attempt: e.attempt, status: e.status, at: e.at, recordedAt: e.recorded_at, source: e.source, detail: e.detail })),
+    callbacks: await unitCallbacks(db, id),
   };
 }
 
@@ -85,6 +89,7 @@ export function toUnit(row: UnitRow): Unit {
     schedule: row.schedule_name !== null && row.scheduled_for !== null ? { name: row.schedule_name, occurrence: row.scheduled_for } : null,
     workflow: row.workflow_id !== null && row.step !== null ? { id: row.workflow_id, step: row.step } : null,
     waitingOn: row.waiting_on,
+    callbackUrl: row.callback_url,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -110,6 +115,8 @@ export interface NewUnit {
    * it starts `blocked`, waiting for them. 0 or absent: none, it starts pending.
    */
   dependencies?: number;
+  /** Where its end is POSTed (checked by the api against RTB_WEBHOOK_ALLOWED_HOSTS); null: its group's. */
+  callbackUrl?: string | null;
 }
 
 export interface Enqueued {
@@ -161,8 +168,9 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.schedule?.occurrence ?? null))}::timestamptz[],
           ${sql.val(distinct.map((u) => u.workflow?.id ?? null))}::bigint[],
           ${sql.val(distinct.map((u) => u.workflow?.step ?? null))}::text[],
-          ${sql.val(distinct.map((u) => (u.dependencies ? u.dependencies : 0)))}::int[]
-        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, deps, ord)
+          ${sql.val(distinct.map((u) => (u.dependencies ? u.dependencies : 0)))}::int[],
+          ${sql.val(distinct.map((u) => u.callbackUrl ?? null))}::text[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, deps, callback_url, ord)
       ),
       -- A delayed unit is pending with not_before set: not ready (the ready counts leave it
       -- out) until the top-up or the preview clears it once due (dispatch-inputs.ts), and the
@@ -173,10 +181,10 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
         FROM input
       ),
       inserted AS (
-        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, waiting_on, status)
+        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, callback_url, waiting_on, status)
         OVERRIDING SYSTEM VALUE
         -- A unit with dependencies waits, blocked, for addDependencies to count its edges.
-        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step,
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, callback_url,
                CASE WHEN deps > 0 THEN 0 END, CASE WHEN deps > 0 THEN 'blocked' ELSE 'pending' END
         FROM due ORDER BY ord
         ON CONFLICT (ref) DO NOTHING

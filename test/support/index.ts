@@ -7,3 +7,4 @@ export * from "./server-control.ts";
 export * from "./workflow-runs.ts";
 export * from "./pgbouncer.ts";
 export * from "./owned-cluster.ts";
+export * from "./webhook-receiver.ts";

@@ -13,6 +13,8 @@ import { startRetention, type Retention } from "./retention.ts";
 import { createStats, type ApiStats } from "./stats.ts";
 import { startDuties, type Duties } from "./duties.ts";
 import { collectApiMetrics, createApiMetrics, type ApiMetrics } from "./api-metrics.ts";
+import { startCallbackDeliverer, type CallbackDeliverer } from "./callback-deliverer.ts";
+import { callbackUrlProblem } from "./callback-policy.ts";
 
 export interface ApiService {
   app: OpenAPIHono;
@@ -103,6 +105,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     parts.add("dispatcher", (left) => within(dispatcher.stop(), left(500)));
     const cancels = createCancelAnnouncer({ publisher, topology, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, logger });
 
+    let callbacks: CallbackDeliverer | undefined;
     const inbox = await startInboxConsumer({
       db: database.db,
       broker,
@@ -114,12 +117,38 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       retryBaseMs: config.RTB_RETRY_BACKOFF_MS,
       retryMaxMs: config.RTB_RETRY_BACKOFF_MAX_MS,
       maxAttempts: config.RTB_MAX_ATTEMPTS,
-      onFreed: () => dispatcher.trigger("inbox batch"),
+      onFreed: () => {
+        dispatcher.trigger("inbox batch");
+        callbacks?.wake();
+      },
       // An agent runs a cancelled attempt: it did not hear the cancel (started or reconnected since).
       onCancelledRunning: (units) => void cancels.announce(units, "a cancelled attempt was reported running"),
     });
     // Most of the budget: the batch in hand is applied and acked, or handed back.
     parts.add("inbox", (left) => inbox.stop(left(1_500)));
+
+    // Completion callbacks (off without allowed hosts, which the config requires a secret for).
+    // Stopped before the inbox: a request cut off is sent again once its claim's lease ends.
+    const allowed = config.RTB_WEBHOOK_ALLOWED_HOSTS;
+    callbacks =
+      allowed.length > 0 && config.RTB_WEBHOOK_SECRET
+        ? startCallbackDeliverer({
+            db: database.db,
+            logger,
+            registry: metrics.registry,
+            settings: {
+              allowed,
+              secret: config.RTB_WEBHOOK_SECRET,
+              maxAttempts: config.RTB_WEBHOOK_MAX_ATTEMPTS,
+              timeoutMs: config.RTB_WEBHOOK_TIMEOUT_MS,
+              concurrency: config.RTB_WEBHOOK_CONCURRENCY,
+              backoffMs: config.RTB_WEBHOOK_BACKOFF_MS,
+              backoffMaxMs: config.RTB_WEBHOOK_BACKOFF_MAX_MS,
+            },
+          })
+        : undefined;
+    const deliverer = callbacks;
+    if (deliverer) parts.add("callbacks", (left) => within(deliverer.stop(), left(1_000)));
 
     // Stopped before the dispatcher it triggers; its first look fires what came due while no api ran.
     scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS, duties });
@@ -171,6 +200,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
         processingTimeoutMs: config.RTB_PROCESSING_TIMEOUT_MS,
         retention: config.RTB_RETENTION,
         broker: { host: formatHostPort(config.RTB_BROKER_HOST[0]!), vhost: config.RTB_BROKER_VHOST, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES },
+        ...(allowed.length > 0 ? { callbackUrl: (url: string) => callbackUrlProblem(allowed, url) } : {}),
       },
     });
     let address: ApiService["address"] = null;

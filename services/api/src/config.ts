@@ -2,6 +2,7 @@ import { validate as validCron } from "node-cron";
 import { z } from "zod";
 import { bool, brokerConfig, duration, hostPort, int, loadConfig, logConfig, secret, type Env } from "@rtb/runtime";
 import { dbConfig } from "@rtb/db";
+import { allowedHostsSetting, webhookSecretSetting } from "./callback-policy.ts";
 
 export const apiConfigSchema = z.object({
   ...dbConfig,
@@ -42,6 +43,25 @@ export const apiConfigSchema = z.object({
   RTB_INBOX_PREFETCH: int(500, { min: 1, max: 65_535 }),
   RTB_INBOX_BATCH_MS: int(0, { min: 0, max: 10_000 }),
   RTB_SHUTDOWN_TIMEOUT_MS: int(10_000, { min: 0 }),
+  /** Completion callbacks (callback-policy.ts, callback-deliverer.ts): the hosts they may go to; empty: off. */
+  RTB_WEBHOOK_ALLOWED_HOSTS: allowedHostsSetting,
+  /** The Standard Webhooks signing key (whsec_ + base64); required when RTB_WEBHOOK_ALLOWED_HOSTS is set. */
+  RTB_WEBHOOK_SECRET: secret(webhookSecretSetting),
+  /** Attempts of one delivery before it is given up (the first included). */
+  RTB_WEBHOOK_MAX_ATTEMPTS: int(10, { min: 1, max: 100 }),
+  /** One request's limit: connecting, sending and the answer's head. */
+  RTB_WEBHOOK_TIMEOUT_MS: int(10_000, { min: 100, max: 300_000 }),
+  /** Requests this api has open at once. */
+  RTB_WEBHOOK_CONCURRENCY: int(8, { min: 1, max: 1_000 }),
+  /** The wait after a first failed attempt, doubled after each (with jitter), up to RTB_WEBHOOK_BACKOFF_MAX_MS. */
+  RTB_WEBHOOK_BACKOFF_MS: int(5_000, { min: 10, max: 3_600_000 }),
+  RTB_WEBHOOK_BACKOFF_MAX_MS: int(3_600_000, { min: 10, max: 86_400_000 }),
+}).superRefine((c, ctx) => {
+  // Refused at start rather than per request: an api that takes callbacks it cannot sign would
+  // only find out when the first unit ends.
+  if (c.RTB_WEBHOOK_ALLOWED_HOSTS.length > 0 && c.RTB_WEBHOOK_SECRET === undefined) {
+    ctx.addIssue({ code: "custom", path: ["RTB_WEBHOOK_SECRET"], message: "required when RTB_WEBHOOK_ALLOWED_HOSTS is set: callbacks are signed (make one with: echo \"whsec_$(openssl rand -base64 32)\")" });
+  }
 });
 
 export type ApiConfig = z.infer<typeof apiConfigSchema>;

@@ -22,8 +22,8 @@ describe("groups", () => {
     const { status, body } = await call(api, "/groups");
     expect(status).toBe(200);
     expect(body.groups).toEqual([
-      { name: "acme", weight: 1, maxInFlight: null, ready: 6, inFlight: 0 },
-      { name: "globex", weight: 1, maxInFlight: null, ready: 6, inFlight: 0 },
+      { name: "acme", weight: 1, maxInFlight: null, callbackUrl: null, ready: 6, inFlight: 0 },
+      { name: "globex", weight: 1, maxInFlight: null, callbackUrl: null, ready: 6, inFlight: 0 },
     ]);
     expect(body.nextCursor).toBeNull();
   });
@@ -44,7 +44,7 @@ describe("groups", () => {
   });
 
   it("a group without units can be set up in advance", async () => {
-    expect((await call(api, "/groups/initech", "PUT", { maxInFlight: 3 })).body).toEqual({ name: "initech", weight: 1, maxInFlight: 3, ready: 0, inFlight: 0 });
+    expect((await call(api, "/groups/initech", "PUT", { maxInFlight: 3 })).body).toEqual({ name: "initech", weight: 1, maxInFlight: 3, callbackUrl: null, ready: 0, inFlight: 0 });
     const page = await call(api, "/groups?limit=2");
     expect(page.body.groups.map((g: any) => g.name)).toEqual(["acme", "globex"]);
     expect((await call(api, `/groups?limit=2&after=${page.body.nextCursor}`)).body.groups.map((g: any) => g.name)).toEqual(["initech"]);

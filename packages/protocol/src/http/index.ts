@@ -3,3 +3,4 @@ export * from "./requests.ts";
 export * from "./responses.ts";
 export * from "./meta.ts";
 export * from "./workflows.ts";
+export * from "./callbacks.ts";

@@ -3,6 +3,7 @@ import { SCHEDULE_REF_PREFIX, scheduleNameSchema } from "../names.ts";
 import { CANCELLABLE } from "../statuses.ts";
 import { groupName, intParam, statusList, storableText, unitKind, unitRef } from "./fields.ts";
 import { failurePolicy, MAX_WORKFLOW_STEPS } from "../workflows.ts";
+import { callbackUrlField, type CallbackUrlCheck } from "./callbacks.ts";
 
 /**
  * What the api's requests take: the api validates with these (and documents them in
@@ -15,6 +16,8 @@ export interface RequestLimits {
   maxBatch: number;
   /** RTB_MAX_ATTEMPTS: a unit's attempts when the request does not say. */
   maxAttempts: number;
+  /** The api's rules for a callbackUrl (RTB_WEBHOOK_ALLOWED_HOSTS); absent: callbacks are off, every callbackUrl refused. */
+  callbackUrl?: CallbackUrlCheck | undefined;
 }
 
 /** The longest a unit may be delayed (runAt or delayMs): 366 days. */
@@ -58,6 +61,7 @@ export function unitSchemas(limits: RequestLimits) {
             "and is dispatched with their results (by ref, else by id). For workflows of named steps, POST /workflows.",
         ),
       onFailure: failurePolicy.optional().describe("With dependsOn: what a dependency ending in error or cancelled does to this unit (default cancel)."),
+      callbackUrl: callbackUrlField(limits.callbackUrl).optional(),
     })
     .superRefine((u, ctx) => {
       if (u.onFailure !== undefined && u.dependsOn === undefined) ctx.addIssue({ code: "custom", path: ["onFailure"], message: "onFailure applies to dependsOn: give both" });
@@ -128,12 +132,13 @@ export const nextQuery = z.strictObject({ limit: intParam({ min: 1, max: 1000, d
 
 export const groupParam = z.object({ name: groupName });
 
-export const groupBody = z
+export const groupBody = (limits: Pick<RequestLimits, "callbackUrl"> = {}) => z
   .strictObject({
     weight: z.number().positive().max(1_000_000).optional().describe("Its share relative to the others' (default 1): weight 2 keeps twice as many units in flight."),
     maxInFlight: z.number().int().min(1).max(2_147_483_647).nullable().optional().describe("At most this many units dispatched, queued or processing; null: no limit."),
+    callbackUrl: callbackUrlField(limits.callbackUrl).nullable().optional().describe("Where the ends of its units that name no callbackUrl are POSTed; null: none."),
   })
-  .refine((b) => b.weight !== undefined || b.maxInFlight !== undefined, { message: "expected weight and/or maxInFlight" });
+  .refine((b) => b.weight !== undefined || b.maxInFlight !== undefined || b.callbackUrl !== undefined, { message: "expected weight, maxInFlight and/or callbackUrl" });
 
 export const listGroupsQuery = z.strictObject({
   limit: intParam({ min: 1, max: 1000, defaultValue: 100 }).describe("Groups per page, 1 to 1000 (default 100)."),

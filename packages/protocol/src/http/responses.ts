@@ -2,6 +2,7 @@ import { z } from "zod";
 import { Utilization } from "../messages.ts";
 import { UNIT_STATUSES, type UnitStatus } from "../statuses.ts";
 import { CURSOR_PATTERN } from "./fields.ts";
+import { callbackDelivery } from "./callbacks.ts";
 
 /**
  * What the api answers. The api's handlers are type-checked against these (zod-openapi's
@@ -41,6 +42,7 @@ export const unitView = z
       .nullable()
       .describe("The workflow this unit is a step of; null outside workflows."),
     waitingOn: count.nullable().describe("Blocked: how many of its dependencies are not yet satisfied; null for a unit without dependencies."),
+    callbackUrl: z.string().nullable().describe("Where its end is POSTed; null: its group's callbackUrl, if any."),
     createdAt: time.describe("When it was enqueued."),
     updatedAt: time.describe("When its row last changed."),
   })
@@ -60,7 +62,13 @@ export const unitEvent = z
 // An intersection, not unitView.extend: the document then refers to Unit (allOf) instead of
 // writing its properties out a second time.
 export const unitWithTimeline = z
-  .intersection(unitView, z.object({ events: z.array(unitEvent).describe("Every event of every attempt, oldest first.") }))
+  .intersection(
+    unitView,
+    z.object({
+      events: z.array(unitEvent).describe("Every event of every attempt, oldest first."),
+      callbacks: z.array(callbackDelivery).describe("The deliveries of its end to its callback URL (one per time it ended), oldest first, with each attempt."),
+    }),
+  )
   .describe("A unit with its timeline.");
 export type UnitWithTimeline = z.output<typeof unitWithTimeline>;
 
@@ -296,6 +304,7 @@ export const groupView = z
     name: z.string().describe("The group's name."),
     weight: z.number().positive().describe("Its share relative to the others' (default 1)."),
     maxInFlight: count.min(1).nullable().describe("At most this many units in flight; null: no limit."),
+    callbackUrl: z.string().nullable().describe("Where the ends of its units that name no callbackUrl are POSTed; null: none."),
     ready: countOf("Pending units past any retry backoff."),
     inFlight: countOf("dispatched + queued + processing"),
   })

@@ -6,6 +6,7 @@ import type { CancelAnnouncer } from "../cancel-announcer.ts";
 import type { ApiStats } from "../stats.ts";
 import type { AuthOptions } from "./auth.ts";
 import type { Duties } from "../duties.ts";
+import type { CallbackUrlCheck } from "@rtb/protocol";
 
 /**
  * What the HTTP surface is given: the route modules, the event hub and the state builder
@@ -28,6 +29,8 @@ export interface AppSettings {
   retention: Duration;
   /** For GET /asyncapi.json: the first of RTB_BROKER_HOST (`host:port`), RTB_BROKER_VHOST, RTB_BROKER_MAX_MESSAGE_BYTES */
   broker: { host: string; vhost: string; maxMessageBytes: number };
+  /** What a callbackUrl must be (RTB_WEBHOOK_ALLOWED_HOSTS, callback-policy.ts); absent: callbacks are off. */
+  callbackUrl?: CallbackUrlCheck;
 }
 
 export interface AppDeps {

@@ -8,7 +8,7 @@ import { committed } from "./committed.ts";
 const tags = ["groups"];
 
 /** /groups: each group's fair share (weight, in-flight limit) and where its units are. */
-export function groupRoutes({ db, dispatcher }: AppDeps): OpenAPIHono {
+export function groupRoutes({ db, dispatcher, settings }: AppDeps): OpenAPIHono {
   const app = routes();
 
   const list = createRoute({
@@ -30,8 +30,8 @@ export function groupRoutes({ db, dispatcher }: AppDeps): OpenAPIHono {
     path: "/{name}",
     tags,
     security: CHANGE,
-    summary: "Set a group's weight and/or in-flight limit (maxInFlight: null removes it); takes effect at the next top-up",
-    request: { params: groupParam, body: { required: true, content: json(groupBody) } },
+    summary: "Set a group's weight, in-flight limit and/or callback URL (null removes a limit or a URL); takes effect at the next top-up",
+    request: { params: groupParam, body: { required: true, content: json(groupBody(settings)) } },
     responses: { 200: { description: "The group as it is now.", content: json(groupView) }, 400: { description: "A bad field.", content: json(errorBody) } },
   });
   serve(app, put, async (c) => {

@@ -1,6 +1,6 @@
-import type { OpenAPIHono } from "@hono/zod-openapi";
+import { z, type OpenAPIHono } from "@hono/zod-openapi";
 import { zodToOpenAPIRegistry } from "@asteasolutions/zod-to-openapi";
-import { httpComponents } from "@rtb/protocol";
+import { callbackPayload, httpComponents } from "@rtb/protocol";
 import type { AuthOptions } from "./auth.ts";
 import { CHANGE } from "./routes.ts";
 
@@ -37,6 +37,23 @@ export function openApiDocument(app: OpenAPIHono, auth: Pick<AuthOptions, "reads
     type: "http",
     scheme: "bearer",
     description: "RTB_API_TOKEN; required for changes when set, and for reads too with RTB_API_TOKEN_READS=true",
+  });
+  // What rtb sends, not what it serves: the completion callback (callback-deliverer.ts).
+  app.openAPIRegistry.registerWebhook({
+    method: "post",
+    path: "unitFinished",
+    summary: "A unit ended: its final state, POSTed to its callbackUrl (else its group's), signed as Standard Webhooks sign",
+    request: {
+      headers: z.object({
+        "webhook-id": z.string().describe("msg_rtb_<n>: the same on every retry of one delivery (deduplicate on it)."),
+        "webhook-timestamp": z.string().regex(/^\d+$/).describe("This attempt's time, in seconds since the epoch."),
+        "webhook-signature": z.string().describe("v1,<base64 HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<body>` keyed with RTB_WEBHOOK_SECRET's base64-decoded bytes>."),
+      }),
+      body: { required: true, content: { "application/json": { schema: callbackPayload } } },
+    },
+    responses: {
+      200: { description: "Any 2xx: delivered, never sent again. Anything else (a redirect too), a timeout or no connection: retried with backoff, up to RTB_WEBHOOK_MAX_ATTEMPTS." },
+    },
   });
   const document = app.getOpenAPI31Document({
     openapi: "3.1.0",

@@ -231,4 +231,5 @@ const toNewUnit = (u: ParsedNewUnit): NewUnit => ({
   runAt: u.runAt === undefined ? null : new Date(u.runAt),
   delayMs: u.delayMs ?? null,
   dependencies: u.dependsOn?.length ?? 0,
+  callbackUrl: u.callbackUrl ?? null,
 });

@@ -1,0 +1,114 @@
+import { sql } from "kysely";
+import type { Db } from "./database.ts";
+
+/**
+ * Completion callbacks (migration 0013): the rows the trigger `units_callback_update` writes when
+ * a unit ends, claimed and settled by the api's delivery loop
+ * (services/api/src/callback-deliverer.ts).
+ */
+
+/** A delivery claimed for one attempt. */
+export interface ClaimedCallback {
+  id: number;
+  unitId: number;
+  url: string;
+  body: unknown;
+  /** This attempt's number, from 1. */
+  attempt: number;
+  /** When the unit ended (the row was written). */
+  createdAt: Date;
+}
+
+/** One attempt as the unit's timeline shows it. */
+export interface CallbackAttempt {
+  at: Date;
+  outcome: "delivered" | "failed" | "given_up";
+  statusCode?: number;
+  error?: string;
+}
+
+export interface CallbackDelivery {
+  /** The `webhook-id` header of every attempt of this delivery. */
+  webhookId: string;
+  url: string;
+  state: "pending" | "delivered" | "given_up";
+  attempts: number;
+  /** Pending: the next attempt is not before then. */
+  nextAttemptAt: Date | null;
+  createdAt: Date;
+  finishedAt: Date | null;
+  history: CallbackAttempt[];
+}
+
+/** A delivery's `webhook-id`: stable across its retries, distinct for each end of a unit (a retried unit ends again). */
+export const webhookId = (id: number) => `msg_rtb_${id}`;
+
+/**
+ * Claim up to `limit` due deliveries in one statement: each gets its attempt counted and its
+ * `next_at` moved `leaseMs` ahead, so no other api (or loop) claims it while it is being sent.
+ * FOR UPDATE SKIP LOCKED: api replicas claiming at once take different rows, without a duty. An
+ * api that dies mid-request leaves the row pending; once the lease ends another api (or this one
+ * restarted) claims it again: at-least-once, with the same webhook-id.
+ */
+export async function claimCallbacks(db: Db, limit: number, leaseMs: number): Promise<ClaimedCallback[]> {
+  if (limit <= 0) return [];
+  const { rows } = await sql<{ id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date }>`
+    UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
+    WHERE id = ANY(ARRAY(
+      SELECT id FROM callbacks WHERE state = 'pending' AND next_at <= now()
+      ORDER BY next_at LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED))
+    RETURNING id, unit_id, url, body, attempts, created_at`.execute(db);
+  return rows.map((r) => ({ id: Number(r.id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at }));
+}
+
+/** The receiver answered 2xx: delivered (whoever's claim it was). */
+export async function markDelivered(db: Db, c: ClaimedCallback, statusCode: number): Promise<void> {
+  await sql`
+    UPDATE callbacks SET state = 'delivered', finished_at = now(),
+      history = history || jsonb_build_array(jsonb_build_object('at', now(), 'outcome', 'delivered', 'statusCode', ${statusCode}::int))
+    WHERE id = ${c.id} AND state = 'pending'`.execute(db);
+}
+
+/**
+ * An attempt failed: try again after `retryInMs`, or give up when this was the last one. Only
+ * for the claim that made the attempt (`attempts` unchanged since): a sender whose lease ran out
+ * and whose row was claimed again leaves the newer claim's schedule alone.
+ */
+export async function markFailed(db: Db, c: ClaimedCallback, failure: { statusCode?: number; error: string }, opts: { retryInMs: number; giveUp: boolean }): Promise<boolean> {
+  const entry = {
+    outcome: opts.giveUp ? "given_up" : "failed",
+    ...(failure.statusCode !== undefined ? { statusCode: failure.statusCode } : {}),
+    error: failure.error,
+  };
+  const { rows } = await sql<{ id: string }>`
+    UPDATE callbacks SET
+      state = ${opts.giveUp ? "given_up" : "pending"},
+      finished_at = ${opts.giveUp ? sql`now()` : sql`NULL`},
+      next_at = now() + make_interval(secs => ${opts.retryInMs / 1000}),
+      history = history || jsonb_build_array(${JSON.stringify(entry)}::jsonb || jsonb_build_object('at', now()))
+    WHERE id = ${c.id} AND state = 'pending' AND attempts = ${c.attempt}
+    RETURNING id`.execute(db);
+  return rows.length > 0;
+}
+
+/** A unit's deliveries, oldest first (GET /units/:id). */
+export async function unitCallbacks(db: Db, unitId: number): Promise<CallbackDelivery[]> {
+  const rows = await db.selectFrom("callbacks").selectAll().where("unit_id", "=", unitId).orderBy("id").execute();
+  return rows.map((r) => ({
+    webhookId: webhookId(Number(r.id)),
+    url: r.url,
+    state: r.state,
+    attempts: r.attempts,
+    nextAttemptAt: r.state === "pending" ? r.next_at : null,
+    createdAt: r.created_at,
+    finishedAt: r.finished_at,
+    history: (r.history as { at: string; outcome: CallbackAttempt["outcome"]; statusCode?: number; error?: string }[]).map((h) => ({ ...h, at: new Date(h.at) })),
+  }));
+}
+
+/** Deliveries not yet delivered nor given up (index callbacks_due), counted up to `cap`. */
+export async function pendingCallbacks(db: Db, cap = 100_000): Promise<number> {
+  const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM (SELECT 1 FROM callbacks WHERE state = 'pending' LIMIT ${cap}) p`.execute(db);
+  return rows[0]?.n ?? 0;
+}

@@ -1,0 +1,206 @@
+import { Webhook } from "standardwebhooks";
+import { claimCallbacks, markDelivered, markFailed, pendingCallbacks, webhookId, type ClaimedCallback, type Db } from "@rtb/db";
+import { Counter, Gauge, Histogram, type Logger, type Registry } from "@rtb/runtime";
+import { callbackUrlProblem, type AllowedHost } from "./callback-policy.ts";
+
+/**
+ * The delivery loop of completion callbacks (migration 0013): claims due deliveries (FOR UPDATE
+ * SKIP LOCKED, so api replicas share them without a duty), POSTs each, signed, with at most
+ * `concurrency` requests open, and settles it: delivered on a 2xx, else retried after an
+ * exponential backoff with jitter, given up after `maxAttempts`. It runs beside the inbox and
+ * never inside its transactions: status application only writes the row (the trigger), and
+ * this loop holds no connection while a request is open (a claim, then one update per answer).
+ */
+export interface CallbackSettings {
+  allowed: readonly AllowedHost[];
+  /** RTB_WEBHOOK_SECRET (whsec_...). */
+  secret: string;
+  maxAttempts: number;
+  timeoutMs: number;
+  concurrency: number;
+  backoffMs: number;
+  backoffMaxMs: number;
+  /** How often it looks for due deliveries when nothing woke it. */
+  pollMs?: number;
+}
+
+export interface CallbackDeliverer {
+  /** Look for due deliveries now (units just ended). */
+  wake(): void;
+  stop(): Promise<void>;
+}
+
+/** Bytes of an answer read at most (kept in the failed attempt's error); the rest is never read. */
+export const MAX_ANSWER_BYTES = 1024;
+/** A claim's lease beyond the request's timeout: a claimer that died is replaced after this. */
+const LEASE_MARGIN_MS = 5_000;
+
+export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry: Registry; settings: CallbackSettings }): CallbackDeliverer {
+  const { db, settings } = deps;
+  const logger = deps.logger.child({ part: "callbacks" });
+  const webhook = new Webhook(settings.secret);
+  const metrics = callbackMetrics(deps.registry, db);
+  const stopping = new AbortController();
+  const running = new Set<Promise<void>>();
+  let claiming = false;
+  let again = false;
+
+  async function fill(): Promise<void> {
+    if (claiming) {
+      again = true;
+      return;
+    }
+    claiming = true;
+    try {
+      do {
+        again = false;
+        const free = settings.concurrency - running.size;
+        if (free <= 0 || stopping.signal.aborted) break;
+        const claimed = await claimCallbacks(db, free, settings.timeoutMs + LEASE_MARGIN_MS);
+        for (const c of claimed) start(c);
+        // A full claim: more may be due once a slot frees (each delivery's end calls fill).
+      } while (again && !stopping.signal.aborted);
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, "callbacks: cannot claim deliveries; trying again at the next poll");
+    } finally {
+      claiming = false;
+    }
+  }
+
+  function start(c: ClaimedCallback): void {
+    const p: Promise<void> = deliver(c)
+      .catch((err: unknown) => logger.warn({ err: (err as Error).message, unitId: c.unitId, webhookId: webhookId(c.id) }, "callbacks: cannot record a delivery's outcome; it is claimed again once its lease ends"))
+      .finally(() => {
+        running.delete(p);
+        if (!stopping.signal.aborted) void fill();
+      });
+    running.add(p);
+  }
+
+  async function deliver(c: ClaimedCallback): Promise<void> {
+    const id = webhookId(c.id);
+    const log = logger.child({ unitId: c.unitId, webhookId: id, attempt: c.attempt });
+    // The setting may have changed since the URL was accepted.
+    const problem = callbackUrlProblem(settings.allowed, c.url);
+    const outcome = problem ? { error: problem, final: true } : await send(c, id);
+    if (outcome === "delivered") {
+      metrics.outcomes.inc({ outcome: "delivered" });
+      metrics.latency.observe(Math.max(0, (Date.now() - c.createdAt.getTime()) / 1000));
+      log.debug("callback delivered");
+      return;
+    }
+    if (stopping.signal.aborted) {
+      // Cut off by the stop: its lease lets another api (or this one restarted) send it again.
+      return;
+    }
+    const giveUp = outcome.final || c.attempt >= settings.maxAttempts;
+    const retryInMs = backoff(c.attempt, settings);
+    const settled = await markFailed(db, c, outcome, { retryInMs, giveUp });
+    if (!settled) return;
+    metrics.outcomes.inc({ outcome: giveUp ? "given_up" : "failed" });
+    if (giveUp) log.warn({ error: outcome.error, statusCode: outcome.statusCode, url: c.url }, "callback given up");
+    else log.info({ error: outcome.error, statusCode: outcome.statusCode, retryInMs }, "callback attempt failed; retrying");
+  }
+
+  /** One request: "delivered", or why not. */
+  async function send(c: ClaimedCallback, id: string): Promise<"delivered" | { statusCode?: number; error: string; final?: boolean }> {
+    const body = JSON.stringify(c.body);
+    // A fresh timestamp per attempt: receivers refuse old ones (5 minutes, by the standard's libraries).
+    const at = new Date();
+    const timeout = AbortSignal.timeout(settings.timeoutMs);
+    try {
+      const res = await fetch(c.url, {
+        method: "POST",
+        body,
+        headers: {
+          "content-type": "application/json",
+          "user-agent": "rtb-callbacks",
+          "webhook-id": id,
+          "webhook-timestamp": String(Math.floor(at.getTime() / 1000)),
+          "webhook-signature": webhook.sign(id, at, body),
+        },
+        // A redirect is an answer, not followed: it could point anywhere, past the allowed hosts.
+        redirect: "manual",
+        signal: AbortSignal.any([timeout, stopping.signal]),
+      });
+      if (res.status >= 200 && res.status < 300) {
+        await res.body?.cancel().catch(() => {});
+        await markDelivered(db, c, res.status);
+        return "delivered";
+      }
+      const text = await readCapped(res, MAX_ANSWER_BYTES);
+      const redirect = res.status >= 300 && res.status < 400 ? " (redirects are not followed)" : "";
+      return { statusCode: res.status, error: `answered ${res.status}${redirect}${text ? `: ${text.slice(0, 200)}` : ""}` };
+    } catch (err) {
+      if (timeout.aborted) return { error: `no answer within RTB_WEBHOOK_TIMEOUT_MS (${settings.timeoutMs} ms)` };
+      const e = err as Error & { cause?: { code?: string; message?: string } };
+      return { error: e.cause?.code ?? e.cause?.message ?? e.message };
+    }
+  }
+
+  const timer = setInterval(() => void fill(), settings.pollMs ?? 1_000);
+  timer.unref();
+  void fill();
+  return {
+    wake: () => void fill(),
+    async stop() {
+      clearInterval(timer);
+      stopping.abort();
+      await Promise.allSettled([...running]);
+    },
+  };
+}
+
+/** The wait before attempt `attempt + 1`: base × 2^(attempt−1), at most the maximum, 50 to 100% of it (jitter, so receivers that come back are not hit all at once). */
+export function backoff(attempt: number, s: Pick<CallbackSettings, "backoffMs" | "backoffMaxMs">): number {
+  const full = Math.min(s.backoffMaxMs, s.backoffMs * 2 ** Math.min(attempt - 1, 30));
+  return Math.round(full * (0.5 + Math.random() / 2));
+}
+
+/** At most `cap` bytes of an answer, as text; the rest is not read. */
+async function readCapped(res: Response, cap: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    while (n < cap) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.length;
+    }
+  } catch {
+    // What was read is enough.
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return Buffer.concat(chunks).subarray(0, cap).toString("utf8");
+}
+
+function callbackMetrics(registry: Registry, db: Db) {
+  const outcomes = new Counter({
+    name: "rtb_callback_deliveries_total",
+    help: "Completion callback attempts by this api, by outcome: delivered (a 2xx answer), failed (to be retried), given_up (RTB_WEBHOOK_MAX_ATTEMPTS used, or its host no longer allowed)",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
+  for (const outcome of ["delivered", "failed", "given_up"]) outcomes.inc({ outcome }, 0);
+  const latency = new Histogram({
+    name: "rtb_callback_delivery_seconds",
+    help: "Time from a unit's end to its callback's delivery (retries included)",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "rtb_callbacks_pending",
+    help: "Callback deliveries neither delivered nor given up (all apis; counted up to 100,000)",
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const n = await pendingCallbacks(db).catch(() => null);
+      if (n !== null) this.set(n);
+    },
+  });
+  return { outcomes, latency };
+}
