@@ -105,7 +105,7 @@ const SETTINGS = new Set(Object.values(SCHEMAS).flatMap((s) => Object.keys(s.sha
 const PER_INSTANCE = ["RTB_API_ID", "RTB_LEADER_ID", "RTB_AGENT_ID"];
 /** Set in the Deployments, beside what depends on them (ports, probes, the ScaledObject's kinds). */
 const PER_DEPLOYMENT = ["RTB_API_HOST", "RTB_METRICS_PORT", "RTB_AGENT_KINDS"];
-const SECRETS = ["RTB_DB_PASSWORD", "RTB_BROKER_PASSWORD", "RTB_API_TOKEN"];
+const SECRETS = ["RTB_DB_PASSWORD", "RTB_BROKER_PASSWORD", "RTB_API_TOKEN", "RTB_WEBHOOK_SECRET"];
 /** A Service name in the namespace, or one's full name: never localhost or an address. */
 const IN_CLUSTER_HOST = /^(?!localhost\b)[a-z]([-a-z0-9]*[a-z0-9])?(\.[a-z]([-a-z0-9]*[a-z0-9])?\.svc(\.cluster\.local)?)?:\d+$/;
 

@@ -52,16 +52,15 @@ export const allowedHostsSetting = z
   });
 
 /**
- * RTB_WEBHOOK_SECRET as Standard Webhooks write one: `whsec_` and the base64 of 24 to 64 random
- * bytes (`echo "whsec_$(openssl rand -base64 32)"`).
+ * What is wrong with RTB_WEBHOOK_SECRET as Standard Webhooks write one: `whsec_` and the base64
+ * of 24 to 64 random bytes (`echo "whsec_$(openssl rand -base64 32)"`); null: nothing.
  */
-export const webhookSecretSetting = z
-  .string()
-  .optional()
-  .refine((v) => v === undefined || /^whsec_[A-Za-z0-9+/]+={0,2}$/.test(v), { message: "expected whsec_ and base64 (make one with: echo \"whsec_$(openssl rand -base64 32)\")" })
-  .refine((v) => v === undefined || !/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(v) || between(Buffer.from(v.slice(6), "base64").length, 24, 64), {
-    message: "expected a key of 24 to 64 bytes once base64-decoded (make one with: echo \"whsec_$(openssl rand -base64 32)\")",
-  });
+export function webhookSecretProblem(value: string): string | null {
+  const make = 'make one with: echo "whsec_$(openssl rand -base64 32)"';
+  if (!/^whsec_[A-Za-z0-9+/]+={0,2}$/.test(value)) return `expected whsec_ and base64 (${make})`;
+  if (!between(Buffer.from(value.slice("whsec_".length), "base64").length, 24, 64)) return `expected a key of 24 to 64 bytes once base64-decoded (${make})`;
+  return null;
+}
 
 const between = (n: number, min: number, max: number) => n >= min && n <= max;
 

@@ -2,7 +2,7 @@ import { validate as validCron } from "node-cron";
 import { z } from "zod";
 import { bool, brokerConfig, duration, hostPort, int, loadConfig, logConfig, secret, type Env } from "@rtb/runtime";
 import { dbConfig } from "@rtb/db";
-import { allowedHostsSetting, webhookSecretSetting } from "./callback-policy.ts";
+import { allowedHostsSetting, webhookSecretProblem } from "./callback-policy.ts";
 
 export const apiConfigSchema = z.object({
   ...dbConfig,
@@ -45,8 +45,8 @@ export const apiConfigSchema = z.object({
   RTB_SHUTDOWN_TIMEOUT_MS: int(10_000, { min: 0 }),
   /** Completion callbacks (callback-policy.ts, callback-deliverer.ts): the hosts they may go to; empty: off. */
   RTB_WEBHOOK_ALLOWED_HOSTS: allowedHostsSetting,
-  /** The Standard Webhooks signing key (whsec_ + base64); required when RTB_WEBHOOK_ALLOWED_HOSTS is set. */
-  RTB_WEBHOOK_SECRET: secret(webhookSecretSetting),
+  /** The Standard Webhooks signing key (whsec_ + base64); required, and checked, when RTB_WEBHOOK_ALLOWED_HOSTS is set. */
+  RTB_WEBHOOK_SECRET: secret(z.string().optional()),
   /** Attempts of one delivery before it is given up (the first included). */
   RTB_WEBHOOK_MAX_ATTEMPTS: int(10, { min: 1, max: 100 }),
   /** One request's limit: connecting, sending and the answer's head. */
@@ -58,10 +58,13 @@ export const apiConfigSchema = z.object({
   RTB_WEBHOOK_BACKOFF_MAX_MS: int(3_600_000, { min: 10, max: 86_400_000 }),
 }).superRefine((c, ctx) => {
   // Refused at start rather than per request: an api that takes callbacks it cannot sign would
-  // only find out when the first unit ends.
-  if (c.RTB_WEBHOOK_ALLOWED_HOSTS.length > 0 && c.RTB_WEBHOOK_SECRET === undefined) {
-    ctx.addIssue({ code: "custom", path: ["RTB_WEBHOOK_SECRET"], message: "required when RTB_WEBHOOK_ALLOWED_HOSTS is set: callbacks are signed (make one with: echo \"whsec_$(openssl rand -base64 32)\")" });
-  }
+  // only find out when the first unit ends. Unused while callbacks are off (no host allowed).
+  if (c.RTB_WEBHOOK_ALLOWED_HOSTS.length === 0) return;
+  const problem =
+    c.RTB_WEBHOOK_SECRET === undefined
+      ? 'required when RTB_WEBHOOK_ALLOWED_HOSTS is set: callbacks are signed (make one with: echo "whsec_$(openssl rand -base64 32)")'
+      : webhookSecretProblem(c.RTB_WEBHOOK_SECRET);
+  if (problem) ctx.addIssue({ code: "custom", path: ["RTB_WEBHOOK_SECRET"], message: problem });
 });
 
 export type ApiConfig = z.infer<typeof apiConfigSchema>;

@@ -1,0 +1,140 @@
+import { sql } from "kysely";
+import { beforeAll, describe, expect, it } from "vitest";
+import {
+  addDependencies,
+  applyStatusUpdates,
+  asDuty,
+  cancelUnit,
+  enqueueUnits,
+  enqueueWorkflow,
+  expireProcessing,
+  pruneBatch,
+  retryUnit,
+  setGroupShare,
+  unitCallbacks,
+  type Db,
+  type DbHandle,
+} from "@rtb/db";
+import { openTestDb, useTestPlace } from "@rtb/testing";
+
+/**
+ * The trigger of migration 0013 (units_callback_update): one delivery per end of a unit, written
+ * in the transaction that ends it, whichever path that is; retention deletes them with their units.
+ */
+const place = useTestPlace();
+let handle: DbHandle;
+let db: Db;
+const opts = { retryBaseMs: 1_000, retryMaxMs: 1_000 };
+
+beforeAll(() => {
+  handle = place.own(openTestDb(place));
+  db = handle.db;
+});
+
+/** A unit in `status` at `attempt`, with `url` as its callback (or none). */
+async function unit(status: string, opts: { attempt?: number; maxAttempts?: number; url?: string | null; group?: string; ageMs?: number } = {}): Promise<number> {
+  const { rows } = await sql<{ id: number }>`
+    INSERT INTO units (kind, group_name, payload, status, attempt, max_attempts, dispatched_at, callback_url, updated_at)
+    VALUES ('k', ${opts.group ?? "g"}, '{}', ${status}, ${opts.attempt ?? 1}, ${opts.maxAttempts ?? 3}, now(), ${opts.url === undefined ? "http://hooks.test/u" : opts.url},
+            now() - make_interval(secs => ${(opts.ageMs ?? 0) / 1000}))
+    RETURNING id`.execute(db);
+  return Number(rows[0]!.id);
+}
+
+const report = (unitId: number, status: "success" | "error", extra: object = {}) =>
+  applyStatusUpdates(db, [{ unitId, attempt: 1, status, at: new Date(), source: "agent:t", ...extra }], opts);
+const bodies = async (id: number) => (await db.selectFrom("callbacks").select(["body", "url"]).where("unit_id", "=", id).orderBy("id").execute()) as { body: any; url: string }[];
+
+describe("the callbacks trigger", () => {
+  it("writes one delivery for a success, a permanent error and a reconciler's expiry, none for a retry", async () => {
+    const ok = await unit("processing");
+    const bad = await unit("processing");
+    const retried = await unit("processing");
+    const expired = await unit("processing", { attempt: 3, maxAttempts: 3, ageMs: 60_000 });
+    await report(ok, "success", { result: { n: 1 } });
+    await report(bad, "error", { error: { message: "boom", retryable: false } });
+    await report(retried, "error", { error: { message: "again", retryable: true } });
+    await expireProcessing(db, 1_000, opts);
+    expect((await bodies(ok)).map((b) => b.body.data)).toMatchObject([{ id: ok, status: "success", attempt: 1, result: { n: 1 }, error: null, workflow: null }]);
+    expect((await bodies(bad)).map((b) => b.body.data)).toMatchObject([{ status: "error", error: "boom" }]);
+    expect(await bodies(retried)).toEqual([]);
+    expect((await bodies(expired)).map((b) => b.body.data)).toMatchObject([{ status: "error", attempt: 3, error: expect.stringContaining("RTB_PROCESSING_TIMEOUT_MS") }]);
+    // A duplicate report changes nothing, so writes nothing.
+    await report(ok, "success");
+    expect(await bodies(ok)).toHaveLength(1);
+  });
+
+  it("writes one for a cancel, in any status, and nothing when the transaction rolls back", async () => {
+    const pending = await unit("pending", { attempt: 0 });
+    expect((await cancelUnit(db, pending)).outcome).toBe("done");
+    expect((await bodies(pending)).map((b) => b.body.data)).toMatchObject([{ status: "cancelled", attempt: 0 }]);
+
+    const rolled = await unit("processing");
+    await expect(
+      db.transaction().execute(async (trx) => {
+        await sql`UPDATE units SET status = 'success' WHERE id = ${rolled}`.execute(trx);
+        expect(await trx.selectFrom("callbacks").select("id").where("unit_id", "=", rolled).execute()).toHaveLength(1);
+        throw new Error("rolled back");
+      }),
+    ).rejects.toThrow("rolled back");
+    expect(await bodies(rolled)).toEqual([]);
+  });
+
+  it("takes the group's URL when the unit names none, the unit's when it does, and none when neither has one", async () => {
+    await setGroupShare(db, "with-hook", { callbackUrl: "http://hooks.test/group" });
+    const fromGroup = await unit("processing", { url: null, group: "with-hook" });
+    const own = await unit("processing", { group: "with-hook" });
+    const none = await unit("processing", { url: null, group: "no-hook" });
+    await applyStatusUpdates(db, [fromGroup, own, none].map((unitId) => ({ unitId, attempt: 1, status: "success" as const, at: new Date(), source: "agent:t" })), opts);
+    expect((await bodies(fromGroup)).map((b) => b.url)).toEqual(["http://hooks.test/group"]);
+    expect((await bodies(own)).map((b) => b.url)).toEqual(["http://hooks.test/u"]);
+    expect(await bodies(none)).toEqual([]);
+  });
+
+  it("a workflow's cascade writes one for each step it closes, naming the workflow and step", async () => {
+    await setGroupShare(db, "wf-hooks", { callbackUrl: "http://hooks.test/wf" });
+    const step = (name: string, dependsOn: string[]) => ({
+      step: name,
+      unit: { kind: "k", group: "wf-hooks", priority: 0, payload: {}, ref: null, maxAttempts: 1 },
+      dependsOn: dependsOn.map((s) => ({ step: s })),
+    });
+    const { id: wf } = await enqueueWorkflow(db, { name: "order", ref: null, onFailure: "cancel", steps: [step("a", []), step("b", ["a"]), step("c", ["b"])] });
+    const ids = Object.fromEntries((await db.selectFrom("units").select(["id", "step"]).where("workflow_id", "=", wf).execute()).map((r) => [r.step!, Number(r.id)]));
+    await sql`UPDATE units SET status = 'processing', attempt = 1, dispatched_at = now() WHERE id = ${ids.a!}`.execute(db);
+    await report(ids.a!, "error", { error: { message: "failed", retryable: false } });
+    for (const s of ["b", "c"]) {
+      expect((await bodies(ids[s]!)).map((b) => b.body.data)).toMatchObject([{ status: "cancelled", workflow: { id: wf, step: s } }]);
+    }
+    expect((await bodies(ids.a!)).map((b) => b.body.data)).toMatchObject([{ status: "error", workflow: { id: wf, step: "a" } }]);
+  });
+
+  it("a unit that ends again after a retry gets a second delivery (another webhook-id); a finished unit gaining a dependent gets none", async () => {
+    const id = await unit("processing");
+    await report(id, "error", { error: { message: "once", retryable: false } });
+    expect((await retryUnit(db, id)).outcome).toBe("done");
+    await sql`UPDATE units SET status = 'processing', attempt = 2 WHERE id = ${id}`.execute(db);
+    await applyStatusUpdates(db, [{ unitId: id, attempt: 2, status: "success", at: new Date(), source: "agent:t" }], opts);
+    const deliveries = await unitCallbacks(db, id);
+    expect(deliveries.map((d) => d.state)).toEqual(["pending", "pending"]);
+    expect(new Set(deliveries.map((d) => d.webhookId)).size).toBe(2);
+
+    // has_dependents is set on the finished unit (an UPDATE of a terminal row): not an end.
+    const [dependent] = await enqueueUnits(db, [{ kind: "k", group: "g", priority: 0, payload: {}, ref: null, maxAttempts: 1, dependencies: 1 }]);
+    await addDependencies(db, [{ unitId: dependent!.id, dependsOn: id, onFailure: "cancel" }]);
+    expect(await unitCallbacks(db, id)).toHaveLength(2);
+  });
+});
+
+describe("retention", () => {
+  it("deletes a pruned unit's deliveries with it, and leaves those of units kept", async () => {
+    const old = await unit("processing");
+    const kept = await unit("processing");
+    await report(old, "success");
+    await report(kept, "success");
+    await sql`UPDATE units SET updated_at = now() - interval '2 hours' WHERE id = ${old}`.execute(db);
+    const r = await asDuty(db, "retention", (trx) => pruneBatch(trx, { retentionMs: 3_600_000, limit: 1_000, by: "test" }));
+    expect(r.ran).toBe(true);
+    expect(await bodies(old)).toEqual([]);
+    expect(await bodies(kept)).toHaveLength(1);
+  });
+});
