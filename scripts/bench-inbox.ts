@@ -15,6 +15,12 @@
  *
  *   npm run bench:inbox                                # 50,000 units, 1 then 2 apis
  *   npm run bench:inbox -- --units 100000 --apis 1,2,3 --per-message 2
+ *
+ * `--callbacks` says what the completion callbacks' trigger (migration 0013) does meanwhile:
+ * `unused` (the default: no unit or group has a URL, the trigger's fast path), `every` (every
+ * unit has one, so every success writes a delivery row; the apis run with callbacks off, so
+ * what is measured is the trigger's write, not the delivery loop), `off` (the trigger disabled,
+ * as before the migration).
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
@@ -37,18 +43,21 @@ function int(name: string, v: string, min: number, max: number): number {
 let units: number;
 let apiCounts: number[];
 let perMessage: number;
+let callbacks: "unused" | "every" | "off";
 try {
   const { values: v } = parseArgs({
-    options: { units: { type: "string", default: "50000" }, apis: { type: "string", default: "1,2" }, "per-message": { type: "string", default: "2" }, help: { type: "boolean", default: false } },
+    options: { units: { type: "string", default: "50000" }, apis: { type: "string", default: "1,2" }, "per-message": { type: "string", default: "2" }, callbacks: { type: "string", default: "unused" }, help: { type: "boolean", default: false } },
     strict: true,
   });
   if (v.help) {
-    console.log("usage: npm run bench:inbox -- [--units N (50000; at most 100000)] [--apis 1,2 (api replicas, one run each)] [--per-message N (2: units per processing/success message)]");
+    console.log("usage: npm run bench:inbox -- [--units N (50000; at most 100000)] [--apis 1,2 (api replicas, one run each)] [--per-message N (2: units per processing/success message)] [--callbacks unused|every|off]");
     process.exit(0);
   }
   units = int("units", v.units, 100, 100_000);
   apiCounts = v.apis.split(",").map((a) => int("apis", a, 1, 8));
   perMessage = int("per-message", v["per-message"], 1, 10_000);
+  if (!["unused", "every", "off"].includes(v.callbacks)) throw new Error(`--callbacks=${v.callbacks}: expected unused, every or off`);
+  callbacks = v.callbacks as typeof callbacks;
 } catch (err) {
   console.error(`rtb bench:inbox: ${(err as Error).message}`);
   process.exit(2);
@@ -89,6 +98,8 @@ async function runOnce(apis: number): Promise<InboxRun> {
     }
     await stopAll(services.splice(0));
     const { rows: ids } = await db.query<{ id: string }>("SELECT id FROM units ORDER BY id");
+    if (callbacks === "every") await db.query("UPDATE units SET callback_url = 'http://127.0.0.1:9/bench'");
+    if (callbacks === "off") await db.query("ALTER TABLE units DISABLE TRIGGER units_callback_update");
 
     // 2. the reports a leader and agents would send, waiting in the inbox
     const conn = await connect(brokerUrl(place.servers));
@@ -132,6 +143,10 @@ async function runOnce(apis: number): Promise<InboxRun> {
     }
     const seconds = (performance.now() - startedAt!) / 1000;
     const result = { apis, seconds, reportsPerSec: (3 * units) / seconds, unitsPerSec: units / seconds, messages };
+    if (callbacks === "every") {
+      const { rows } = await db.query<{ n: string }>("SELECT count(*) AS n FROM callbacks");
+      if (Number(rows[0]!.n) !== units) throw new Error(`${rows[0]!.n} callback deliveries written for ${units} units`);
+    }
     say(`${apis} api(s): applied in ${seconds.toFixed(2)} s: ${Math.round(result.reportsPerSec).toLocaleString("en")} reports/s`);
     return result;
   } finally {
@@ -143,7 +158,7 @@ async function runOnce(apis: number): Promise<InboxRun> {
 
 const results: InboxRun[] = [];
 for (const apis of apiCounts) results.push(await runOnce(apis));
-console.log(`\ninbox application: ${units.toLocaleString("en")} units, 3 reports each (queued per 100 units, processing and success per ${perMessage})`);
+console.log(`\ninbox application: ${units.toLocaleString("en")} units, 3 reports each (queued per 100 units, processing and success per ${perMessage}), callbacks ${callbacks}`);
 for (const r of results) {
   console.log(
     `  ${r.apis} api(s)  ${Math.round(r.reportsPerSec).toLocaleString("en").padStart(7)} reports/s  (${Math.round(r.unitsPerSec).toLocaleString("en")} units/s, ${r.messages.toLocaleString("en")} messages in ${r.seconds.toFixed(2)} s)` +

@@ -49,6 +49,13 @@ describe("rtb enqueue", () => {
     expect(await rtb(["enqueue", "--kind", "later", "--delay-ms", "-5"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--delay-ms") });
   });
 
+  it("sends --callback-url; the api's refusal names callbackUrl (this api has no RTB_WEBHOOK_ALLOWED_HOSTS: callbacks off)", async () => {
+    const r = await rtb(["enqueue", "--kind", "hook", "--callback-url", "http://hooks.test/done"], env);
+    expect(r).toMatchObject({ code: 1, stderr: expect.stringContaining("callbackUrl") });
+    expect(r.stderr).toContain("callbacks are off");
+    expect(await units()).toHaveLength(0);
+  });
+
   it("lists the units waiting on a clock with --waiting, and status says when the first is due", async () => {
     const at = new Date(Date.now() + 3_600_000).toISOString();
     await rtbJson(["enqueue", "--kind", "later", "--run-at", at], env);

@@ -12,7 +12,7 @@ const MAX_CHUNK = 100_000;
 export const enqueue: Command = {
   name: "enqueue",
   summary: "add units: one from flags, or many from a JSON or NDJSON file",
-  usage: "rtb enqueue --kind K [--group G] [--priority P] [--payload JSON] [--ref R] [--max-attempts N] [--run-at TIME | --delay-ms N] [--json]\n       rtb enqueue --file PATH|- [--format json|ndjson] [--chunk-size N] [unit flags as defaults] [--json]",
+  usage: "rtb enqueue --kind K [--group G] [--priority P] [--payload JSON] [--ref R] [--max-attempts N] [--run-at TIME | --delay-ms N] [--callback-url URL] [--json]\n       rtb enqueue --file PATH|- [--format json|ndjson] [--chunk-size N] [unit flags as defaults] [--json]",
   help: [
     "  --kind K           the unit's kind (letters, digits, _ . -); agents consume jobs.<kind>",
     "  --group G          its group (dispatch is round-robin across groups; api default: default)",
@@ -22,6 +22,8 @@ export const enqueue: Command = {
     "  --max-attempts N   attempts before the unit ends as error (api default RTB_MAX_ATTEMPTS)",
     "  --run-at TIME      not before this ISO time with its offset (2027-01-31T09:00:00Z); at most 366 days ahead",
     "  --delay-ms N       not before N milliseconds from now; at most 366 days",
+    "  --callback-url URL where rtb POSTs the unit's final state, signed (a host in the api's",
+    "                     RTB_WEBHOOK_ALLOWED_HOSTS); default: the group's callbackUrl",
     "  -f, --file PATH    units from a file, `-` for stdin: a JSON array (or one object), or",
     "                     NDJSON (one object per line). The unit flags above fill in what a",
     "                     record leaves out.",
@@ -46,6 +48,7 @@ export const enqueue: Command = {
     "max-attempts": { type: "string" },
     "run-at": { type: "string" },
     "delay-ms": { type: "string" },
+    "callback-url": { type: "string" },
     file: { type: "string", short: "f" },
     format: { type: "string", default: "auto" },
     "chunk-size": { type: "string", default: "5000" },
@@ -92,6 +95,8 @@ function unitFromFlags(values: Values): Partial<NewUnit> {
   if (values["run-at"] !== undefined) unit.runAt = str(values["run-at"]);
   const delayMs = optionalInt(values["delay-ms"], "--delay-ms", { min: 0, max: MAX_DELAY_MS });
   if (delayMs !== undefined) unit.delayMs = delayMs;
+  // The api checks the URL against its allowed hosts, naming callbackUrl.
+  if (values["callback-url"] !== undefined) unit.callbackUrl = str(values["callback-url"]);
   if (values.payload !== undefined) {
     try {
       unit.payload = JSON.parse(str(values.payload)!);
