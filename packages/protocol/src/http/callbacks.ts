@@ -39,14 +39,14 @@ export const callbackPayload = z
       .object({
         id: z.number().int().min(1).describe("The unit's id."),
         ref: z.string().nullable().describe("The producer's ref; null when none was given."),
-        kind: z.string(),
-        group: z.string(),
+        kind: z.string().describe("Its kind."),
+        group: z.string().describe("Its group."),
         status: z.enum(TERMINAL).describe(`Its final status: ${TERMINAL.join(", ")}.`),
         attempt: z.number().int().min(0).describe("The attempt it ended on (0: cancelled before any dispatch)."),
         result: z.unknown().describe("What the agent reported with success; null otherwise."),
         error: z.string().nullable().describe("The last error, for an error; null otherwise."),
         finishedAt: time.describe("When it ended."),
-        workflow: z.object({ id: z.number().int().min(1), step: z.string() }).nullable().describe("The workflow and step it is; null outside workflows."),
+        workflow: z.object({ id: z.number().int().min(1).describe("The workflow's id."), step: z.string().describe("The step's name.") }).nullable().describe("The workflow and step it is; null outside workflows."),
       })
       .describe("The unit as it ended."),
   })
@@ -61,17 +61,17 @@ export type CallbackPayload = z.output<typeof callbackPayload>;
 export const callbackDelivery = z
   .object({
     webhookId: z.string().describe("The webhook-id header of every attempt of this delivery."),
-    url: z.string(),
+    url: z.string().describe("Where it is POSTed: the unit's callbackUrl, else its group's when the unit ended."),
     state: z.enum(["pending", "delivered", "given_up"]).describe("pending (being sent or waiting for its next attempt), delivered (a 2xx answer), given_up (RTB_WEBHOOK_MAX_ATTEMPTS used)."),
-    attempts: z.number().int().min(0),
+    attempts: z.number().int().min(0).describe("Attempts made (or under way) so far."),
     nextAttemptAt: time.nullable().describe("Pending: the next attempt is not before then."),
     createdAt: time.describe("When the unit ended and the delivery was written."),
     finishedAt: time.nullable().describe("When it was delivered or given up."),
     history: z
       .array(
         z.object({
-          at: time,
-          outcome: z.enum(["delivered", "failed", "given_up"]),
+          at: time.describe("When the attempt ended."),
+          outcome: z.enum(["delivered", "failed", "given_up"]).describe("delivered (a 2xx), failed (retried later) or given_up (the last attempt failed)."),
           statusCode: z.number().int().optional().describe("The receiver's HTTP status, when it answered."),
           error: z.string().optional().describe("Why the attempt failed (a non-2xx answer, a timeout, a refused connection)."),
         }),

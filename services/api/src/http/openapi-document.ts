@@ -42,7 +42,10 @@ export function openApiDocument(app: OpenAPIHono, auth: Pick<AuthOptions, "reads
   app.openAPIRegistry.registerWebhook({
     method: "post",
     path: "unitFinished",
+    operationId: "unitFinished",
     summary: "A unit ended: its final state, POSTed to its callbackUrl (else its group's), signed as Standard Webhooks sign",
+    // rtb authenticates itself to the receiver by the signature, not by a scheme of this document.
+    security: [],
     request: {
       headers: z.object({
         "webhook-id": z.string().describe("msg_rtb_<n>: the same on every retry of one delivery (deduplicate on it)."),
