@@ -8,3 +8,4 @@ export * from "./workflow-runs.ts";
 export * from "./pgbouncer.ts";
 export * from "./owned-cluster.ts";
 export * from "./webhook-receiver.ts";
+export * from "./otlp-receiver.ts";

@@ -16,3 +16,5 @@ export * from "./metrics.ts";
 export * from "./prometheus-text.ts";
 export * from "./status-reporter.ts";
 export * from "./service-parts.ts";
+export * from "./trace-config.ts";
+export * from "./tracing.ts";

@@ -1,7 +1,9 @@
 import type { Logger } from "pino";
 import { ConfigError, type Env } from "./config.ts";
-import { createLifecycle, type Lifecycle } from "./shutdown.ts";
+import { createLifecycle, within, type Lifecycle } from "./shutdown.ts";
 import { createLogger, type LoggerOptions } from "./logger.ts";
+import { loadTraceConfig, type TraceConfig } from "./trace-config.ts";
+import { startTracing, type Tracing } from "./tracing.ts";
 
 interface ServiceBasics {
   RTB_LOG_LEVEL: LoggerOptions["level"];
@@ -19,11 +21,13 @@ export async function runService<C extends ServiceBasics>(
   service: string,
   env: Env,
   load: (env: Env) => C,
-  start: (config: C, logger: Logger, lifecycle: Lifecycle) => Promise<{ stop(): Promise<void> }>,
+  start: (config: C, logger: Logger, lifecycle: Lifecycle, tracing: Tracing) => Promise<{ stop(): Promise<void> }>,
 ): Promise<void> {
   let config: C;
+  let traceConfig: TraceConfig;
   try {
     config = load(env);
+    traceConfig = loadTraceConfig(env, service);
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     console.error(`rtb ${service}: ${err.message}`);
@@ -31,8 +35,16 @@ export async function runService<C extends ServiceBasics>(
   }
   const logger = createLogger({ service, level: config.RTB_LOG_LEVEL, format: config.RTB_LOG_FORMAT });
   const lifecycle = createLifecycle(logger, config.RTB_SHUTDOWN_TIMEOUT_MS, { watchParent: env.npm_lifecycle_event !== undefined });
+  const tracing = await startTracing(traceConfig);
+  if (tracing.enabled) logger.info({ url: traceConfig.url, serviceName: traceConfig.serviceName }, "exporting traces (OTLP/HTTP)");
+  // Registered first, so it runs last: the spans of the shutdown itself are sent too, for at
+  // most 2 s (a collector that is down must not hold the exit).
+  lifecycle.onStop("tracing", async () => {
+    const sent = await within(tracing.shutdown().catch((err: unknown) => logger.warn({ err }, "could not send the last spans")), 2_000);
+    if (!sent) logger.warn("the last spans were not sent within 2 s");
+  });
   try {
-    const running = await start(config, logger, lifecycle);
+    const running = await start(config, logger, lifecycle, tracing);
     lifecycle.onStop(service, () => running.stop());
   } catch (err) {
     // Interrupted by a signal while starting: the shutdown under way exits (0).
