@@ -66,4 +66,20 @@ describe("an agent's heartbeat names its kinds", () => {
     expect(parseJob(buf({ v: 1, type: "job", kind: "k", units: [{ unitId: 0, attempt: 1 }] }))).toMatchObject({ ok: false, reason: expect.stringContaining("units.0.unitId") });
     expect(jobUnits(single as JobMessage)).toEqual([{ unitId: 7, attempt: 1, payload: { a: 1 } }]);
   });
+
+  it("carries a unit's traceparent (W3C, version 00) on dispatched units, jobs and status updates, and refuses a malformed one", () => {
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const single = { v: 1, type: "job", unitId: 7, attempt: 1, kind: "k", payload: null, traceparent };
+    expect(jobUnits((parseJob(buf(single)) as { value: JobMessage }).value)).toEqual([{ unitId: 7, attempt: 1, payload: null, traceparent }]);
+    const batch = parseJob(buf({ v: 1, type: "job", kind: "k", units: [{ unitId: 1, attempt: 1, payload: null, traceparent }] }));
+    expect(batch.ok && jobUnits(batch.value)[0]!.traceparent).toBe(traceparent);
+    const dispatch = { v: 1, type: "dispatch", units: [{ unitId: 1, attempt: 1, kind: "k", payload: null, traceparent }] };
+    expect(parseMessage(DispatchMessage, buf(dispatch))).toEqual({ ok: true, value: dispatch });
+    const status = { v: 1, type: "status", source: { service: "agent", id: "a" }, updates: [{ unitId: 1, attempt: 1, status: "processing", at: "2026-01-01T00:00:00Z", traceparent }] };
+    expect(parseMessage(StatusMessage, buf(status))).toEqual({ ok: true, value: status });
+    for (const bad of ["nonsense", traceparent.toUpperCase(), `${traceparent}-extra`, traceparent.replace(/^00/, "01"), ""]) {
+      const unit = { ...status.updates[0], traceparent: bad };
+      expect(parseMessage(StatusMessage, buf({ ...status, updates: [unit] })), bad).toMatchObject({ ok: false, reason: expect.stringContaining("updates.0.traceparent") });
+    }
+  });
 });

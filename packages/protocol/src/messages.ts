@@ -29,7 +29,24 @@ const deps = z.record(z.string(), z.unknown()).optional().describe("The results 
 
 const payload = z.unknown().describe("The unit's payload, any JSON, as the producer enqueued it.");
 
-export const DispatchedUnit = z.object({ unitId, attempt, kind, payload, deps }).describe("One unit to route: one attempt of it.");
+/** A W3C trace context `traceparent`, version 00: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`. */
+export const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
+/** Its length: every traceparent rtb sends is version 00, exactly this long. */
+export const TRACEPARENT_LENGTH = 55;
+
+/**
+ * The unit's trace (OpenTelemetry), per unit: each hop continues the span of the hop before it
+ * and sends its own on. Optional: absent when the unit has no trace (tracing off, and no
+ * traceparent from its producer); a receiver without tracing ignores it.
+ */
+const traceparent = (hop: string) =>
+  z
+    .string()
+    .regex(TRACEPARENT_PATTERN, { message: "expected a W3C traceparent, version 00 (00-<32 hex>-<16 hex>-<2 hex>)" })
+    .optional()
+    .describe(`W3C trace context (version 00: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>) of ${hop}: the parent of the receiver's span for this unit. Absent when the unit has no trace; a receiver that does not trace ignores it.`);
+
+export const DispatchedUnit = z.object({ unitId, attempt, kind, payload, deps, traceparent: traceparent("the api's dispatch span") }).describe("One unit to route: one attempt of it.");
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;
 
 /** api -> outbox -> leader */
@@ -49,13 +66,14 @@ export const JobMessage = z.object({
   kind,
   payload,
   deps,
+  traceparent: traceparent("the leader's route span"),
 }).describe("leader -> rtb.jobs -> jobs.<kind> -> agent: a job of one unit.");
 export type JobMessage = z.infer<typeof JobMessage>;
 
 /** The most units one batch job may carry (the leader sends up to RTB_JOB_MAX_UNITS). */
 export const MAX_JOB_UNITS = 1_000;
 
-export const JobUnit = z.object({ unitId, attempt, payload, deps }).describe("One unit of a batch job (its kind is the batch's).");
+export const JobUnit = z.object({ unitId, attempt, payload, deps, traceparent: traceparent("the leader's route span") }).describe("One unit of a batch job (its kind is the batch's).");
 export type JobUnit = z.infer<typeof JobUnit>;
 
 /**
@@ -94,7 +112,10 @@ export function parseJob(body: Buffer): ParseResult<AnyJobMessage> {
 /** The units of a job, whichever form it came in. */
 export function jobUnits(job: AnyJobMessage): JobUnit[] {
   if ("units" in job) return job.units;
-  return [job.deps === undefined ? { unitId: job.unitId, attempt: job.attempt, payload: job.payload } : { unitId: job.unitId, attempt: job.attempt, payload: job.payload, deps: job.deps }];
+  const unit: JobUnit = { unitId: job.unitId, attempt: job.attempt, payload: job.payload };
+  if (job.deps !== undefined) unit.deps = job.deps;
+  if (job.traceparent !== undefined) unit.traceparent = job.traceparent;
+  return [unit];
 }
 
 /** The statuses other services report; `dispatched` is the api's own. */
@@ -123,6 +144,8 @@ export const StatusUpdate = z.object({
     .describe("error: what went wrong, and whether another attempt may help."),
   /** success: new steps (and a join) the handler fanned out, enqueued with the success, once. */
   spawn: SpawnSchema.optional().describe("success: new steps (and a join) the handler fanned out, enqueued with the success, once."),
+  /** The sender's span for this attempt (an agent's handler span; the leader's route span). */
+  traceparent: traceparent("the sender's span for this attempt (an agent's handler span, or the job's traceparent as it came when the agent does not trace; the leader's route span)"),
 }).describe("One report: a unit's attempt reached a status.");
 export type StatusUpdate = z.infer<typeof StatusUpdate>;
 

@@ -3,7 +3,8 @@ import { encodeMessage } from "@rtb/protocol";
 import { dispatchMessages, maxPayloadBytes, maxResultBytes, splitBySize } from "./index.ts";
 
 const limit = 65_536;
-const worst = { unitId: Number.MAX_SAFE_INTEGER, attempt: Number.MAX_SAFE_INTEGER, kind: "k".repeat(100) };
+const traceparent = `00-${"a".repeat(32)}-${"b".repeat(16)}-01`;
+const worst = { unitId: Number.MAX_SAFE_INTEGER, attempt: Number.MAX_SAFE_INTEGER, kind: "k".repeat(100), traceparent };
 /** A JSON string payload whose JSON takes exactly `bytes` bytes. */
 const payloadOf = (bytes: number) => "p".repeat(bytes - 2);
 
@@ -19,7 +20,7 @@ it("maxPayloadBytes is exact: the worst-case dispatch message with such a payloa
 it("maxResultBytes is exact for the sender's source", () => {
   const source = { service: "agent" as const, id: "agent-1", startedAt: new Date().toISOString() };
   const max = maxResultBytes(limit, source);
-  const body = (n: number) => encodeMessage({ v: 1, type: "status", source, updates: [{ unitId: worst.unitId, attempt: worst.attempt, status: "success", at: new Date().toISOString(), result: payloadOf(n) }] });
+  const body = (n: number) => encodeMessage({ v: 1, type: "status", source, updates: [{ unitId: worst.unitId, attempt: worst.attempt, status: "success", at: new Date().toISOString(), result: payloadOf(n), traceparent }] });
   expect(body(max).length).toBe(limit);
   expect(body(max + 1).length).toBe(limit + 1);
 });

@@ -1,4 +1,4 @@
-import { encodeMessage, type CancelMessage, type DispatchedUnit, type DispatchMessage, type StatusMessage, type UnitAttempt } from "@rtb/protocol";
+import { encodeMessage, TRACEPARENT_LENGTH, type CancelMessage, type DispatchedUnit, type DispatchMessage, type StatusMessage, type UnitAttempt } from "@rtb/protocol";
 
 /**
  * Byte limits of the messages rtb publishes. The broker refuses a message whose body is
@@ -23,20 +23,23 @@ export class MessageTooLargeError extends Error {
 const WORST_ID = Number.MAX_SAFE_INTEGER;
 const WORST_KIND = "k".repeat(100);
 const WORST_AT = new Date(0).toISOString();
+/** Every traceparent rtb sends is version 00, of this one length. */
+const WORST_TRACEPARENT = `00-${"0".repeat(32)}-${"0".repeat(16)}-00`;
+if (WORST_TRACEPARENT.length !== TRACEPARENT_LENGTH) throw new Error("WORST_TRACEPARENT is not a traceparent's length");
 
 /**
  * The largest payload (bytes of its JSON) that travels in every message a unit needs: a
  * dispatch message with only this unit (the larger of the two, so it also bounds the job
- * message) with the worst-case envelope: the largest ids and the longest kind.
+ * message) with the worst-case envelope: the largest ids, the longest kind, a traceparent.
  */
 export function maxPayloadBytes(maxMessageBytes: number): number {
-  const envelope = encodeMessage({ v: 1, type: "dispatch", units: [{ unitId: WORST_ID, attempt: WORST_ID, kind: WORST_KIND, payload: null }] });
+  const envelope = encodeMessage({ v: 1, type: "dispatch", units: [{ unitId: WORST_ID, attempt: WORST_ID, kind: WORST_KIND, payload: null, traceparent: WORST_TRACEPARENT }] });
   return maxMessageBytes - (envelope.length - "null".length);
 }
 
 /** The largest result (bytes of its JSON) an agent can report with this source, in one message. */
 export function maxResultBytes(maxMessageBytes: number, source: StatusMessage["source"]): number {
-  const envelope = encodeMessage({ v: 1, type: "status", source, updates: [{ unitId: WORST_ID, attempt: WORST_ID, status: "success", at: WORST_AT, result: null }] });
+  const envelope = encodeMessage({ v: 1, type: "status", source, updates: [{ unitId: WORST_ID, attempt: WORST_ID, status: "success", at: WORST_AT, result: null, traceparent: WORST_TRACEPARENT }] });
   return maxMessageBytes - (envelope.length - "null".length);
 }
 
