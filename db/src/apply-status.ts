@@ -66,7 +66,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
     const rows = ids.length
       ? await trx
           .selectFrom("units")
-          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at", "workflow_id", "step", "group_name", "priority", "has_dependents"])
+          .select(["id", "status", "attempt", "max_attempts", "kind", "dispatched_at", "workflow_id", "step", "group_name", "priority", "has_dependents", "traceparent"])
           .where("id", "=", sql<number>`ANY(${sql.val(ids)}::bigint[])`)
           .orderBy("id")
           .forUpdate()
@@ -94,7 +94,7 @@ export async function applyStatusUpdates(db: Db, updates: readonly ReportedUpdat
       for (const [id, o] of changed) {
         if (!o.spawn) continue;
         const r = rowById.get(id)!;
-        await spawnSteps(trx, { id, workflowId: r.workflow_id, step: r.step, group: r.group_name, priority: r.priority }, o.spawn, opts.maxAttempts ?? 3);
+        await spawnSteps(trx, { id, workflowId: r.workflow_id, step: r.step, group: r.group_name, priority: r.priority, traceparent: r.traceparent }, o.spawn, opts.maxAttempts ?? 3);
       }
       await sql`
         UPDATE units AS u SET

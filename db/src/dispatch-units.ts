@@ -91,7 +91,7 @@ export function claimStatement(picks: readonly Pick[], at: Date): Statement<Clai
       -- rows) and joined it by a nested loop over u per unit, n^2 for a claim of n units
       -- (157 ms of a 186 ms claim of 770); as an array it probes the primary key per unit.
       WHERE units.status = 'pending' AND units.id = ANY(ARRAY(SELECT id FROM u))
-      RETURNING units.id, units.attempt, units.kind, units.payload, ${depsResults("units")} AS deps
+      RETURNING units.id, units.attempt, units.kind, units.payload, ${depsResults("units")} AS deps, units.traceparent
     ),
     mine AS (SELECT p.place, p.group_name, p.priority, t.* FROM p JOIN u USING (group_name, priority, j) JOIN taken t ON t.id = u.id),
     ${countReady(sql`SELECT priority, group_name, -count(*) AS n FROM mine GROUP BY priority, group_name`)},
@@ -102,7 +102,7 @@ export function claimStatement(picks: readonly Pick[], at: Date): Statement<Clai
       SELECT m.group_name, seq.base + max(m.place) FROM mine m CROSS JOIN seq GROUP BY m.group_name, seq.base
       ON CONFLICT (name) DO UPDATE SET last_served = excluded.last_served
     )
-    SELECT id, attempt, kind, payload, deps FROM mine ORDER BY place`);
+    SELECT id, attempt, kind, payload, deps, traceparent FROM mine ORDER BY place`);
 }
 
 /** A claimed unit's row: `deps`, its dependencies' results (workflows.ts, depsResults), null without dependencies. */
@@ -112,6 +112,7 @@ export interface ClaimedRow {
   kind: string;
   payload: unknown;
   deps: Record<string, unknown> | null;
+  traceparent: string | null;
 }
 
 /** The units of a preview, in pick order. */

@@ -14,7 +14,7 @@ import { applyStatusUpdates, type ApplyOptions, type ApplyResult } from "./apply
  */
 export async function claimStaleDispatched(db: Db, olderThanMs: number, limit: number, maxRepublishes = Infinity): Promise<(ClaimedUnit & { republishes: number })[]> {
   const max = Number.isFinite(maxRepublishes) ? maxRepublishes : 2_147_483_647;
-  const { rows } = await sql<{ id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null; republishes: number }>`
+  const { rows } = await sql<{ id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null; traceparent: string | null; republishes: number }>`
     UPDATE units SET
       dispatched_at = now(),
       updated_at = now(),
@@ -28,7 +28,7 @@ export async function claimStaleDispatched(db: Db, olderThanMs: number, limit: n
       LIMIT ${limit}
       FOR UPDATE SKIP LOCKED
     )
-    RETURNING id, attempt, kind, payload, ${depsResults("units")} AS deps, republishes`.execute(db);
+    RETURNING id, attempt, kind, payload, ${depsResults("units")} AS deps, traceparent, republishes`.execute(db);
   return rows.map((r) => ({ ...toClaimedUnit(r), republishes: r.republishes }));
 }
 

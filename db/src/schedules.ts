@@ -213,12 +213,18 @@ const SCHEDULES_PER_PASS = 100;
  * inserted through enqueueUnits' ON CONFLICT (ref): an occurrence fired again (a schedule set
  * back, a name re-created) returns its existing unit instead of making a second.
  */
-export async function fireDueSchedules(db: Db, opts: { graceMs: number; holder?: string }): Promise<{ ran: false } | { ran: true; value: FiringPass }> {
+export async function fireDueSchedules(db: Db, opts: FiringOptions & { holder?: string }): Promise<{ ran: false } | { ran: true; value: FiringPass }> {
   return asDuty(db, "schedules", (trx) => fireDue(trx, opts), opts.holder);
 }
 
 /** The pass without the duty lock (fireDueSchedules takes it; the tests call this directly to race two). */
-export async function fireDue(db: Db, opts: { graceMs: number }): Promise<FiringPass> {
+export interface FiringOptions {
+  graceMs: number;
+  /** The trace each occurrence's unit starts in (a traceparent), by schedule and occurrence; absent: none. */
+  trace?: ((schedule: string, occurrence: Date) => string | undefined) | undefined;
+}
+
+export async function fireDue(db: Db, opts: FiringOptions): Promise<FiringPass> {
   const now = await dbNow(db);
   const due = await db
     .selectFrom("schedules")
@@ -247,6 +253,7 @@ export async function fireDue(db: Db, opts: { graceMs: number }): Promise<Firing
           ref: scheduleRef(row.name, occurrence),
           maxAttempts: row.max_attempts,
           schedule: { name: row.name, occurrence },
+          traceparent: opts.trace?.(row.name, occurrence) ?? null,
         });
       }
     } catch (err) {

@@ -39,6 +39,8 @@ export interface UnitsTable {
   has_dependents: Generated<boolean>;
   /** The failed dependency whose end closed this unit; a retry of that one re-opens it. */
   closed_by: number | null;
+  /** The W3C traceparent every dispatch of the unit continues (migration 0012); null: no trace. */
+  traceparent: string | null;
   /** Where its end is POSTed (migration 0013); null: its group's, if any. */
   callback_url: string | null;
   created_at: Timestamp;

@@ -11,11 +11,17 @@ export interface ClaimedUnit {
   payload: unknown;
   /** Its dependencies' results by step name (workflows.ts): absent for a unit without dependencies. */
   deps?: Record<string, unknown>;
+  /** The trace its dispatch continues (units.traceparent): absent for a unit without one. */
+  traceparent?: string;
 }
 
 /** A claimed row as the dispatcher publishes it. */
-export const toClaimedUnit = (r: { id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null }): ClaimedUnit =>
-  r.deps === null ? { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload } : { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload, deps: r.deps };
+export const toClaimedUnit = (r: { id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null; traceparent: string | null }): ClaimedUnit => {
+  const unit: ClaimedUnit = { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload };
+  if (r.deps !== null) unit.deps = r.deps;
+  if (r.traceparent !== null) unit.traceparent = r.traceparent;
+  return unit;
+};
 
 export interface TopUpClaim {
   dispatching: boolean;

@@ -115,6 +115,8 @@ export interface NewUnit {
    * it starts `blocked`, waiting for them. 0 or absent: none, it starts pending.
    */
   dependencies?: number;
+  /** The trace its dispatches continue (a W3C traceparent, migration 0012); absent: none. */
+  traceparent?: string | null;
   /** Where its end is POSTed (checked by the api against RTB_WEBHOOK_ALLOWED_HOSTS); null: its group's. */
   callbackUrl?: string | null;
 }
@@ -169,8 +171,9 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
           ${sql.val(distinct.map((u) => u.workflow?.id ?? null))}::bigint[],
           ${sql.val(distinct.map((u) => u.workflow?.step ?? null))}::text[],
           ${sql.val(distinct.map((u) => (u.dependencies ? u.dependencies : 0)))}::int[],
-          ${sql.val(distinct.map((u) => u.callbackUrl ?? null))}::text[]
-        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, deps, callback_url, ord)
+          ${sql.val(distinct.map((u) => u.callbackUrl ?? null))}::text[],
+          ${sql.val(distinct.map((u) => u.traceparent ?? null))}::text[]
+        ) WITH ORDINALITY AS t (kind, group_name, priority, payload, ref, max_attempts, run_at, delay_ms, schedule_name, scheduled_for, workflow_id, step, deps, callback_url, traceparent, ord)
       ),
       -- A delayed unit is pending with not_before set: not ready (the ready counts leave it
       -- out) until the top-up or the preview clears it once due (dispatch-inputs.ts), and the
@@ -181,10 +184,10 @@ export async function enqueueUnits(db: Db, units: readonly NewUnit[]): Promise<E
         FROM input
       ),
       inserted AS (
-        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, callback_url, waiting_on, status)
+        INSERT INTO units (id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, callback_url, traceparent, waiting_on, status)
         OVERRIDING SYSTEM VALUE
         -- A unit with dependencies waits, blocked, for addDependencies to count its edges.
-        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, callback_url,
+        SELECT id, kind, group_name, priority, payload, ref, max_attempts, not_before, schedule_name, scheduled_for, workflow_id, step, callback_url, traceparent,
                CASE WHEN deps > 0 THEN 0 END, CASE WHEN deps > 0 THEN 'blocked' ELSE 'pending' END
         FROM due ORDER BY ord
         ON CONFLICT (ref) DO NOTHING

@@ -120,6 +120,8 @@ export interface SpawningUnit {
   step: string | null;
   group: string;
   priority: number;
+  /** Its trace (units.traceparent): the steps it fans out continue it. */
+  traceparent?: string | null;
 }
 
 /**
@@ -163,6 +165,7 @@ export async function spawnSteps(db: Db, parent: SpawningUnit, spawn: Spawn, max
       delayMs: s.delayMs ?? null,
       workflow: parent.workflowId === null ? null : { id: parent.workflowId, step: name(s.step) },
       dependencies: s.dependsOn.length,
+      traceparent: parent.traceparent ?? null,
     })),
   );
   const ids = new Map(existing);

@@ -10,6 +10,7 @@ import * as m0008 from "./0008_schedules.ts";
 import * as m0009 from "./0009_retention.ts";
 import * as m0010 from "./0010_workflows.ts";
 import * as m0011 from "./0011_duty_leases.ts";
+import * as m0012 from "./0012_trace_context.ts";
 import * as m0013 from "./0013_callbacks.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
@@ -25,5 +26,6 @@ export const migrations: Record<string, Migration> = {
   "0009_retention": m0009,
   "0010_workflows": m0010,
   "0011_duty_leases": m0011,
+  "0012_trace_context": m0012,
   "0013_callbacks": m0013,
 };
