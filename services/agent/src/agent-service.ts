@@ -1,4 +1,4 @@
-import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startControlListener, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type ListenAt, type Logger } from "@rtb/runtime";
+import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startControlListener, startHeartbeat, startService, within, type BrokerSettings, type HostPort, type ListenAt, type Logger, type Tracing } from "@rtb/runtime";
 import { MAX_AGENT_KINDS } from "@rtb/protocol";
 import type { Handler } from "./handler.ts";
 import { createAgentMetrics, type AgentMetrics } from "./agent-metrics.ts";
@@ -31,8 +31,9 @@ export interface AgentService {
 /**
  * Start an agent serving `handlers` (kind -> handler). This is also the library entry for
  * writing your own agents: `startAgent(loadAgentConfig(process.env), logger, new Map([...]))`.
+ * `opts.tracing` (startTracing of @rtb/runtime): spans of each unit's receive and handler; default none.
  */
-export async function startAgent(config: AgentSettings, logger: Logger, handlers: ReadonlyMap<string, Handler>): Promise<AgentService> {
+export async function startAgent(config: AgentSettings, logger: Logger, handlers: ReadonlyMap<string, Handler>, opts: { tracing?: Tracing } = {}): Promise<AgentService> {
   if (handlers.size > MAX_AGENT_KINDS) throw new Error(`an agent serves at most ${MAX_AGENT_KINDS} kinds (its heartbeat names them all); got ${handlers.size} handlers: run several agents`);
   const id = config.RTB_AGENT_ID ?? defaultInstanceId("agent");
   // Every line this agent logs (and its handlers, through job.logger) carries its id.
@@ -62,6 +63,7 @@ export async function startAgent(config: AgentSettings, logger: Logger, handlers
       stats,
       cancellations,
       metrics,
+      tracing: opts.tracing,
     });
     parts.add("worker", (left) => worker.stop(left(1_000)));
     // Its queues exist and are consumed: units of these kinds waiting for an agent may come.

@@ -21,6 +21,11 @@ export interface Job<P = unknown> {
    */
   deps: Record<string, unknown>;
   /**
+   * The W3C traceparent of this attempt's handler span (OpenTelemetry; the unit's trace, from
+   * its producer through rtb): a parent for spans of your own. Undefined when the unit has no trace.
+   */
+  traceparent?: string | undefined;
+  /**
    * Fan out: enqueue these steps in the unit's workflow with its success (and a join that waits
    * for them all, which whoever waits for this unit then waits for too). Exactly once: they are
    * written in the transaction that records the success. Call it at most once per attempt; a

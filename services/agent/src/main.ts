@@ -17,4 +17,4 @@ const serve = (env: Env) => {
 };
 
 // The composition root: the only place that reads process.env.
-await runService("agent", process.env, serve, (config, logger) => startAgent(config, logger, config.handlers));
+await runService("agent", process.env, serve, (config, logger, _lifecycle, tracing) => startAgent(config, logger, config.handlers, { tracing }));

@@ -48,5 +48,5 @@ export async function runAgent(handlers: Handlers, opts: { env?: Env } = {}): Pr
     served = servedHandlers(handlers, e);
     return config;
   };
-  await runService("agent", env, load, (config, logger) => startAgent(config, logger, served));
+  await runService("agent", env, load, (config, logger, _lifecycle, tracing) => startAgent(config, logger, served, { tracing }));
 }

@@ -1,4 +1,22 @@
-import { assertJobQueue, createStatusReporter, jsonBytes, maxResultBytes, MessageTooLargeError, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
+import {
+  assertJobQueue,
+  createStatusReporter,
+  jsonBytes,
+  maxResultBytes,
+  messagingAttributes,
+  MessageTooLargeError,
+  noTracing,
+  startConsumer,
+  unitAttributes,
+  type Broker,
+  type Consumer,
+  type Delivery,
+  type Heartbeat,
+  type HopSpan,
+  type Logger,
+  type Publisher,
+  type Tracing,
+} from "@rtb/runtime";
 import { encodeMessage, fieldName, jobUnits, parseJob, SpawnSchema, type JobUnit, type Spawn, type StatusUpdate } from "@rtb/protocol";
 import { describeFailure, PermanentJobError, type Handler, type Job } from "./handler.ts";
 import { UnitCancelledError, type Cancellations } from "./cancellations.ts";
@@ -20,7 +38,12 @@ export interface WorkerOptions {
   /** The cancels heard on the control exchange (cancellations.ts). */
   cancellations: Cancellations;
   metrics: Pick<AgentMetrics, "consumed" | "jobsInFlight" | "handlerDuration" | "jobs" | "confirmWaits">;
+  /** Per unit, a receive span and a handler span in its trace; default: not traced. */
+  tracing?: Tracing;
 }
+
+/** A status update's traceparent field: present only when there is one. */
+const traced = (traceparent: string | undefined) => (traceparent === undefined ? {} : { traceparent });
 
 /**
  * Consumes `jobs.<kind>` for every kind it has a handler for. A job carries one unit or a
@@ -40,6 +63,7 @@ export interface WorkerOptions {
  */
 export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineMs: number): Promise<void> }> {
   const { broker, logger, metrics } = opts;
+  const tracing = opts.tracing ?? noTracing;
   const shutdown = new AbortController();
   /** Handler slots per kind: RTB_AGENT_CONCURRENCY handlers of each kind at once, over its jobs in hand. */
   const slotsByKind = new Map<string, ReturnType<typeof createSlots>>();
@@ -98,7 +122,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   }
 
   function permanentError(update: StatusUpdate, message: string): StatusUpdate {
-    return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false } };
+    return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false }, ...traced(update.traceparent) };
   }
 
   /**
@@ -158,10 +182,8 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   }
 
   async function handBack(d: Delivery, kind: string, left: readonly JobUnit[]) {
-    const body =
-      left.length === 1
-        ? encodeMessage({ v: 1, type: "job", unitId: left[0]!.unitId, attempt: left[0]!.attempt, kind, payload: left[0]!.payload })
-        : encodeMessage({ v: 1, type: "job", kind, units: [...left] });
+    // Each unit as it came (its deps, its traceparent): the agent that takes it continues its trace.
+    const body = left.length === 1 ? encodeMessage({ v: 1, type: "job", kind, ...left[0]! }) : encodeMessage({ v: 1, type: "job", kind, units: [...left] });
     try {
       await opts.publisher.publish(broker.topology.jobsExchange, kind, body);
       d.ack();
@@ -179,7 +201,23 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     counted?: () => void;
   };
 
+  /** One unit of a job, in its receive span (a child of the leader's route span); the span ends with the unit's run. */
   async function runUnit(unit: JobUnit, handler: Handler, kind: string, slots: Slots): Promise<UnitRun> {
+    const attributes = tracing.enabled ? { ...messagingAttributes({ type: "receive", name: "consume", destination: broker.topology.jobQueue(kind) }), ...unitAttributes({ ...unit, kind }) } : undefined;
+    const receive = tracing.span("receive", unit.traceparent, { kind: "consumer", attributes });
+    try {
+      const run = await runReceived(unit, handler, kind, slots, receive);
+      if (tracing.enabled) receive.set({ "rtb.outcome": run.outcome });
+      return run;
+    } catch (err) {
+      receive.fail(err);
+      throw err;
+    } finally {
+      receive.end();
+    }
+  }
+
+  async function runReceived(unit: JobUnit, handler: Handler, kind: string, slots: Slots, receive: HopSpan): Promise<UnitRun> {
     // Made on first use: a pino child per unit (its bindings, redaction) cost more than a no-op handler.
     let child: Logger | undefined;
     const log = () => (child ??= logger.child({ unitId: unit.unitId, attempt: unit.attempt, kind }));
@@ -193,13 +231,15 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       const jobAbort = new LazyAbort();
       const untrack = opts.cancellations.track(unit.unitId, unit.attempt, (reason) => jobAbort.abort(reason));
       try {
-        const processing = reporter.report([{ unitId: unit.unitId, attempt: unit.attempt, status: "processing", at: new Date().toISOString() }]);
+        const processing = reporter.report([{ unitId: unit.unitId, attempt: unit.attempt, status: "processing", at: new Date().toISOString(), ...traced(receive.traceparent) }]);
         // Handled now: it may fail while the handler runs, long before the job's one wait
         // reads it (Promise.allSettled below), and Node would call that an unhandled rejection.
         processing.catch(() => {});
+        const span = tracing.span("handle", receive.traceparent, { attributes: tracing.enabled ? unitAttributes({ ...unit, kind }) : undefined });
         const started = performance.now();
-        const outcome = await runHandler(handler, { ...unit, kind }, jobAbort, log);
+        const outcome = await runHandler(handler, { ...unit, kind }, jobAbort, log, span.traceparent);
         const seconds = (performance.now() - started) / 1000;
+        if (tracing.enabled) endHandlerSpan(span, outcome, jobAbort.reason instanceof UnitCancelledError);
         if (jobAbort.reason instanceof UnitCancelledError) {
           opts.stats.cancelled++;
           metrics.handlerDuration.observe({ kind, outcome: "cancelled" }, seconds);
@@ -212,7 +252,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
           // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
           return { outcome: "handed back", reports: [] };
         }
-        const final = fitted({ unitId: unit.unitId, attempt: unit.attempt, at: new Date().toISOString(), ...outcome });
+        const final = fitted({ unitId: unit.unitId, attempt: unit.attempt, at: new Date().toISOString(), ...outcome, ...traced(span.traceparent) });
         if (final.status !== outcome.status) log().warn({ error: final.error?.message }, "result cannot be reported: ending the attempt as a permanent error");
         const terminal = reportTerminal(final, log);
         let sent: StatusUpdate = final;
@@ -238,6 +278,16 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     }
   }
 
+  /** The handler's span: its outcome, and the error it failed with (retryable or not). */
+  function endHandlerSpan(span: HopSpan, outcome: Awaited<ReturnType<typeof runHandler>>, cancelled: boolean) {
+    span.set({ "rtb.outcome": cancelled ? "cancelled" : outcome.status });
+    if (outcome.status === "error" && !cancelled) {
+      span.set({ "rtb.error.retryable": outcome.error.retryable });
+      span.fail(new HandlerFailure(outcome.error.message));
+    }
+    span.end();
+  }
+
   /** A unit of a cancelled attempt that never reached its handler: nothing reported. */
   function drop(kind: string, log: () => Logger): UnitRun {
     opts.stats.dropped++;
@@ -251,6 +301,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     job: JobUnit & { kind: string },
     jobAbort: LazyAbort,
     log: () => Logger,
+    traceparent: string | undefined,
   ): Promise<{ status: "success"; result: unknown; spawn?: Spawn } | { status: "error"; error: { message: string; retryable: boolean } }> {
     // The job's controller is aborted by its own timer or by the shutdown here (and by a
     // cancel, runJob), both unhooked when the job ends. Not AbortSignal.any([AbortSignal.timeout(), shutdown.signal]): Node
@@ -274,6 +325,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
         kind: job.kind,
         payload: job.payload,
         deps: job.deps ?? {},
+        traceparent,
         spawn(fanOut) {
           if (spawned !== undefined) throw new PermanentJobError("spawn was called twice for one attempt");
           spawned = fanOut;
@@ -315,6 +367,11 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
 }
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** What a handler's span records when the handler failed (its error as the agent reports it). */
+class HandlerFailure extends Error {
+  override name = "HandlerFailure";
+}
 
 /**
  * Handler slots: `take` waits (first come, first served) until one is free, or resolves false

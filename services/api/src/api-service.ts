@@ -1,6 +1,6 @@
 import { serve, type ServerType } from "@hono/node-server";
 import { createDb, migrateToLatest, seedIfEmpty, waitForDatabase, type DbHandle } from "@rtb/db";
-import { connectBrokerFromConfig, formatHostPort, maxPayloadBytes, createPublisher, defaultInstanceId, startService, within, type Broker, type Logger } from "@rtb/runtime";
+import { connectBrokerFromConfig, formatHostPort, maxPayloadBytes, createPublisher, defaultInstanceId, noTracing, startService, within, type Broker, type Logger, type Tracing } from "@rtb/runtime";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiConfig } from "./config.ts";
 import { createDispatcher, type Dispatcher } from "./dispatcher.ts";
@@ -42,7 +42,8 @@ export interface ApiService {
  * Build and start the api: database (wait, migrate, seed), broker, dispatcher, inbox consumer,
  * reconciler, HTTP. Used by main.ts and by the tests, with the same parts.
  */
-export async function startApiService(config: ApiConfig, logger: Logger, opts: { listen?: boolean; signal?: AbortSignal } = {}): Promise<ApiService> {
+export async function startApiService(config: ApiConfig, logger: Logger, opts: { listen?: boolean; signal?: AbortSignal; tracing?: Tracing } = {}): Promise<ApiService> {
+  const tracing = opts.tracing ?? noTracing;
   const apiId = config.RTB_API_ID ?? defaultInstanceId("api");
   const startedAt = new Date();
   // Tells open streams (GET /events) to end, so closing the HTTP server does not wait for them.
@@ -101,6 +102,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       metrics,
       logger,
       folds: () => duties.holds("tallies"),
+      tracing,
     });
     parts.add("dispatcher", (left) => within(dispatcher.stop(), left(500)));
     const cancels = createCancelAnnouncer({ publisher, topology, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, logger });
@@ -123,6 +125,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       },
       // An agent runs a cancelled attempt: it did not hear the cancel (started or reconnected since).
       onCancelledRunning: (units) => void cancels.announce(units, "a cancelled attempt was reported running"),
+      tracing,
     });
     // Most of the budget: the batch in hand is applied and acked, or handed back.
     parts.add("inbox", (left) => inbox.stop(left(1_500)));
@@ -151,7 +154,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     if (deliverer) parts.add("callbacks", (left) => within(deliverer.stop(), left(1_000)));
 
     // Stopped before the dispatcher it triggers; its first look fires what came due while no api ran.
-    scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS, duties });
+    scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS, duties, tracing });
     parts.add("scheduler", (left) => within(scheduler!.stop(), left(500)));
 
     const reconciler = startReconciler({
@@ -191,6 +194,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
       auth: { token: config.RTB_API_TOKEN, reads: config.RTB_API_TOKEN_READS },
       closing: closing.signal,
       inboxFailingForMs: () => inbox.failingForMs(),
+      tracing,
       settings: {
         maxBatch: config.RTB_API_MAX_BATCH,
         maxBodyBytes: config.RTB_API_MAX_BODY_BYTES,

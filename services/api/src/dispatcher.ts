@@ -1,5 +1,5 @@
 import { applyStatusUpdates, claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
-import { dispatchMessages, MessageTooLargeError, type Logger, type Publisher, type Topology } from "@rtb/runtime";
+import { dispatchMessages, messagingAttributes, MessageTooLargeError, noTracing, traceHeaders, unitAttributes, type HopSpan, type Logger, type Publisher, type Topology, type Tracing } from "@rtb/runtime";
 import { encodeMessage } from "@rtb/protocol";
 import type { ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
@@ -40,8 +40,12 @@ export function createDispatcher(deps: {
   logger: Logger;
   /** Whether this api folds the tallies (the `tallies` duty: one api at a time does); default always. */
   folds?: () => boolean;
+  /** A dispatch span per unit published, in the unit's trace; default: not traced. */
+  tracing?: Tracing;
 }): Dispatcher {
   const { db, publisher, topology, maxQueue, maxMessageBytes, stats, metrics, logger } = deps;
+  const tracing = deps.tracing ?? noTracing;
+  const sent = messagingAttributes({ type: "send", name: "publish", destination: topology.box });
   const folds = deps.folds ?? (() => true);
   let running: Promise<number> | null = null;
   let queued = false;
@@ -49,10 +53,31 @@ export function createDispatcher(deps: {
   let wakeTimer: NodeJS.Timeout | undefined;
   let lastCompacted = 0;
 
-  async function publish(units: ClaimedUnit[], perMessage = UNITS_PER_MESSAGE): Promise<void> {
+  async function publish(claimed: ClaimedUnit[], perMessage = UNITS_PER_MESSAGE): Promise<void> {
+    // Traced: each unit travels with its dispatch span's traceparent (a child of the one it
+    // was stored with); not traced, with the stored one as it is.
+    const spans = tracing.enabled ? new Map<ClaimedUnit, HopSpan>() : null;
+    const units = spans
+      ? claimed.map((u) => {
+          const span = tracing.span("dispatch", u.traceparent, { kind: "producer", attributes: { ...sent, ...unitAttributes(u) } });
+          const unit = { ...u, traceparent: span.traceparent! };
+          spans.set(unit, span);
+          return unit;
+        })
+      : claimed;
     const messages = dispatchMessages(units, perMessage, maxMessageBytes);
-    const results = await Promise.allSettled(messages.map((m) => publisher.publish("", topology.box, encodeMessage(m))));
+    const results = await Promise.allSettled(messages.map((m) => publisher.publish("", topology.box, encodeMessage(m), traceHeaders(m.units))));
     metrics.confirmWaits.inc();
+    if (spans) {
+      messages.forEach((m, i) => {
+        const r = results[i]!;
+        for (const u of m.units) {
+          const span = spans.get(u)!;
+          if (r.status === "rejected") span.fail(r.reason);
+          span.end();
+        }
+      });
+    }
     // A unit too large for a message of its own can never travel (POST /units refuses such
     // payloads, but RTB_BROKER_MAX_MESSAGE_BYTES may have been lowered since, or the broker's
     // max_message_size be lower): it ends as a permanent error, or the reconciler would

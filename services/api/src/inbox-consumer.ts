@@ -1,5 +1,5 @@
 import { applyStatusUpdates, isDataError, isOutageError, isUnavailableError, ping, type Db, type ReportedUpdate, type ServiceInstanceReport } from "@rtb/db";
-import { ackAll, sleep, startConsumer, type Broker, type Consumer, type Delivery, type Logger } from "@rtb/runtime";
+import { ackAll, messagingAttributes, noTracing, sleep, startConsumer, unitAttributes, type Broker, type Consumer, type Delivery, type HopSpan, type Logger, type Tracing } from "@rtb/runtime";
 import { parseMessage, StatusMessage, type Utilization } from "@rtb/protocol";
 import { countInto, type ApiStats } from "./stats.ts";
 import type { ApiMetrics } from "./api-metrics.ts";
@@ -24,6 +24,8 @@ export interface InboxOptions {
    * processing: an agent is about to run one, or runs it, without having heard the cancel.
    */
   onCancelledRunning?: (units: { unitId: number; attempt: number }[]) => void;
+  /** An apply span per status update that carries a traceparent; default: not traced. */
+  tracing?: Tracing;
 }
 
 interface Pending {
@@ -91,6 +93,23 @@ export interface InboxConsumer extends Consumer {
 
 export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsumer> {
   const { db, stats, logger } = opts;
+  const tracing = opts.tracing ?? noTracing;
+  const processed = messagingAttributes({ type: "process", name: "apply", destination: opts.broker.topology.inbox });
+
+  /** Per message, the apply spans of its updates that are in a trace (the sender's span is their parent). */
+  function applySpans(batch: Pending[]): Map<Pending, HopSpan[]> {
+    const spans = new Map<Pending, HopSpan[]>();
+    for (const p of batch) {
+      const list: HopSpan[] = [];
+      for (const u of p.message.updates) {
+        if (u.traceparent === undefined) continue;
+        const attributes = { ...processed, ...unitAttributes(u), "rtb.unit.status": u.status, "rtb.source": p.message.source.service };
+        list.push(tracing.span("apply", u.traceparent, { kind: "consumer", attributes }));
+      }
+      if (list.length > 0) spans.set(p, list);
+    }
+    return spans;
+  }
   let buffer: Pending[] = [];
   let timer: NodeJS.Timeout | undefined;
   let chain: Promise<void> = Promise.resolve();
@@ -135,6 +154,7 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
     const batch = buffer;
     buffer = [];
     if (batch.length === 0) return;
+    const spans = tracing.enabled ? applySpans(batch) : null;
     if ((await applyRetrying(batch)).outcome === "refused") {
       // Something in the batch can never be applied (PostgreSQL refused its values, or the
       // api failed on it in any way that is not a database outage): apply the messages one
@@ -150,8 +170,10 @@ export async function startInboxConsumer(opts: InboxOptions): Promise<InboxConsu
           "dead-lettering a status message the api cannot apply",
         );
         p.d.deadLetter();
+        for (const span of spans?.get(p) ?? []) span.fail(one.err);
       }
     }
+    for (const list of spans?.values() ?? []) for (const span of list) span.end();
     // Stopped before a batch committed: it stays unacked; closing the channel returns it.
     for (const p of batch) p.done();
   }

@@ -1,5 +1,5 @@
 import { fireDueSchedules, msUntilNextFire, type Db } from "@rtb/db";
-import type { Logger } from "@rtb/runtime";
+import { noTracing, type HopSpan, type Logger, type Tracing } from "@rtb/runtime";
 import type { Dispatcher } from "./dispatcher.ts";
 import type { ApiStats } from "./stats.ts";
 import type { Duties } from "./duties.ts";
@@ -29,8 +29,18 @@ const RETRY_MS = 1_000;
  * Nothing polls: between occurrences, the timer sleeps until the next (at most a minute,
  * and the reconciler's tick re-reads it).
  */
-export function startScheduler(deps: { db: Db; dispatcher: Dispatcher; stats: ApiStats; logger: Logger; graceMs: number; duties: Pick<Duties, "holds" | "holder"> }): Scheduler {
+export function startScheduler(deps: {
+  db: Db;
+  dispatcher: Dispatcher;
+  stats: ApiStats;
+  logger: Logger;
+  graceMs: number;
+  duties: Pick<Duties, "holds" | "holder">;
+  /** Each firing starts a trace of its own (its unit's); default: not traced. */
+  tracing?: Tracing;
+}): Scheduler {
   const { db, dispatcher, stats, logger, graceMs, duties } = deps;
+  const tracing = deps.tracing ?? noTracing;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | null = null;
   let again = false;
@@ -43,8 +53,17 @@ export function startScheduler(deps: { db: Db; dispatcher: Dispatcher; stats: Ap
       return;
     }
     let retryIn: number | null = null;
+    const spans: HopSpan[] = [];
+    // A new trace per occurrence fired: its span is the root of the unit's trace.
+    const trace = tracing.enabled
+      ? (schedule: string, occurrence: Date) => {
+          const span = tracing.span("fire schedule", undefined, { kind: "producer", attributes: { "rtb.schedule": schedule, "rtb.schedule.occurrence": occurrence.toISOString() } });
+          spans.push(span);
+          return span.traceparent;
+        }
+      : undefined;
     try {
-      const result = await fireDueSchedules(db, { graceMs, holder: duties.holder });
+      const result = await fireDueSchedules(db, { graceMs, holder: duties.holder, trace });
       if (result.ran) {
         const { fired, skipped, broken, more } = result.value;
         const created = fired.filter((f) => f.created);
@@ -64,7 +83,9 @@ export function startScheduler(deps: { db: Db; dispatcher: Dispatcher; stats: Ap
     } catch (err) {
       logger.warn({ err }, "schedules pass failed; retrying shortly");
       retryIn = RETRY_MS + Math.random() * RETRY_MS;
+      for (const span of spans) span.fail(err);
     }
+    for (const span of spans) span.end();
     await arm(retryIn);
   }
 

@@ -1,4 +1,4 @@
-import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type Logger } from "@rtb/runtime";
+import { createPublisher, defaultInstanceId, serveMetricsAndConnect, startHeartbeat, startService, within, type Logger, type Tracing } from "@rtb/runtime";
 import type { LeaderConfig } from "./config.ts";
 import { createLeaderMetrics, type LeaderMetrics } from "./leader-metrics.ts";
 import { createLeaderStats, type LeaderStats } from "./leader-stats.ts";
@@ -14,7 +14,7 @@ export interface LeaderService {
   stop(): Promise<void>;
 }
 
-export async function startLeaderService(config: LeaderConfig, logger: Logger): Promise<LeaderService> {
+export async function startLeaderService(config: LeaderConfig, logger: Logger, opts: { tracing?: Tracing } = {}): Promise<LeaderService> {
   const id = config.RTB_LEADER_ID ?? defaultInstanceId("leader");
   // Every line this leader logs says which leader it is (two may run: one active, one standby).
   const log = logger.child({ leaderId: id });
@@ -29,7 +29,7 @@ export async function startLeaderService(config: LeaderConfig, logger: Logger): 
     parts.add("publisher", (left) => within(publisher.drain(), left(500)));
     const heartbeat = startHeartbeat({ service: "leader", id, publisher, topology: broker.topology, everyMs: config.RTB_HEARTBEAT_MS, logger: log });
     parts.add("heartbeat", () => heartbeat.stop());
-    const router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, maxJobUnits: config.RTB_JOB_MAX_UNITS, stats, metrics });
+    const router = await startRouter({ broker, publisher, tracker, heartbeat, logger: log, prefetch: config.RTB_LEADER_PREFETCH, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, maxJobUnits: config.RTB_JOB_MAX_UNITS, stats, metrics, tracing: opts.tracing });
     parts.add("router", (left) => router.stop(left(1_000)));
     ready();
     log.info({ outbox: broker.topology.box }, "leader ready (active when it holds the outbox's single active consumer)");

@@ -1,4 +1,22 @@
-import { createStatusReporter, jsonBytes, MessageTooLargeError, splitBySize, startConsumer, type Broker, type Consumer, type Delivery, type Heartbeat, type Logger, type Publisher } from "@rtb/runtime";
+import {
+  createStatusReporter,
+  jsonBytes,
+  messagingAttributes,
+  MessageTooLargeError,
+  noTracing,
+  splitBySize,
+  startConsumer,
+  traceHeaders,
+  unitAttributes,
+  type Broker,
+  type Consumer,
+  type Delivery,
+  type Heartbeat,
+  type HopSpan,
+  type Logger,
+  type Publisher,
+  type Tracing,
+} from "@rtb/runtime";
 import { encodeMessage, parseDispatch, type DispatchedUnit, type JobUnit, type StatusUpdate } from "@rtb/protocol";
 import type { Tracker } from "./tracker.ts";
 import { unitsPerJob } from "./job-size.ts";
@@ -15,8 +33,12 @@ interface PlannedJob {
   body: Buffer;
 }
 
-const jobUnit = (u: DispatchedUnit): JobUnit =>
-  u.deps === undefined ? { unitId: u.unitId, attempt: u.attempt, payload: u.payload } : { unitId: u.unitId, attempt: u.attempt, payload: u.payload, deps: u.deps };
+function jobUnit(u: DispatchedUnit): JobUnit {
+  const unit: JobUnit = { unitId: u.unitId, attempt: u.attempt, payload: u.payload };
+  if (u.deps !== undefined) unit.deps = u.deps;
+  if (u.traceparent !== undefined) unit.traceparent = u.traceparent;
+  return unit;
+}
 
 /** A job's body: the single form for one unit (agents of every version read it), the batch form for more. */
 export function encodeJob(kind: string, units: readonly DispatchedUnit[]): Buffer {
@@ -49,9 +71,27 @@ export async function startRouter(deps: {
   maxJobUnits: number;
   stats: LeaderStats;
   metrics: Pick<LeaderMetrics, "consumed" | "inFlight" | "confirmWaits" | "unitsPerJob">;
+  /** A route span per unit, in the unit's trace; default: not traced. */
+  tracing?: Tracing;
 }): Promise<Consumer> {
   const { broker, publisher, tracker, heartbeat, logger, stats, metrics } = deps;
+  const tracing = deps.tracing ?? noTracing;
   const t = broker.topology;
+
+  /**
+   * Traced: a route span per unit (a child of its dispatch span), whose traceparent the unit's
+   * job and its routing report carry. Not traced: the units as they came.
+   */
+  function routeSpans(units: DispatchedUnit[]): { routed: DispatchedUnit[]; spans: HopSpan[] | null } {
+    if (!tracing.enabled) return { routed: units, spans: null };
+    const spans = units.map((u) =>
+      tracing.span("route", u.traceparent, {
+        kind: "producer",
+        attributes: { ...messagingAttributes({ type: "send", name: "publish", destination: t.jobsExchange, routingKey: u.kind }), ...unitAttributes(u) },
+      }),
+    );
+    return { routed: units.map((u, i) => ({ ...u, traceparent: spans[i]!.traceparent! })), spans };
+  }
   const returned = new Set<string>();
   // Message ids are unique per delivery, so two deliveries of the same unit (a duplicate
   // after a fault) never see each other's returns.
@@ -83,7 +123,7 @@ export async function startRouter(deps: {
       heartbeat.deadLettered(parsed.unidentified);
       logger.warn({ units: parsed.unidentified }, "dropping dispatched units without a valid unitId/attempt");
     }
-    const units = parsed.units;
+    const { routed: units, spans } = routeSpans(parsed.units);
     const delivery = ++deliveries;
     const jobs = planJobs(units, delivery);
     try {
@@ -107,22 +147,27 @@ export async function startRouter(deps: {
       for (const kind of new Set(units.map((u) => u.kind))) tracker.observe(kind);
       const updates: StatusUpdate[] = units.map((u, i) => {
         const big = tooLarge.get(i);
+        const trace = u.traceparent === undefined ? {} : { traceparent: u.traceparent };
         if (big) {
+          spans?.[i]!.fail(big);
           return {
             unitId: u.unitId,
             attempt: u.attempt,
             status: "error",
             at,
             error: { message: `refused: its job message (${big.bytes} bytes) is larger than a message may be (${big.limit} bytes: RTB_BROKER_MAX_MESSAGE_BYTES, or the broker's max_message_size when lower); the payload can never travel`, retryable: false },
+            ...trace,
           };
         }
-        if (!noQueue.has(i)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at };
+        if (!noQueue.has(i)) return { unitId: u.unitId, attempt: u.attempt, status: "queued", at, ...trace };
+        spans?.[i]!.set({ "rtb.outcome": "no agent" });
         return {
           unitId: u.unitId,
           attempt: u.attempt,
           status: "error",
           at,
           error: { message: `no agent consumes kind "${u.kind}" (queue ${t.jobQueue(u.kind)} does not exist)`, retryable: true, noAgent: true },
+          ...trace,
         };
       });
       const reports = [...updates, ...rejected];
@@ -139,10 +184,12 @@ export async function startRouter(deps: {
     } catch (err) {
       const which = units.map((u) => ({ unitId: u.unitId, attempt: u.attempt }));
       logger.warn({ err: (err as Error).message, units: which }, "routing failed");
+      for (const span of spans ?? []) span.fail(err);
       // Handed back after a pause if the broker is at fault; dead-lettered if this message is (consumer.ts).
       await d.retryLater(err);
     } finally {
       for (const job of jobs) returned.delete(job.id);
+      for (const span of spans ?? []) span.end();
     }
   }
 
@@ -180,7 +227,7 @@ export async function startRouter(deps: {
    */
   async function publishJob(job: PlannedJob, tooLarge: Map<number, MessageTooLargeError>, noQueue: Set<number>): Promise<void> {
     try {
-      await publisher.publish(t.jobsExchange, job.kind, job.body, { mandatory: true, messageId: job.id });
+      await publisher.publish(t.jobsExchange, job.kind, job.body, { mandatory: true, messageId: job.id, ...traceHeaders(job.units) });
       metrics.unitsPerJob.observe(job.members.length);
       if (returned.has(job.id)) for (const i of job.members) noQueue.add(i);
     } catch (err) {

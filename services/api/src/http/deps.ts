@@ -1,5 +1,5 @@
 import type { Db } from "@rtb/db";
-import type { Broker, Duration, Logger, Registry } from "@rtb/runtime";
+import type { Broker, Duration, Logger, Registry, Tracing } from "@rtb/runtime";
 import type { Dispatcher } from "../dispatcher.ts";
 import type { Scheduler } from "../scheduler.ts";
 import type { CancelAnnouncer } from "../cancel-announcer.ts";
@@ -54,4 +54,6 @@ export interface AppDeps {
   closing: AbortSignal;
   /** How long the inbox has been unable to apply reports (InboxConsumer.failingForMs). */
   inboxFailingForMs?: () => number;
+  /** Where enqueue spans go (a unit's trace starts there); default: not traced. */
+  tracing?: Tracing;
 }

@@ -23,6 +23,7 @@ import { committed } from "./committed.ts";
 import { cancelRoutes } from "./cancel-routes.ts";
 import { payloadTooLarge } from "./payload-limit.ts";
 import { InvalidRequestError } from "./validation.ts";
+import { enqueueSpan, inEnqueueSpan } from "./enqueue-trace.ts";
 
 const tags = ["units"];
 const invalid = { description: "A field is invalid: `field` names it, `message` says why. Nothing was written.", content: json(errorBody) };
@@ -46,7 +47,8 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
     description:
       `The body is one unit, or an array of up to ${settings.maxBatch} (RTB_API_MAX_BATCH) inserted in one round trip to the database, ` +
       `in order. A unit whose ref already exists is returned as it is, never duplicated. Bodies above ${settings.maxBodyBytes} bytes ` +
-      "(RTB_API_MAX_BODY_BYTES) are refused with 413. A request with any invalid unit writes nothing.",
+      "(RTB_API_MAX_BODY_BYTES) are refused with 413. A request with any invalid unit writes nothing. " +
+      "A W3C `traceparent` header puts the units in the producer's trace (README \"Traces\"); a malformed one is ignored, never a 400.",
     request: { body: { required: true, content: json(newUnit.or(batch)) } },
     responses: {
       200: { description: "One unit whose ref already existed: that unit (created: false).", content: json(enqueuedOne) },
@@ -73,9 +75,12 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
       const tooLarge = payloadTooLarge(units.map((u) => u.payload), settings.maxPayloadBytes, (i) => (one ? "payload" : `[${i}].payload`));
       if (tooLarge) return c.json(tooLarge, 413);
       let created = 0;
-      const res = await committed(db, async (tx) => {
-        const results = await enqueueUnits(tx, units.map(toNewUnit));
+      const span = enqueueSpan(deps.tracing, c, "/units");
+      const traceparent = span.traceparent ?? null;
+      const res = await inEnqueueSpan(span, () => committed(db, async (tx) => {
+        const results = await enqueueUnits(tx, units.map((u) => ({ ...toNewUnit(u), traceparent })));
         created = results.filter((r) => r.created).length;
+        span.set({ "rtb.units": units.length, "rtb.units.created": created, ...(one ? { "rtb.unit.id": results[0]!.id } : {}) });
         // Throws (rolling everything back) when a dependency is unknown: a 400 naming it.
         await addDependencies(tx, await resolveDependencies(tx, units, results, one));
         if (one) {
@@ -83,7 +88,7 @@ export function unitRoutes(deps: AppDeps): OpenAPIHono {
           return results[0]!.created ? c.json({ created: true, unit }, 201) : c.json({ created: false, unit }, 200);
         }
         return c.json({ created, existing: results.length - created, units: results }, 201);
-      });
+      }));
       if (created > 0) dispatcher.trigger("units enqueued");
       return res;
     },

@@ -18,6 +18,7 @@ import { CHANGE, json, routes, serve } from "./routes.ts";
 import { committed } from "./committed.ts";
 import { callerOf } from "./audit.ts";
 import { payloadTooLarge } from "./payload-limit.ts";
+import { enqueueSpan, inEnqueueSpan } from "./enqueue-trace.ts";
 
 const tags = ["workflows"];
 const invalid = { description: "A field is invalid (a cycle, an unknown step, too many steps): `field` names it. Nothing was written.", content: json(errorBody) };
@@ -58,21 +59,24 @@ export function workflowRoutes(deps: AppDeps): OpenAPIHono {
     const tooLarge = payloadTooLarge(body.steps.map((s) => s.payload), settings.maxPayloadBytes, (i) => `steps[${i}].payload`);
     if (tooLarge) return c.json(tooLarge, 413);
     let created = false;
-    const res = await committed(db, async (tx) => {
+    const span = enqueueSpan(deps.tracing, c, "/workflows");
+    const traceparent = span.traceparent ?? null;
+    const res = await inEnqueueSpan(span, () => committed(db, async (tx) => {
       const wf = await enqueueWorkflow(tx, {
         name: body.name,
         ref: body.ref ?? null,
         onFailure: body.onFailure,
         steps: body.steps.map((s) => ({
           step: s.step,
-          unit: { kind: s.kind, group: s.group ?? body.group, priority: s.priority ?? body.priority, payload: s.payload, ref: null, maxAttempts: s.maxAttempts, delayMs: s.delayMs ?? null },
+          unit: { kind: s.kind, group: s.group ?? body.group, priority: s.priority ?? body.priority, payload: s.payload, ref: null, maxAttempts: s.maxAttempts, delayMs: s.delayMs ?? null, traceparent },
           dependsOn: s.dependsOn.map((d) => (typeof d === "string" ? { step: d } : { step: depStep(d), onFailure: d.onFailure })),
         })),
       });
       created = wf.created;
+      span.set({ "rtb.workflow.id": wf.id, "rtb.units": body.steps.length });
       const workflow = (await getWorkflow(tx, wf.id))!;
       return created ? c.json({ created: true, workflow }, 201) : c.json({ created: false, workflow }, 200);
-    });
+    }));
     if (created) dispatcher.trigger("workflow enqueued");
     return res;
   });
