@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { exitWithin, repoRoot, runCommand, startSystem, useTestPlace, waitFor, type Proc, type System } from "@rtb/testing";
+import { exitWithin, repoRoot, runCommand, startOtlpReceiver, startSystem, useTestPlace, waitFor, type Proc, type System } from "@rtb/testing";
 
 /**
  * README "Writing your own agent", literally: the three packages an agent needs, packed
@@ -185,6 +185,35 @@ describe("the packed @rtb/agent", () => {
         expect(version.trim()).toMatch(node === "node" ? /^v\d+\./ : /^v24\./);
       } finally {
         if (agent.running()) agent.child.kill("SIGTERM");
+      }
+      expect(await exitWithin(agent, 20_000, "the example agent (SIGTERM)")).toEqual({ code: 0, signal: null });
+    });
+
+    it("exports its spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, in the producer's trace that the untraced api and leader passed on", async () => {
+      const otlp = await startOtlpReceiver();
+      const agent = runExample(node, { RTB_AGENT_ID: "render-traced", RTB_LOG_LEVEL: "info", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: "50" });
+      try {
+        await waitReady(agent);
+        const res = await system.api.app.request("/units", {
+          method: "POST",
+          headers: { "content-type": "application/json", traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" },
+          body: JSON.stringify({ kind: "render", payload: { scene: "traced" } }),
+        });
+        expect(res.status).toBe(201);
+        const id = ((await res.json()) as { unit: { id: number } }).unit.id;
+        await system.get("/go");
+        const spans = await waitFor("the agent's spans of the unit", () => {
+          const mine = otlp.spans.filter((s) => s.attributes["rtb.unit.id"] === id);
+          return mine.length >= 2 ? mine : null;
+        });
+        const receive = spans.find((s) => s.name === "receive")!;
+        const handle = spans.find((s) => s.name === "handle")!;
+        expect(receive).toMatchObject({ service: "rtb-agent", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", parentSpanId: "00f067aa0ba902b7" });
+        expect(handle).toMatchObject({ service: "rtb-agent", traceId: "4bf92f3577b34da6a3ce929d0e0e4736", parentSpanId: receive.spanId });
+        expect(handle.attributes).toMatchObject({ "rtb.outcome": "success", "rtb.unit.kind": "render" });
+      } finally {
+        if (agent.running()) agent.child.kill("SIGTERM");
+        await otlp.close();
       }
       expect(await exitWithin(agent, 20_000, "the example agent (SIGTERM)")).toEqual({ code: 0, signal: null });
     });
