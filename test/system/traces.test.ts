@@ -1,6 +1,6 @@
 import { expect, it, onTestFinished } from "vitest";
 import { sql } from "kysely";
-import { clusterPerTest, logLines, startOtlpReceiver, waitFor, type Cluster, type OtlpReceiver, type ReceivedSpan } from "@rtb/testing";
+import { catchUpAndPause, clusterPerTest, logLines, startOtlpReceiver, waitFor, type Cluster, type OtlpReceiver, type ReceivedSpan } from "@rtb/testing";
 
 /**
  * Traces across every hop (README "Traces"), with real processes: an api, a leader and an
@@ -48,7 +48,20 @@ it("one unit is one trace: the producer's, through the api, the leader and the a
     { kind: "simulate", payload: { failAttempts: 1 }, maxAttempts: 3 },
   ]);
   const [fresh] = await enqueue(c, MALFORMED, [{ kind: "simulate", payload: { n: 2 } }]);
+  // A workflow is one trace, the steps its handler fans out included.
+  const wf = await fetch(`${c.url}/workflows`, {
+    method: "POST",
+    headers: { "content-type": "application/json", traceparent: producer },
+    body: JSON.stringify({ name: "traced", steps: [{ step: "a", kind: "simulate", payload: { spawn: { steps: [{ step: "x", kind: "simulate" }] } } }, { step: "b", kind: "simulate", dependsOn: ["a"] }] }),
+  });
+  expect(wf.status).toBe(201);
+  const workflowId = ((await wf.json()) as { workflow: { id: number } }).workflow.id;
+  c.expectUnits(3);
+  // A schedule's occurrence starts a trace of its own.
+  expect((await c.post("/schedules", { name: "tick", cron: "* * * * * *", unit: { kind: "simulate" } })).status).toBe(201);
+  await catchUpAndPause(c, "tick");
   await c.waitDone();
+  const ticked = Number((await sql<{ id: string }>`SELECT min(id) AS id FROM units WHERE schedule_name = 'tick'`.execute(c.db)).rows[0]!.id);
   expect((await c.get(`/units/${retried}`)).attempt).toBe(2);
 
   const spansOf = (id: number) => otlp.spans.filter((s) => s.attributes["rtb.unit.id"] === id);
@@ -56,10 +69,10 @@ it("one unit is one trace: the producer's, through the api, the leader and the a
     spansOf(id).find((s) => s.name === name && s.attributes["rtb.unit.attempt"] === attempt && extra(s));
   const applied = (id: number, attempt: number, status: string) => find(id, "apply", attempt, (s) => s.attributes["rtb.unit.status"] === status);
   // Exported within OTEL_BSP_SCHEDULE_DELAY of their end; the api's apply of the last success ends last.
-  await waitFor("the spans of every hop", () => applied(plain!, 1, "success") && applied(retried!, 2, "success") && applied(fresh!, 1, "success"));
+  await waitFor("the spans of every hop", () => applied(plain!, 1, "success") && applied(retried!, 2, "success") && applied(fresh!, 1, "success") && applied(ticked, 1, "success"));
 
   const enqueues = otlp.spans.filter((s) => s.name === "enqueue");
-  const ours = enqueues.find((s) => s.traceId === PRODUCER_TRACE)!;
+  const ours = enqueues.find((s) => s.traceId === PRODUCER_TRACE && s.attributes["http.route"] === "/units")!;
   expect(ours).toMatchObject({ service: "rtb-api", parentSpanId: PRODUCER_SPAN, kind: 2 });
   expect(ours.attributes).toMatchObject({ "http.route": "/units", "rtb.units": 2, "rtb.units.created": 2 });
 
@@ -100,8 +113,17 @@ it("one unit is one trace: the producer's, through the api, the leader and the a
 
   // A malformed traceparent was ignored: the unit is in a trace of its own, begun at its enqueue.
   const own = enqueues.find((s) => s.traceId !== PRODUCER_TRACE)!;
+  const workflow = enqueues.find((s) => s.traceId === PRODUCER_TRACE && s.attributes["http.route"] === "/workflows")!;
+  expect(workflow).toMatchObject({ parentSpanId: PRODUCER_SPAN });
+  const steps = (await sql<{ step: string; traceparent: string | null }>`SELECT step, traceparent FROM units WHERE workflow_id = ${workflowId} ORDER BY step`.execute(c.db)).rows;
+  expect(steps).toEqual(["a", "a/x", "b"].map((step) => ({ step, traceparent: `00-${PRODUCER_TRACE}-${workflow.spanId}-01` })));
   expect(own.parentSpanId).toBe("");
   expectChain(fresh!, 1, own, "success");
+  const fired = otlp.spans.filter((s) => s.name === "fire schedule" && s.parentSpanId === "" && s.traceId === find(ticked, "dispatch", 1)?.traceId);
+  expect(fired).toHaveLength(1);
+  expect(fired[0]).toMatchObject({ service: "rtb-api", kind: 4 });
+  expect(fired[0]!.attributes["rtb.schedule"]).toBe("tick");
+  expectChain(ticked, 1, fired[0]!, "success");
   expect(await storedTraceparents(c, [plain!, retried!, fresh!])).toEqual([
     `00-${PRODUCER_TRACE}-${ours.spanId}-01`,
     `00-${PRODUCER_TRACE}-${ours.spanId}-01`,
