@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { freePort, startSystem, useTestPlace, waitFor } from "@rtb/testing";
+import { freePort, startSystem, startWebhookReceiver, testWebhookSecret, useTestPlace, waitFor } from "@rtb/testing";
 import { NEVER, rtb, rtbJson, startListeningApi } from "./support.ts";
 
 /** The operator flow through the bin: status, next, go, pause, unit; usage, reachability, auth. */
@@ -98,6 +98,43 @@ describe("rtb unit", () => {
 
     // A unit never dispatched has no timeline yet.
     expect((await rtb(["unit", "2"], env)).stdout).toContain("no events yet");
+  });
+
+  it("shows the unit's trace id, its callback URL and each delivery of its end with every attempt", async () => {
+    const secret = testWebhookSecret();
+    const receiver = await startWebhookReceiver(secret);
+    try {
+      const { url, env } = await api({ RTB_SEED_UNITS: "0", RTB_WEBHOOK_ALLOWED_HOSTS: "127.0.0.1", RTB_WEBHOOK_SECRET: secret, RTB_WEBHOOK_BACKOFF_MS: "50", RTB_WEBHOOK_BACKOFF_MAX_MS: "100" });
+      // The producer's trace: its trace id is what the unit shows (tracing off in this api: the context is kept anyway).
+      const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+      const res = await fetch(`${url}/units`, {
+        method: "POST",
+        headers: { "content-type": "application/json", traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+        body: JSON.stringify({ kind: "hook", callbackUrl: `${receiver.url}/done` }),
+      });
+      expect(res.status).toBe(201);
+      const id = ((await res.json()) as { unit: { id: number } }).unit.id;
+      // The receiver fails the first attempt, then takes the second.
+      let answers = 0;
+      receiver.answer = () => (answers++ === 0 ? 503 : 200);
+      expect((await rtb(["cancel", String(id)], env)).code).toBe(0);
+      await waitFor("the callback to be delivered", async () => (await rtbJson(["unit", String(id)], env)).callbacks[0]?.state === "delivered");
+
+      const json = await rtbJson(["unit", String(id)], env);
+      expect(json).toMatchObject({ traceId, callbackUrl: `${receiver.url}/done`, status: "cancelled" });
+      const shown = await rtb(["unit", String(id)], env);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(new RegExp(`^trace +${traceId}$`, "m"));
+      expect(shown.stdout).toMatch(new RegExp(`^callback +${receiver.url.replace(/[.]/g, "\\.")}/done$`, "m"));
+      expect(shown.stdout).toMatch(/^callback +state +at +answer$/m);
+      expect(shown.stdout).toMatch(new RegExp(`^${json.callbacks[0].webhookId} +delivered +\\d{4}-`, "m"));
+      expect(shown.stdout).toMatch(/^ +attempt +failed +\d{4}-\S+ \S+ +HTTP 503/m);
+      expect(shown.stdout).toMatch(/^ +attempt +delivered +\d{4}-\S+ \S+ +HTTP 200$/m);
+      expect(receiver.rejected).toEqual([]);
+      expect(receiver.received.map((r) => r.id)).toEqual([json.callbacks[0].webhookId, json.callbacks[0].webhookId]);
+    } finally {
+      await receiver.close();
+    }
   });
 
   it("prints the api's message for an unknown unit, exit 1", async () => {

@@ -42,6 +42,8 @@ export interface Unit {
   waitingOn: number | null;
   /** Where its end is POSTed (migration 0013); null: its group's, if it has one. */
   callbackUrl: string | null;
+  /** The trace id of its traceparent (migration 0012); null: none. */
+  traceId: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -90,6 +92,7 @@ export function toUnit(row: UnitRow): Unit {
     workflow: row.workflow_id !== null && row.step !== null ? { id: row.workflow_id, step: row.step } : null,
     waitingOn: row.waiting_on,
     callbackUrl: row.callback_url,
+    traceId: row.traceparent === null ? null : row.traceparent.slice(3, 35),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

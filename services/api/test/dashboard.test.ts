@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Browser, Page } from "playwright-core";
 import type { ApiService } from "@rtb/api";
-import { startSystem, useTestPlace, waitFor } from "@rtb/testing";
+import { startSystem, startWebhookReceiver, testWebhookSecret, useTestPlace, waitFor, type WebhookReceiver } from "@rtb/testing";
 import { NEVER } from "./support.ts";
 import { launchChromium, readEvents, waitForText, type PageGlobals, type SseEvent } from "./browser.ts";
 
@@ -19,9 +19,17 @@ const place = useTestPlace({ kinds: ["fail"] });
 let api: ApiService;
 let browser: Browser;
 let base: string;
+// Where the callbacks of the timeline's test go (a real receiver that verifies each signature).
+const secret = testWebhookSecret();
+let receiver: WebhookReceiver;
 
 beforeAll(async () => {
+  receiver = place.own(await startWebhookReceiver(secret));
   const env = {
+    RTB_WEBHOOK_ALLOWED_HOSTS: "127.0.0.1",
+    RTB_WEBHOOK_SECRET: secret,
+    RTB_WEBHOOK_BACKOFF_MS: "50",
+    RTB_WEBHOOK_BACKOFF_MAX_MS: "100",
     RTB_SEED_UNITS: String(UNITS),
     RTB_RECONCILE_CRON: NEVER,
     RTB_BROADCAST_MAX_QUEUE: "10",
@@ -231,6 +239,33 @@ describe("the dashboard in a real browser", () => {
     await page.locator("#tl-cancel").waitFor();
     expect(((await (await fetch(`${base}/units/${unit.id}`)).json()) as { status: string }).status).toBe("pending");
     await page.keyboard.press("Escape");
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("shows a unit's trace id, and each attempt at its callback in the timeline after its end", async () => {
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    const res = await fetch(`${base}/units`, {
+      method: "POST",
+      headers: { "content-type": "application/json", traceparent: `00-${traceId}-b7ad6b7169203331-01` },
+      body: JSON.stringify({ kind: "simulate", callbackUrl: `${receiver.url}/dash` }),
+    });
+    const { unit } = (await res.json()) as { unit: { id: number } };
+    let answers = 0;
+    receiver.answer = () => (answers++ === 0 ? 500 : 204);
+    // Dispatching is paused (above): cancelling the pending unit ends it, and its end is delivered.
+    expect((await fetch(`${base}/units/${unit.id}/cancel`, { method: "POST" })).status).toBe(200);
+    await waitFor("the callback to be delivered", async () => ((await (await fetch(`${base}/units/${unit.id}`)).json()) as { callbacks: { state: string }[] }).callbacks[0]?.state === "delivered");
+    await page.locator("#find").fill(String(unit.id));
+    await page.locator("#find-form button[type=submit]").click();
+    await waitForText(page, "#tl-title", `Unit #${unit.id}`);
+    await waitForText(page, "#tl-trace", traceId);
+    await page.locator('#tl-events li[data-callback="delivered"]').waitFor();
+    const items = await page.locator("#tl-events li").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-status") ?? `callback ${li.getAttribute("data-callback")}: ${li.textContent}`));
+    expect(items).toEqual(["cancelled", expect.stringMatching(/^callback failed: callback failed.*HTTP 500/), expect.stringMatching(/^callback delivered: callback delivered.*HTTP 204/)]);
+    expect(receiver.rejected).toEqual([]);
+    expect(receiver.received.filter((r) => r.path === "/dash")).toHaveLength(2);
+    await page.keyboard.press("Escape");
+    await page.locator("#timeline").waitFor({ state: "hidden" });
     expect(pageErrors).toEqual([]);
   });
 

@@ -43,6 +43,11 @@ export const unitView = z
       .describe("The workflow this unit is a step of; null outside workflows."),
     waitingOn: count.nullable().describe("Blocked: how many of its dependencies are not yet satisfied; null for a unit without dependencies."),
     callbackUrl: z.string().nullable().describe("Where its end is POSTed; null: its group's callbackUrl, if any."),
+    traceId: z
+      .string()
+      .regex(/^[0-9a-f]{32}$/)
+      .nullable()
+      .describe("The OpenTelemetry trace its attempts are spans of (the producer's traceparent's, or the one its enqueue started): look it up in your tracing backend; null when it has none."),
     createdAt: time.describe("When it was enqueued."),
     updatedAt: time.describe("When its row last changed."),
   })

@@ -1107,6 +1107,7 @@ async function loadTimeline(id) {
           ]
         : null,
       unit.waitingOn !== null ? [h("dt", {}, "waiting for"), h("dd", {}, `${unit.waitingOn} ${unit.waitingOn === 1 ? "dependency" : "dependencies"}`)] : null,
+      unit.traceId ? [h("dt", {}, "trace"), h("dd", {}, h("code", { id: "tl-trace" }, unit.traceId))] : null,
       h("dt", {}, "payload"),
       h("dd", {}, h("pre", { class: "detail", id: "tl-payload" }, JSON.stringify(unit.payload, null, 2))),
       unit.notBefore ? [h("dt", {}, "not before"), h("dd", {}, clockMs(unit.notBefore))] : null,
@@ -1118,24 +1119,62 @@ async function loadTimeline(id) {
     ...(retryable.includes(unit.status) ? [h("button", { type: "button", class: "btn", id: "tl-retry", onclick: () => unitAction(unit.id, "retry") }, "Retry")] : []),
     ...(!terminal.includes(unit.status) ? [h("button", { type: "button", class: "btn btn-quiet", id: "tl-cancel", onclick: () => unitAction(unit.id, "cancel") }, "Cancel")] : []),
   );
-  $("tl-events").replaceChildren(
-    ...(unit.events.length
-      ? unit.events.map((e, i) =>
-          h(
-            "li",
-            { class: `tl-item s-${e.status}`, "data-status": e.status },
-            h("span", { class: "tl-marker", "aria-hidden": "true" }),
-            h(
-              "div",
-              { class: "tl-body" },
-              h("div", { class: "tl-line" }, badge(e.status), h("span", { class: "muted" }, ` attempt ${e.attempt}`), h("time", { class: "tl-at", datetime: e.at }, clockMs(e.at))),
-              h("div", { class: "muted small" }, e.source, i > 0 ? ` · +${fmtMs(Date.parse(e.at) - Date.parse(/** @type {UnitWithTimeline["events"][number]} */ (unit.events[i - 1]).at))}` : ""),
-              e.detail ? h("pre", { class: "detail" }, JSON.stringify(e.detail, null, 2)) : null,
+  // The events, and each attempt at delivering the unit's end to its callback URL, in time order.
+  const events = unit.events.map((e, i) => ({
+    at: e.at,
+    node: h(
+      "li",
+      { class: `tl-item s-${e.status}`, "data-status": e.status },
+      h("span", { class: "tl-marker", "aria-hidden": "true" }),
+      h(
+        "div",
+        { class: "tl-body" },
+        h("div", { class: "tl-line" }, badge(e.status), h("span", { class: "muted" }, ` attempt ${e.attempt}`), h("time", { class: "tl-at", datetime: e.at }, clockMs(e.at))),
+        h("div", { class: "muted small" }, e.source, i > 0 ? ` · +${fmtMs(Date.parse(e.at) - Date.parse(/** @type {UnitWithTimeline["events"][number]} */ (unit.events[i - 1]).at))}` : ""),
+        e.detail ? h("pre", { class: "detail" }, JSON.stringify(e.detail, null, 2)) : null,
+      ),
+    ),
+  }));
+  const callbacks = unit.callbacks.flatMap((d) => [
+    ...d.history.map((a) => ({
+      at: a.at,
+      node: h(
+        "li",
+        { class: `tl-item s-${a.outcome === "delivered" ? "success" : "error"}`, "data-callback": a.outcome },
+        h("span", { class: "tl-marker", "aria-hidden": "true" }),
+        h(
+          "div",
+          { class: "tl-body" },
+          h("div", { class: "tl-line" }, h("span", {}, `callback ${a.outcome.replace("_", " ")}`), h("time", { class: "tl-at", datetime: a.at }, clockMs(a.at))),
+          h("div", { class: "muted small" }, [a.statusCode === undefined ? "" : `HTTP ${a.statusCode}`, a.error ?? "", d.url].filter(Boolean).join(" · ")),
+        ),
+      ),
+    })),
+    ...(d.state === "pending"
+      ? [
+          {
+            at: d.nextAttemptAt ?? d.createdAt,
+            node: h(
+              "li",
+              { class: "tl-item", "data-callback": "pending" },
+              h("span", { class: "tl-marker", "aria-hidden": "true" }),
+              h("div", { class: "tl-body" }, h("div", { class: "tl-line" }, h("span", { class: "muted" }, `callback pending${d.nextAttemptAt ? `, next attempt ${clockMs(d.nextAttemptAt)}` : ""}`)), h("div", { class: "muted small" }, d.url)),
             ),
-          ),
-        )
-      : [h("li", { class: "muted" }, "No events yet: the unit has not been dispatched.")]),
-  );
+          },
+        ]
+      : []),
+  ]);
+  // Events keep their order (as recorded: the senders' clocks may disagree); each callback item
+  // goes before the first event later than it.
+  callbacks.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+  /** @type {{ at: string, node: HTMLElement }[]} */
+  const items = [];
+  for (const e of events) {
+    while (callbacks.length && Date.parse(/** @type {{ at: string }} */ (callbacks[0]).at) < Date.parse(e.at)) items.push(/** @type {{ at: string, node: HTMLElement }} */ (callbacks.shift()));
+    items.push(e);
+  }
+  items.push(...callbacks);
+  $("tl-events").replaceChildren(...(items.length ? items.map((x) => x.node) : [h("li", { class: "muted" }, "No events yet: the unit has not been dispatched.")]));
 }
 
 // What POST /units/:id/retry and /cancel accept (the api answers 409 otherwise): retry an
