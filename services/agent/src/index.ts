@@ -2,6 +2,7 @@ export * from "./config.ts";
 export * from "./handler.ts";
 export { UnitCancelledError } from "./cancellations.ts";
 export * from "./simulate.ts";
+export * from "./conformance.ts";
 export * from "./builtin-handlers.ts";
 export * from "./agent-service.ts";
 export * from "./run-agent.ts";
