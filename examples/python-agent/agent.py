@@ -43,7 +43,7 @@ def main():
         def run_handler(self, kind, unit, attempt, log):
             final = original(self, kind, unit, attempt, log)
             if final is None and attempt.reason == "shutdown":
-                return {"unitId": unit.unit_id, "attempt": unit.attempt, "at": rtb_agent.messages.now_iso(), "status": "error", "error": {"message": "agent shutting down", "retryable": True}}
+                return rtb_agent.messages.unit_update(unit, "error", error={"message": "agent shutting down", "retryable": True})
             return final
 
         rtb_agent.Agent._run_handler = run_handler

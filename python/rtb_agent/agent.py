@@ -24,7 +24,7 @@ import pika.exceptions
 
 from .config import Config, ConfigError
 from .log import Logger
-from .messages import InvalidMessage, JobUnit, cut_message, encode, now_iso, parse_cancel, parse_job, status_message
+from .messages import InvalidMessage, JobUnit, cut_message, encode, now_iso, parse_cancel, parse_job, status_message, unit_update
 
 #: Cancelled attempts remembered (the oldest forgotten first), and for how long: as cancellations.ts.
 MAX_REMEMBERED = 100_000
@@ -298,9 +298,7 @@ class Agent:
             with self._lock:
                 self._running[key] = attempt
             try:
-                processing = {"unitId": unit.unit_id, "attempt": unit.attempt, "status": "processing", "at": now_iso()}
-                if unit.traceparent:
-                    processing["traceparent"] = unit.traceparent
+                processing = unit_update(unit, "processing")
                 processing_ok = self._call_io(lambda: self._report([processing]))
                 final = self._run_handler(kind, unit, attempt, log)
             finally:
@@ -311,8 +309,6 @@ class Agent:
             slots.release()
         if final is None:
             return ("cancelled", True) if attempt.reason == "cancelled" else ("handed back", True)
-        if unit.traceparent:
-            final["traceparent"] = unit.traceparent
         final = self._fitted(final, log)
         terminal_ok = self._call_io(lambda: self._report([final]))
         log.debug("job done", status=final["status"])
@@ -336,23 +332,21 @@ class Agent:
         threading.Thread(target=call, daemon=True, name="handler-%d" % unit.unit_id).start()
         if not attempt.wake.wait(self.config.timeout_ms / 1000):
             attempt.abort("timeout")
-        base = {"unitId": unit.unit_id, "attempt": unit.attempt, "at": now_iso()}
         if attempt.reason == "cancelled":
             log.info("attempt cancelled: handler aborted, nothing reported")
             return None
         if attempt.reason == "shutdown":
             return None
         if attempt.reason == "timeout":
-            return dict(base, status="error", error={"message": "handler exceeded %d ms (RTB_AGENT_TIMEOUT_MS)" % self.config.timeout_ms, "retryable": True})
+            return unit_update(unit, "error", error={"message": "handler exceeded %d ms (RTB_AGENT_TIMEOUT_MS)" % self.config.timeout_ms, "retryable": True})
         if "error" in box:
             if self._abort_all.is_set():
                 # Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
                 return None
             err = box["error"]
             message = str(err) or type(err).__name__
-            return dict(base, status="error", error={"message": cut_message(message), "retryable": not isinstance(err, PermanentError)})
-        result = box.get("result")
-        return dict(base, status="success", result=result)
+            return unit_update(unit, "error", error={"message": cut_message(message), "retryable": not isinstance(err, PermanentError)})
+        return unit_update(unit, "success", result=box.get("result"))
 
     def _fitted(self, update: Dict[str, Any], log: Logger) -> Dict[str, Any]:
         """A success whose report cannot be encoded or would not fit one message ends as a permanent error: no retry could report it either."""
@@ -378,8 +372,11 @@ class Agent:
         self._jobs.pop(job.tag, None)
         try:
             if not all(ok for _, ok in job.outcomes.values()):
-                self.log.warn("status report failed: handing the job back", units=len(job.units))
-                return self._ch.basic_nack(job.tag, requeue=True)
+                # After a pause, not at once: a recovering broker would be spun (and a quorum
+                # queue's delivery limit spent in milliseconds).
+                self.log.warn("status report failed: handing the job back in a second", units=len(job.units))
+                self._conn.call_later(1.0, lambda: self._settle_quietly(lambda: self._ch.basic_nack(job.tag, requeue=True)))
+                return
             left = [u for n, u in enumerate(job.units) if job.outcomes[n][0] == "handed back"]
             if not left:
                 return self._ch.basic_ack(job.tag)
@@ -394,6 +391,12 @@ class Agent:
         except pika.exceptions.AMQPError as err:
             # The channel is gone: the broker hands the job back by itself.
             self.log.warn("could not settle a job", err=str(err) or type(err).__name__)
+
+    def _settle_quietly(self, settle: Callable[[], None]) -> None:
+        try:
+            settle()
+        except pika.exceptions.AMQPError:
+            pass  # the channel is gone: the broker hands the job back by itself
 
     @staticmethod
     def _job_body(kind: str, units: List[JobUnit]) -> bytes:

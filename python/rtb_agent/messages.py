@@ -96,6 +96,15 @@ def parse_cancel(body: bytes) -> List[Tuple[int, int]]:
     return [(_positive_int(u.get("unitId") if isinstance(u, dict) else None, "units.%d.unitId" % i), _positive_int(u.get("attempt"), "units.%d.attempt" % i)) for i, u in enumerate(units)]
 
 
+def unit_update(unit: JobUnit, status: str, **fields: Any) -> Dict[str, Any]:
+    """A StatusUpdate for this unit's attempt, carrying the trace context its job did (common to
+    every hop: the api continues the unit's trace from it)."""
+    update: Dict[str, Any] = dict({"unitId": unit.unit_id, "attempt": unit.attempt, "status": status, "at": now_iso()}, **fields)
+    if unit.traceparent:
+        update["traceparent"] = unit.traceparent
+    return update
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

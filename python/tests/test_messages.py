@@ -8,7 +8,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from rtb_agent.config import ConfigError, load_config  # noqa: E402
-from rtb_agent.messages import InvalidMessage, cut_message, parse_cancel, parse_job  # noqa: E402
+from rtb_agent.messages import InvalidMessage, cut_message, parse_cancel, parse_job, unit_update  # noqa: E402
 
 
 def body(msg):
@@ -32,6 +32,16 @@ class ParseJob(unittest.TestCase):
         kind, units = parse_job(body({"v": 1, "type": "job", "unitId": 7, "attempt": 2, "kind": "k", "payload": {"x": 1}, "traceparent": tp}))
         self.assertEqual(kind, "k")
         self.assertEqual([(u.unit_id, u.attempt, u.payload, u.deps, u.traceparent) for u in units], [(7, 2, {"x": 1}, {}, tp)])
+
+    def test_reports_carry_the_traceparent_of_their_unit_only(self):
+        tp = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
+        _, units = parse_job(body({"v": 1, "type": "job", "kind": "k", "units": [{"unitId": 1, "attempt": 1, "traceparent": tp}, {"unitId": 2, "attempt": 1, "traceparent": "bogus"}]}))
+        first, second = unit_update(units[0], "processing"), unit_update(units[1], "success", result=None)
+        self.assertEqual((first["unitId"], first["status"], first["traceparent"]), (1, "processing", tp))
+        self.assertNotIn("traceparent", second)
+        # The header traceparent stands for the unit of a single-unit job.
+        _, single = parse_job(body({"v": 1, "type": "job", "kind": "k", "unitId": 3, "attempt": 2}), tp)
+        self.assertEqual(unit_update(single[0], "error", error={"message": "x", "retryable": True})["traceparent"], tp)
 
     def test_batch_form_unit_by_unit(self):
         kind, units = parse_job(body({"v": 1, "type": "job", "kind": "k", "units": [{"unitId": 1, "attempt": 1, "payload": None}, {"unitId": 2, "attempt": 3, "payload": "p", "deps": {"a": 1}}]}))
