@@ -103,6 +103,9 @@ export async function runConformance(opts: { agent: string; cwd?: string; say?: 
   return results;
 }
 
+/** How long past RTB_SHUTDOWN_TIMEOUT_MS an agent may take to exit after SIGTERM (closing its connection, a busy machine). */
+const EXIT_GRACE_MS = 4_000;
+
 /** The restarted agent's RTB_AGENT_TIMEOUT_MS: the timeout case waits this long once. */
 const SECOND_TIMEOUT_MS = "3000";
 
@@ -220,7 +223,7 @@ async function drive(sys: System, check: Check, current: (a: AgentProc) => void)
   const atShutdown = await (async () => {
     await until(`both units to be processing on ${first.id}`, async () => (await Promise.all(handedBack.map(unit))).every((u) => u.status === "processing"), 10_000);
     first.child.kill("SIGTERM");
-    const bound = Number(AGENT_SETTINGS.RTB_SHUTDOWN_TIMEOUT_MS) + 2_000;
+    const bound = Number(AGENT_SETTINGS.RTB_SHUTDOWN_TIMEOUT_MS) + EXIT_GRACE_MS;
     const exit = await Promise.race([first.exit, sleep(bound).then(() => null)]);
     if (!exit) return fail(`the agent did not exit within ${bound} ms of SIGTERM (RTB_SHUTDOWN_TIMEOUT_MS=${AGENT_SETTINGS.RTB_SHUTDOWN_TIMEOUT_MS}): it must hand back what it cannot finish`);
     if (exit.code !== 0) fail(`the agent exited with ${short(exit)} after SIGTERM, expected code 0`);
@@ -306,7 +309,7 @@ async function drive(sys: System, check: Check, current: (a: AgentProc) => void)
   await check("clean exit", async () => {
     if (!second.running()) fail(`the agent is not running (${short(await second.exit)})`);
     second.child.kill("SIGTERM");
-    const bound = Number(AGENT_SETTINGS.RTB_SHUTDOWN_TIMEOUT_MS) + 2_000;
+    const bound = Number(AGENT_SETTINGS.RTB_SHUTDOWN_TIMEOUT_MS) + EXIT_GRACE_MS;
     const exit = await Promise.race([second.exit, sleep(bound).then(() => null)]);
     if (!exit) return fail(`the agent did not exit within ${bound} ms of SIGTERM with nothing in hand`);
     if (exit.code !== 0) fail(`the agent exited with ${short(exit)} after SIGTERM, expected code 0`);

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pika
 import pika.exceptions
 
-from .config import Config, ConfigError
+from .config import KIND_PATTERN, KIND_RULE, MAX_AGENT_KINDS, Config, ConfigError
 from .log import Logger
 from .messages import InvalidMessage, JobUnit, cut_message, encode, now_iso, parse_cancel, parse_job, status_message, unit_update
 
@@ -95,6 +95,11 @@ class _JobInHand:
 class Agent:
     def __init__(self, handlers: Dict[str, Handler], config: Config, logger: Optional[Logger] = None):
         served = dict(handlers)
+        for kind in served:
+            if not isinstance(kind, str) or not KIND_PATTERN.match(kind):
+                raise ValueError("handler kind %r: expected %s" % (kind, KIND_RULE))
+        if len(served) > MAX_AGENT_KINDS:
+            raise ValueError("an agent serves at most %d kinds (its heartbeat names them all); got %d handlers: run several agents" % (MAX_AGENT_KINDS, len(served)))
         if config.kinds is not None:
             missing = [k for k in config.kinds if k not in served]
             if missing:

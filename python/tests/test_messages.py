@@ -7,8 +7,10 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from rtb_agent.agent import Agent  # noqa: E402
 from rtb_agent.config import ConfigError, load_config  # noqa: E402
-from rtb_agent.messages import InvalidMessage, cut_message, parse_cancel, parse_job, unit_update  # noqa: E402
+from rtb_agent.log import Logger  # noqa: E402
+from rtb_agent.messages import InvalidMessage, cut_message, parse_cancel, parse_job, status_message, unit_update  # noqa: E402
 
 
 def body(msg):
@@ -91,6 +93,37 @@ class Config(unittest.TestCase):
         with self.assertRaises(ConfigError) as caught:
             load_config({"RTB_AGENT_KINDS": ",".join(kinds)})
         self.assertIn("expected at most 500 kinds, got 501", str(caught.exception))
+
+
+class FittedResult(unittest.TestCase):
+    """A success whose status message would pass RTB_BROKER_MAX_MESSAGE_BYTES ends as a permanent error."""
+
+    def setUp(self):
+        self.agent = Agent({"k": lambda job: None}, load_config({"RTB_BROKER_MAX_MESSAGE_BYTES": "65536", "RTB_AGENT_ID": "a"}))
+        _, units = parse_job(body({"v": 1, "type": "job", "kind": "k", "unitId": 1, "attempt": 1}))
+        self.unit = units[0]
+
+    def fitted(self, result):
+        return self.agent._fitted(unit_update(self.unit, "success", result=result), Logger("silent"))
+
+    def test_a_message_of_exactly_the_limit_is_sent_one_byte_more_is_not(self):
+        empty = len(status_message(self.agent.source, [unit_update(self.unit, "success", result="")]))
+        at = "x" * (65536 - empty)
+        self.assertEqual(len(status_message(self.agent.source, [unit_update(self.unit, "success", result=at)])), 65536)
+        self.assertEqual(self.fitted(at)["status"], "success")
+        over = self.fitted(at + "x")
+        self.assertEqual((over["status"], over["error"]["retryable"]), ("error", False))
+        self.assertIn("result too large to report", over["error"]["message"])
+        self.assertNotIn("result", over)
+
+    def test_a_result_that_is_not_json_is_a_permanent_error(self):
+        out = self.fitted({"x": float("nan")})
+        self.assertEqual((out["status"], out["error"]["retryable"]), ("error", False))
+        self.assertIn("result cannot be encoded as JSON", out["error"]["message"])
+
+    def test_handler_kinds_follow_the_kind_rule(self):
+        with self.assertRaises(ValueError):
+            Agent({"no spaces": lambda job: None}, load_config({}))
 
 
 if __name__ == "__main__":

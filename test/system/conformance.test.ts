@@ -77,9 +77,9 @@ it("the Python agent stops at a bad setting, naming it (exit 2)", async () => {
   expect(p.output()).toContain('RTB_HEARTBEAT_MS="fast": expected an integer');
 });
 
-it("rtb_agent's own unit tests pass (python -m unittest: message rules, the 4000-character cut in UTF-16 units, config)", async () => {
+it("rtb_agent's own unit tests pass (python -m unittest: message rules, the 4000-character cut in UTF-16 units, traceparent, the result size limit at and past it, config)", async () => {
   const p = runCommand(pythonWithPika(), ["-m", "unittest", "discover", "-s", "python/tests"], {});
   const exit = await exitWithin(p, 30_000, "python -m unittest");
   expect(exit.code, p.output()).toBe(0);
-  expect(p.output()).toMatch(/^Ran 11 tests/m);
+  expect(p.output()).toMatch(/^Ran 14 tests/m);
 });
