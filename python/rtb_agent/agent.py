@@ -11,6 +11,7 @@ confirm. A job is acked only once every report of its units is confirmed.
 """
 
 import os
+import random
 import signal
 import socket
 import threading
@@ -84,9 +85,15 @@ class _Attempt:
         self.wake.set()
 
 
+class _Stopped(Exception):
+    """SIGTERM while (re)connecting: nothing is in hand, so the agent just ends."""
+
+
 class _JobInHand:
-    def __init__(self, tag: int, kind: str, units: List[JobUnit]):
+    def __init__(self, tag: int, kind: str, units: List[JobUnit], generation: int):
         self.tag = tag
+        #: Which connection it came on: its delivery tag means nothing on a later one.
+        self.generation = generation
         self.kind = kind
         self.units = units
         self.outcomes: Dict[int, Tuple[str, bool]] = {}
@@ -128,6 +135,7 @@ class Agent:
         self._next_beat = 0.0
         self._conn: Optional[pika.BlockingConnection] = None
         self._consumer_tags: List[str] = []
+        self._generation = 0
 
     # ---- the broker ------------------------------------------------------------------
 
@@ -143,10 +151,12 @@ class Agent:
                 params = pika.ConnectionParameters(host=host, port=port, virtual_host=c.broker_vhost, credentials=credentials, heartbeat=15, client_properties={"connection_name": "rtb agent " + self.id})
                 return pika.BlockingConnection(params)
             except pika.exceptions.AMQPConnectionError as err:
-                if self._stopping or time.monotonic() >= deadline:
+                if self._stopping:
+                    raise _Stopped()
+                if time.monotonic() >= deadline:
                     raise SystemExit("agent: cannot connect to RabbitMQ at %s:%d (RTB_BROKER_HOST): %s" % (host, port, err or type(err).__name__))
                 self.log.warn("broker not reachable; trying again", host="%s:%d" % (host, port), err=str(err) or type(err).__name__)
-                time.sleep(min(2.0, 0.2 * attempt))
+                time.sleep(min(2.0, 0.2 * attempt) * (0.5 + random.random()))
 
     def _work_queue_args(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         # Exactly the arguments topology.ts declares: a queue declared with others is refused (406).
@@ -270,20 +280,25 @@ class Agent:
             return self._dead_letter(method.delivery_tag, str(err))
         if job_kind != kind:
             return self._dead_letter(method.delivery_tag, "kind: %s arrived on the queue of %s" % (job_kind, kind))
-        job = _JobInHand(method.delivery_tag, kind, units)
+        job = _JobInHand(method.delivery_tag, kind, units, self._generation)
         self._jobs[job.tag] = job
         for i, unit in enumerate(units):
             threading.Thread(target=self._run_unit, args=(job, i, unit), daemon=True, name="unit-%d" % unit.unit_id).start()
 
     def _run_unit(self, job: _JobInHand, i: int, unit: JobUnit) -> None:
         try:
-            outcome = self._attempt(job.kind, unit)
+            outcome = self._attempt(job, unit)
         except Exception as err:  # a bug of ours: hand the unit back rather than lose it
             self.log.error("unit failed unexpectedly; handing it back", unitId=unit.unit_id, err=repr(err))
             outcome = ("handed back", True)
         self._call_io(lambda: self._unit_done(job, i, outcome), None)
 
-    def _attempt(self, kind: str, unit: JobUnit) -> Tuple[str, bool]:
+    def _report_for(self, job: _JobInHand, updates: List[Dict[str, Any]]) -> bool:
+        # A job of a lost connection was handed back by the broker: its reports would only repeat.
+        return job.generation == self._generation and self._report(updates)
+
+    def _attempt(self, job: _JobInHand, unit: JobUnit) -> Tuple[str, bool]:
+        kind = job.kind
         key = (unit.unit_id, unit.attempt)
         log = self.log.child(unitId=unit.unit_id, attempt=unit.attempt, kind=kind)
         if self._is_cancelled(key):
@@ -304,7 +319,7 @@ class Agent:
                 self._running[key] = attempt
             try:
                 processing = unit_update(unit, "processing")
-                processing_ok = self._call_io(lambda: self._report([processing]))
+                processing_ok = self._call_io(lambda: self._report_for(job, [processing]))
                 final = self._run_handler(kind, unit, attempt, log)
             finally:
                 with self._lock:
@@ -315,7 +330,7 @@ class Agent:
         if final is None:
             return ("cancelled", True) if attempt.reason == "cancelled" else ("handed back", True)
         final = self._fitted(final, log)
-        terminal_ok = self._call_io(lambda: self._report([final]))
+        terminal_ok = self._call_io(lambda: self._report_for(job, [final]))
         log.debug("job done", status=final["status"])
         return ("reported", bool(processing_ok and terminal_ok))
 
@@ -340,7 +355,7 @@ class Agent:
         if attempt.reason == "cancelled":
             log.info("attempt cancelled: handler aborted, nothing reported")
             return None
-        if attempt.reason == "shutdown":
+        if attempt.reason in ("shutdown", "lost"):
             return None
         if attempt.reason == "timeout":
             return unit_update(unit, "error", error={"message": "handler exceeded %d ms (RTB_AGENT_TIMEOUT_MS)" % self.config.timeout_ms, "retryable": True})
@@ -371,6 +386,8 @@ class Agent:
 
     def _unit_done(self, job: _JobInHand, i: int, outcome: Tuple[str, bool]) -> None:
         """On the I/O thread, once per unit: when the job's last unit is done, settle the job."""
+        if job.generation != self._generation:
+            return  # its connection is gone, and with it the delivery: the broker handed it back
         job.outcomes[i] = outcome
         if len(job.outcomes) < len(job.units):
             return
@@ -428,43 +445,76 @@ class Agent:
 
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; then let the jobs in hand finish within
-        RTB_SHUTDOWN_TIMEOUT_MS, hand back the rest, and return 0."""
+        RTB_SHUTDOWN_TIMEOUT_MS, hand back the rest, and return 0. A lost connection is
+        opened again (each host in turn, for up to RTB_CONNECT_TIMEOUT_MS)."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        first = True
+        while True:
+            try:
+                self._setup()
+            except _Stopped:
+                return 0
+            except pika.exceptions.AMQPChannelError as err:
+                # A refusal (406: a queue declared with other arguments ...): no retry can pass it.
+                self.log.error("broker refused the agent's setup", err=str(err) or type(err).__name__)
+                return 1
+            except pika.exceptions.AMQPConnectionError as err:
+                self._lost(err)
+                continue
+            if first:
+                self.log.info("agent ready", kinds=list(self.handlers), concurrency=self.config.concurrency)
+            else:
+                self.log.info("reconnected to the broker", kinds=list(self.handlers))
+            first = False
+            try:
+                return self._serve()
+            except pika.exceptions.AMQPError as err:
+                if self._stopping:
+                    return 0
+                self._lost(err)
+
+    def _lost(self, err: Exception) -> None:
+        """The connection is gone, and with it every delivery in hand (the broker requeues them):
+        abort their handlers without reporting, forget the jobs, and connect again."""
+        self.log.warn("lost the broker connection; connecting again", err=str(err) or type(err).__name__, jobs=len(self._jobs))
+        self._generation += 1
+        with self._lock:
+            for running in self._running.values():
+                running.abort("lost")
+        self._jobs.clear()
+        self._consumer_tags = []
+        self._kinds_announced = False
         try:
-            self._setup()
-        except pika.exceptions.AMQPError as err:
-            self.log.error("broker refused the agent's setup", err=str(err) or type(err).__name__)
-            return 1
-        self.log.info("agent ready", kinds=list(self.handlers), concurrency=self.config.concurrency)
+            if self._conn is not None and self._conn.is_open:
+                self._conn.close()
+        except pika.exceptions.AMQPError:
+            pass
+
+    def _serve(self) -> int:
         assert self._conn is not None
         abort_at = deadline = None
-        try:
-            while True:
-                self._conn.process_data_events(time_limit=0.05)
-                now = time.monotonic()
-                if now >= self._next_beat:
-                    self._beat()
-                if self._stopping and deadline is None:
-                    # Stop intake; jobs in hand finish until four fifths of the time, then their
-                    # handlers are aborted and their units handed back (the rest is for that).
-                    for tag in self._consumer_tags:
-                        self._ch.basic_cancel(tag)
-                    budget = self.config.shutdown_timeout_ms / 1000
-                    abort_at, deadline = now + budget * 0.8, now + budget
-                    self.log.info("stopping: finishing the jobs in hand", jobs=len(self._jobs))
-                if deadline is not None:
-                    if now >= abort_at and not self._abort_all.is_set():
-                        self._abort_all.set()
-                        with self._lock:
-                            for running in self._running.values():
-                                running.abort("shutdown")
-                    if not self._jobs or now >= deadline:
-                        break
-        except pika.exceptions.AMQPError as err:
-            # No reconnect (yet): the broker hands back every job in hand; a supervisor restarts us.
-            self.log.error("lost the broker connection; exiting", err=str(err) or type(err).__name__)
-            return 1
+        while True:
+            self._conn.process_data_events(time_limit=0.05)
+            now = time.monotonic()
+            if now >= self._next_beat:
+                self._beat()
+            if self._stopping and deadline is None:
+                # Stop intake; jobs in hand finish until four fifths of the time, then their
+                # handlers are aborted and their units handed back (the rest is for that).
+                for tag in self._consumer_tags:
+                    self._ch.basic_cancel(tag)
+                budget = self.config.shutdown_timeout_ms / 1000
+                abort_at, deadline = now + budget * 0.8, now + budget
+                self.log.info("stopping: finishing the jobs in hand", jobs=len(self._jobs))
+            if deadline is not None and abort_at is not None:
+                if now >= abort_at and not self._abort_all.is_set():
+                    self._abort_all.set()
+                    with self._lock:
+                        for running in self._running.values():
+                            running.abort("shutdown")
+                if not self._jobs or now >= deadline:
+                    break
         if self._jobs:
             self.log.warn("shutdown timeout: jobs still in hand go back to their queues", jobs=len(self._jobs))
         try:

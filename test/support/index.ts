@@ -9,3 +9,4 @@ export * from "./pgbouncer.ts";
 export * from "./owned-cluster.ts";
 export * from "./webhook-receiver.ts";
 export * from "./otlp-receiver.ts";
+export * from "./python.ts";

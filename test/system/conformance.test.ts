@@ -1,6 +1,5 @@
-import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { runCommand, runScript, exitWithin } from "@rtb/testing";
+import { exitWithin, pythonWithPika, runCommand, runScript } from "@rtb/testing";
 import { CASES } from "../../scripts/conformance-cases.ts";
 
 /**
@@ -9,24 +8,6 @@ import { CASES } from "../../scripts/conformance-cases.ts";
  * same Python agent told to misbehave fails exactly the cases it breaks, and the command
  * exits 1: the suite does catch an agent that does not conform.
  */
-
-/**
- * A Python that can `import pika`: RTB_TEST_PYTHON, else Debian's /usr/bin/python3 (where
- * apt-get puts python3-pika), else python3 on PATH. The first on PATH is often a pyenv or venv
- * one without it.
- */
-function pythonWithPika(): string {
-  const candidates = [process.env.RTB_TEST_PYTHON, "/usr/bin/python3", "python3"].filter((c): c is string => !!c);
-  for (const python of candidates) {
-    try {
-      execFileSync(python, ["-c", "import pika"], { stdio: "ignore" });
-      return python;
-    } catch {
-      // not there, or no pika: the next one
-    }
-  }
-  throw new Error(`no Python with pika among ${candidates.join(", ")}: apt-get install python3-pika (or name one in RTB_TEST_PYTHON)`);
-}
 
 const conformance = (agent: string) => runScript("scripts/conformance.ts", ["--agent", agent]);
 const lines = (stdout: string) => stdout.split("\n").filter((l) => /^(pass|FAIL) /.test(l));
