@@ -13,7 +13,8 @@
 import sys
 from typing import Dict, Optional
 
-from .agent import Agent, Handler, Job, PermanentError
+from .agent import Agent
+from .job import Handler, Job, PermanentError
 from .config import Config, ConfigError, load_config
 from .conformance import KIND as CONFORMANCE_KIND, conformance_handler
 

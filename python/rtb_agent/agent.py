@@ -24,65 +24,14 @@ import pika
 import pika.exceptions
 
 from .config import KIND_PATTERN, KIND_RULE, MAX_AGENT_KINDS, Config, ConfigError
+from .job import Attempt, Handler, Job, PermanentError
 from .log import Logger
+from .topology import Topology
 from .messages import InvalidMessage, JobUnit, cut_message, encode, now_iso, parse_cancel, parse_job, status_message, unit_update
 
 #: Cancelled attempts remembered (the oldest forgotten first), and for how long: as cancellations.ts.
 MAX_REMEMBERED = 100_000
 REMEMBER_S = 3600.0
-
-
-class PermanentError(Exception):
-    """Raise this when another attempt cannot help (a bad payload ...): the unit ends as `error`."""
-
-
-class Job:
-    """One attempt at one unit, as a handler sees it. Delivery is at least once: the same unit
-    may reach a handler more than once (a retry, a job handed back), so work should be safe to repeat."""
-
-    def __init__(self, unit: JobUnit, kind: str, aborted: threading.Event, reason: Callable[[], Optional[str]], logger: Logger):
-        self.unit_id = unit.unit_id
-        self.attempt = unit.attempt
-        self.kind = kind
-        #: The unit's payload as enqueued (any JSON).
-        self.payload = unit.payload
-        #: Results of the unit's dependencies that succeeded, by step name (or ref, or id); {} without any.
-        self.deps = unit.deps
-        #: The W3C trace context the job carried for this unit, if any.
-        self.traceparent = unit.traceparent
-        #: Set when the attempt is aborted: cancelled by an operator, over RTB_AGENT_TIMEOUT_MS, or the agent shutting down. Stop, and raise.
-        self.aborted = aborted
-        self._reason = reason
-        self.logger = logger
-
-    @property
-    def abort_reason(self) -> Optional[str]:
-        """"cancelled", "timeout" or "shutdown" once aborted; None before."""
-        return self._reason()
-
-    def sleep(self, seconds: float) -> bool:
-        """Wait, unless aborted first: True if the whole time passed, False if aborted."""
-        return not self.aborted.wait(max(0.0, seconds))
-
-
-Handler = Callable[[Job], Any]
-
-
-class _Attempt:
-    """A running attempt's abort: the first reason wins."""
-
-    def __init__(self) -> None:
-        self.aborted = threading.Event()
-        self.wake = threading.Event()
-        self.reason: Optional[str] = None
-        self._lock = threading.Lock()
-
-    def abort(self, reason: str) -> None:
-        with self._lock:
-            if self.reason is None:
-                self.reason = reason
-        self.aborted.set()
-        self.wake.set()
 
 
 class _Stopped(Exception):
@@ -117,15 +66,11 @@ class Agent:
         self.id = config.agent_id or "agent-%s-%d" % (socket.gethostname(), os.getpid())
         self.log = (logger or Logger(config.log_level, config.log_format, service="agent")).child(agentId=self.id)
         self.source = {"service": "agent", "id": self.id, "startedAt": now_iso()}
-        p = config.broker_prefix
-        self.inbox = p + "inbox"
-        self.jobs_exchange = p + "rtb.jobs"
-        self.control_exchange = p + "rtb.control"
-        self.dead_exchange = p + "rtb.dead"
+        self.topology = Topology(config)
         self.dead_lettered = 0
         self._slots = {k: threading.BoundedSemaphore(config.concurrency) for k in served}
         self._jobs: Dict[int, _JobInHand] = {}
-        self._running: Dict[Tuple[int, int], _Attempt] = {}
+        self._running: Dict[Tuple[int, int], Attempt] = {}
         self._cancelled: "OrderedDict[Tuple[int, int], float]" = OrderedDict()
         self._lock = threading.Lock()
         self._abort_all = threading.Event()
@@ -158,42 +103,21 @@ class Agent:
                 self.log.warn("broker not reachable; trying again", host="%s:%d" % (host, port), err=str(err) or type(err).__name__)
                 time.sleep(min(2.0, 0.2 * attempt) * (0.5 + random.random()))
 
-    def _work_queue_args(self, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        # Exactly the arguments topology.ts declares: a queue declared with others is refused (406).
-        args: Dict[str, Any] = {"x-queue-type": self.config.queue_type, "x-dead-letter-exchange": self.dead_exchange}
-        if self.config.queue_type == "quorum":
-            args["x-delivery-limit"] = self.config.delivery_limit
-        args.update(extra or {})
-        return args
-
-    def _assert_topology(self, ch: Any) -> None:
-        p = self.config.broker_prefix
-        ch.exchange_declare(self.dead_exchange, "fanout", durable=True)
-        ch.queue_declare(p + "dead", durable=True, arguments={"x-queue-type": self.config.queue_type})
-        ch.queue_bind(p + "dead", self.dead_exchange, "")
-        ch.exchange_declare(self.jobs_exchange, "direct", durable=True)
-        ch.exchange_declare(self.control_exchange, "fanout", durable=True)
-        ch.queue_declare(p + self.config.broker_box, durable=True, arguments=self._work_queue_args({"x-single-active-consumer": True}))
-        ch.queue_declare(self.inbox, durable=True, arguments=self._work_queue_args())
-
     def _setup(self) -> None:
         conn = self._connect()
         self._conn = conn
         self._pub = conn.channel()
-        self._assert_topology(self._pub)
+        self.topology.declare(self._pub)
         self._pub.confirm_delivery()
         self._beat()
         self._ch = conn.channel()
         # Listening before consuming jobs: a cancel heard first drops its job when it arrives.
-        control = self._ch.queue_declare("", exclusive=True, auto_delete=True, durable=False, arguments={"x-queue-type": "classic"}).method.queue
-        self._ch.queue_bind(control, self.control_exchange, "")
+        control = self.topology.declare_control_queue(self._ch)
         self._ch.basic_consume(control, self._on_control, auto_ack=True)
         # Per consumer: RTB_AGENT_CONCURRENCY jobs in hand per kind, as the TypeScript agent.
         self._ch.basic_qos(prefetch_count=self.config.concurrency)
         for kind in self.handlers:
-            queue = self.config.broker_prefix + "jobs." + kind
-            self._ch.queue_declare(queue, durable=True, arguments=self._work_queue_args())
-            self._ch.queue_bind(queue, self.jobs_exchange, kind)
+            queue = self.topology.declare_job_queue(self._ch, kind)
             self._consumer_tags.append(self._ch.basic_consume(queue, lambda ch, m, props, body, kind=kind: self._on_job(kind, m, props, body)))
         # Its queues exist and are consumed: units of these kinds waiting for an agent may come.
         self._kinds_announced = True
@@ -214,13 +138,13 @@ class Agent:
 
     def _report(self, updates: List[Dict[str, Any]]) -> bool:
         tp = updates[0].get("traceparent") if len(updates) == 1 else None
-        return self._publish("", self.inbox, status_message(self.source, updates), tp)
+        return self._publish("", self.topology.inbox, status_message(self.source, updates), tp)
 
     def _beat(self) -> None:
         extra: Dict[str, Any] = {"counters": {"deadLettered": self.dead_lettered}}
         if self._kinds_announced:
             extra["kinds"] = list(self.handlers)
-        if not self._publish("", self.inbox, status_message(self.source, [], **extra)):
+        if not self._publish("", self.topology.inbox, status_message(self.source, [], **extra)):
             self.log.debug("heartbeat not confirmed; the next one repeats it")
         self._next_beat = time.monotonic() + self.config.heartbeat_ms / 1000
 
@@ -314,7 +238,7 @@ class Agent:
             if self._is_cancelled(key):
                 log.info("attempt cancelled: job dropped before its handler ran")
                 return ("dropped", True)
-            attempt = _Attempt()
+            attempt = Attempt()
             with self._lock:
                 self._running[key] = attempt
             try:
@@ -334,7 +258,7 @@ class Agent:
         log.debug("job done", status=final["status"])
         return ("reported", bool(processing_ok and terminal_ok))
 
-    def _run_handler(self, kind: str, unit: JobUnit, attempt: _Attempt, log: Logger) -> Optional[Dict[str, Any]]:
+    def _run_handler(self, kind: str, unit: JobUnit, attempt: Attempt, log: Logger) -> Optional[Dict[str, Any]]:
         """The attempt's terminal update, or None when nothing is to be reported (cancelled, or handed back)."""
         if self._abort_all.is_set():
             attempt.abort("shutdown")
@@ -406,7 +330,7 @@ class Agent:
                 return self._ch.basic_nack(job.tag, requeue=True)
             # Cut short after some units were reported: hand back only the others, as a job of
             # their own, so the reported ones do not run again elsewhere.
-            if self._publish(self.jobs_exchange, job.kind, self._job_body(job.kind, left)):
+            if self._publish(self.topology.jobs_exchange, job.kind, self._job_body(job.kind, left)):
                 self._ch.basic_ack(job.tag)
             else:
                 self._ch.basic_nack(job.tag, requeue=True)

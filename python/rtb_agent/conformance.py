@@ -11,7 +11,7 @@ conformance suite (npm run conformance) asks of every agent it checks. The paylo
 import time
 from typing import Any
 
-from .agent import Job, PermanentError
+from .job import Job, PermanentError
 
 KIND = "conformance"
 
