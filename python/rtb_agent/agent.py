@@ -419,6 +419,9 @@ class Agent:
         assert self._conn is not None
         abort_at = deadline = None
         while True:
+            if not self._conn.is_open:
+                # Found closed by a publish (which only said "not confirmed"): pika's loop is gone with it.
+                raise pika.exceptions.StreamLostError("the broker connection closed")
             self._conn.process_data_events(time_limit=0.05)
             now = time.monotonic()
             if now >= self._next_beat:

@@ -8,7 +8,7 @@ import { exitWithin, logLines, pythonWithPika, runCommand, startCluster, testSer
  * agent connects again, declares and consumes again, the unit cut short runs again (the broker
  * handed its job back) and every unit ends; its heartbeats go on under the same lifetime.
  */
-const place = useTestPlace({ kinds: ["conformance"] });
+const place = useTestPlace({ kinds: ["conformance", "thumbnail"] });
 
 /** A TCP relay to RabbitMQ whose connections the test can drop (the broker keeps running). */
 async function relay(target: { host: string; port: number }): Promise<{ port: number; dropAll(): number; close(): Promise<void> }> {
@@ -34,7 +34,7 @@ async function relay(target: { host: string; port: number }): Promise<{ port: nu
   };
 }
 
-it("connects again after losing the broker, runs the cut-short unit again, and finishes every unit", { timeout: 90_000 }, async () => {
+it("serves the example kind; connects again after losing the broker, runs the cut-short unit again, and finishes every unit", { timeout: 90_000 }, async () => {
   const cluster = await startCluster(place, { RTB_SEED_UNITS: "0", RTB_HEARTBEAT_MS: "500" });
   place.own({ stop: () => cluster.stopAll() });
   await cluster.start("api");
@@ -46,7 +46,7 @@ it("connects again after losing the broker, runs the cut-short unit again, and f
     ...cluster.env,
     RTB_BROKER_HOST: `127.0.0.1:${proxy.port}`,
     RTB_AGENT_ID: "py-1",
-    RTB_AGENT_KINDS: "conformance",
+    RTB_AGENT_KINDS: "conformance,thumbnail",
     RTB_AGENT_CONCURRENCY: "2",
     RTB_HEARTBEAT_MS: "500",
     RTB_LOG_LEVEL: "info",
@@ -55,6 +55,15 @@ it("connects again after losing the broker, runs the cut-short unit again, and f
   const agentState = async () => ((await cluster.get("/")).services.agents as any[]).find((a) => a.id === "py-1");
   const first = await waitFor("the agent's heartbeat", agentState, 20_000);
 
+  // The example's own kind: a result, and a payload it refuses as a permanent error.
+  const [thumb, noUrl] = (await cluster.enqueue([{ kind: "thumbnail", payload: { url: "https://example.com/a.png", width: 64 } }, { kind: "thumbnail", payload: {} }])).units.map((u: any) => u.id);
+  const thumbs = await waitFor("both thumbnail units to end", async () => {
+    const units: any[] = await Promise.all([thumb, noUrl].map((id) => cluster.get(`/units/${id}`)));
+    return units.every((u) => u.status === "success" || u.status === "error") ? units : null;
+  }, 20_000);
+  expect(thumbs[0]).toMatchObject({ status: "success", result: { thumbnail: expect.stringMatching(/^thumbs\/[0-9a-f]{16}\.jpg$/), width: 64 } });
+  expect(thumbs[1]).toMatchObject({ status: "error", attempt: 1, lastError: "payload.url: expected a string" });
+
   const [sleeper, ...quick] = (await cluster.enqueue([{ kind: "conformance", payload: { do: "sleep", ms: 1_500, result: "slept" } }, ...Array.from({ length: 5 }, (_, i) => ({ kind: "conformance", payload: { do: "succeed", result: i } }))])).units.map((u: any) => u.id);
   await waitFor("the sleeping unit to be processing", async () => (await cluster.get(`/units/${sleeper}`)).status === "processing", 20_000);
   expect(proxy.dropAll()).toBeGreaterThan(0);
@@ -62,7 +71,10 @@ it("connects again after losing the broker, runs the cut-short unit again, and f
   const ends = await waitFor("every unit to succeed", async () => {
     const units: any[] = await Promise.all([sleeper, ...quick].map((id) => cluster.get(`/units/${id}`)));
     return units.every((u) => u.status === "success") ? units : null;
-  }, 30_000);
+  }, 30_000).catch(async (err: Error) => {
+    const units: any[] = await Promise.all([sleeper, ...quick].map((id) => cluster.get(`/units/${id}`)));
+    throw new Error(`${err.message}; units: ${JSON.stringify(units.map((u) => [u.id, u.status, u.attempt, u.events.map((e: any) => e.status)]))}\nthe agent's output:\n${agent.output().slice(-3000)}`);
+  });
   expect(ends.map((u) => u.result)).toEqual(["slept", 0, 1, 2, 3, 4]);
   // The sleeper's attempt 1 ran twice: processing from the first connection, again from the second.
   expect(ends[0].attempt).toBe(1);
