@@ -11,6 +11,7 @@
  * duplicate; agent 2 starts and must finish all of it (and time out an overlong attempt), then
  * stop cleanly.
  */
+import { randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import { BatchJobMessage, encodeMessage } from "@rtb/protocol";
 import { AGENT_SETTINGS, KIND, startConformanceSystem, type AgentProc, type System } from "./conformance-system.ts";
@@ -20,6 +21,7 @@ export const CASES = [
   "kinds",
   "processing before success",
   "result round-trip",
+  "traceparent",
   "retryable error",
   "permanent error",
   "error message limit",
@@ -167,6 +169,18 @@ async function drive(sys: System, check: Check, current: (a: AgentProc) => void)
       if (u instanceof Error) throw u;
       expectSuccess(u, 1, i < RESULTS.length ? RESULTS[i] : null);
     });
+  });
+
+  await check("traceparent", async () => {
+    const traceId = randomBytes(16).toString("hex");
+    const [traced] = await sys.enqueue([{ do: "succeed", result: "traced" }], `00-${traceId}-${randomBytes(8).toString("hex")}-01`);
+    expectSuccess(await settled(traced!), 1, "traced");
+    // Each of the agent's reports is applied in a span whose parent is the traceparent it carried.
+    const applied = await until(`the api's apply spans of the agent's processing and success reports in the unit's trace: copy the job's traceparent (per unit) into each status update`, async () => {
+      const statuses = sys.spans().filter((s) => s.traceId === traceId && s.name === "apply" && s.attributes["rtb.source"] === "agent").map((s) => s.attributes["rtb.unit.status"]);
+      return statuses.includes("processing") && statuses.includes("success") ? statuses : null;
+    }, 5_000);
+    void applied;
   });
 
   const [retried, permanent, atLimit, overLimit] = await sys.enqueue([

@@ -11,6 +11,8 @@ import { jobUnits, parseJob, type AnyJobMessage, type JobUnit } from "@rtb/proto
 import { brokerUrl, createTopology, type Topology } from "@rtb/runtime";
 import { benchServiceEnv, readyWithin, startService, stopAll, type ServiceProc } from "./bench-services.ts";
 import { scratchPlace } from "./scratch-place.ts";
+// Plain node:http (no test runner): the collector the api and the leader export their spans to.
+import { startOtlpReceiver, type OtlpReceiver } from "../test/support/otlp-receiver.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 export const KIND = "conformance";
@@ -86,14 +88,20 @@ export async function startConformanceSystem(opts: { agent: string; cwd?: string
   const services: ServiceProc[] = [];
   const agents: AgentProc[] = [];
   let conn: ChannelModel | null = null;
+  let otlp: OtlpReceiver | null = null;
   async function stop(): Promise<void> {
     for (const a of agents) if (a.running()) a.child.kill("SIGKILL");
     await Promise.all(agents.map((a) => a.exit));
     await stopAll(services, 5_000);
     await conn?.close().catch(() => {});
+    await otlp?.close().catch(() => {});
     await place.drop([KIND]);
   }
   try {
+    // The api and the leader trace (spans out within 200 ms): the api's `apply` span of a report
+    // is a child of the report's traceparent, which is how the suite sees that the agent echoed it.
+    otlp = await startOtlpReceiver();
+    Object.assign(env, { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: "200" });
     const api = startService(root, "api", "api", { ...env, RTB_API_ID: "conformance-api", RTB_LOG_LEVEL: "info" });
     services.push(api);
     const ready = await readyWithin(api, 60_000);
@@ -107,8 +115,8 @@ export async function startConformanceSystem(opts: { agent: string; cwd?: string
     const look: Channel = await conn.createChannel();
     look.on("error", () => {});
 
-    const http = async (method: string, path: string, body?: unknown): Promise<any> => {
-      const res = await fetch(url + path, { method, signal: AbortSignal.timeout(10_000), ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }) });
+    const http = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<any> => {
+      const res = await fetch(url + path, { method, signal: AbortSignal.timeout(10_000), ...(body === undefined ? { headers } : { body: JSON.stringify(body), headers: { "content-type": "application/json", ...headers } }) });
       const json = await res.json();
       if (res.status >= 300) throw new Error(`${method} ${path} answered ${res.status}: ${JSON.stringify(json)}`);
       return json;
@@ -121,11 +129,13 @@ export async function startConformanceSystem(opts: { agent: string; cwd?: string
       topology,
       get: (path: string) => http("GET", path),
       post: (path: string, body?: unknown) => http("POST", path, body),
-      /** POST /units: the ids of the units made, in order. */
-      async enqueue(payloads: unknown[]): Promise<number[]> {
-        const answer = await http("POST", "/units", payloads.map((payload) => ({ kind: KIND, payload })));
+      /** POST /units (in the producer's trace `traceparent`, if given): the ids of the units made, in order. */
+      async enqueue(payloads: unknown[], traceparent?: string): Promise<number[]> {
+        const answer = await http("POST", "/units", payloads.map((payload) => ({ kind: KIND, payload })), traceparent ? { traceparent } : {});
         return answer.units.map((u: { id: number }) => u.id);
       },
+      /** The spans the api and the leader exported so far. */
+      spans: () => otlp!.spans,
       /** Start the agent under test (its own id each time), with the suite's settings and `extra`. */
       startAgent(extra: Record<string, string> = {}): AgentProc {
         const id = `conformance-agent-${++started}`;

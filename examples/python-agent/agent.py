@@ -5,7 +5,8 @@
 
 `--misbehave WAY` breaks it on purpose, so the conformance suite can be seen to fail:
 `long-errors` sends error messages uncut (over the protocol's 4000), `error-on-shutdown`
-reports the units in hand as errors on SIGTERM instead of handing them back.
+reports the units in hand as errors on SIGTERM instead of handing them back, `no-traceparent`
+leaves the job's traceparent out of its reports.
 """
 
 import argparse
@@ -33,10 +34,13 @@ def thumbnail(job):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--misbehave", choices=["long-errors", "error-on-shutdown"], action="append", default=[])
+    parser.add_argument("--misbehave", choices=["long-errors", "error-on-shutdown", "no-traceparent"], action="append", default=[])
     args = parser.parse_args()
     if "long-errors" in args.misbehave:
         rtb_agent.agent.cut_message = lambda message, limit=0: message
+    if "no-traceparent" in args.misbehave:
+        update = rtb_agent.agent.unit_update
+        rtb_agent.agent.unit_update = lambda unit, status, **fields: {k: v for k, v in update(unit, status, **fields).items() if k != "traceparent"}
     if "error-on-shutdown" in args.misbehave:
         original = rtb_agent.Agent._run_handler
 

@@ -14,7 +14,8 @@ from .config import KIND_PATTERN
 ERROR_MESSAGE_MAX = 4_000
 #: BatchJobMessage.units holds at most this many units.
 MAX_JOB_UNITS = 1_000
-TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+#: messages.ts's TRACEPARENT_PATTERN: W3C trace context, version 00 (what every schema takes).
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class InvalidMessage(ValueError):
@@ -44,9 +45,14 @@ def _unit(raw: Any, path: str, outer_traceparent: Optional[str]) -> JobUnit:
     deps = raw.get("deps")
     if deps is not None and not isinstance(deps, dict):
         raise InvalidMessage("%sdeps: expected an object" % prefix)
-    tp = raw.get("traceparent")
-    # Optional everywhere: a malformed one is left out, never a reason to refuse the job.
-    traceparent = tp if isinstance(tp, str) and TRACEPARENT.match(tp) else outer_traceparent
+    traceparent = outer_traceparent
+    if "traceparent" in raw:
+        # Optional, but checked as the job's schema checks it: the api would refuse a report
+        # that echoed a malformed one (and with it every other update of its message).
+        tp = raw["traceparent"]
+        if not isinstance(tp, str) or not TRACEPARENT.match(tp):
+            raise InvalidMessage("%straceparent: expected a W3C traceparent, version 00 (00-<32 hex>-<16 hex>-<2 hex>)" % prefix)
+        traceparent = tp
     return JobUnit(
         unit_id=_positive_int(raw.get("unitId"), prefix + "unitId"),
         attempt=_positive_int(raw.get("attempt"), prefix + "attempt"),

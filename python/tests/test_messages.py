@@ -37,13 +37,21 @@ class ParseJob(unittest.TestCase):
 
     def test_reports_carry_the_traceparent_of_their_unit_only(self):
         tp = "00-" + "c" * 32 + "-" + "d" * 16 + "-01"
-        _, units = parse_job(body({"v": 1, "type": "job", "kind": "k", "units": [{"unitId": 1, "attempt": 1, "traceparent": tp}, {"unitId": 2, "attempt": 1, "traceparent": "bogus"}]}))
+        _, units = parse_job(body({"v": 1, "type": "job", "kind": "k", "units": [{"unitId": 1, "attempt": 1, "traceparent": tp}, {"unitId": 2, "attempt": 1}]}))
         first, second = unit_update(units[0], "processing"), unit_update(units[1], "success", result=None)
         self.assertEqual((first["unitId"], first["status"], first["traceparent"]), (1, "processing", tp))
         self.assertNotIn("traceparent", second)
-        # The header traceparent stands for the unit of a single-unit job.
+        # The header traceparent stands for the unit of a single-unit job; a malformed header is ignored.
         _, single = parse_job(body({"v": 1, "type": "job", "kind": "k", "unitId": 3, "attempt": 2}), tp)
         self.assertEqual(unit_update(single[0], "error", error={"message": "x", "retryable": True})["traceparent"], tp)
+        _, unheaded = parse_job(body({"v": 1, "type": "job", "kind": "k", "unitId": 3, "attempt": 2}), "01-" + tp[3:])
+        self.assertNotIn("traceparent", unit_update(unheaded[0], "processing"))
+
+    def test_a_malformed_traceparent_makes_the_job_invalid_as_its_schema_does(self):
+        for bad in ("bogus", "01-" + "a" * 32 + "-" + "b" * 16 + "-01", None, 7):
+            with self.assertRaises(InvalidMessage) as caught:
+                parse_job(body({"v": 1, "type": "job", "kind": "k", "units": [{"unitId": 1, "attempt": 1, "traceparent": bad}]}))
+            self.assertIn("units.0.traceparent:", str(caught.exception))
 
     def test_batch_form_unit_by_unit(self):
         kind, units = parse_job(body({"v": 1, "type": "job", "kind": "k", "units": [{"unitId": 1, "attempt": 1, "payload": None}, {"unitId": 2, "attempt": 3, "payload": "p", "deps": {"a": 1}}]}))

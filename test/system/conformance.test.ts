@@ -31,14 +31,15 @@ describe("npm run conformance", () => {
     expect(code).toBe(0);
   });
 
-  it("fails an agent that sends over-long error messages and reports errors at shutdown, naming those cases (exit 1)", { timeout: 120_000 }, async () => {
-    const { code, stdout } = await conformance(`${pythonAgent()} --misbehave long-errors --misbehave error-on-shutdown`);
+  it("fails an agent that drops the traceparent, sends over-long error messages and reports errors at shutdown, naming those cases (exit 1)", { timeout: 120_000 }, async () => {
+    const { code, stdout } = await conformance(`${pythonAgent()} --misbehave no-traceparent --misbehave long-errors --misbehave error-on-shutdown`);
     const failed = lines(stdout).filter((l) => l.startsWith("FAIL"));
     expect(failed).toEqual([
+      expect.stringMatching(/^FAIL {2}traceparent: the api's apply spans of the agent's processing and success reports in the unit's trace: copy the job's traceparent/),
       expect.stringMatching(/^FAIL {2}error message limit: unit \d+ with a 4008-character error never ended: a report over the protocol's 4000-character limit is refused/),
       expect.stringMatching(/^FAIL {2}shutdown hand-back: unit \d+ got .*"agent shutting down".* at shutdown \(attempt 1\): a job cut short by the shutdown is handed back/),
     ]);
-    expect(passed(stdout)).toEqual(CASES.filter((c) => c !== "error message limit" && c !== "shutdown hand-back"));
+    expect(passed(stdout)).toEqual(CASES.filter((c) => c !== "traceparent" && c !== "error message limit" && c !== "shutdown hand-back"));
     expect(code).toBe(1);
   });
 });
@@ -62,5 +63,5 @@ it("rtb_agent's own unit tests pass (python -m unittest: message rules, the 4000
   const p = runCommand(pythonWithPika(), ["-m", "unittest", "discover", "-s", "python/tests"], {});
   const exit = await exitWithin(p, 30_000, "python -m unittest");
   expect(exit.code, p.output()).toBe(0);
-  expect(p.output()).toMatch(/^Ran 14 tests/m);
+  expect(p.output()).toMatch(/^Ran 15 tests/m);
 });
