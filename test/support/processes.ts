@@ -51,10 +51,10 @@ export function run(entry: string, env: Record<string, string>): Proc {
 /**
  * Run a script of the repository (`scripts/bench.ts`) with node and tsx to its end, on the
  * test servers (`serversEnv`), its stdout and stderr kept apart: for commands whose output is
- * the result (a benchmark's figures, its JSON).
+ * the result (a benchmark's figures, its JSON). `env` goes on top (a queue type, say).
  */
-export async function runScript(script: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], { cwd: repoRoot, env: { ...process.env, ...serversEnv() }, stdio: ["ignore", "pipe", "pipe"] });
+export async function runScript(script: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], { cwd: repoRoot, env: { ...process.env, ...serversEnv(), ...env }, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));

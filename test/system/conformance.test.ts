@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { exitWithin, pythonWithPika, runCommand, runScript } from "@rtb/testing";
+import { defaultQueueType, exitWithin, pythonWithPika, runCommand, runScript } from "@rtb/testing";
 import { CASES } from "../../scripts/conformance-cases.ts";
 
 /**
@@ -9,7 +9,8 @@ import { CASES } from "../../scripts/conformance-cases.ts";
  * exits 1: the suite does catch an agent that does not conform.
  */
 
-const conformance = (agent: string) => runScript("scripts/conformance.ts", ["--agent", agent]);
+// On the run's queue type: RTB_TEST_QUEUE_TYPE=classic npm test runs the suite on classic queues.
+const conformance = (agent: string) => runScript("scripts/conformance.ts", ["--agent", agent], { RTB_BROKER_QUEUE_TYPE: defaultQueueType() });
 const lines = (stdout: string) => stdout.split("\n").filter((l) => /^(pass|FAIL) /.test(l));
 const passed = (stdout: string) => lines(stdout).filter((l) => l.startsWith("pass")).map((l) => l.slice(6));
 const pythonAgent = () => `${pythonWithPika()} examples/python-agent/agent.py`;
