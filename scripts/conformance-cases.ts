@@ -288,9 +288,9 @@ async function drive(sys: System, check: Check, current: (a: AgentProc) => void)
     if (!firstOk) fail("not checked: the first agent did not start and heartbeat");
     if (handBackProblem) fail(handBackProblem);
     for (const id of handedBack) {
-        const u = await settled(id);
-        expectSuccess(u, 1, "handed back");
-        const last = u.events.at(-1);
+      const u = await settled(id);
+      expectSuccess(u, 1, "handed back");
+      const last = u.events.at(-1);
       if (last.source !== agentSource(second)) fail(`unit ${id}'s success came from ${last.source}, expected the restarted agent ${agentSource(second)}`);
     }
   });
