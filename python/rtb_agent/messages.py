@@ -16,6 +16,15 @@ ERROR_MESSAGE_MAX = 4_000
 MAX_JOB_UNITS = 1_000
 #: messages.ts's TRACEPARENT_PATTERN: W3C trace context, version 00 (what every schema takes).
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+#: A trace id or span id of zeros is invalid.
+_ZEROS = re.compile(r"^00-(?:0{32}-|[0-9a-f]{32}-0{16}-)")
+
+
+def valid_traceparent(value: Any) -> Optional[str]:
+    """The value if it is a valid version-00 traceparent, else None (ignored, as W3C says)."""
+    if isinstance(value, str) and TRACEPARENT.match(value) and not _ZEROS.match(value):
+        return value
+    return None
 
 
 class InvalidMessage(ValueError):
@@ -47,12 +56,10 @@ def _unit(raw: Any, path: str, outer_traceparent: Optional[str]) -> JobUnit:
         raise InvalidMessage("%sdeps: expected an object" % prefix)
     traceparent = outer_traceparent
     if "traceparent" in raw:
-        # Optional, but checked as the job's schema checks it: the api would refuse a report
-        # that echoed a malformed one (and with it every other update of its message).
-        tp = raw["traceparent"]
-        if not isinstance(tp, str) or not TRACEPARENT.match(tp):
-            raise InvalidMessage("%straceparent: expected a W3C traceparent, version 00 (00-<32 hex>-<16 hex>-<2 hex>)" % prefix)
-        traceparent = tp
+        # Optional, and read as the schemas read it: one that is not a valid version-00
+        # traceparent counts as absent (W3C Trace Context: a malformed one is ignored), so it is
+        # never echoed into a report.
+        traceparent = valid_traceparent(raw["traceparent"])
     return JobUnit(
         unit_id=_positive_int(raw.get("unitId"), prefix + "unitId"),
         attempt=_positive_int(raw.get("attempt"), prefix + "attempt"),
@@ -77,7 +84,7 @@ def parse_job(body: bytes, header_traceparent: Optional[str] = None) -> Tuple[st
     kind = msg.get("kind")
     if not isinstance(kind, str) or not KIND_PATTERN.match(kind):
         raise InvalidMessage("kind: expected 1 to 100 letters, digits, '_', '.' or '-'")
-    outer = header_traceparent if isinstance(header_traceparent, str) and TRACEPARENT.match(header_traceparent) else None
+    outer = valid_traceparent(header_traceparent)
     if "units" in msg:
         units = msg["units"]
         if not isinstance(units, list) or not 1 <= len(units) <= MAX_JOB_UNITS:

@@ -67,7 +67,7 @@ describe("an agent's heartbeat names its kinds", () => {
     expect(jobUnits(single as JobMessage)).toEqual([{ unitId: 7, attempt: 1, payload: { a: 1 } }]);
   });
 
-  it("carries a unit's traceparent (W3C, version 00) on dispatched units, jobs and status updates, and refuses a malformed one", () => {
+  it("carries a unit's traceparent (W3C, version 00) on dispatched units, jobs and status updates, and reads a malformed one as absent", () => {
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const single = { v: 1, type: "job", unitId: 7, attempt: 1, kind: "k", payload: null, traceparent };
     expect(jobUnits((parseJob(buf(single)) as { value: JobMessage }).value)).toEqual([{ unitId: 7, attempt: 1, payload: null, traceparent }]);
@@ -77,9 +77,20 @@ describe("an agent's heartbeat names its kinds", () => {
     expect(parseMessage(DispatchMessage, buf(dispatch))).toEqual({ ok: true, value: dispatch });
     const status = { v: 1, type: "status", source: { service: "agent", id: "a" }, updates: [{ unitId: 1, attempt: 1, status: "processing", at: "2026-01-01T00:00:00Z", traceparent }] };
     expect(parseMessage(StatusMessage, buf(status))).toEqual({ ok: true, value: status });
-    for (const bad of ["nonsense", traceparent.toUpperCase(), `${traceparent}-extra`, traceparent.replace(/^00/, "01"), ""]) {
+    // A malformed one never costs the report (nor the message's other updates): it is dropped.
+    const zeros = `00-${"0".repeat(32)}-00f067aa0ba902b7-01`;
+    const zeroSpan = `00-4bf92f3577b34da6a3ce929d0e0e4736-${"0".repeat(16)}-01`;
+    for (const bad of ["nonsense", traceparent.toUpperCase(), `${traceparent}-extra`, traceparent.replace(/^00/, "01"), "", null, 42, zeros, zeroSpan]) {
       const unit = { ...status.updates[0], traceparent: bad };
-      expect(parseMessage(StatusMessage, buf({ ...status, updates: [unit] })), bad).toMatchObject({ ok: false, reason: expect.stringContaining("updates.0.traceparent") });
+      const other = { unitId: 2, attempt: 1, status: "success", at: "2026-01-01T00:00:00Z", result: 1 };
+      const parsed = parseMessage(StatusMessage, buf({ ...status, updates: [unit, other] }));
+      expect(parsed.ok, String(bad)).toBe(true);
+      const updates = (parsed as { value: StatusMessage }).value.updates;
+      expect(updates[0]!.traceparent, String(bad)).toBeUndefined();
+      expect(updates[1]).toEqual(other);
+      const job = parseJob(buf({ ...single, traceparent: bad }));
+      expect(job.ok && jobUnits(job.value)[0]!.traceparent, String(bad)).toBeUndefined();
+      expect(parseMessage(DispatchMessage, buf({ ...dispatch, units: [{ ...dispatch.units[0], traceparent: bad }] })).ok, String(bad)).toBe(true);
     }
   });
 });

@@ -29,6 +29,20 @@ const deps = z.record(z.string(), z.unknown()).optional().describe("The results 
 
 const payload = z.unknown().describe("The unit's payload, any JSON, as the producer enqueued it.");
 
+/** The longest error message a report may carry, in UTF-16 code units (zod's and JavaScript's string length). */
+export const ERROR_MESSAGE_MAX_LENGTH = 4_000;
+
+/**
+ * `message` cut to at most `max` UTF-16 code units, never between the two halves of a surrogate
+ * pair (a character outside the Basic Multilingual Plane, an emoji say): half of one would be
+ * sent as a lone surrogate, which JSON carries as `\ud83d` and no reader can show.
+ */
+export function cutMessage(message: string, max = ERROR_MESSAGE_MAX_LENGTH): string {
+  if (message.length <= max) return message;
+  const last = message.charCodeAt(max - 1);
+  return message.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
 /** A W3C trace context `traceparent`, version 00: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`. */
 export const TRACEPARENT_PATTERN = /^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
 /** Its length: every traceparent rtb sends is version 00, exactly this long. */
@@ -37,14 +51,21 @@ export const TRACEPARENT_LENGTH = 55;
 /**
  * The unit's trace (OpenTelemetry), per unit: each hop continues the span of the hop before it
  * and sends its own on. Optional: absent when the unit has no trace (tracing off, and no
- * traceparent from its producer); a receiver without tracing ignores it.
+ * traceparent from its producer); a receiver without tracing ignores it. One that is not a
+ * version-00 traceparent (null, another version, upper-case hex, all zeros) reads as absent, as
+ * W3C Trace Context says of a malformed header: an optional tracing field must never get a
+ * report, and every other update of its message, refused.
  */
 const traceparent = (hop: string) =>
   z
     .string()
-    .regex(TRACEPARENT_PATTERN, { message: "expected a W3C traceparent, version 00 (00-<32 hex>-<16 hex>-<2 hex>)" })
+    .regex(TRACEPARENT_PATTERN)
+    .refine((v) => !ALL_ZEROS.test(v))
     .optional()
-    .describe(`W3C trace context (version 00: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>) of ${hop}: the parent of the receiver's span for this unit. Absent when the unit has no trace; a receiver that does not trace ignores it.`);
+    .catch(undefined)
+    .describe(`W3C trace context (version 00: 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>) of ${hop}: the parent of the receiver's span for this unit. Absent when the unit has no trace; a receiver that does not trace ignores it, and one that is malformed is read as absent.`);
+/** A trace id or span id of zeros is invalid (W3C Trace Context). */
+const ALL_ZEROS = /^00-(?:0{32}-|[0-9a-f]{32}-0{16}-)/;
 
 export const DispatchedUnit = z.object({ unitId, attempt, kind, payload, deps, traceparent: traceparent("the api's dispatch span") }).describe("One unit to route: one attempt of it.");
 export type DispatchedUnit = z.infer<typeof DispatchedUnit>;
@@ -136,7 +157,7 @@ export const StatusUpdate = z.object({
    */
   error: z
     .object({
-      message: z.string().max(4_000).describe("What went wrong, for people: at most 4,000 characters."),
+      message: z.string().max(ERROR_MESSAGE_MAX_LENGTH).describe(`What went wrong, for people: at most ${ERROR_MESSAGE_MAX_LENGTH.toLocaleString("en")} UTF-16 code units (JavaScript's string length; a character outside the Basic Multilingual Plane counts 2).`),
       retryable: z.boolean().describe("true: another attempt may succeed (retried with backoff while attempts remain); false: the unit ends in error now."),
       noAgent: z.literal(true).optional().describe("The leader's only: no agent consumes this kind; the unit waits for one and the attempt is not used up."),
     })
