@@ -16,6 +16,17 @@ export interface ClaimedUnit {
 }
 
 /** A claimed row as the dispatcher publishes it. */
+/**
+ * Store the traces that dispatch started for units stored without one (enqueued while tracing
+ * was off, or seeded), so their later attempts join the same trace; a unit that has one keeps it.
+ */
+export async function keepTraceparents(db: Db, started: readonly { unitId: number; traceparent: string }[]): Promise<void> {
+  await sql`
+    UPDATE units AS u SET traceparent = c.tp
+    FROM unnest(${sql.val(started.map((s) => s.unitId))}::bigint[], ${sql.val(started.map((s) => s.traceparent))}::text[]) AS c(id, tp)
+    WHERE u.id = c.id AND u.traceparent IS NULL`.execute(db);
+}
+
 export const toClaimedUnit = (r: { id: number; attempt: number; kind: string; payload: unknown; deps: Record<string, unknown> | null; traceparent: string | null }): ClaimedUnit => {
   const unit: ClaimedUnit = { unitId: r.id, attempt: r.attempt, kind: r.kind, payload: r.payload };
   if (r.deps !== null) unit.deps = r.deps;

@@ -142,6 +142,9 @@ it("exports nothing without an endpoint (or with OTEL_SDK_DISABLED), keeps a pro
   const [kept] = await enqueue(c, producer, [{ kind: "simulate", payload: { failAttempts: 1 }, maxAttempts: 2 }]);
   const [ignored] = await enqueue(c, MALFORMED, [{ kind: "simulate" }]);
   await c.waitDone();
+  // Enqueued while nothing traces, and dispatched only once the api does (below).
+  expect((await c.post("/pause", {})).status).toBe(200);
+  const [late] = await enqueue(c, MALFORMED, [{ kind: "simulate", payload: { failAttempts: 1 }, maxAttempts: 3 }]);
   // Not traced, the unit still carries its producer's context (every hop passes it on unchanged).
   expect(await storedTraceparents(c, [kept!, ignored!])).toEqual([producer, null]);
   expect((await c.get(`/units/${kept}`)).status).toBe("success");
@@ -149,4 +152,21 @@ it("exports nothing without an endpoint (or with OTEL_SDK_DISABLED), keeps a pro
   for (const name of ["agent-1", "leader-1", "api"] as const) expect((await c.kill(name, "SIGTERM")).code).toBe(0);
   expect(otlp.requests).toBe(0);
   for (const name of ["api", "leader-1", "agent-1"]) expect(logLines(c.output(name)).filter((l) => l.msg === "exporting traces (OTLP/HTTP)")).toEqual([]);
+
+  // Tracing turned on later: a unit stored without a trace gets one at its first traced
+  // dispatch, kept with it, so its retry joins the same trace instead of starting another.
+  expect(await storedTraceparents(c, [late!])).toEqual([null]);
+  await c.start("api", { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url });
+  await c.start("leader-1");
+  await c.start("agent-1");
+  await c.get("/go");
+  await c.waitDone();
+  expect((await c.get(`/units/${late}`)).attempt).toBe(2);
+  const dispatches = () => otlp.spans.filter((s) => s.name === "dispatch" && s.attributes["rtb.unit.id"] === late);
+  await waitFor("both dispatch spans of the late unit", () => dispatches().length === 2);
+  const [first, second] = [1, 2].map((a) => dispatches().find((s) => s.attributes["rtb.unit.attempt"] === a)!);
+  expect(first!.parentSpanId).toBe("");
+  expect(second!.traceId).toBe(first!.traceId);
+  expect(await storedTraceparents(c, [late!])).toEqual([`00-${first!.traceId}-${first!.spanId}-01`]);
+  expect((await c.get(`/units/${late}`)).traceId).toBe(first!.traceId);
 }, 90_000);

@@ -29,6 +29,17 @@ describe("defineHandler", () => {
     expect((await render(job(null)).catch((e: Error) => e.message))).toMatch(/^payload: .*expected object/);
   });
 
+  it("cuts a message to 4,000 UTF-16 code units, never inside a surrogate pair", () => {
+    expect(describeFailure(new Error("x".repeat(4_000))).message).toHaveLength(4_000);
+    expect(describeFailure(new Error("x".repeat(4_001))).message).toBe("x".repeat(4_000));
+    // An emoji (two code units) across the limit is left out whole, not halved.
+    const across = describeFailure(new Error(`${"x".repeat(3_999)}😀tail`)).message;
+    expect(across).toBe("x".repeat(3_999));
+    const within = describeFailure(new Error(`${"x".repeat(3_998)}😀tail`)).message;
+    expect(within).toBe(`${"x".repeat(3_998)}😀`);
+    expect(within).toHaveLength(4_000);
+  });
+
   it("keeps what run throws as it is: retryable unless permanent", async () => {
     const flaky = defineHandler({ payload: z.unknown(), run: async () => Promise.reject(new Error("disk full")) });
     expect(describeFailure(await flaky(job(1)).catch((e: unknown) => e))).toEqual({ message: "disk full", retryable: true });

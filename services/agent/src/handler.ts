@@ -1,4 +1,4 @@
-import { fieldName, type SpawnInput } from "@rtb/protocol";
+import { cutMessage, fieldName, type SpawnInput } from "@rtb/protocol";
 import type { Logger } from "@rtb/runtime";
 
 /**
@@ -57,7 +57,7 @@ export class PermanentJobError extends Error {
 /** A failed attempt as it is reported. */
 export function describeFailure(err: unknown): { message: string; retryable: boolean } {
   const message = err instanceof Error ? err.message || err.name : String(err);
-  return { message: message.slice(0, 4_000), retryable: !(err instanceof PermanentJobError) };
+  return { message: cutMessage(message), retryable: !(err instanceof PermanentJobError) };
 }
 
 /**

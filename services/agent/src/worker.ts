@@ -7,6 +7,7 @@ import {
   MessageTooLargeError,
   noTracing,
   startConsumer,
+  traceHeaders,
   unitAttributes,
   type Broker,
   type Consumer,
@@ -185,7 +186,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
     // Each unit as it came (its deps, its traceparent): the agent that takes it continues its trace.
     const body = left.length === 1 ? encodeMessage({ v: 1, type: "job", kind, ...left[0]! }) : encodeMessage({ v: 1, type: "job", kind, units: [...left] });
     try {
-      await opts.publisher.publish(broker.topology.jobsExchange, kind, body);
+      await opts.publisher.publish(broker.topology.jobsExchange, kind, body, traceHeaders(left));
       d.ack();
     } catch (err) {
       logger.warn({ err: errorText(err), units: left.length }, "could not hand back the rest of a job: handing back all of it");

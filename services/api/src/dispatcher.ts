@@ -1,4 +1,4 @@
-import { applyStatusUpdates, claimTopUp, compactTallies, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
+import { applyStatusUpdates, claimTopUp, compactTallies, keepTraceparents, nextRetryAt, type ClaimedUnit, type Db } from "@rtb/db";
 import { dispatchMessages, messagingAttributes, MessageTooLargeError, noTracing, traceHeaders, unitAttributes, type HopSpan, type Logger, type Publisher, type Topology, type Tracing } from "@rtb/runtime";
 import { encodeMessage } from "@rtb/protocol";
 import type { ApiStats } from "./stats.ts";
@@ -57,14 +57,19 @@ export function createDispatcher(deps: {
     // Traced: each unit travels with its dispatch span's traceparent (a child of the one it
     // was stored with); not traced, with the stored one as it is.
     const spans = tracing.enabled ? new Map<ClaimedUnit, HopSpan>() : null;
+    // Units stored without a trace (enqueued while tracing was off, seeded): their first traced
+    // dispatch starts one, and it is stored, so their later attempts join it.
+    const started: { unitId: number; traceparent: string }[] = [];
     const units = spans
       ? claimed.map((u) => {
           const span = tracing.span("dispatch", u.traceparent, { kind: "producer", attributes: { ...sent, ...unitAttributes(u) } });
           const unit = { ...u, traceparent: span.traceparent! };
+          if (u.traceparent === undefined) started.push({ unitId: u.unitId, traceparent: span.traceparent! });
           spans.set(unit, span);
           return unit;
         })
       : claimed;
+    if (started.length > 0) await keepTraces(started);
     const messages = dispatchMessages(units, perMessage, maxMessageBytes);
     const results = await Promise.allSettled(messages.map((m) => publisher.publish("", topology.box, encodeMessage(m), traceHeaders(m.units))));
     metrics.confirmWaits.inc();
@@ -101,6 +106,11 @@ export function createDispatcher(deps: {
       );
     }
     if (again.length > 0) await publish(again, 1);
+  }
+
+  async function keepTraces(started: { unitId: number; traceparent: string }[]) {
+    // Only the trace of their later attempts is at stake: they would start traces of their own.
+    await keepTraceparents(db, started).catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err), units: started.length }, "could not store the traces dispatch started"));
   }
 
   async function refuse(refused: { unit: ClaimedUnit; err: MessageTooLargeError }[]) {
