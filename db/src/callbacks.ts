@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type { Db } from "./database.ts";
 
 /**
- * Completion callbacks (migration 0013): the rows the trigger `units_callback_update` writes when
+ * Completion callbacks (migrations 0013, 0014): the rows the trigger `units_callback_update` writes when
  * a unit ends, claimed and settled by the api's delivery loop
  * (services/api/src/callback-deliverer.ts).
  */
@@ -10,6 +10,8 @@ import type { Db } from "./database.ts";
 /** A delivery claimed for one attempt. */
 export interface ClaimedCallback {
   id: number;
+  /** Its `webhook-id` header. */
+  webhookId: string;
   unitId: number;
   url: string;
   body: unknown;
@@ -40,8 +42,12 @@ export interface CallbackDelivery {
   history: CallbackAttempt[];
 }
 
-/** A delivery's `webhook-id`: stable across its retries, distinct for each end of a unit (a retried unit ends again). */
-export const webhookId = (id: number) => `msg_rtb_${id}`;
+/**
+ * A delivery's `webhook-id`, from its random `webhook_id` (migration 0014): stable across its
+ * retries, distinct for each end of a unit (a retried unit ends again), and unique across
+ * installations and restored databases (receivers deduplicate on it). 32 hex digits.
+ */
+export const webhookId = (uuid: string) => `msg_${uuid.replaceAll("-", "")}`;
 
 /**
  * Claim up to `limit` due deliveries in one statement: each gets its attempt counted and its
@@ -52,22 +58,28 @@ export const webhookId = (id: number) => `msg_rtb_${id}`;
  */
 export async function claimCallbacks(db: Db, limit: number, leaseMs: number): Promise<ClaimedCallback[]> {
   if (limit <= 0) return [];
-  const { rows } = await sql<{ id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date }>`
+  const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date }>`
     UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
     WHERE id = ANY(ARRAY(
       SELECT id FROM callbacks WHERE state = 'pending' AND next_at <= now()
       ORDER BY next_at LIMIT ${limit}
       FOR UPDATE SKIP LOCKED))
-    RETURNING id, unit_id, url, body, attempts, created_at`.execute(db);
-  return rows.map((r) => ({ id: Number(r.id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at }));
+    RETURNING id, webhook_id, unit_id, url, body, attempts, created_at`.execute(db);
+  return rows.map((r) => ({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at }));
 }
 
-/** The receiver answered 2xx: delivered (whoever's claim it was). */
-export async function markDelivered(db: Db, c: ClaimedCallback, statusCode: number): Promise<void> {
-  await sql`
+/**
+ * The receiver answered 2xx: delivered (whoever's claim it was). False: it was no longer
+ * pending (a claimer whose lease lapsed, after another delivered it or gave it up), so this
+ * answer delivered nothing new and is not counted.
+ */
+export async function markDelivered(db: Db, c: ClaimedCallback, statusCode: number): Promise<boolean> {
+  const { rows } = await sql<{ id: string }>`
     UPDATE callbacks SET state = 'delivered', finished_at = now(),
       history = history || jsonb_build_array(jsonb_build_object('at', now(), 'outcome', 'delivered', 'statusCode', ${statusCode}::int))
-    WHERE id = ${c.id} AND state = 'pending'`.execute(db);
+    WHERE id = ${c.id} AND state = 'pending'
+    RETURNING id`.execute(db);
+  return rows.length > 0;
 }
 
 /**
@@ -96,7 +108,7 @@ export async function markFailed(db: Db, c: ClaimedCallback, failure: { statusCo
 export async function unitCallbacks(db: Db, unitId: number): Promise<CallbackDelivery[]> {
   const rows = await db.selectFrom("callbacks").selectAll().where("unit_id", "=", unitId).orderBy("id").execute();
   return rows.map((r) => ({
-    webhookId: webhookId(Number(r.id)),
+    webhookId: webhookId(r.webhook_id),
     url: r.url,
     state: r.state,
     attempts: r.attempts,

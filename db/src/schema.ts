@@ -193,6 +193,8 @@ export interface CallbacksTable {
   history: ColumnType<unknown, string | undefined, string>;
   created_at: Generated<Date>;
   finished_at: Timestamp | null;
+  /** Random (migration 0014): the `webhook-id` is `msg_` and its 32 hex digits, unique across installations. */
+  webhook_id: Generated<string>;
 }
 
 export type WorkflowStatus = WorkflowStatusName;

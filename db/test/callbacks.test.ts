@@ -15,11 +15,14 @@ import {
   type Db,
   type DbHandle,
 } from "@rtb/db";
+import { callbackPayload } from "@rtb/protocol";
 import { openTestDb, useTestPlace } from "@rtb/testing";
+import { migrations } from "../src/migrations/index.ts";
 
 /**
- * The trigger of migration 0013 (units_callback_update): one delivery per end of a unit, written
- * in the transaction that ends it, whichever path that is; retention deletes them with their units.
+ * The trigger of migration 0013 (units_callback_update, times and ids fixed by 0014): one
+ * delivery per end of a unit, written in the transaction that ends it, whichever path that is;
+ * retention deletes them with their units once none is pending.
  */
 const place = useTestPlace();
 let handle: DbHandle;
@@ -43,7 +46,26 @@ async function unit(status: string, opts: { attempt?: number; maxAttempts?: numb
 
 const report = (unitId: number, status: "success" | "error", extra: object = {}) =>
   applyStatusUpdates(db, [{ unitId, attempt: 1, status, at: new Date(), source: "agent:t", ...extra }], opts);
-const bodies = async (id: number) => (await db.selectFrom("callbacks").select(["body", "url"]).where("unit_id", "=", id).orderBy("id").execute()) as { body: any; url: string }[];
+const bodies = async (id: number, on: Db = db) => (await on.selectFrom("callbacks").select(["body", "url"]).where("unit_id", "=", id).orderBy("id").execute()) as { body: any; url: string }[];
+/** The body of unit `id`'s first delivery. */
+const firstBody = async (id: number, on: Db = db) => {
+  const [first] = await bodies(id, on);
+  expect(first, `unit ${id}'s delivery`).toBeDefined();
+  return first!.body;
+};
+/** The body's problems against the published schema (/openapi.json webhooks.unitFinished); [] when it matches. */
+const schemaProblems = (body: unknown) => callbackPayload.safeParse(body).error?.issues.map((i) => `${i.path.join(".")}: ${i.message}`) ?? [];
+const ISO_Z = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+const updatedAt = async (id: number, on: Db = db) => (await on.selectFrom("units").select("updated_at").where("id", "=", id).executeTakeFirstOrThrow()).updated_at;
+
+/** End unit `id` (success) in a transaction whose session TimeZone is `zone`; the offset now() shows in it. */
+async function endInZone(on: Db, id: number, zone: string): Promise<string> {
+  return on.transaction().execute(async (trx) => {
+    await sql`SELECT set_config('TimeZone', ${zone}, true)`.execute(trx);
+    await sql`UPDATE units SET status = 'success', updated_at = now() WHERE id = ${id}`.execute(trx);
+    return (await sql<{ now: string }>`SELECT now()::text AS now`.execute(trx)).rows[0]!.now;
+  });
+}
 
 describe("the callbacks trigger", () => {
   it("writes one delivery for a success, a permanent error and a reconciler's expiry, none for a retry", async () => {
@@ -62,6 +84,25 @@ describe("the callbacks trigger", () => {
     // A duplicate report changes nothing, so writes nothing.
     await report(ok, "success");
     expect(await bodies(ok)).toHaveLength(1);
+    for (const id of [ok, bad, expired]) {
+      const body = await firstBody(id);
+      expect(schemaProblems(body), `unit ${id}'s body`).toEqual([]);
+      expect(body.data.finishedAt).toBe((await updatedAt(id)).toISOString());
+    }
+  });
+
+  it("writes its times in UTC with Z, to the millisecond, as the schema says, whatever the session's TimeZone", async () => {
+    const id = await unit("processing");
+    // The session's offset shows in now()::text: this transaction runs in Paris time.
+    expect(await endInZone(db, id, "Europe/Paris")).toMatch(/\+0[12]$/);
+    const body = await firstBody(id);
+    expect(schemaProblems(body)).toEqual([]);
+    expect(body.timestamp).toMatch(ISO_Z);
+    expect(body.data.finishedAt).toMatch(ISO_Z);
+    // The unit's updatedAt exactly (node-postgres truncates to the millisecond, as to_char's MS does).
+    expect(body.data.finishedAt).toBe((await updatedAt(id)).toISOString());
+    // now() is the transaction's start, the update's updated_at too: the same instant.
+    expect(body.timestamp).toBe(body.data.finishedAt);
   });
 
   it("writes one for a cancel, in any status, and nothing when the transaction rolls back", async () => {
@@ -117,6 +158,7 @@ describe("the callbacks trigger", () => {
     const deliveries = await unitCallbacks(db, id);
     expect(deliveries.map((d) => d.state)).toEqual(["pending", "pending"]);
     expect(new Set(deliveries.map((d) => d.webhookId)).size).toBe(2);
+    for (const d of deliveries) expect(d.webhookId).toMatch(/^msg_[0-9a-f]{32}$/);
 
     // has_dependents is set on the finished unit (an UPDATE of a terminal row): not an end.
     const [dependent] = await enqueueUnits(db, [{ kind: "k", group: "g", priority: 0, payload: {}, ref: null, maxAttempts: 1, dependencies: 1 }]);
@@ -126,15 +168,85 @@ describe("the callbacks trigger", () => {
 });
 
 describe("retention", () => {
+  const prune = async (on: Db = db) => {
+    const r = await asDuty(on, "retention", (trx) => pruneBatch(trx, { retentionMs: 3_600_000, limit: 1_000, by: "test" }));
+    if (!r.ran) throw new Error("the retention duty was held");
+    return r.value;
+  };
+  const settle = (id: number, state: "delivered" | "given_up") => sql`UPDATE callbacks SET state = ${state}, finished_at = now() WHERE unit_id = ${id}`.execute(db);
+  const exists = async (id: number) => (await db.selectFrom("units").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
+  const twoHoursAgo = (id: number) => sql`UPDATE units SET updated_at = now() - interval '2 hours' WHERE id = ${id}`.execute(db);
+
   it("deletes a pruned unit's deliveries with it, and leaves those of units kept", async () => {
     const old = await unit("processing");
     const kept = await unit("processing");
     await report(old, "success");
     await report(kept, "success");
-    await sql`UPDATE units SET updated_at = now() - interval '2 hours' WHERE id = ${old}`.execute(db);
-    const r = await asDuty(db, "retention", (trx) => pruneBatch(trx, { retentionMs: 3_600_000, limit: 1_000, by: "test" }));
-    expect(r.ran).toBe(true);
+    await settle(old, "delivered");
+    await twoHoursAgo(old);
+    await prune();
+    expect(await exists(old)).toBe(false);
     expect(await bodies(old)).toEqual([]);
     expect(await bodies(kept)).toHaveLength(1);
+  });
+});
+
+describe("webhook ids", () => {
+  // Two installations (or a database and its restored copy): the same row ids, each from 1.
+  const staging = useTestPlace();
+  const production = useTestPlace();
+
+  it("differ between two databases whose deliveries have the same row ids", async () => {
+    const dbs = [staging.own(openTestDb(staging)).db, production.own(openTestDb(production)).db];
+    const seen: { rowId: number; webhookId: string }[] = [];
+    for (const on of dbs) {
+      const { rows } = await sql<{ id: number }>`
+        INSERT INTO units (kind, group_name, payload, status, attempt, max_attempts, dispatched_at, callback_url)
+        VALUES ('k', 'g', '{}', 'processing', 1, 3, now(), 'http://hooks.test/u') RETURNING id`.execute(on);
+      const id = Number(rows[0]!.id);
+      await sql`UPDATE units SET status = 'success' WHERE id = ${id}`.execute(on);
+      const [row] = await on.selectFrom("callbacks").select("id").where("unit_id", "=", id).execute();
+      const [delivery] = await unitCallbacks(on, id);
+      seen.push({ rowId: Number(row!.id), webhookId: delivery!.webhookId });
+    }
+    expect(seen[0]!.rowId).toBe(seen[1]!.rowId);
+    expect(seen[0]!.webhookId).not.toBe(seen[1]!.webhookId);
+    for (const s of seen) expect(s.webhookId).toMatch(/^msg_[0-9a-f]{32}$/);
+  });
+});
+
+describe("migration 0014", () => {
+  const place14 = useTestPlace();
+
+  it("rewrites the times of deliveries still pending and gives each delivery its own webhook id; down restores 0013", async () => {
+    const on = place14.own(openTestDb(place14)).db;
+    const m = migrations["0014_callback_times"]!;
+    await m.down!(on);
+    const insert = async () => {
+      const { rows } = await sql<{ id: number }>`
+        INSERT INTO units (kind, group_name, payload, status, attempt, max_attempts, dispatched_at, callback_url)
+        VALUES ('k', 'g', '{}', 'processing', 1, 3, now(), 'http://hooks.test/u') RETURNING id`.execute(on);
+      return Number(rows[0]!.id);
+    };
+    const pending = await insert();
+    const sent = await insert();
+    await endInZone(on, pending, "Europe/Paris");
+    await endInZone(on, sent, "Europe/Paris");
+    // What 0013 wrote: the session's offset, microseconds.
+    const old = await firstBody(pending, on);
+    expect(old.timestamp).toMatch(/\+0[12]:00$/);
+    expect(schemaProblems(old)).not.toEqual([]);
+    await sql`UPDATE callbacks SET state = 'delivered' WHERE unit_id = ${sent}`.execute(on);
+
+    await m.up(on);
+    const body = await firstBody(pending, on);
+    expect(schemaProblems(body)).toEqual([]);
+    expect(body.data.finishedAt).toBe((await updatedAt(pending, on)).toISOString());
+    expect(Date.parse(body.timestamp)).toBe(Math.floor(Date.parse(old.timestamp)));
+    expect({ ...body, timestamp: null, data: { ...body.data, finishedAt: null } }).toEqual({ ...old, timestamp: null, data: { ...old.data, finishedAt: null } });
+    // A delivery sent is left as it was.
+    expect((await bodies(sent, on))[0]!.body.timestamp).toMatch(/\+0[12]:00$/);
+    const ids = (await on.selectFrom("callbacks").select("webhook_id").execute()).map((r) => r.webhook_id);
+    expect(new Set(ids).size).toBe(2);
   });
 });

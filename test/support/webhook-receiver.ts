@@ -1,14 +1,18 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { Webhook } from "standardwebhooks";
+import { callbackPayload } from "@rtb/protocol";
 
 /**
  * A real HTTP receiver of rtb's completion callbacks for the tests: every request is verified
  * with the `standardwebhooks` package (Webhook.verify: the signature over id.timestamp.body and
  * the timestamp's freshness) and recorded; one that fails verification is answered 401 and kept
- * in `rejected`, which the tests expect empty. What it answers is up to the test: a status, or
- * "hang" (never answer: a slow receiver). `down()` closes the port (connections refused), `up()`
- * opens the same port again.
+ * in `rejected`, which the tests expect empty. Every verified body is also checked against the
+ * published schema (`callbackPayload`, what /openapi.json's webhooks.unitFinished describes): a
+ * body that does not match is answered as the test says but kept in `rejected` too. What it
+ * answers is up to the test: a status, "hang" (never answer: a slow receiver), or a promise of
+ * a status (answered when the test resolves it). `down()` closes the port (connections
+ * refused), `up()` opens the same port again.
  */
 export interface ReceivedCallback {
   /** The webhook-id header. */
@@ -16,18 +20,18 @@ export interface ReceivedCallback {
   timestamp: number;
   path: string;
   body: any;
-  /** What was answered: a status, or "hang". */
-  answered: number | "hang";
+  /** What was answered: a status, "hang", or "held" while a promised status is not yet answered. */
+  answered: number | "hang" | "held";
 }
 
-export type Answer = number | "hang";
+export type Answer = number | "hang" | Promise<number>;
 
 export interface WebhookReceiver {
   /** http://127.0.0.1:<port> */
   readonly url: string;
   readonly port: number;
   readonly received: ReceivedCallback[];
-  /** Requests that failed Webhook.verify, and why. */
+  /** Requests that failed Webhook.verify, or whose body does not match callbackPayload, and why. */
   readonly rejected: string[];
   /** Requests held open right now ("hang"). */
   hanging(): number;
@@ -63,14 +67,22 @@ export async function startWebhookReceiver(secret: string, opts: { port?: number
       }
       const id = headers["webhook-id"]!;
       const path = req.url ?? "/";
-      const answered = receiver.answer({ id, path, body });
-      received.push({ id, timestamp: Number(headers["webhook-timestamp"]), path, body, answered });
-      if (answered === "hang") {
+      const schema = callbackPayload.safeParse(body);
+      if (!schema.success) rejected.push(`${req.method} ${req.url} (${id}): not a callbackPayload: ${schema.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+      const answer = receiver.answer({ id, path, body });
+      const entry: ReceivedCallback = { id, timestamp: Number(headers["webhook-timestamp"]), path, body, answered: typeof answer === "object" ? "held" : answer };
+      received.push(entry);
+      if (answer === "hang" || typeof answer === "object") {
         held.add(res);
         res.on("close", () => held.delete(res));
+        if (typeof answer === "object")
+          void answer.then((status) => {
+            entry.answered = status;
+            res.writeHead(status, { "content-type": "text/plain" }).end(`answered ${status}`);
+          });
         return;
       }
-      res.writeHead(answered, { "content-type": "text/plain" }).end(`answered ${answered}`);
+      res.writeHead(answer, { "content-type": "text/plain" }).end(`answered ${answer}`);
     });
   };
 

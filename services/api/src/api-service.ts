@@ -130,28 +130,27 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     // Most of the budget: the batch in hand is applied and acked, or handed back.
     parts.add("inbox", (left) => inbox.stop(left(1_500)));
 
-    // Completion callbacks (off without allowed hosts, which the config requires a secret for).
+    // Completion callbacks. Started with callbacks off too (no allowed host; the config requires
+    // a secret with one): deliveries written for groups that kept a URL are then given up after
+    // their retries, not left pending for ever, and rtb_callbacks_pending is served either way.
     // Stopped before the inbox: a request cut off is sent again once its claim's lease ends.
     const allowed = config.RTB_WEBHOOK_ALLOWED_HOSTS;
-    callbacks =
-      allowed.length > 0 && config.RTB_WEBHOOK_SECRET
-        ? startCallbackDeliverer({
-            db: database.db,
-            logger,
-            registry: metrics.registry,
-            settings: {
-              allowed,
-              secret: config.RTB_WEBHOOK_SECRET,
-              maxAttempts: config.RTB_WEBHOOK_MAX_ATTEMPTS,
-              timeoutMs: config.RTB_WEBHOOK_TIMEOUT_MS,
-              concurrency: config.RTB_WEBHOOK_CONCURRENCY,
-              backoffMs: config.RTB_WEBHOOK_BACKOFF_MS,
-              backoffMaxMs: config.RTB_WEBHOOK_BACKOFF_MAX_MS,
-            },
-          })
-        : undefined;
-    const deliverer = callbacks;
-    if (deliverer) parts.add("callbacks", (left) => within(deliverer.stop(), left(1_000)));
+    const deliverer = startCallbackDeliverer({
+      db: database.db,
+      logger,
+      registry: metrics.registry,
+      settings: {
+        allowed,
+        secret: config.RTB_WEBHOOK_SECRET,
+        maxAttempts: config.RTB_WEBHOOK_MAX_ATTEMPTS,
+        timeoutMs: config.RTB_WEBHOOK_TIMEOUT_MS,
+        concurrency: config.RTB_WEBHOOK_CONCURRENCY,
+        backoffMs: config.RTB_WEBHOOK_BACKOFF_MS,
+        backoffMaxMs: config.RTB_WEBHOOK_BACKOFF_MAX_MS,
+      },
+    });
+    callbacks = deliverer;
+    parts.add("callbacks", (left) => within(deliverer.stop(), left(1_000)));
 
     // Stopped before the dispatcher it triggers; its first look fires what came due while no api ran.
     scheduler = startScheduler({ db: database.db, dispatcher, stats, logger, graceMs: config.RTB_SCHEDULE_GRACE_MS, duties, tracing });

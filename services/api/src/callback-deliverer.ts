@@ -1,5 +1,5 @@
 import { Webhook } from "standardwebhooks";
-import { claimCallbacks, markDelivered, markFailed, pendingCallbacks, webhookId, type ClaimedCallback, type Db } from "@rtb/db";
+import { claimCallbacks, markDelivered, markFailed, pendingCallbacks, type ClaimedCallback, type Db } from "@rtb/db";
 import { Counter, Gauge, Histogram, type Logger, type Registry } from "@rtb/runtime";
 import { callbackUrlProblem, type AllowedHost } from "./callback-policy.ts";
 
@@ -10,11 +10,17 @@ import { callbackUrlProblem, type AllowedHost } from "./callback-policy.ts";
  * exponential backoff with jitter, given up after `maxAttempts`. It runs beside the inbox and
  * never inside its transactions: status application only writes the row (the trigger), and
  * this loop holds no connection while a request is open (a claim, then one update per answer).
+ *
+ * It runs with callbacks off too (no allowed host), sending nothing: the trigger still writes
+ * deliveries for units of groups that kept a URL from before, and each attempt of those fails
+ * ("callbacks are off") on the usual backoff until RTB_WEBHOOK_MAX_ATTEMPTS gives it up. Turned
+ * on again within that window, they go out; and none stays pending for ever.
  */
 export interface CallbackSettings {
+  /** RTB_WEBHOOK_ALLOWED_HOSTS; empty: callbacks are off. */
   allowed: readonly AllowedHost[];
-  /** RTB_WEBHOOK_SECRET (whsec_...). */
-  secret: string;
+  /** RTB_WEBHOOK_SECRET (whsec_...); the config requires it when a host is allowed. */
+  secret: string | undefined;
   maxAttempts: number;
   timeoutMs: number;
   concurrency: number;
@@ -30,6 +36,12 @@ export interface CallbackDeliverer {
   stop(): Promise<void>;
 }
 
+/** An attempt's end: the 2xx status that delivered it, or why not (final: give up now). */
+type Outcome = { delivered: number } | { statusCode?: number; error: string; final?: boolean };
+
+/** Why every attempt fails while no host is allowed. */
+const OFF = "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty";
+
 /** Bytes of an answer read at most (kept in the failed attempt's error); the rest is never read. */
 export const MAX_ANSWER_BYTES = 1024;
 /** A claim's lease beyond the request's timeout: a claimer that died is replaced after this. */
@@ -38,7 +50,7 @@ const LEASE_MARGIN_MS = 5_000;
 export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry: Registry; settings: CallbackSettings }): CallbackDeliverer {
   const { db, settings } = deps;
   const logger = deps.logger.child({ part: "callbacks" });
-  const webhook = new Webhook(settings.secret);
+  const webhook = settings.allowed.length > 0 && settings.secret !== undefined ? new Webhook(settings.secret) : null;
   const metrics = callbackMetrics(deps.registry, db);
   const stopping = new AbortController();
   const running = new Set<Promise<void>>();
@@ -69,7 +81,7 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
 
   function start(c: ClaimedCallback): void {
     const p: Promise<void> = deliver(c)
-      .catch((err: unknown) => logger.warn({ err: (err as Error).message, unitId: c.unitId, webhookId: webhookId(c.id) }, "callbacks: cannot record a delivery's outcome; it is claimed again once its lease ends"))
+      .catch((err: unknown) => logger.warn({ err: (err as Error).message, unitId: c.unitId, webhookId: c.webhookId }, "callbacks: cannot record a delivery's outcome; it is claimed again once its lease ends"))
       .finally(() => {
         running.delete(p);
         if (!stopping.signal.aborted) void fill();
@@ -78,12 +90,23 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
   }
 
   async function deliver(c: ClaimedCallback): Promise<void> {
-    const id = webhookId(c.id);
-    const log = logger.child({ unitId: c.unitId, webhookId: id, attempt: c.attempt });
-    // The setting may have changed since the URL was accepted.
-    const problem = callbackUrlProblem(settings.allowed, c.url);
-    const outcome = problem ? { error: problem, final: true } : await send(c, id);
-    if (outcome === "delivered") {
+    const log = logger.child({ unitId: c.unitId, webhookId: c.webhookId, attempt: c.attempt });
+    // The setting may have changed since the URL was accepted: a host no longer allowed gives
+    // the delivery up at once; callbacks off retries it as any failure (see above).
+    let outcome: Outcome;
+    if (!webhook) outcome = { error: OFF };
+    else {
+      const problem = callbackUrlProblem(settings.allowed, c.url);
+      outcome = problem ? { error: problem, final: true } : await send(webhook, c);
+    }
+    if ("delivered" in outcome) {
+      // Outside the request's try: a database error here is not the receiver's failure. It
+      // throws (logged by start), leaving the row pending, sent again once the lease lapses.
+      // Not updated: a claimer whose lease lapsed answered after another settled the row.
+      if (!(await markDelivered(db, c, outcome.delivered))) {
+        log.info("callback answered 2xx after another claim settled it (this claim's lease had lapsed)");
+        return;
+      }
       metrics.outcomes.inc({ outcome: "delivered" });
       metrics.latency.observe(Math.max(0, (Date.now() - c.createdAt.getTime()) / 1000));
       log.debug("callback delivered");
@@ -102,8 +125,9 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
     else log.info({ error: outcome.error, statusCode: outcome.statusCode, retryInMs }, "callback attempt failed; retrying");
   }
 
-  /** One request: "delivered", or why not. */
-  async function send(c: ClaimedCallback, id: string): Promise<"delivered" | { statusCode?: number; error: string; final?: boolean }> {
+  /** One request: the 2xx status that delivered it, or why not. */
+  async function send(webhook: Webhook, c: ClaimedCallback): Promise<Outcome> {
+    const id = c.webhookId;
     const body = JSON.stringify(c.body);
     // A fresh timestamp per attempt: receivers refuse old ones (5 minutes, by the standard's libraries).
     const at = new Date();
@@ -125,8 +149,7 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
       });
       if (res.status >= 200 && res.status < 300) {
         await res.body?.cancel().catch(() => {});
-        await markDelivered(db, c, res.status);
-        return "delivered";
+        return { delivered: res.status };
       }
       const text = await readCapped(res, MAX_ANSWER_BYTES);
       const redirect = res.status >= 300 && res.status < 400 ? " (redirects are not followed)" : "";
@@ -181,7 +204,7 @@ async function readCapped(res: Response, cap: number): Promise<string> {
 function callbackMetrics(registry: Registry, db: Db) {
   const outcomes = new Counter({
     name: "rtb_callback_deliveries_total",
-    help: "Completion callback attempts by this api, by outcome: delivered (a 2xx answer), failed (to be retried), given_up (RTB_WEBHOOK_MAX_ATTEMPTS used, or its host no longer allowed)",
+    help: "Completion callback attempts by this api, by outcome: delivered (a 2xx answer), failed (to be retried), given_up (RTB_WEBHOOK_MAX_ATTEMPTS used, or its host no longer allowed); with callbacks off, failed and given_up without a request",
     labelNames: ["outcome"],
     registers: [registry],
   });

@@ -5,3 +5,4 @@ export type { AppDeps } from "./http/deps.ts";
 export type { ApiStats } from "./stats.ts";
 export * from "./check.ts";
 export type { ApiMetrics } from "./api-metrics.ts";
+export { startCallbackDeliverer, type CallbackDeliverer, type CallbackSettings } from "./callback-deliverer.ts";

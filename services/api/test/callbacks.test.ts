@@ -82,6 +82,10 @@ describe("completion callbacks", () => {
     // Delivered is recorded after the 2xx: nothing is sent again, so these are all the requests.
     expect(r.received).toHaveLength(3);
     expect(new Set(r.received.map((c) => c.id)).size).toBe(3);
+    // A random id per delivery (migration 0014), unique across installations, not a row id.
+    for (const c of r.received) expect(c.id).toMatch(/^msg_[0-9a-f]{32}$/);
+    // The receiver checked every body against callbackPayload too (afterEach: none rejected); the times are UTC with Z.
+    for (const c of r.received) expect([c.body.timestamp, c.body.data.finishedAt]).toEqual([expect.stringMatching(/\.\d{3}Z$/), expect.stringMatching(/\.\d{3}Z$/)]);
     const byUnit = new Map(r.received.map((c) => [c.body.data.id, c]));
     expect(byUnit.get(ok)).toMatchObject({
       path: "/done?unit=ok",
@@ -93,7 +97,7 @@ describe("completion callbacks", () => {
     expect(byUnit.get(bad)!.body.data).toMatchObject({ id: bad, group: "g-err", status: "error", attempt: 1, result: null, error: "card declined" });
     expect(byUnit.get(gone)!.body.data).toMatchObject({ id: gone, status: "cancelled", attempt: 1 });
     const unit = await getUnit(api, ok);
-    expect(Date.parse(byUnit.get(ok)!.body.data.finishedAt)).toBe(Date.parse((unit as any).updatedAt));
+    expect(byUnit.get(ok)!.body.data.finishedAt).toBe((unit as any).updatedAt);
     // The timeline shows the delivery under the id the receiver saw.
     const [cb] = await callbacksOf(ok);
     expect(cb).toMatchObject({ webhookId: byUnit.get(ok)!.id, url: `${r.url}/done?unit=ok`, state: "delivered", attempts: 1, history: [{ outcome: "delivered", statusCode: 200 }] });

@@ -48,7 +48,7 @@ export function openApiDocument(app: OpenAPIHono, auth: Pick<AuthOptions, "reads
     security: [],
     request: {
       headers: z.object({
-        "webhook-id": z.string().describe("msg_rtb_<n>: the same on every retry of one delivery (deduplicate on it)."),
+        "webhook-id": z.string().describe("msg_ and 32 random hex digits, drawn per delivery: the same on every retry of one delivery, unique across installations (deduplicate on it)."),
         "webhook-timestamp": z.string().regex(/^\d+$/).describe("This attempt's time, in seconds since the epoch."),
         "webhook-signature": z.string().describe("v1,<base64 HMAC-SHA256 of `<webhook-id>.<webhook-timestamp>.<body>` keyed with RTB_WEBHOOK_SECRET's base64-decoded bytes>."),
       }),

@@ -1,0 +1,185 @@
+import type { ChannelModel } from "amqplib";
+import { sql } from "kysely";
+import { afterEach, describe, expect, it } from "vitest";
+import { startCallbackDeliverer, type CallbackSettings } from "@rtb/api";
+import { unitCallbacks, type Db } from "@rtb/db";
+import { metricValue, parsePrometheusText, Registry } from "@rtb/runtime";
+import { capturingLogger, openTestDb, rawBroker, startWebhookReceiver, testWebhookSecret, useTestPlace, waitFor, type WebhookReceiver } from "@rtb/testing";
+import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
+
+/**
+ * The delivery loop (callback-deliverer.ts) against a real database and a real receiver:
+ * what it records when the database fails after a 2xx, what a claimer whose lease lapsed counts,
+ * and what happens to deliveries while callbacks are off. A database per test: the loops claim
+ * every due row of theirs.
+ */
+const place = useTestPlace({ perTest: true });
+const secret = testWebhookSecret();
+const receivers: WebhookReceiver[] = [];
+
+afterEach(async () => {
+  for (const r of receivers.splice(0)) {
+    expect(r.rejected).toEqual([]);
+    await r.close();
+  }
+});
+
+async function receiver(): Promise<WebhookReceiver> {
+  const r = await startWebhookReceiver(secret);
+  receivers.push(r);
+  return r;
+}
+
+const settings = (over: Partial<CallbackSettings> = {}): CallbackSettings => ({
+  allowed: [{ host: "127.0.0.1", wildcard: false, port: null }],
+  secret,
+  maxAttempts: 3,
+  timeoutMs: 300,
+  concurrency: 2,
+  backoffMs: 20,
+  backoffMaxMs: 50,
+  pollMs: 20,
+  ...over,
+});
+
+/** A deliverer of its own (its own registry and captured log), stopped with the place. */
+function deliverer(db: Db, over: Partial<CallbackSettings> = {}) {
+  const registry = new Registry();
+  const { logger, lines } = capturingLogger("api");
+  const d = place.own(startCallbackDeliverer({ db, logger, registry, settings: settings(over) }));
+  const metric = async (name: string, labels: Record<string, string> = {}) => metricValue(parsePrometheusText(await registry.metrics()), name, labels);
+  return { d, lines, registry, metric };
+}
+
+/** A unit that has just ended (success) with `url` as its callback: its delivery is pending. */
+async function ended(db: Db, url: string): Promise<number> {
+  const { rows } = await sql<{ id: string }>`
+    INSERT INTO units (kind, group_name, payload, status, attempt, max_attempts, dispatched_at, callback_url)
+    VALUES ('k', 'g', '{}', 'processing', 1, 3, now(), ${url}) RETURNING id`.execute(db);
+  const id = Number(rows[0]!.id);
+  await sql`UPDATE units SET status = 'success' WHERE id = ${id}`.execute(db);
+  return id;
+}
+
+const only = async (db: Db, unitId: number) => {
+  const all = await unitCallbacks(db, unitId);
+  expect(all).toHaveLength(1);
+  return all[0]!;
+};
+
+describe("the callback deliverer", () => {
+  it("a database error after a 2xx is no failed attempt: the row stays pending and is sent again once its lease lapses", async () => {
+    const db = place.own(openTestDb(place)).db;
+    const r = await receiver();
+    // A real database error, from the statement that records the delivery, until dropped.
+    await sql`CREATE FUNCTION test_refuse_delivered() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'test: recording deliveries refused'; END $$`.execute(db);
+    await sql`CREATE TRIGGER test_refuse_delivered BEFORE UPDATE ON callbacks FOR EACH ROW WHEN (NEW.state = 'delivered') EXECUTE FUNCTION test_refuse_delivered()`.execute(db);
+    const id = await ended(db, `${r.url}/hook`);
+    // One attempt at most: a failure recorded would give the delivery up at once.
+    const a = deliverer(db, { maxAttempts: 1 });
+    // Its outcome: the failure to record it logged, or (what must not happen) a failed attempt recorded.
+    await waitFor("the attempt's end", async () => a.lines.some((l) => /cannot record a delivery's outcome/.test(l.msg) && /recording deliveries refused/.test(l.err)) || (await only(db, id)).history.length > 0);
+    expect(r.received.map((x) => x.answered)).toEqual([200]);
+    expect(await only(db, id)).toMatchObject({ state: "pending", attempts: 1, history: [] });
+    for (const outcome of ["delivered", "failed", "given_up"]) expect(await a.metric("rtb_callback_deliveries_total", { outcome }), outcome).toBe(0);
+
+    await sql`DROP TRIGGER test_refuse_delivered ON callbacks`.execute(db);
+    // The lease (RTB_WEBHOOK_TIMEOUT_MS + 5 s) lapses; the same loop claims it again.
+    const cb = await waitFor("the delivery to be sent again and recorded", async () => {
+      const c = await only(db, id);
+      return c.state === "delivered" ? c : null;
+    }, 20_000);
+    expect(cb).toMatchObject({ attempts: 2, history: [{ outcome: "delivered", statusCode: 200 }] });
+    expect(r.received.map((x) => x.id)).toEqual([cb.webhookId, cb.webhookId]);
+    expect(await a.metric("rtb_callback_deliveries_total", { outcome: "delivered" })).toBe(1);
+    expect(await a.metric("rtb_callback_delivery_seconds_count")).toBe(1);
+  });
+
+  it("a claimer whose lease lapsed and whose 2xx comes after another claim delivered it counts nothing: delivered once in the metrics", async () => {
+    const db = place.own(openTestDb(place)).db;
+    const r = await receiver();
+    let answerFirst!: (status: number) => void;
+    const first = new Promise<number>((resolve) => (answerFirst = resolve));
+    r.answer = () => (r.received.length === 0 ? first : 200);
+    const id = await ended(db, `${r.url}/hook`);
+    // A's request is held by the receiver, well within its timeout.
+    const a = deliverer(db, { timeoutMs: 30_000 });
+    await waitFor("A's request to be held", () => r.hanging() === 1);
+    // As if A had been paused past its lease (a GC pause, a frozen VM): the row is due again.
+    await sql`UPDATE callbacks SET next_at = now() WHERE unit_id = ${id}`.execute(db);
+    const b = deliverer(db, { timeoutMs: 30_000 });
+    await waitFor("B to deliver it", async () => (await only(db, id)).state === "delivered");
+    answerFirst(200);
+    await waitFor("A to settle its answer", () => a.lines.some((l) => /callback delivered|after another claim settled it/.test(l.msg)));
+
+    expect(r.received.map((x) => x.answered)).toEqual([200, 200]);
+    expect(new Set(r.received.map((x) => x.id)).size).toBe(1);
+    const cb = await only(db, id);
+    expect(cb).toMatchObject({ state: "delivered", attempts: 2, history: [{ outcome: "delivered", statusCode: 200 }] });
+    const total = async (name: string, labels: Record<string, string> = {}) => ((await a.metric(name, labels)) ?? 0) + ((await b.metric(name, labels)) ?? 0);
+    expect(await total("rtb_callback_deliveries_total", { outcome: "delivered" })).toBe(1);
+    expect(await total("rtb_callback_delivery_seconds_count")).toBe(1);
+    expect(await b.metric("rtb_callback_deliveries_total", { outcome: "delivered" })).toBe(1);
+  });
+
+  it("with callbacks off, a delivery waits its retries (nothing sent) and goes out when they are turned on within them", async () => {
+    const db = place.own(openTestDb(place)).db;
+    const r = await receiver();
+    const id = await ended(db, `${r.url}/hook`);
+    const off = deliverer(db, { allowed: [], secret: undefined, maxAttempts: 10, backoffMs: 300, backoffMaxMs: 300 });
+    await waitFor("a failed attempt while off", async () => (await only(db, id)).history.length >= 1);
+    await off.d.stop();
+    const waiting = await only(db, id);
+    expect(waiting.state).toBe("pending");
+    expect(waiting.history.every((h) => h.outcome === "failed" && h.error === "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty" && h.statusCode === undefined)).toBe(true);
+    expect(r.received).toEqual([]);
+    expect(await off.metric("rtb_callbacks_pending")).toBe(1);
+
+    deliverer(db);
+    const cb = await waitFor("the delivery once callbacks are on", async () => {
+      const c = await only(db, id);
+      return c.state === "delivered" ? c : null;
+    });
+    expect(cb.history.at(-1)).toMatchObject({ outcome: "delivered", statusCode: 200 });
+    expect(r.received.map((x) => x.id)).toEqual([cb.webhookId]);
+  });
+});
+
+describe("an api with callbacks off (RTB_WEBHOOK_ALLOWED_HOSTS empty)", () => {
+  let conn: ChannelModel | undefined;
+  afterEach(async () => {
+    await conn?.close();
+    conn = undefined;
+  });
+
+  it("gives up the deliveries of a group that kept its URL after RTB_WEBHOOK_MAX_ATTEMPTS, sending nothing, and serves rtb_callbacks_pending", async () => {
+    const r = await receiver();
+    const api = place.own(await startApi(place, { RTB_SEED_UNITS: "0", RTB_WEBHOOK_MAX_ATTEMPTS: "3", RTB_WEBHOOK_BACKOFF_MS: "20", RTB_WEBHOOK_BACKOFF_MAX_MS: "50" }));
+    conn = await rawBroker();
+    const metric = async (name: string, labels: Record<string, string> = {}) => metricValue(parsePrometheusText(await (await api.app.request("/metrics")).text()), name, labels);
+    expect(await metric("rtb_callbacks_pending")).toBe(0);
+    // Named while callbacks were on: PUT /groups refuses one now.
+    expect((await call(api, "/groups/kept", "PUT", { callbackUrl: `${r.url}/kept` })).status).toBe(400);
+    const db = place.own(openTestDb(place)).db;
+    await sql`INSERT INTO unit_groups (name, callback_url) VALUES ('kept', ${`${r.url}/kept`})`.execute(db);
+
+    expect((await call(api, "/go")).status).toBe(200);
+    const res = await call(api, "/units", "POST", { kind: "hook", group: "kept" });
+    expect(res.status).toBe(201);
+    const id = res.body.unit.id as number;
+    await waitFor(`unit ${id} to be dispatched`, async () => (await getUnit(api, id)).status === "dispatched");
+    await publishRaw(conn, place.topology.inbox, statusMessage([{ unitId: id, attempt: 1, status: "success" }]));
+
+    const [cb] = await waitFor(`unit ${id}'s delivery to be given up`, async () => {
+      const cbs = (await call(api, `/units/${id}`)).body.callbacks as any[];
+      return cbs.length === 1 && cbs[0].state === "given_up" ? cbs : null;
+    });
+    expect(cb.attempts).toBe(3);
+    expect(cb.history.map((h: any) => h.outcome)).toEqual(["failed", "failed", "given_up"]);
+    expect(cb.history.every((h: any) => h.error === "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty")).toBe(true);
+    expect(r.received).toEqual([]);
+    expect(await metric("rtb_callbacks_pending")).toBe(0);
+    expect(await metric("rtb_callback_deliveries_total", { outcome: "given_up" })).toBe(1);
+    expect(await metric("rtb_callback_deliveries_total", { outcome: "failed" })).toBe(2);
+  });
+});
