@@ -19,14 +19,17 @@ export interface Pruned {
 /**
  * Finished longer ago than `retentionMs` (by updated_at, which a terminal row keeps: migration
  * 0009), and needed by nobody: not a step of a workflow still running (GET /workflows/:id shows
- * every step until it ends), and no unit that is not finished waits for it (its result is
- * handed to them when they are dispatched).
+ * every step until it ends), no unit that is not finished waits for it (its result is
+ * handed to them when they are dispatched), and no callback delivery of it is still pending
+ * (migration 0013: deleting it would lose a delivery promised at least once; the unit goes once
+ * its deliveries are delivered or given up, index callbacks_by_unit).
  */
 const finishedBefore = (retentionMs: number) =>
   sql<boolean>`status IN ${statusList(TERMINAL)} AND updated_at < now() - make_interval(secs => ${retentionMs / 1000})
     AND (workflow_id IS NULL OR EXISTS (SELECT FROM workflows w WHERE w.id = units.workflow_id AND w.status <> 'running'))
     AND (NOT has_dependents OR NOT EXISTS (
-      SELECT FROM unit_deps d JOIN units x ON x.id = d.unit_id WHERE d.depends_on = units.id AND x.status NOT IN ${statusList(TERMINAL)}))`;
+      SELECT FROM unit_deps d JOIN units x ON x.id = d.unit_id WHERE d.depends_on = units.id AND x.status NOT IN ${statusList(TERMINAL)}))
+    AND NOT EXISTS (SELECT FROM callbacks c WHERE c.unit_id = units.id AND c.state = 'pending')`;
 
 /**
  * One batch in the duty's transaction: up to `limit` finished units past the retention, oldest
@@ -62,8 +65,9 @@ export async function pruneBatch(trx: Transaction<Database>, opts: { retentionMs
     // Their edges, both ways (a dependent kept keeps no edge to a dependency gone).
     await sql`DELETE FROM unit_deps WHERE unit_id = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
     await sql`DELETE FROM unit_deps WHERE depends_on = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
-    // Their callbacks' deliveries (migration 0013), whatever their state: a delivery still
-    // pending for a unit finished longer ago than the retention has long given up in practice.
+    // Their callbacks' deliveries (migration 0013), all delivered or given up (finishedBefore).
+    // None becomes pending meanwhile: only a unit's end writes one, an UPDATE of a unit locked
+    // here; and a delivery settled since the snapshot only leaves its unit for the next pass.
     await sql`DELETE FROM callbacks WHERE unit_id = ANY(${sql.val(ids)}::bigint[])`.execute(trx);
   }
   const { rows } = await sql<{ units: number }>`

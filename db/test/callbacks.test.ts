@@ -9,6 +9,7 @@ import {
   enqueueWorkflow,
   expireProcessing,
   pruneBatch,
+  pruneDue,
   retryUnit,
   setGroupShare,
   unitCallbacks,
@@ -188,6 +189,40 @@ describe("retention", () => {
     expect(await exists(old)).toBe(false);
     expect(await bodies(old)).toEqual([]);
     expect(await bodies(kept)).toHaveLength(1);
+  });
+
+  it("keeps a unit past the retention while a delivery of it is pending (at least once), and prunes it once delivered or given up", async () => {
+    const waiting = await unit("processing");
+    const givenUp = await unit("processing");
+    // Ended twice (retried by an operator): one delivery settled, one still pending.
+    const twice = await unit("processing");
+    for (const id of [waiting, givenUp, twice]) await report(id, "success");
+    await settle(twice, "delivered");
+    await sql`UPDATE units SET status = 'processing' WHERE id = ${twice}`.execute(db);
+    await report(twice, "success");
+    for (const id of [waiting, givenUp, twice]) await twoHoursAgo(id);
+    await settle(givenUp, "given_up");
+
+    const before = await pruneDue(db, 3_600_000, 1_000);
+    await prune();
+    expect(await exists(givenUp)).toBe(false);
+    expect(await bodies(givenUp)).toEqual([]);
+    for (const id of [waiting, twice]) {
+      expect(await exists(id), `unit ${id}`).toBe(true);
+      expect((await unitCallbacks(db, id)).some((d) => d.state === "pending")).toBe(true);
+    }
+    expect((await unitCallbacks(db, twice)).map((d) => d.state)).toEqual(["delivered", "pending"]);
+    // Not due either: GET /'s retention.due counts only what a pass would prune.
+    expect(await pruneDue(db, 3_600_000, 1_000)).toBe(before - 1);
+
+    await settle(waiting, "delivered");
+    await settle(twice, "given_up");
+    expect(await pruneDue(db, 3_600_000, 1_000)).toBe(before + 1);
+    await prune();
+    for (const id of [waiting, twice]) {
+      expect(await exists(id)).toBe(false);
+      expect(await bodies(id)).toEqual([]);
+    }
   });
 });
 

@@ -14,7 +14,8 @@ import { callbackUrlProblem, type AllowedHost } from "./callback-policy.ts";
  * It runs with callbacks off too (no allowed host), sending nothing: the trigger still writes
  * deliveries for units of groups that kept a URL from before, and each attempt of those fails
  * ("callbacks are off") on the usual backoff until RTB_WEBHOOK_MAX_ATTEMPTS gives it up. Turned
- * on again within that window, they go out; and none stays pending for ever.
+ * on again within that window, they go out; and none stays pending for ever (retention keeps a
+ * unit while a delivery of it is pending).
  */
 export interface CallbackSettings {
   /** RTB_WEBHOOK_ALLOWED_HOSTS; empty: callbacks are off. */
