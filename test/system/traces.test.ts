@@ -68,8 +68,10 @@ it("one unit is one trace: the producer's, through the api, the leader and the a
   const find = (id: number, name: string, attempt: number, extra: (s: ReceivedSpan) => boolean = () => true) =>
     spansOf(id).find((s) => s.name === name && s.attributes["rtb.unit.attempt"] === attempt && extra(s));
   const applied = (id: number, attempt: number, status: string) => find(id, "apply", attempt, (s) => s.attributes["rtb.unit.status"] === status);
-  // Exported within OTEL_BSP_SCHEDULE_DELAY of their end; the api's apply of the last success ends last.
-  await waitFor("the spans of every hop", () => applied(plain!, 1, "success") && applied(retried!, 2, "success") && applied(fresh!, 1, "success") && applied(ticked, 1, "success"));
+  // Exported within OTEL_BSP_SCHEDULE_DELAY of their end, by each process on its own: the
+  // api's apply of a success ends last, but the agent's spans of it may arrive after it.
+  const exported = (id: number, attempt: number) => applied(id, attempt, "success") && ["dispatch", "route", "receive", "handle"].every((hop) => find(id, hop, attempt));
+  await waitFor("the spans of every hop", () => exported(plain!, 1) && exported(retried!, 2) && find(retried!, "handle", 1) && applied(retried!, 1, "error") && exported(fresh!, 1) && exported(ticked, 1));
 
   const enqueues = otlp.spans.filter((s) => s.name === "enqueue");
   const ours = enqueues.find((s) => s.traceId === PRODUCER_TRACE && s.attributes["http.route"] === "/units")!;
