@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import { Webhook } from "standardwebhooks";
+import { afterEach, expect } from "vitest";
 import { callbackPayload } from "@rtb/protocol";
 
 /**
@@ -130,3 +131,22 @@ export async function startWebhookReceiver(secret: string, opts: { port?: number
 
 /** A Standard Webhooks secret for a test: whsec_ and 32 random bytes in base64. */
 export const testWebhookSecret = () => `whsec_${Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64")}`;
+
+/**
+ * Receivers made per test with `secret`: after each test, every one made in it must have
+ * rejected nothing (a bad signature or a body off the schema), and is closed.
+ */
+export function useWebhookReceivers(secret: string): () => Promise<WebhookReceiver> {
+  const receivers: WebhookReceiver[] = [];
+  afterEach(async () => {
+    for (const r of receivers.splice(0)) {
+      expect(r.rejected).toEqual([]);
+      await r.close();
+    }
+  });
+  return async () => {
+    const r = await startWebhookReceiver(secret);
+    receivers.push(r);
+    return r;
+  };
+}

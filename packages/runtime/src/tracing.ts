@@ -148,6 +148,9 @@ export function messagingAttributes(op: { type: "send" | "receive" | "process" |
   return a;
 }
 
+/** A report's or a job unit's `traceparent` field: present only when there is one. */
+export const traceField = (traceparent: string | undefined): { traceparent?: string } => (traceparent === undefined ? {} : { traceparent });
+
 /** The AMQP headers of a message that carries exactly one unit: its traceparent, when it has one. */
 export const traceHeaders = (units: readonly { traceparent?: string | undefined }[]): { headers: { traceparent: string } } | undefined =>
   units.length === 1 && units[0]!.traceparent !== undefined ? { headers: { traceparent: units[0]!.traceparent } } : undefined;

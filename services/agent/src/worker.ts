@@ -7,6 +7,7 @@ import {
   MessageTooLargeError,
   noTracing,
   startConsumer,
+  traceField,
   traceHeaders,
   unitAttributes,
   type Broker,
@@ -42,9 +43,6 @@ export interface WorkerOptions {
   /** Per unit, a receive span and a handler span in its trace; default: not traced. */
   tracing?: Tracing;
 }
-
-/** A status update's traceparent field: present only when there is one. */
-const traced = (traceparent: string | undefined) => (traceparent === undefined ? {} : { traceparent });
 
 /**
  * Consumes `jobs.<kind>` for every kind it has a handler for. A job carries one unit or a
@@ -123,7 +121,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
   }
 
   function permanentError(update: StatusUpdate, message: string): StatusUpdate {
-    return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false }, ...traced(update.traceparent) };
+    return { unitId: update.unitId, attempt: update.attempt, status: "error", at: update.at, error: { message, retryable: false }, ...traceField(update.traceparent) };
   }
 
   /**
@@ -232,7 +230,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
       const jobAbort = new LazyAbort();
       const untrack = opts.cancellations.track(unit.unitId, unit.attempt, (reason) => jobAbort.abort(reason));
       try {
-        const processing = reporter.report([{ unitId: unit.unitId, attempt: unit.attempt, status: "processing", at: new Date().toISOString(), ...traced(receive.traceparent) }]);
+        const processing = reporter.report([{ unitId: unit.unitId, attempt: unit.attempt, status: "processing", at: new Date().toISOString(), ...traceField(receive.traceparent) }]);
         // Handled now: it may fail while the handler runs, long before the job's one wait
         // reads it (Promise.allSettled below), and Node would call that an unhandled rejection.
         processing.catch(() => {});
@@ -253,7 +251,7 @@ export async function startWorker(opts: WorkerOptions): Promise<{ stop(deadlineM
           // Cut short by our own shutdown: not the unit's fault. Hand it back for another agent.
           return { outcome: "handed back", reports: [] };
         }
-        const final = fitted({ unitId: unit.unitId, attempt: unit.attempt, at: new Date().toISOString(), ...outcome, ...traced(span.traceparent) });
+        const final = fitted({ unitId: unit.unitId, attempt: unit.attempt, at: new Date().toISOString(), ...outcome, ...traceField(span.traceparent) });
         if (final.status !== outcome.status) log().warn({ error: final.error?.message }, "result cannot be reported: ending the attempt as a permanent error");
         const terminal = reportTerminal(final, log);
         let sent: StatusUpdate = final;

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startCallbackDeliverer, type CallbackSettings } from "@rtb/api";
 import { unitCallbacks, type Db } from "@rtb/db";
 import { metricValue, parsePrometheusText, Registry } from "@rtb/runtime";
-import { capturingLogger, openTestDb, rawBroker, startWebhookReceiver, testWebhookSecret, useTestPlace, waitFor, type WebhookReceiver } from "@rtb/testing";
+import { capturingLogger, openTestDb, rawBroker, testWebhookSecret, useTestPlace, useWebhookReceivers, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 /**
@@ -15,20 +15,8 @@ import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts
  */
 const place = useTestPlace({ perTest: true });
 const secret = testWebhookSecret();
-const receivers: WebhookReceiver[] = [];
 
-afterEach(async () => {
-  for (const r of receivers.splice(0)) {
-    expect(r.rejected).toEqual([]);
-    await r.close();
-  }
-});
-
-async function receiver(): Promise<WebhookReceiver> {
-  const r = await startWebhookReceiver(secret);
-  receivers.push(r);
-  return r;
-}
+const receiver = useWebhookReceivers(secret);
 
 const settings = (over: Partial<CallbackSettings> = {}): CallbackSettings => ({
   allowed: [{ host: "127.0.0.1", wildcard: false, port: null }],

@@ -1,8 +1,8 @@
 import type { ChannelModel } from "amqplib";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { ApiService } from "@rtb/api";
 import { MAX_CALLBACK_URL_LENGTH } from "@rtb/protocol";
-import { rawBroker, startWebhookReceiver, testWebhookSecret, useTestPlace, waitFor, type WebhookReceiver } from "@rtb/testing";
+import { rawBroker, testWebhookSecret, useTestPlace, useWebhookReceivers, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
 
 // The api alone (no leader, no agents): units are dispatched on attempt 1 at enqueue, and this
@@ -14,7 +14,6 @@ const secret = testWebhookSecret();
 const MAX_ATTEMPTS = 4;
 let api: ApiService;
 let conn: ChannelModel;
-const receivers: WebhookReceiver[] = [];
 
 beforeAll(async () => {
   api = place.own(
@@ -34,18 +33,7 @@ beforeAll(async () => {
   expect((await call(api, "/go")).status).toBe(200);
 });
 
-afterEach(async () => {
-  for (const r of receivers.splice(0)) {
-    expect(r.rejected).toEqual([]);
-    await r.close();
-  }
-});
-
-async function receiver(): Promise<WebhookReceiver> {
-  const r = await startWebhookReceiver(secret);
-  receivers.push(r);
-  return r;
-}
+const receiver = useWebhookReceivers(secret);
 
 /** POST /units (one unit) and wait for its dispatch. */
 async function enqueue(unit: object): Promise<number> {

@@ -6,6 +6,7 @@ import {
   noTracing,
   splitBySize,
   startConsumer,
+  traceField,
   traceHeaders,
   unitAttributes,
   type Broker,
@@ -147,7 +148,7 @@ export async function startRouter(deps: {
       for (const kind of new Set(units.map((u) => u.kind))) tracker.observe(kind);
       const updates: StatusUpdate[] = units.map((u, i) => {
         const big = tooLarge.get(i);
-        const trace = u.traceparent === undefined ? {} : { traceparent: u.traceparent };
+        const trace = traceField(u.traceparent);
         if (big) {
           spans?.[i]!.fail(big);
           return {
