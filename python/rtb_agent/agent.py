@@ -38,9 +38,26 @@ class _Stopped(Exception):
     """SIGTERM while (re)connecting: nothing is in hand, so the agent just ends."""
 
 
+#: The longest pause before a job whose reports failed is handed back, in seconds.
+RETRY_PAUSE_MAX = 30.0
+
+
+def retry_pause(deliveries: int) -> float:
+    """Seconds to wait before handing back a job delivered `deliveries` times before: 1 s, doubling, capped."""
+    return min(2.0 ** min(max(deliveries, 0), 30), RETRY_PAUSE_MAX)
+
+
+def _delivery_count(props: Any) -> int:
+    headers = getattr(props, "headers", None) or {}
+    n = headers.get("x-delivery-count", 0)
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+
 class _JobInHand:
-    def __init__(self, tag: int, kind: str, units: List[JobUnit], generation: int):
+    def __init__(self, tag: int, kind: str, units: List[JobUnit], generation: int, deliveries: int = 0):
         self.tag = tag
+        #: The broker's count of its earlier deliveries (x-delivery-count, quorum queues).
+        self.deliveries = deliveries
         #: Which connection it came on: its delivery tag means nothing on a later one.
         self.generation = generation
         self.kind = kind
@@ -204,7 +221,7 @@ class Agent:
             return self._dead_letter(method.delivery_tag, str(err))
         if job_kind != kind:
             return self._dead_letter(method.delivery_tag, "kind: %s arrived on the queue of %s" % (job_kind, kind))
-        job = _JobInHand(method.delivery_tag, kind, units, self._generation)
+        job = _JobInHand(method.delivery_tag, kind, units, self._generation, _delivery_count(props))
         self._jobs[job.tag] = job
         for i, unit in enumerate(units):
             threading.Thread(target=self._run_unit, args=(job, i, unit), daemon=True, name="unit-%d" % unit.unit_id).start()
@@ -318,10 +335,12 @@ class Agent:
         self._jobs.pop(job.tag, None)
         try:
             if not all(ok for _, ok in job.outcomes.values()):
-                # After a pause, not at once: a recovering broker would be spun (and a quorum
-                # queue's delivery limit spent in milliseconds).
-                self.log.warn("status report failed: handing the job back in a second", units=len(job.units))
-                self._conn.call_later(1.0, lambda: self._settle_quietly(lambda: self._ch.basic_nack(job.tag, requeue=True)))
+                # After a pause, not at once, and longer each time the job came back: a
+                # recovering broker would be spun, and every hand-back spends one of a quorum
+                # queue's deliveries (x-delivery-limit).
+                pause = retry_pause(job.deliveries)
+                self.log.warn("status report failed: handing the job back after a pause", units=len(job.units), pauseSeconds=pause)
+                self._conn.call_later(pause, lambda: self._settle_quietly(lambda: self._ch.basic_nack(job.tag, requeue=True)))
                 return
             left = [u for n, u in enumerate(job.units) if job.outcomes[n][0] == "handed back"]
             if not left:

@@ -7,7 +7,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from rtb_agent.agent import Agent  # noqa: E402
+from rtb_agent.agent import RETRY_PAUSE_MAX, Agent, retry_pause  # noqa: E402
 from rtb_agent.config import ConfigError, load_config  # noqa: E402
 from rtb_agent.log import Logger  # noqa: E402
 from rtb_agent.messages import InvalidMessage, cut_message, parse_cancel, parse_job, status_message, unit_update  # noqa: E402
@@ -133,6 +133,14 @@ class FittedResult(unittest.TestCase):
     def test_handler_kinds_follow_the_kind_rule(self):
         with self.assertRaises(ValueError):
             Agent({"no spaces": lambda job: None}, load_config({}))
+
+
+class RetryPause(unittest.TestCase):
+    def test_doubles_with_each_earlier_delivery_up_to_the_cap(self):
+        self.assertEqual([retry_pause(n) for n in range(7)], [1.0, 2.0, 4.0, 8.0, 16.0, RETRY_PAUSE_MAX, RETRY_PAUSE_MAX])
+        self.assertEqual(retry_pause(10**6), RETRY_PAUSE_MAX)
+        # The 20 deliveries of a quorum queue's default limit last minutes, not 20 s.
+        self.assertGreater(sum(retry_pause(n) for n in range(20)), 8 * 60)
 
 
 if __name__ == "__main__":

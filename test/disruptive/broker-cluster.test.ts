@@ -31,6 +31,10 @@ type Node = OwnedCluster["nodes"][number];
 const UNITS = 1_500;
 const MAX_QUEUE = 20;
 
+// The services' warnings go to the output, so that a failure here shows what they went through.
+const logLevel = process.env.RTB_TEST_LOG_LEVEL;
+process.env.RTB_TEST_LOG_LEVEL ??= "warn";
+
 const place = useTestPlace({ perTest: true });
 let h: DbHandle;
 let cluster: OwnedCluster | undefined;
@@ -40,6 +44,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await cluster?.stop();
+  if (logLevel === undefined) delete process.env.RTB_TEST_LOG_LEVEL;
 });
 beforeEach(() => {
   h = place.own(openTestDb(place));

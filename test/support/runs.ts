@@ -3,7 +3,8 @@ import { expect } from "vitest";
 import { checkSystem, loadApiConfig, sampleOutstanding, type CheckReport } from "@rtb/api";
 import { statusList, unitsKeptAndPruned, type Db } from "@rtb/db";
 import { OUTCOMES } from "@rtb/protocol";
-import type { Broker } from "@rtb/runtime";
+import { connect } from "amqplib";
+import { brokerUrlOf, type Broker } from "@rtb/runtime";
 import { waitFor, type TestPlace } from "./fixtures.ts";
 import { startSystem, type System } from "./system.ts";
 
@@ -72,8 +73,48 @@ export async function expectRunSettled(run: FinishedRun): Promise<CheckReport> {
   expect(report.counts.success + report.counts.error + report.counts.cancelled).toBe(report.total);
   if (pruned === 0) expect(report.counts.cancelled).toBe(run.cancelled ?? 0);
   else expect(report.counts.cancelled).toBeLessThanOrEqual(run.cancelled ?? 0);
-  expect(report.queues.dead).toMatchObject({ messages: 0 });
+  if (report.queues.dead?.messages) {
+    // Say why, so that a failure names the queue and the reason (rejected, delivery_limit, ...).
+    expect(report.queues.dead, `dead letters: ${JSON.stringify(await deadLetters(run.env, t.dead))}`).toMatchObject({ messages: 0 });
+  }
   return report;
+}
+
+/**
+ * Up to 50 messages of the dead-letter queue, handed back unsettled: where each died, why, how
+ * often, and what it was. Tried on each broker host in turn (a cluster test may have lost one).
+ */
+async function deadLetters(env: Record<string, string>, queue: string): Promise<unknown[]> {
+  const c = loadApiConfig(env);
+  for (const at of c.RTB_BROKER_HOST) {
+    const conn = await connect(brokerUrlOf(c, at)).catch(() => null);
+    if (!conn) continue;
+    try {
+      const ch = await conn.createChannel();
+      const seen: unknown[] = [];
+      for (let i = 0; i < 50; i++) {
+        const m = await ch.get(queue, { noAck: false });
+        if (!m) break;
+        const h = m.properties.headers ?? {};
+        const death = (h["x-death"] as { count?: number; reason?: string; queue?: string }[] | undefined)?.[0];
+        seen.push({
+          queue: h["x-first-death-queue"],
+          reason: h["x-first-death-reason"],
+          deaths: death?.count,
+          deliveries: h["x-delivery-count"],
+          messageId: m.properties.messageId,
+          type: m.properties.type,
+          body: m.content.toString("utf8").slice(0, 200),
+        });
+      }
+      return seen;
+    } catch (err) {
+      return [`cannot read ${queue}: ${(err as Error).message}`];
+    } finally {
+      await conn.close().catch(() => {});
+    }
+  }
+  return ["no broker host answered"];
 }
 
 /** A run under way on an in-process system, for the tests that restart a server in the middle of one. */

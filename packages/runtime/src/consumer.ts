@@ -41,7 +41,10 @@ export interface ConsumerOptions {
   isTransient?: (err: unknown) => boolean;
   /** A delivery this consumer dead-lettered because handling it failed: count it. */
   onDeadLetter?: (reason: string) => void;
-  /** Pause before a transient failure hands the message back (default 1 s). */
+  /**
+   * Pause before a transient failure first hands a message back (default 1 s); it doubles with
+   * each failure of the same message, up to RETRY_PAUSE_MAX_MS.
+   */
   retryPauseMs?: number;
   /** Count every delivery in rtb_broker_messages_consumed_total under `queueRole`. */
   metrics?: { consumed: ServiceMetrics["consumed"]; queueRole: QueueRole } | undefined;
@@ -74,11 +77,12 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
   async function retryLater(d: Delivery, err: unknown): Promise<void> {
     const key = messageKey(d.msg);
     let reason: string | null = null;
+    let count = 1;
     if (!isTransient(err)) {
       reason = `handling failed (not transient): ${errorText(err)}`;
     } else {
       const f = failures.get(key) ?? { count: 0, ackedBefore: acked };
-      f.count++;
+      count = ++f.count;
       failures.delete(key);
       failures.set(key, f);
       if (failures.size > MAX_TRACKED) failures.delete(failures.keys().next().value!);
@@ -91,10 +95,12 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
       d.deadLetter();
       return;
     }
-    logger.warn({ queue: opts.queue, err: errorText(err) }, "handling failed; handing the message back after a pause");
-    // Not at once: while the broker is recovering, an immediate requeue spins (and on a
-    // quorum queue would spend the message's delivery limit in milliseconds).
-    await sleep(opts.retryPauseMs ?? 1_000, stopped.signal);
+    // Not at once, and longer each time: while the broker is recovering, an immediate requeue
+    // spins, and on a quorum queue every hand-back spends one of the message's deliveries
+    // (x-delivery-limit): a fixed second would dead-let it after 20 s of a node's election.
+    const pauseMs = retryPause(opts.retryPauseMs ?? 1_000, count, d.msg);
+    logger.warn({ queue: opts.queue, err: errorText(err), failures: count, pauseMs }, "handling failed; handing the message back after a pause");
+    await sleep(pauseMs, stopped.signal);
     d.requeue();
   }
 
@@ -191,6 +197,22 @@ interface DeliveryHooks {
 
 /** Transient failures passed to retryLater before a message that fails alone is dead-lettered. */
 const POISON_AFTER = 5;
+/**
+ * The longest pause before a transiently failing message is handed back. With the doubling
+ * from 1 s, a quorum queue's delivery limit of 20 lasts about 8 minutes of outage, not 20 s.
+ */
+export const RETRY_PAUSE_MAX_MS = 30_000;
+
+/**
+ * The pause before the `failures`-th transient failure of a message hands it back: `base`
+ * doubled each time, capped. Counted from the broker's own redeliveries as well
+ * (`x-delivery-count`, quorum queues), so a message other consumers failed on waits as long.
+ */
+export function retryPause(base: number, failures: number, msg?: ConsumeMessage): number {
+  const deliveries = Number(msg?.properties.headers?.["x-delivery-count"] ?? 0);
+  const n = Math.max(failures, Number.isFinite(deliveries) ? deliveries + 1 : 1, 1);
+  return Math.min(base * 2 ** Math.min(n - 1, 30), Math.max(base, RETRY_PAUSE_MAX_MS));
+}
 const MAX_TRACKED = 1_000;
 
 /**
