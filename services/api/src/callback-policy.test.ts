@@ -34,6 +34,18 @@ describe("RTB_WEBHOOK_ALLOWED_HOSTS", () => {
     ["[::1]:8080", "http://[::1]:8080/", true],
     ["[::1]:8080", "http://[::1]:8081/", false],
     ["a.test,b.test", "http://b.test/", true],
+    // The forms a URL's host can take are read as fetch reads them (the WHATWG parser), then compared.
+    ["127.0.0.1", "http://2130706433/", true],
+    ["127.0.0.1", "http://0x7f.0.0.1/", true],
+    ["hooks.test", "http://2130706433/", false],
+    ["hooks.test", "http://hooks%2Etest/", true],
+    ["hooks.test", "http://hooks.test./", false],
+    ["hooks.test", "http://evil.test\\@hooks.test/", false],
+    ["hooks.test", "http://evil.test\\hooks.test/", false],
+    ["hooks.test", "http://hooks.test#@evil.test/", true],
+    ["127.0.0.1", "http://[::ffff:127.0.0.1]/", false],
+    ["hooks.test", "http://höoks.test/", false],
+    ["xn--hoks-5qa.test", "http://höoks.test/", true],
   ])("%s allows %s: %s", (hosts, url, ok) => {
     const problem = callbackUrlProblem(allowed(hosts), url);
     if (ok) expect(problem).toBeNull();
@@ -69,7 +81,7 @@ describe("RTB_WEBHOOK_SECRET", () => {
     expect(() => loadApiConfig({ RTB_WEBHOOK_ALLOWED_HOSTS: "hooks.test", RTB_WEBHOOK_SECRET: "whsec_short!" })).toThrow(/RTB_WEBHOOK_SECRET=<12 characters, hidden>/);
   });
 
-  it.each([["RTB_WEBHOOK_MAX_ATTEMPTS", "0"], ["RTB_WEBHOOK_TIMEOUT_MS", "10"], ["RTB_WEBHOOK_CONCURRENCY", "0"], ["RTB_WEBHOOK_BACKOFF_MS", "x"]])("%s=%s stops the api at start", (variable, value) => {
+  it.each([["RTB_WEBHOOK_MAX_ATTEMPTS", "0"], ["RTB_WEBHOOK_TIMEOUT_MS", "10"], ["RTB_WEBHOOK_CONCURRENCY", "0"], ["RTB_WEBHOOK_HOST_CONCURRENCY", "0"], ["RTB_WEBHOOK_HOST_CONCURRENCY", "1001"], ["RTB_WEBHOOK_BACKOFF_MS", "x"]])("%s=%s stops the api at start", (variable, value) => {
     expect(problems({ [variable]: value })).toEqual([variable]);
   });
 });
