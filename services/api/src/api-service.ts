@@ -106,6 +106,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
     });
     parts.add("dispatcher", (left) => within(dispatcher.stop(), left(500)));
     const cancels = createCancelAnnouncer({ publisher, topology, maxMessageBytes: config.RTB_BROKER_MAX_MESSAGE_BYTES, logger });
+    parts.add("cancel announcements", (left) => within(cancels.stop(), left(500)));
 
     let callbacks: CallbackDeliverer | undefined;
     const inbox = await startInboxConsumer({
