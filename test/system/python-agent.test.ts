@@ -54,6 +54,9 @@ it("serves the example kind; connects again after losing the broker, runs the cu
   place.own({ stop: () => (agent.running() ? void agent.child.kill("SIGKILL") : undefined) });
   const agentState = async () => ((await cluster.get("/")).services.agents as any[]).find((a) => a.id === "py-1");
   const first = await waitFor("the agent's heartbeat", agentState, 20_000);
+  // Its first heartbeat goes out before it declares its job queues: a unit routed before they
+  // exist would wait for an agent (and run as attempt 2). "agent ready" comes once it consumes them.
+  await waitFor("the agent to consume its kinds", async () => logLines(agent.output()).some((l) => l.msg === "agent ready"), 20_000);
 
   // The example's own kind: a result, and a payload it refuses as a permanent error.
   const [thumb, noUrl] = (await cluster.enqueue([{ kind: "thumbnail", payload: { url: "https://example.com/a.png", width: 64 } }, { kind: "thumbnail", payload: {} }])).units.map((u: any) => u.id);
