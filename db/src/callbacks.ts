@@ -19,8 +19,6 @@ export interface ClaimedCallback {
   attempt: number;
   /** When the unit ended (the row was written). */
   createdAt: Date;
-  /** The URL's authority without user info, lower-cased (`host` or `host:port`): what the per-host cap counts. */
-  host: string;
 }
 
 /** One attempt as the unit's timeline shows it. */
@@ -51,48 +49,23 @@ export interface CallbackDelivery {
  */
 export const webhookId = (uuid: string) => `msg_${uuid.replaceAll("-", "")}`;
 
-/** The URL's authority without user info, lower-cased, in SQL: the key of the per-host cap. */
-const HOST_OF_URL = sql`coalesce(lower(substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)')), '')`;
-
-/** Due rows looked at per claim, beyond `limit`: enough to find other hosts behind one with many. */
-const CLAIM_SCAN = 500;
-
 /**
  * Claim up to `limit` due deliveries in one statement: each gets its attempt counted and its
  * `next_at` moved `leaseMs` ahead, so no other api (or loop) claims it while it is being sent.
  * FOR UPDATE SKIP LOCKED: api replicas claiming at once take different rows, without a duty. An
  * api that dies mid-request leaves the row pending; once the lease ends another api (or this one
  * restarted) claims it again: at-least-once, with the same webhook-id.
- *
- * At most `perHost` per host, counting `inFlight` (this claimer's open requests by host): one
- * slow receiver with many deliveries due cannot take every request slot from the others. Hosts
- * already at the cap are skipped in the scan, so the rows behind them are reached.
  */
-export async function claimCallbacks(
-  db: Db,
-  limit: number,
-  leaseMs: number,
-  cap: { perHost: number; inFlight: ReadonlyMap<string, number> } = { perHost: limit, inFlight: new Map() },
-): Promise<ClaimedCallback[]> {
+export async function claimCallbacks(db: Db, limit: number, leaseMs: number): Promise<ClaimedCallback[]> {
   if (limit <= 0) return [];
-  const used = [...cap.inFlight].filter(([, n]) => n > 0);
-  const full = used.filter(([, n]) => n >= cap.perHost).map(([h]) => h);
-  const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date; host: string }>`
-    WITH used(host, n) AS (SELECT * FROM unnest(${used.map(([h]) => h)}::text[], ${used.map(([, n]) => n)}::int[])),
-    due AS (
-      SELECT id, next_at, ${HOST_OF_URL} AS host FROM callbacks
-      WHERE state = 'pending' AND next_at <= now() AND ${HOST_OF_URL} <> ALL(${full}::text[])
-      ORDER BY next_at LIMIT ${limit + CLAIM_SCAN}),
-    ranked AS (
-      SELECT d.id, d.next_at, row_number() OVER (PARTITION BY d.host ORDER BY d.next_at, d.id) + coalesce(u.n, 0) AS nth
-      FROM due d LEFT JOIN used u ON u.host = d.host),
-    picked AS (SELECT id FROM ranked WHERE nth <= ${cap.perHost} ORDER BY next_at, id LIMIT ${limit})
+  const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date }>`
     UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
     WHERE id = ANY(ARRAY(
-      SELECT id FROM callbacks WHERE id IN (SELECT id FROM picked) AND state = 'pending' AND next_at <= now()
+      SELECT id FROM callbacks WHERE state = 'pending' AND next_at <= now()
+      ORDER BY next_at LIMIT ${limit}
       FOR UPDATE SKIP LOCKED))
-    RETURNING id, webhook_id, unit_id, url, body, attempts, created_at, ${HOST_OF_URL} AS host`.execute(db);
-  return rows.map((r) => ({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at, host: r.host }));
+    RETURNING id, webhook_id, unit_id, url, body, attempts, created_at`.execute(db);
+  return rows.map((r) => ({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at }));
 }
 
 /**

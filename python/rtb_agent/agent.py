@@ -48,9 +48,15 @@ def retry_pause(deliveries: int) -> float:
 
 
 def _delivery_count(props: Any) -> int:
+    """The broker's count of a job's earlier deliveries: quorum queues' x-delivery-count, and
+    x-acquired-count from RabbitMQ 4.3 (where a requeue no longer counts as a failed delivery)."""
     headers = getattr(props, "headers", None) or {}
-    n = headers.get("x-delivery-count", 0)
-    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+    def count(key: str) -> int:
+        n = headers.get(key, 0)
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+    return max(count("x-delivery-count"), count("x-acquired-count"))
 
 
 class _JobInHand:
@@ -336,8 +342,8 @@ class Agent:
         try:
             if not all(ok for _, ok in job.outcomes.values()):
                 # After a pause, not at once, and longer each time the job came back: a
-                # recovering broker would be spun, and every hand-back spends one of a quorum
-                # queue's deliveries (x-delivery-limit).
+                # recovering broker would be spun, and before RabbitMQ 4.3 every requeue spends
+                # one of a quorum queue's deliveries (x-delivery-limit).
                 pause = retry_pause(job.deliveries)
                 self.log.warn("status report failed: handing the job back after a pause", units=len(job.units), pauseSeconds=pause)
                 self._conn.call_later(pause, lambda: self._settle_quietly(lambda: self._ch.basic_nack(job.tag, requeue=True)))

@@ -7,7 +7,7 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from rtb_agent.agent import RETRY_PAUSE_MAX, Agent, retry_pause  # noqa: E402
+from rtb_agent.agent import RETRY_PAUSE_MAX, Agent, _delivery_count, retry_pause  # noqa: E402
 from rtb_agent.config import ConfigError, load_config  # noqa: E402
 from rtb_agent.log import Logger  # noqa: E402
 from rtb_agent.messages import InvalidMessage, cut_message, parse_cancel, parse_job, status_message, unit_update  # noqa: E402
@@ -141,6 +141,18 @@ class RetryPause(unittest.TestCase):
         self.assertEqual(retry_pause(10**6), RETRY_PAUSE_MAX)
         # The 20 deliveries of a quorum queue's default limit last minutes, not 20 s.
         self.assertGreater(sum(retry_pause(n) for n in range(20)), 8 * 60)
+
+    def test_counts_earlier_deliveries_from_either_header(self):
+        class Props:
+            def __init__(self, headers):
+                self.headers = headers
+
+        self.assertEqual(_delivery_count(Props(None)), 0)
+        self.assertEqual(_delivery_count(Props({"x-delivery-count": 3})), 3)
+        # RabbitMQ 4.3: requeues counted in x-acquired-count only.
+        self.assertEqual(_delivery_count(Props({"x-delivery-count": 0, "x-acquired-count": 5})), 5)
+        self.assertEqual(_delivery_count(Props({"x-delivery-count": True, "x-acquired-count": "2"})), 0)
+        self.assertEqual(retry_pause(_delivery_count(Props({"x-delivery-count": 2}))), 4.0)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,8 @@ export async function startConsumer(opts: ConsumerOptions): Promise<Consumer> {
       return;
     }
     // Not at once, and longer each time: while the broker is recovering, an immediate requeue
-    // spins, and on a quorum queue every hand-back spends one of the message's deliveries
-    // (x-delivery-limit): a fixed second would dead-let it after 20 s of a node's election.
+    // spins, and on a quorum queue before RabbitMQ 4.3 every requeue spends one of the
+    // message's deliveries (x-delivery-limit): a fixed second dead-lettered it after 20 s.
     const pauseMs = retryPause(opts.retryPauseMs ?? 1_000, count, d.msg);
     logger.warn({ queue: opts.queue, err: errorText(err), failures: count, pauseMs }, "handling failed; handing the message back after a pause");
     await sleep(pauseMs, stopped.signal);
@@ -205,14 +205,19 @@ export const RETRY_PAUSE_MAX_MS = 30_000;
 
 /**
  * The pause before the `failures`-th transient failure of a message hands it back: `base`
- * doubled each time, capped. Counted from the broker's own redeliveries as well
- * (`x-delivery-count`, quorum queues), so a message other consumers failed on waits as long.
+ * doubled each time, capped. Counted from the broker's own count of earlier deliveries as well
+ * (quorum queues: `x-delivery-count`, and from RabbitMQ 4.3 `x-acquired-count`, since a
+ * requeue no longer counts as a failed delivery there), so a message other consumers failed on
+ * waits as long.
  */
 export function retryPause(base: number, failures: number, msg?: ConsumeMessage): number {
-  const deliveries = Number(msg?.properties.headers?.["x-delivery-count"] ?? 0);
-  const n = Math.max(failures, Number.isFinite(deliveries) ? deliveries + 1 : 1, 1);
+  const headers = msg?.properties.headers ?? {};
+  const earlier = Math.max(count(headers["x-delivery-count"]), count(headers["x-acquired-count"]));
+  const n = Math.max(failures, earlier + 1, 1);
   return Math.min(base * 2 ** Math.min(n - 1, 30), Math.max(base, RETRY_PAUSE_MAX_MS));
 }
+
+const count = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : 0);
 const MAX_TRACKED = 1_000;
 
 /**

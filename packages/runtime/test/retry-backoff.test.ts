@@ -27,6 +27,11 @@ it("doubles the pause with each failure of the message, from the base up to the 
   // The broker's count of earlier deliveries (other consumers' failures, a lost node) counts too.
   expect(retryPause(1_000, 1, withDeliveries(3))).toBe(8_000);
   expect(retryPause(1_000, 5, withDeliveries(1))).toBe(16_000);
+  // RabbitMQ 4.3 counts requeues in x-acquired-count, not x-delivery-count; anything else is no count.
+  const acquired = { properties: { headers: { "x-delivery-count": 0, "x-acquired-count": 2 } } } as unknown as ConsumeMessage;
+  expect(retryPause(1_000, 1, acquired)).toBe(4_000);
+  expect(retryPause(1_000, 1, withDeliveries("3" as never))).toBe(1_000);
+  expect(retryPause(1_000, 1, withDeliveries(-4))).toBe(1_000);
   // The 20 deliveries of a quorum queue's default limit last minutes, not 20 s.
   const total = Array.from({ length: 20 }, (_, i) => retryPause(1_000, i + 1)).reduce((a, b) => a + b, 0);
   expect(total).toBeGreaterThan(8 * 60_000);

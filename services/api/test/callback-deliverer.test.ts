@@ -2,7 +2,7 @@ import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { startCallbackDeliverer, type CallbackSettings } from "@rtb/api";
-import { claimCallbacks, unitCallbacks, type Db } from "@rtb/db";
+import { unitCallbacks, type Db } from "@rtb/db";
 import { metricValue, parsePrometheusText, Registry } from "@rtb/runtime";
 import { capturingLogger, openTestDb, rawBroker, testWebhookSecret, useTestPlace, useWebhookReceivers, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
@@ -24,7 +24,6 @@ const settings = (over: Partial<CallbackSettings> = {}): CallbackSettings => ({
   maxAttempts: 3,
   timeoutMs: 300,
   concurrency: 2,
-  hostConcurrency: 2,
   backoffMs: 20,
   backoffMaxMs: 50,
   pollMs: 20,
@@ -131,48 +130,6 @@ describe("the callback deliverer", () => {
     });
     expect(cb.history.at(-1)).toMatchObject({ outcome: "delivered", statusCode: 200 });
     expect(r.received.map((x) => x.id)).toEqual([cb.webhookId]);
-  });
-});
-
-describe("the per-host cap (RTB_WEBHOOK_HOST_CONCURRENCY)", () => {
-  it("claims at most the cap per host, counting the requests open to it, and skips a host at its cap to reach the rows behind it", async () => {
-    const db = place.own(openTestDb(place)).db;
-    for (let i = 0; i < 6; i++) await ended(db, `https://A.example:8443/hook/${i}`);
-    // The same host written another way (scheme and name case, user info): one key.
-    await ended(db, "HTTPS://user:pw@a.EXAMPLE:8443/other");
-    for (let i = 0; i < 2; i++) await ended(db, `https://b.example/hook/${i}`);
-    const hosts = (cs: { host: string }[]) => cs.map((c) => c.host).sort();
-
-    // Seven due for a.example:8443 before b.example's two: 2 of a, then b's.
-    const first = await claimCallbacks(db, 10, 60_000, { perHost: 2, inFlight: new Map() });
-    expect(hosts(first)).toEqual(["a.example:8443", "a.example:8443", "b.example", "b.example"]);
-    // A host with one request open gets one more; a host at its cap none, and its rows are skipped.
-    await sql`UPDATE callbacks SET next_at = now() - interval '1 second'`.execute(db);
-    expect(hosts(await claimCallbacks(db, 10, 60_000, { perHost: 2, inFlight: new Map([["a.example:8443", 1]]) }))).toEqual(["a.example:8443", "b.example", "b.example"]);
-    await sql`UPDATE callbacks SET next_at = now() - interval '1 second'`.execute(db);
-    expect(hosts(await claimCallbacks(db, 10, 60_000, { perHost: 2, inFlight: new Map([["a.example:8443", 2]]) }))).toEqual(["b.example", "b.example"]);
-    // Without a cap, as many as asked for, oldest first.
-    await sql`UPDATE callbacks SET next_at = now() - interval '1 second'`.execute(db);
-    expect(await claimCallbacks(db, 5, 60_000)).toHaveLength(5);
-  });
-
-  it("a slow receiver with many deliveries holds only its share of the slots: another host's go out meanwhile", async () => {
-    const db = place.own(openTestDb(place)).db;
-    const slow = await receiver();
-    const fast = await receiver();
-    slow.answer = () => "hang";
-    for (let i = 0; i < 10; i++) await ended(db, `${slow.url}/hook/${i}`);
-    const others: number[] = [];
-    for (let i = 0; i < 3; i++) others.push(await ended(db, `${fast.url}/hook/${i}`));
-    // 4 slots, 2 per host: without the cap the slow host's 10 (due first) would take all 4 for the timeout.
-    deliverer(db, { concurrency: 4, hostConcurrency: 2, timeoutMs: 30_000 });
-    await waitFor("the other host's deliveries", async () => {
-      for (const id of others) if ((await only(db, id)).state !== "delivered") return false;
-      return true;
-    }, 10_000);
-    expect(fast.received.map((x) => x.answered)).toEqual([200, 200, 200]);
-    expect(slow.hanging()).toBe(2);
-    expect(slow.received).toHaveLength(2);
   });
 });
 
