@@ -2,7 +2,7 @@ import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { startCallbackDeliverer, type CallbackSettings } from "@rtb/api";
-import { unitCallbacks, type Db } from "@rtb/db";
+import { claimCallbacks, unitCallbacks, type Db } from "@rtb/db";
 import { metricValue, parsePrometheusText, Registry } from "@rtb/runtime";
 import { capturingLogger, openTestDb, rawBroker, testWebhookSecret, useTestPlace, useWebhookReceivers, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
@@ -130,6 +130,27 @@ describe("the callback deliverer", () => {
     });
     expect(cb.history.at(-1)).toMatchObject({ outcome: "delivered", statusCode: 200 });
     expect(r.received.map((x) => x.id)).toEqual([cb.webhookId]);
+  });
+});
+
+describe("two apis claiming at once", () => {
+  it("take different deliveries, and between them every one due (FOR UPDATE SKIP LOCKED)", async () => {
+    const a = place.own(openTestDb(place)).db;
+    const b = place.own(openTestDb(place)).db;
+    for (let round = 0; round < 5; round++) {
+      await sql`DELETE FROM callbacks`.execute(a);
+      for (let i = 0; i < 20; i++) await ended(a, `http://127.0.0.1:9/hook/${round}/${i}`);
+      // Each from its own pool, in parallel: 8 + 8 of the 20 due, none claimed twice.
+      const [x, y] = await Promise.all([claimCallbacks(a, 8, 60_000), claimCallbacks(b, 8, 60_000)]);
+      const ids = [...x, ...y].map((c) => c.id);
+      expect(new Set(ids).size, `round ${round}`).toBe(ids.length);
+      expect(ids, `round ${round}`).toHaveLength(16);
+      expect([...x, ...y].every((c) => c.attempt === 1)).toBe(true);
+      // What is left is still due, for either: the last 4.
+      const rest = await claimCallbacks(b, 8, 60_000);
+      expect(rest).toHaveLength(4);
+      expect(new Set([...ids, ...rest.map((c) => c.id)]).size).toBe(20);
+    }
   });
 });
 
