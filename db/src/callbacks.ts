@@ -2,7 +2,7 @@ import { sql } from "kysely";
 import type { Db } from "./database.ts";
 
 /**
- * Completion callbacks (migrations 0013, 0014): the rows the trigger `units_callback_update` writes when
+ * Completion callbacks (migrations 0013, 0014, 0015): the rows the trigger `units_callback_update` writes when
  * a unit ends, claimed and settled by the api's delivery loop
  * (services/api/src/callback-deliverer.ts).
  */
@@ -19,6 +19,8 @@ export interface ClaimedCallback {
   attempt: number;
   /** When the unit ended (the row was written). */
   createdAt: Date;
+  /** The URL's authority, lower-cased (migration 0015): what the per-host cap counts. */
+  host: string;
 }
 
 /** One attempt as the unit's timeline shows it. */
@@ -49,23 +51,71 @@ export interface CallbackDelivery {
  */
 export const webhookId = (uuid: string) => `msg_${uuid.replaceAll("-", "")}`;
 
+/** Hosts with pending deliveries one claim looks at, at most; past them, the next claim goes on from the last. */
+export const HOSTS_PER_CLAIM = 1_000;
+
+/** Where the next claim starts among the hosts (by name), and what it may send to each. */
+export interface ClaimCap {
+  /** Open requests to one host at most (RTB_WEBHOOK_HOST_CONCURRENCY). */
+  perHost: number;
+  /** This claimer's open requests, by host (ClaimedCallback.host). */
+  inFlight: ReadonlyMap<string, number>;
+  /** The last host the previous claim looked at, when it stopped at HOSTS_PER_CLAIM; else null. */
+  after: string | null;
+  /** Hosts looked at per claim (default HOSTS_PER_CLAIM). */
+  hosts?: number;
+}
+
 /**
- * Claim up to `limit` due deliveries in one statement: each gets its attempt counted and its
- * `next_at` moved `leaseMs` ahead, so no other api (or loop) claims it while it is being sent.
- * FOR UPDATE SKIP LOCKED: api replicas claiming at once take different rows, without a duty. An
- * api that dies mid-request leaves the row pending; once the lease ends another api (or this one
- * restarted) claims it again: at-least-once, with the same webhook-id.
+ * Claim up to `limit` due deliveries: each gets its attempt counted and its `next_at` moved
+ * `leaseMs` ahead, so no other api (or loop) claims it while it is being sent. FOR UPDATE SKIP
+ * LOCKED: api replicas claiming at once take different rows, without a duty. An api that dies
+ * mid-request leaves the row pending; once the lease ends another api (or this one restarted)
+ * claims it again: at-least-once, with the same webhook-id.
+ *
+ * Per host (migration 0015), at most `cap.perHost` less the requests open to it: one slow
+ * receiver with many deliveries due cannot take every request slot from the others. First the
+ * hosts with pending deliveries are listed by a skip scan of `callbacks_pending_by_host` (up to
+ * HOSTS_PER_CLAIM, from `cap.after`); of those with room, the `limit` whose oldest due row is
+ * oldest each lock up to their room of due rows, skipping rows another claimer holds (so two
+ * claiming at once split them), and the oldest `limit` of those are claimed (the other rows
+ * locked, at most limit × room, are free again when the statement ends). A host at its cap is
+ * never read.
  */
-export async function claimCallbacks(db: Db, limit: number, leaseMs: number): Promise<ClaimedCallback[]> {
-  if (limit <= 0) return [];
-  const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date }>`
+export async function claimCallbacks(db: Db, limit: number, leaseMs: number, cap: ClaimCap = { perHost: limit, inFlight: new Map(), after: null }): Promise<{ claimed: ClaimedCallback[]; after: string | null }> {
+  if (limit <= 0) return { claimed: [], after: cap.after };
+  const from = cap.after === null ? sql`host >= ''` : sql`host > ${cap.after}`;
+  const hostsPerClaim = cap.hosts ?? HOSTS_PER_CLAIM;
+  const { rows: listed } = await sql<{ host: string }>`
+    WITH RECURSIVE hosts(host) AS (
+      (SELECT host FROM callbacks WHERE state = 'pending' AND ${from} ORDER BY host LIMIT 1)
+      UNION ALL
+      SELECT (SELECT c.host FROM callbacks c WHERE c.state = 'pending' AND c.host > h.host ORDER BY c.host LIMIT 1)
+      FROM hosts h WHERE h.host IS NOT NULL)
+    SELECT host FROM hosts WHERE host IS NOT NULL LIMIT ${hostsPerClaim}`.execute(db);
+  const after = listed.length === hostsPerClaim ? listed.at(-1)!.host : null;
+  const open = listed.map((r) => ({ host: r.host, room: Math.min(limit, cap.perHost - (cap.inFlight.get(r.host) ?? 0)) })).filter((h) => h.room > 0);
+  if (open.length === 0) return { claimed: [], after };
+  const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date; host: string }>`
+    WITH room(host, n) AS (SELECT * FROM unnest(${open.map((h) => h.host)}::text[], ${open.map((h) => h.room)}::int[])),
+    heads AS (
+      SELECT r.host, r.n, h.next_at FROM room r
+      CROSS JOIN LATERAL (
+        SELECT next_at FROM callbacks WHERE host = r.host AND state = 'pending' AND next_at <= now()
+        ORDER BY next_at LIMIT 1) h
+      ORDER BY h.next_at LIMIT ${limit}),
+    locked AS (
+      SELECT c.id, c.next_at FROM heads hd
+      CROSS JOIN LATERAL (
+        SELECT id, next_at FROM callbacks WHERE host = hd.host AND state = 'pending' AND next_at <= now()
+        ORDER BY next_at LIMIT hd.n
+        FOR UPDATE SKIP LOCKED) c),
+    picked AS (SELECT id FROM locked ORDER BY next_at, id LIMIT ${limit})
     UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
-    WHERE id = ANY(ARRAY(
-      SELECT id FROM callbacks WHERE state = 'pending' AND next_at <= now()
-      ORDER BY next_at LIMIT ${limit}
-      FOR UPDATE SKIP LOCKED))
-    RETURNING id, webhook_id, unit_id, url, body, attempts, created_at`.execute(db);
-  return rows.map((r) => ({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at }));
+    WHERE id IN (SELECT id FROM picked)
+    RETURNING id, webhook_id, unit_id, url, body, attempts, created_at, host`.execute(db);
+  const claimed = rows.map((r) => ({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at, host: r.host }));
+  return { claimed, after };
 }
 
 /**

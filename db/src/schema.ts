@@ -195,6 +195,8 @@ export interface CallbacksTable {
   finished_at: Timestamp | null;
   /** Random (migration 0014): the `webhook-id` is `msg_` and its 32 hex digits, unique across installations. */
   webhook_id: Generated<string>;
+  /** The URL's authority, lower-cased; generated (migration 0015): the per-host cap's key. */
+  host: Generated<string>;
 }
 
 export type WorkflowStatus = WorkflowStatusName;

@@ -13,6 +13,7 @@ import * as m0011 from "./0011_duty_leases.ts";
 import * as m0012 from "./0012_trace_context.ts";
 import * as m0013 from "./0013_callbacks.ts";
 import * as m0014 from "./0014_callback_times.ts";
+import * as m0015 from "./0015_callback_hosts.ts";
 
 /** Every migration, in order. Never edit one that has landed: add the next number. */
 export const migrations: Record<string, Migration> = {
@@ -30,4 +31,5 @@ export const migrations: Record<string, Migration> = {
   "0012_trace_context": m0012,
   "0013_callbacks": m0013,
   "0014_callback_times": m0014,
+  "0015_callback_hosts": m0015,
 };

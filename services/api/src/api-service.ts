@@ -146,6 +146,7 @@ export async function startApiService(config: ApiConfig, logger: Logger, opts: {
         maxAttempts: config.RTB_WEBHOOK_MAX_ATTEMPTS,
         timeoutMs: config.RTB_WEBHOOK_TIMEOUT_MS,
         concurrency: config.RTB_WEBHOOK_CONCURRENCY,
+        hostConcurrency: config.RTB_WEBHOOK_HOST_CONCURRENCY,
         backoffMs: config.RTB_WEBHOOK_BACKOFF_MS,
         backoffMaxMs: config.RTB_WEBHOOK_BACKOFF_MAX_MS,
       },

@@ -6,7 +6,8 @@ import { callbackUrlProblem, type AllowedHost } from "./callback-policy.ts";
 /**
  * The delivery loop of completion callbacks (migration 0013): claims due deliveries (FOR UPDATE
  * SKIP LOCKED, so api replicas share them without a duty), POSTs each, signed, with at most
- * `concurrency` requests open, and settles it: delivered on a 2xx, else retried after an
+ * `concurrency` requests open (`hostConcurrency` to one host, so a slow receiver leaves slots to
+ * the others), and settles it: delivered on a 2xx, else retried after an
  * exponential backoff with jitter, given up after `maxAttempts`. It runs beside the inbox and
  * never inside its transactions: status application only writes the row (the trigger), and
  * this loop holds no connection while a request is open (a claim, then one update per answer).
@@ -25,6 +26,8 @@ export interface CallbackSettings {
   maxAttempts: number;
   timeoutMs: number;
   concurrency: number;
+  /** Of those, at most this many to one host (RTB_WEBHOOK_HOST_CONCURRENCY). */
+  hostConcurrency: number;
   backoffMs: number;
   backoffMaxMs: number;
   /** How often it looks for due deliveries when nothing woke it. */
@@ -55,6 +58,10 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
   const metrics = callbackMetrics(deps.registry, db);
   const stopping = new AbortController();
   const running = new Set<Promise<void>>();
+  /** Open requests by host (ClaimedCallback.host), for the per-host cap. */
+  const perHost = new Map<string, number>();
+  /** Where the next claim starts among the hosts, past HOSTS_PER_CLAIM of them (claimCallbacks). */
+  let after: string | null = null;
   let claiming = false;
   let again = false;
 
@@ -69,8 +76,11 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
         again = false;
         const free = settings.concurrency - running.size;
         if (free <= 0 || stopping.signal.aborted) break;
-        const claimed = await claimCallbacks(db, free, settings.timeoutMs + LEASE_MARGIN_MS);
-        for (const c of claimed) start(c);
+        const claim = await claimCallbacks(db, free, settings.timeoutMs + LEASE_MARGIN_MS, { perHost: settings.hostConcurrency, inFlight: perHost, after });
+        after = claim.after;
+        for (const c of claim.claimed) start(c);
+        // More hosts than one claim looks at: go on with the next ones while slots are free.
+        if (after !== null && claim.claimed.length < free) again = true;
         // A full claim: more may be due once a slot frees (each delivery's end calls fill).
       } while (again && !stopping.signal.aborted);
     } catch (err) {
@@ -81,10 +91,14 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
   }
 
   function start(c: ClaimedCallback): void {
+    perHost.set(c.host, (perHost.get(c.host) ?? 0) + 1);
     const p: Promise<void> = deliver(c)
       .catch((err: unknown) => logger.warn({ err: (err as Error).message, unitId: c.unitId, webhookId: c.webhookId }, "callbacks: cannot record a delivery's outcome; it is claimed again once its lease ends"))
       .finally(() => {
         running.delete(p);
+        const left = (perHost.get(c.host) ?? 1) - 1;
+        if (left > 0) perHost.set(c.host, left);
+        else perHost.delete(c.host);
         if (!stopping.signal.aborted) void fill();
       });
     running.add(p);

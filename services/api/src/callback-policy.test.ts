@@ -81,7 +81,7 @@ describe("RTB_WEBHOOK_SECRET", () => {
     expect(() => loadApiConfig({ RTB_WEBHOOK_ALLOWED_HOSTS: "hooks.test", RTB_WEBHOOK_SECRET: "whsec_short!" })).toThrow(/RTB_WEBHOOK_SECRET=<12 characters, hidden>/);
   });
 
-  it.each([["RTB_WEBHOOK_MAX_ATTEMPTS", "0"], ["RTB_WEBHOOK_TIMEOUT_MS", "10"], ["RTB_WEBHOOK_CONCURRENCY", "0"], ["RTB_WEBHOOK_BACKOFF_MS", "x"]])("%s=%s stops the api at start", (variable, value) => {
+  it.each([["RTB_WEBHOOK_MAX_ATTEMPTS", "0"], ["RTB_WEBHOOK_TIMEOUT_MS", "10"], ["RTB_WEBHOOK_CONCURRENCY", "0"], ["RTB_WEBHOOK_HOST_CONCURRENCY", "0"], ["RTB_WEBHOOK_HOST_CONCURRENCY", "1001"], ["RTB_WEBHOOK_BACKOFF_MS", "x"]])("%s=%s stops the api at start", (variable, value) => {
     expect(problems({ [variable]: value })).toEqual([variable]);
   });
 });

@@ -53,6 +53,8 @@ export const apiConfigSchema = z.object({
   RTB_WEBHOOK_TIMEOUT_MS: int(10_000, { min: 100, max: 300_000 }),
   /** Requests this api has open at once. */
   RTB_WEBHOOK_CONCURRENCY: int(8, { min: 1, max: 1_000 }),
+  /** Of those, at most this many to one host: a slow receiver leaves the other slots to the rest. */
+  RTB_WEBHOOK_HOST_CONCURRENCY: int(4, { min: 1, max: 1_000 }),
   /** The wait after a first failed attempt, doubled after each (with jitter), up to RTB_WEBHOOK_BACKOFF_MAX_MS. */
   RTB_WEBHOOK_BACKOFF_MS: int(5_000, { min: 10, max: 3_600_000 }),
   RTB_WEBHOOK_BACKOFF_MAX_MS: int(3_600_000, { min: 10, max: 86_400_000 }),

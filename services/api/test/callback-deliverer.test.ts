@@ -2,7 +2,7 @@ import type { ChannelModel } from "amqplib";
 import { sql } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { startCallbackDeliverer, type CallbackSettings } from "@rtb/api";
-import { claimCallbacks, unitCallbacks, type Db } from "@rtb/db";
+import { claimCallbacks, unitCallbacks, type ClaimedCallback, type Db } from "@rtb/db";
 import { metricValue, parsePrometheusText, Registry } from "@rtb/runtime";
 import { capturingLogger, openTestDb, rawBroker, testWebhookSecret, useTestPlace, useWebhookReceivers, waitFor } from "@rtb/testing";
 import { call, getUnit, publishRaw, startApi, statusMessage } from "./support.ts";
@@ -24,6 +24,7 @@ const settings = (over: Partial<CallbackSettings> = {}): CallbackSettings => ({
   maxAttempts: 3,
   timeoutMs: 300,
   concurrency: 2,
+  hostConcurrency: 2,
   backoffMs: 20,
   backoffMaxMs: 50,
   pollMs: 20,
@@ -133,6 +134,74 @@ describe("the callback deliverer", () => {
   });
 });
 
+describe("the per-host cap (RTB_WEBHOOK_HOST_CONCURRENCY)", () => {
+  const claim = async (db: Db, limit: number, perHost: number, inFlight: Record<string, number> = {}, more: { after?: string | null; hosts?: number } = {}) =>
+    claimCallbacks(db, limit, 60_000, { perHost, inFlight: new Map(Object.entries(inFlight)), after: more.after ?? null, ...(more.hosts ? { hosts: more.hosts } : {}) });
+  const hosts = (cs: { host: string }[]) => cs.map((c) => c.host).sort();
+  const dueAgain = (db: Db) => sql`UPDATE callbacks SET next_at = now() - interval '1 second' WHERE state = 'pending'`.execute(db);
+
+  it("claims at most the cap per host, counting the requests open to it, and never reads a host at its cap", async () => {
+    const db = place.own(openTestDb(place)).db;
+    for (let i = 0; i < 7; i++) await ended(db, `https://a.example:8443/hook/${i}`);
+    for (let i = 0; i < 2; i++) await ended(db, `https://b.example/hook/${i}`);
+    // Seven due for a.example:8443 before b.example's two: 2 of a, then b's.
+    expect(hosts((await claim(db, 10, 2)).claimed)).toEqual(["a.example:8443", "a.example:8443", "b.example", "b.example"]);
+    await dueAgain(db);
+    // One request open to a: one more of it; two open: none, and b's still come.
+    expect(hosts((await claim(db, 10, 2, { "a.example:8443": 1 })).claimed)).toEqual(["a.example:8443", "b.example", "b.example"]);
+    await dueAgain(db);
+    expect(hosts((await claim(db, 10, 2, { "a.example:8443": 2 })).claimed)).toEqual(["b.example", "b.example"]);
+    await dueAgain(db);
+    // The limit still binds, oldest first; without a cap, as many as asked for.
+    expect(hosts((await claim(db, 1, 2)).claimed)).toEqual(["a.example:8443"]);
+    await dueAgain(db);
+    expect((await claimCallbacks(db, 5, 60_000)).claimed).toHaveLength(5);
+  });
+
+  it("keys a host as fetch reaches it: URLs are stored as the WHATWG parser writes them", async () => {
+    const db = place.own(openTestDb(place)).db;
+    const api = place.own(await startApi(place, { RTB_SEED_UNITS: "0", RTB_WEBHOOK_ALLOWED_HOSTS: "hooks.test,127.0.0.1", RTB_WEBHOOK_SECRET: secret }));
+    const written = ["HTTPS://Hooks.TEST:443/a", "https://hooks.test/b", "http:hooks.test/c", "http://hooks%2Etest/d", "http://2130706433:8080/e"];
+    const res = await call(api, "/units", "POST", written.map((callbackUrl) => ({ kind: "k", callbackUrl })));
+    expect(res.status).toBe(201);
+    const stored: string[] = await Promise.all(res.body.units.map(async (u: any) => (await call(api, `/units/${u.id}`)).body.callbackUrl));
+    expect(stored).toEqual(["https://hooks.test/a", "https://hooks.test/b", "http://hooks.test/c", "http://hooks.test/d", "http://127.0.0.1:8080/e"]);
+    for (const url of stored) await ended(db, url);
+    const { rows } = await sql<{ url: string; host: string }>`SELECT url, host FROM callbacks ORDER BY id`.execute(db);
+    expect(rows.map((r) => r.host)).toEqual(stored.map((u: string) => new URL(u).host));
+  });
+
+  it("past the hosts one claim looks at, the next claim goes on from the last one", async () => {
+    const db = place.own(openTestDb(place)).db;
+    for (const h of ["a", "b", "c", "d", "e"]) await ended(db, `https://${h}.example/hook`);
+    const first = await claim(db, 10, 1, {}, { hosts: 2 });
+    expect({ hosts: hosts(first.claimed), after: first.after }).toEqual({ hosts: ["a.example", "b.example"], after: "b.example" });
+    const second = await claim(db, 10, 1, {}, { after: first.after, hosts: 2 });
+    expect({ hosts: hosts(second.claimed), after: second.after }).toEqual({ hosts: ["c.example", "d.example"], after: "d.example" });
+    const third = await claim(db, 10, 1, {}, { after: second.after, hosts: 2 });
+    expect({ hosts: hosts(third.claimed), after: third.after }).toEqual({ hosts: ["e.example"], after: null });
+  });
+
+  it("a slow receiver with many deliveries holds only its share of the slots: another host's go out meanwhile", async () => {
+    const db = place.own(openTestDb(place)).db;
+    const slow = await receiver();
+    const fast = await receiver();
+    slow.answer = () => "hang";
+    for (let i = 0; i < 10; i++) await ended(db, `${slow.url}/hook/${i}`);
+    const others: number[] = [];
+    for (let i = 0; i < 3; i++) others.push(await ended(db, `${fast.url}/hook/${i}`));
+    // 4 slots, 2 per host: without the cap the slow host's 10 (due first) would hold all 4 until the timeout.
+    deliverer(db, { concurrency: 4, hostConcurrency: 2, timeoutMs: 30_000 });
+    await waitFor("the other host's deliveries", async () => {
+      for (const id of others) if ((await only(db, id)).state !== "delivered") return false;
+      return true;
+    }, 10_000);
+    expect(fast.received.map((x) => x.answered)).toEqual([200, 200, 200]);
+    expect(slow.hanging()).toBe(2);
+    expect(slow.received).toHaveLength(2);
+  });
+});
+
 describe("two apis claiming at once", () => {
   it("take different deliveries, and between them every one due (FOR UPDATE SKIP LOCKED)", async () => {
     const a = place.own(openTestDb(place)).db;
@@ -141,13 +210,13 @@ describe("two apis claiming at once", () => {
       await sql`DELETE FROM callbacks`.execute(a);
       for (let i = 0; i < 20; i++) await ended(a, `http://127.0.0.1:9/hook/${round}/${i}`);
       // Each from its own pool, in parallel: 8 + 8 of the 20 due, none claimed twice.
-      const [x, y] = await Promise.all([claimCallbacks(a, 8, 60_000), claimCallbacks(b, 8, 60_000)]);
+      const [x, y] = (await Promise.all([claimCallbacks(a, 8, 60_000), claimCallbacks(b, 8, 60_000)])).map((c) => c.claimed) as [ClaimedCallback[], ClaimedCallback[]];
       const ids = [...x, ...y].map((c) => c.id);
       expect(new Set(ids).size, `round ${round}`).toBe(ids.length);
       expect(ids, `round ${round}`).toHaveLength(16);
       expect([...x, ...y].every((c) => c.attempt === 1)).toBe(true);
       // What is left is still due, for either: the last 4.
-      const rest = await claimCallbacks(b, 8, 60_000);
+      const { claimed: rest } = await claimCallbacks(b, 8, 60_000);
       expect(rest).toHaveLength(4);
       expect(new Set([...ids, ...rest.map((c) => c.id)]).size).toBe(20);
     }

@@ -22,6 +22,16 @@ export function callbackUrlField(check: CallbackUrlCheck | undefined) {
       const problem = check ? check(url) : "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty";
       if (problem) ctx.addIssue({ code: "custom", message: problem });
     })
+    // Kept as the WHATWG URL parser writes it, which is what fetch sends (host lower-cased, a
+    // default port dropped, %2E decoded, numeric IPv4 as dotted quads): the stored URL's
+    // authority is then its host for the per-host cap (migration 0015).
+    .transform((url) => {
+      try {
+        return new URL(url).href;
+      } catch {
+        return url;
+      }
+    })
     .describe(
       `Where rtb POSTs the unit's final state when it ends (success, error or cancelled), signed with Standard Webhooks headers: an http(s) URL, at most ${MAX_CALLBACK_URL_LENGTH} characters, ` +
         "without user:password, whose host is in RTB_WEBHOOK_ALLOWED_HOSTS. Left out: the group's callbackUrl, if it has one.",
