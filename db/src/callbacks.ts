@@ -51,6 +51,9 @@ export interface CallbackDelivery {
  */
 export const webhookId = (uuid: string) => `msg_${uuid.replaceAll("-", "")}`;
 
+/** Hosts one claim may take rows from, per request slot it fills: room for apis claiming at once. */
+const CLAIM_SPREAD = 4;
+
 /** Hosts with pending deliveries one claim looks at, at most; past them, the next claim goes on from the last. */
 export const HOSTS_PER_CLAIM = 1_000;
 
@@ -74,12 +77,12 @@ export interface ClaimCap {
  * claims it again: at-least-once, with the same webhook-id.
  *
  * Per host (migration 0015), at most `cap.perHost` less the requests open to it: one slow
- * receiver with many deliveries due cannot take every request slot from the others. First the
- * hosts with pending deliveries are listed by a skip scan of `callbacks_pending_by_host` (up to
- * HOSTS_PER_CLAIM, from `cap.after`); of those with room, the `limit` whose oldest due row is
- * oldest each lock up to their room of due rows, skipping rows another claimer holds (so two
- * claiming at once split them), and the oldest `limit` of those are claimed (the other rows
- * locked, at most limit × room, are free again when the statement ends). A host at its cap is
+ * receiver with many deliveries due cannot take every request slot from the others. The hosts
+ * with pending deliveries are listed by a skip scan of `callbacks_pending_by_host` (up to
+ * HOSTS_PER_CLAIM, from `cap.after`); of those with room, the ones whose oldest due row is
+ * oldest (CLAIM_SPREAD × `limit` of them, read without locks) are claimed from in turn, each
+ * by one statement that locks only the rows it claims, skipping rows another claimer holds, so
+ * apis claiming at once each fill up from the hosts the others left. A host at its cap is
  * never read.
  */
 export async function claimCallbacks(db: Db, limit: number, leaseMs: number, cap: ClaimCap = { perHost: limit, inFlight: new Map(), after: null }): Promise<{ claimed: ClaimedCallback[]; after: string | null }> {
@@ -94,27 +97,29 @@ export async function claimCallbacks(db: Db, limit: number, leaseMs: number, cap
       FROM hosts h WHERE h.host IS NOT NULL)
     SELECT host FROM hosts WHERE host IS NOT NULL LIMIT ${hostsPerClaim}`.execute(db);
   const after = listed.length === hostsPerClaim ? listed.at(-1)!.host : null;
-  const open = listed.map((r) => ({ host: r.host, room: Math.min(limit, cap.perHost - (cap.inFlight.get(r.host) ?? 0)) })).filter((h) => h.room > 0);
-  if (open.length === 0) return { claimed: [], after };
-  const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date; host: string }>`
-    WITH room(host, n) AS (SELECT * FROM unnest(${open.map((h) => h.host)}::text[], ${open.map((h) => h.room)}::int[])),
-    heads AS (
-      SELECT r.host, r.n, h.next_at FROM room r
-      CROSS JOIN LATERAL (
-        SELECT next_at FROM callbacks WHERE host = r.host AND state = 'pending' AND next_at <= now()
-        ORDER BY next_at LIMIT 1) h
-      ORDER BY h.next_at LIMIT ${limit}),
-    locked AS (
-      SELECT c.id, c.next_at FROM heads hd
-      CROSS JOIN LATERAL (
-        SELECT id, next_at FROM callbacks WHERE host = hd.host AND state = 'pending' AND next_at <= now()
-        ORDER BY next_at LIMIT hd.n
-        FOR UPDATE SKIP LOCKED) c),
-    picked AS (SELECT id FROM locked ORDER BY next_at, id LIMIT ${limit})
-    UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
-    WHERE id IN (SELECT id FROM picked)
-    RETURNING id, webhook_id, unit_id, url, body, attempts, created_at, host`.execute(db);
-  const claimed = rows.map((r) => ({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at, host: r.host }));
+  const room = new Map(listed.map((r) => [r.host, Math.min(limit, cap.perHost - (cap.inFlight.get(r.host) ?? 0))] as const).filter(([, n]) => n > 0));
+  if (room.size === 0) return { claimed: [], after };
+  // The hosts with room whose oldest due row is oldest (read without locks), then each one's
+  // rows claimed by a statement of its own that locks only what it claims.
+  const { rows: heads } = await sql<{ host: string }>`
+    SELECT r.host FROM unnest(${[...room.keys()]}::text[]) AS r(host)
+    CROSS JOIN LATERAL (
+      SELECT next_at FROM callbacks WHERE host = r.host AND state = 'pending' AND next_at <= now()
+      ORDER BY next_at LIMIT 1) h
+    ORDER BY h.next_at LIMIT ${limit * CLAIM_SPREAD}`.execute(db);
+  const claimed: ClaimedCallback[] = [];
+  for (const { host } of heads) {
+    const n = Math.min(limit - claimed.length, room.get(host)!);
+    if (n <= 0) break;
+    const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date; host: string }>`
+      UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
+      WHERE id = ANY(ARRAY(
+        SELECT id FROM callbacks WHERE host = ${host} AND state = 'pending' AND next_at <= now()
+        ORDER BY next_at LIMIT ${n}
+        FOR UPDATE SKIP LOCKED))
+      RETURNING id, webhook_id, unit_id, url, body, attempts, created_at, host`.execute(db);
+    for (const r of rows) claimed.push({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at, host: r.host });
+  }
   return { claimed, after };
 }
 

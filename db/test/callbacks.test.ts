@@ -285,3 +285,27 @@ describe("migration 0014", () => {
     expect(new Set(ids).size).toBe(2);
   });
 });
+
+describe("migration 0015", () => {
+  const place15 = useTestPlace();
+
+  it("keys the deliveries already there by host and indexes the pending ones by host; down drops both", async () => {
+    const on = place15.own(openTestDb(place15)).db;
+    const m = migrations["0015_callback_hosts"]!;
+    const hasHost = async () => (await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = 'callbacks'::regclass AND attname = 'host' AND NOT attisdropped`.execute(on)).rows[0]!.n === 1;
+    const hasIndex = async () => (await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_indexes WHERE indexname = 'callbacks_pending_by_host'`.execute(on)).rows[0]!.n === 1;
+    await m.down!(on);
+    expect([await hasHost(), await hasIndex()]).toEqual([false, false]);
+    const urls = ["https://a.example/x", "http://b.example:8080/y", "https://[::1]:8443/z"];
+    for (const url of urls) {
+      const { rows } = await sql<{ id: number }>`
+        INSERT INTO units (kind, group_name, payload, status, attempt, max_attempts, dispatched_at, callback_url)
+        VALUES ('k', 'g', '{}', 'processing', 1, 3, now(), ${url}) RETURNING id`.execute(on);
+      await sql`UPDATE units SET status = 'success' WHERE id = ${rows[0]!.id}`.execute(on);
+    }
+    await m.up(on);
+    expect([await hasHost(), await hasIndex()]).toEqual([true, true]);
+    const { rows } = await sql<{ host: string }>`SELECT host FROM callbacks ORDER BY id`.execute(on);
+    expect(rows.map((r) => r.host)).toEqual(urls.map((u) => new URL(u).host));
+  });
+});

@@ -77,10 +77,9 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
         const free = settings.concurrency - running.size;
         if (free <= 0 || stopping.signal.aborted) break;
         const claim = await claimCallbacks(db, free, settings.timeoutMs + LEASE_MARGIN_MS, { perHost: settings.hostConcurrency, inFlight: perHost, after });
+        // Past HOSTS_PER_CLAIM hosts the next claim (a request's end, the next poll) goes on from here.
         after = claim.after;
         for (const c of claim.claimed) start(c);
-        // More hosts than one claim looks at: go on with the next ones while slots are free.
-        if (after !== null && claim.claimed.length < free) again = true;
         // A full claim: more may be due once a slot frees (each delivery's end calls fill).
       } while (again && !stopping.signal.aborted);
     } catch (err) {

@@ -140,7 +140,7 @@ describe("the per-host cap (RTB_WEBHOOK_HOST_CONCURRENCY)", () => {
   const hosts = (cs: { host: string }[]) => cs.map((c) => c.host).sort();
   const dueAgain = (db: Db) => sql`UPDATE callbacks SET next_at = now() - interval '1 second' WHERE state = 'pending'`.execute(db);
 
-  it("claims at most the cap per host, counting the requests open to it, and never reads a host at its cap", async () => {
+  it("claims at most the cap per host, counting the requests open to it, and skips a host at its cap", async () => {
     const db = place.own(openTestDb(place)).db;
     for (let i = 0; i < 7; i++) await ended(db, `https://a.example:8443/hook/${i}`);
     for (let i = 0; i < 2; i++) await ended(db, `https://b.example/hook/${i}`);
@@ -169,6 +169,9 @@ describe("the per-host cap (RTB_WEBHOOK_HOST_CONCURRENCY)", () => {
     for (const url of stored) await ended(db, url);
     const { rows } = await sql<{ url: string; host: string }>`SELECT url, host FROM callbacks ORDER BY id`.execute(db);
     expect(rows.map((r) => r.host)).toEqual(stored.map((u: string) => new URL(u).host));
+    // The length is that of the stored form: 2019 characters written, 12019 once percent-encoded.
+    const long = await call(api, "/units", "POST", { kind: "k", callbackUrl: `https://hooks.test/${"é".repeat(2000)}` });
+    expect(long).toMatchObject({ status: 400, body: { field: "callbackUrl", message: expect.stringContaining("at most 2048 characters as the URL parser writes it (percent-encoded: 12019)") } });
   });
 
   it("past the hosts one claim looks at, the next claim goes on from the last one", async () => {
@@ -220,6 +223,31 @@ describe("two apis claiming at once", () => {
       expect(rest).toHaveLength(4);
       expect(new Set([...ids, ...rest.map((c) => c.id)]).size).toBe(20);
     }
+  });
+
+  it("spread over many hosts, the second fills up while the first still holds its rows", async () => {
+    const a = place.own(openTestDb(place)).db;
+    const b = place.own(openTestDb(place)).db;
+    for (let i = 0; i < 20; i++) await ended(a, `https://h${i}.example/hook`);
+    const cap = { perHost: 4, inFlight: new Map<string, number>(), after: null };
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let first: ClaimedCallback[] = [];
+    let claimedInside!: () => void;
+    const inside = new Promise<void>((resolve) => (claimedInside = resolve));
+    // A claims in a transaction it keeps open: its rows stay locked while B claims.
+    const txA = a.transaction().execute(async (trx) => {
+      first = (await claimCallbacks(trx, 8, 60_000, cap)).claimed;
+      claimedInside();
+      await held;
+    });
+    await inside;
+    const second = (await claimCallbacks(b, 8, 60_000, cap)).claimed;
+    release();
+    await txA;
+    expect(first).toHaveLength(8);
+    expect(second).toHaveLength(8);
+    expect(new Set([...first, ...second].map((c) => c.id)).size).toBe(16);
   });
 });
 

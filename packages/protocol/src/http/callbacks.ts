@@ -18,19 +18,24 @@ export function callbackUrlField(check: CallbackUrlCheck | undefined) {
   return z
     .string()
     .max(MAX_CALLBACK_URL_LENGTH, { message: `expected a URL of at most ${MAX_CALLBACK_URL_LENGTH} characters` })
-    .superRefine((url, ctx) => {
-      const problem = check ? check(url) : "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty";
-      if (problem) ctx.addIssue({ code: "custom", message: problem });
-    })
-    // Kept as the WHATWG URL parser writes it, which is what fetch sends (host lower-cased, a
-    // default port dropped, %2E decoded, numeric IPv4 as dotted quads): the stored URL's
-    // authority is then its host for the per-host cap (migration 0015).
+    // Kept as the WHATWG URL parser writes it, which is what fetch calls (host lower-cased, a
+    // default port dropped, %2E decoded, numeric IPv4 as dotted quads, non-ASCII and spaces
+    // percent-encoded): the stored URL's authority is its host for the per-host cap
+    // (migration 0015), and the rules below, checked again before each attempt, see that form.
     .transform((url) => {
       try {
         return new URL(url).href;
       } catch {
         return url;
       }
+    })
+    .superRefine((url, ctx) => {
+      if (url.length > MAX_CALLBACK_URL_LENGTH) {
+        ctx.addIssue({ code: "custom", message: `expected a URL of at most ${MAX_CALLBACK_URL_LENGTH} characters as the URL parser writes it (percent-encoded: ${url.length})` });
+        return;
+      }
+      const problem = check ? check(url) : "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty";
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
     })
     .describe(
       `Where rtb POSTs the unit's final state when it ends (success, error or cancelled), signed with Standard Webhooks headers: an http(s) URL, at most ${MAX_CALLBACK_URL_LENGTH} characters, ` +
