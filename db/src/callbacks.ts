@@ -111,14 +111,22 @@ export async function claimCallbacks(db: Db, limit: number, leaseMs: number, cap
   for (const { host } of heads) {
     const n = Math.min(limit - claimed.length, room.get(host)!);
     if (n <= 0) break;
-    const { rows } = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date; host: string }>`
+    // Rows claimed by the statements before are the caller's to send: a failure now ends the
+    // claim with them (it is thrown only when nothing was claimed), not with their leases lost.
+    const result = await sql<{ id: string; webhook_id: string; unit_id: string; url: string; body: unknown; attempts: number; created_at: Date; host: string }>`
       UPDATE callbacks SET attempts = attempts + 1, next_at = now() + make_interval(secs => ${leaseMs / 1000})
       WHERE id = ANY(ARRAY(
         SELECT id FROM callbacks WHERE host = ${host} AND state = 'pending' AND next_at <= now()
         ORDER BY next_at LIMIT ${n}
         FOR UPDATE SKIP LOCKED))
-      RETURNING id, webhook_id, unit_id, url, body, attempts, created_at, host`.execute(db);
-    for (const r of rows) claimed.push({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at, host: r.host });
+      RETURNING id, webhook_id, unit_id, url, body, attempts, created_at, host`
+      .execute(db)
+      .catch((err: unknown) => {
+        if (claimed.length === 0) throw err;
+        return null;
+      });
+    if (result === null) break;
+    for (const r of result.rows) claimed.push({ id: Number(r.id), webhookId: webhookId(r.webhook_id), unitId: Number(r.unit_id), url: r.url, body: r.body, attempt: r.attempts, createdAt: r.created_at, host: r.host });
   }
   return { claimed, after };
 }

@@ -48,6 +48,8 @@ const OFF = "callbacks are off: RTB_WEBHOOK_ALLOWED_HOSTS is empty";
 
 /** Bytes of an answer read at most (kept in the failed attempt's error); the rest is never read. */
 export const MAX_ANSWER_BYTES = 1024;
+/** Blocks of HOSTS_PER_CLAIM hosts one turn of the loop may go through while slots stay free. */
+const BLOCKS_PER_FILL = 5;
 /** A claim's lease beyond the request's timeout: a claimer that died is replaced after this. */
 const LEASE_MARGIN_MS = 5_000;
 
@@ -62,30 +64,36 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
   const perHost = new Map<string, number>();
   /** Where the next claim starts among the hosts, past HOSTS_PER_CLAIM of them (claimCallbacks). */
   let after: string | null = null;
-  let claiming = false;
+  /** The claim loop running now, if any (stop waits for it). */
+  let claiming: Promise<void> | null = null;
   let again = false;
 
-  async function fill(): Promise<void> {
+  function fill(): Promise<void> {
     if (claiming) {
       again = true;
-      return;
+      return claiming;
     }
-    claiming = true;
+    claiming = claimLoop().finally(() => (claiming = null));
+    return claiming;
+  }
+
+  async function claimLoop(): Promise<void> {
     try {
+      // Blocks of HOSTS_PER_CLAIM hosts gone through in this turn: past the first, only while
+      // slots stay free, and at most BLOCKS_PER_FILL (the cursor goes on at the next turn).
+      let blocks = 0;
       do {
         again = false;
         const free = settings.concurrency - running.size;
         if (free <= 0 || stopping.signal.aborted) break;
         const claim = await claimCallbacks(db, free, settings.timeoutMs + LEASE_MARGIN_MS, { perHost: settings.hostConcurrency, inFlight: perHost, after });
-        // Past HOSTS_PER_CLAIM hosts the next claim (a request's end, the next poll) goes on from here.
         after = claim.after;
         for (const c of claim.claimed) start(c);
+        if (after !== null && claim.claimed.length < free && ++blocks < BLOCKS_PER_FILL) again = true;
         // A full claim: more may be due once a slot frees (each delivery's end calls fill).
       } while (again && !stopping.signal.aborted);
     } catch (err) {
       logger.warn({ err: (err as Error).message }, "callbacks: cannot claim deliveries; trying again at the next poll");
-    } finally {
-      claiming = false;
     }
   }
 
@@ -183,6 +191,8 @@ export function startCallbackDeliverer(deps: { db: Db; logger: Logger; registry:
     async stop() {
       clearInterval(timer);
       stopping.abort();
+      // A claim under way ends first (its rows started and cut off, leased for the next api).
+      await claiming?.catch(() => {});
       await Promise.allSettled([...running]);
     },
   };

@@ -38,7 +38,7 @@ export function callbackUrlField(check: CallbackUrlCheck | undefined) {
       if (problem) ctx.addIssue({ code: "custom", message: problem });
     })
     .describe(
-      `Where rtb POSTs the unit's final state when it ends (success, error or cancelled), signed with Standard Webhooks headers: an http(s) URL, at most ${MAX_CALLBACK_URL_LENGTH} characters, ` +
+      `Where rtb POSTs the unit's final state when it ends (success, error or cancelled), signed with Standard Webhooks headers: an http(s) URL, at most ${MAX_CALLBACK_URL_LENGTH} characters as the URL parser writes it (stored so), ` +
         "without user:password, whose host is in RTB_WEBHOOK_ALLOWED_HOSTS. Left out: the group's callbackUrl, if it has one.",
     );
 }
