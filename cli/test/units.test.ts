@@ -56,6 +56,21 @@ describe("rtb enqueue", () => {
     expect(await units()).toHaveLength(0);
   });
 
+  it("enqueues a unit that waits for others with --depends-on (ids and refs) and --on-failure; bad ones are refused", async () => {
+    const parent = await rtbJson(["enqueue", "--kind", "render", "--ref", "scene-7"], env);
+    const other = await rtbJson(["enqueue", "--kind", "render"], env);
+    const child = await rtbJson(["enqueue", "--kind", "encode", "--depends-on", `scene-7,${other.unit.id}`, "--on-failure", "ignore"], env);
+    expect(child).toMatchObject({ created: true, unit: { kind: "encode", status: "blocked", waitingOn: 2 } });
+    const { rows } = await sql<{ depends_on: string; on_failure: string }>`SELECT depends_on, on_failure FROM unit_deps WHERE unit_id = ${child.unit.id} ORDER BY depends_on`.execute(h.db);
+    expect(rows.map((r) => [Number(r.depends_on), r.on_failure])).toEqual([[parent.unit.id, "ignore"], [other.unit.id, "ignore"]]);
+    // The api's refusal of an unknown ref names dependsOn; usage errors never reach it.
+    expect(await rtb(["enqueue", "--kind", "encode", "--depends-on", "no-such-ref"], env)).toMatchObject({ code: 1, stderr: expect.stringContaining("dependsOn") });
+    expect(await rtb(["enqueue", "--kind", "encode", "--on-failure", "ignore"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--on-failure applies to --depends-on") });
+    expect(await rtb(["enqueue", "--kind", "encode", "--depends-on", "1", "--on-failure", "maybe"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--on-failure: expected cancel, fail, ignore") });
+    expect(await rtb(["enqueue", "--kind", "encode", "--depends-on", "1,,2"], env)).toMatchObject({ code: 2, stderr: expect.stringContaining("--depends-on: expected") });
+    expect(await units()).toHaveLength(3);
+  });
+
   it("lists the units waiting on a clock with --waiting, and status says when the first is due", async () => {
     const at = new Date(Date.now() + 3_600_000).toISOString();
     await rtbJson(["enqueue", "--kind", "later", "--run-at", at], env);

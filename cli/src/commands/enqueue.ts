@@ -1,7 +1,7 @@
 import { open } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { ApiError } from "../api-client.ts";
-import { KIND_PATTERN, KIND_RULE, MAX_DELAY_MS, type EnqueuedBatch, type EnqueuedOne, type NewUnitInput as NewUnit } from "@rtb/protocol";
+import { FAILURE_POLICIES, KIND_PATTERN, KIND_RULE, MAX_DELAY_MS, type EnqueuedBatch, type FailurePolicy, type EnqueuedOne, type NewUnitInput as NewUnit } from "@rtb/protocol";
 import { intArg, optionalInt, str, UsageError, type Command, type Context, type Values } from "../command.ts";
 import { count } from "../format.ts";
 import { chunked, InputError, readUnits, type InputRecord } from "../unit-input.ts";
@@ -12,7 +12,7 @@ const MAX_CHUNK = 100_000;
 export const enqueue: Command = {
   name: "enqueue",
   summary: "add units: one from flags, or many from a JSON or NDJSON file",
-  usage: "rtb enqueue --kind K [--group G] [--priority P] [--payload JSON] [--ref R] [--max-attempts N] [--run-at TIME | --delay-ms N] [--callback-url URL] [--json]\n       rtb enqueue --file PATH|- [--format json|ndjson] [--chunk-size N] [unit flags as defaults] [--json]",
+  usage: "rtb enqueue --kind K [--group G] [--priority P] [--payload JSON] [--ref R] [--max-attempts N] [--run-at TIME | --delay-ms N] [--callback-url URL] [--depends-on ID|REF,... [--on-failure cancel|fail|ignore]] [--json]\n       rtb enqueue --file PATH|- [--format json|ndjson] [--chunk-size N] [unit flags as defaults] [--json]",
   help: [
     "  --kind K           the unit's kind (letters, digits, _ . -); agents consume jobs.<kind>",
     "  --group G          its group (dispatch is round-robin across groups; api default: default)",
@@ -24,6 +24,11 @@ export const enqueue: Command = {
     "  --delay-ms N       not before N milliseconds from now; at most 366 days",
     "  --callback-url URL where rtb POSTs the unit's final state, signed (a host in the api's",
     "                     RTB_WEBHOOK_ALLOWED_HOSTS); default: the group's callbackUrl",
+    "  --depends-on LIST  units it waits for, by id or ref, comma-separated (7,order-1): it is",
+    "                     blocked until each succeeded, and gets their results (as dependsOn;",
+    "                     digits are an id: a ref of digits only needs a --file record)",
+    "  --on-failure P     with --depends-on: what a dependency ending in error or cancelled does",
+    "                     to it: cancel (the api's default), fail, or ignore",
     "  -f, --file PATH    units from a file, `-` for stdin: a JSON array (or one object), or",
     "                     NDJSON (one object per line). The unit flags above fill in what a",
     "                     record leaves out.",
@@ -49,6 +54,8 @@ export const enqueue: Command = {
     "run-at": { type: "string" },
     "delay-ms": { type: "string" },
     "callback-url": { type: "string" },
+    "depends-on": { type: "string" },
+    "on-failure": { type: "string" },
     file: { type: "string", short: "f" },
     format: { type: "string", default: "auto" },
     "chunk-size": { type: "string", default: "5000" },
@@ -97,6 +104,18 @@ function unitFromFlags(values: Values): Partial<NewUnit> {
   if (delayMs !== undefined) unit.delayMs = delayMs;
   // The api checks the URL against its allowed hosts, naming callbackUrl.
   if (values["callback-url"] !== undefined) unit.callbackUrl = str(values["callback-url"]);
+  if (values["depends-on"] !== undefined) {
+    const items = str(values["depends-on"])!.split(",").map((s) => s.trim());
+    if (items.some((s) => s === "")) throw new UsageError(`--depends-on: expected unit ids or refs separated by commas, got ${JSON.stringify(values["depends-on"])}`);
+    // A number is an id, anything else a ref (the api says which do not exist, naming dependsOn).
+    unit.dependsOn = items.map((s) => (/^[1-9]\d{0,15}$/.test(s) ? Number(s) : s));
+  }
+  if (values["on-failure"] !== undefined) {
+    const policy = str(values["on-failure"])!;
+    if (!(FAILURE_POLICIES as readonly string[]).includes(policy)) throw new UsageError(`--on-failure: expected ${FAILURE_POLICIES.join(", ")}, got ${JSON.stringify(policy)}`);
+    if (unit.dependsOn === undefined) throw new UsageError("--on-failure applies to --depends-on: give both");
+    unit.onFailure = policy as FailurePolicy;
+  }
   if (values.payload !== undefined) {
     try {
       unit.payload = JSON.parse(str(values.payload)!);
