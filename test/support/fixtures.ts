@@ -5,7 +5,8 @@ import { connect, type Channel, type ChannelModel } from "amqplib";
 import { createDb, type DbConfig, type DbHandle } from "@rtb/db";
 import { testServers } from "./servers.ts";
 import { parseMessage, StatusMessage, type StatusUpdate } from "@rtb/protocol";
-import { assertTopology, brokerConfig, createLogger, createTopology, deleteTopology, type Logger, type Topology } from "@rtb/runtime";
+import { z } from "zod";
+import { assertTopology, brokerConfig, connectBrokerFromConfig, createLogger, createTopology, deleteTopology, loadConfig, type Broker, type Logger, type Topology } from "@rtb/runtime";
 
 /**
  * Per-test-file isolation: a database cloned from the run's migrated template, and broker
@@ -208,6 +209,11 @@ export function openTestDb(place: TestPlace, config: Partial<DbConfig> = {}): Db
     },
     testLogger("db"),
   );
+}
+
+/** rtb's own broker connection (runtime's Broker) on the place's names, owned by the place. */
+export async function openTestBroker(place: LiveTestPlace, logger: Logger = testLogger("broker")): Promise<Broker> {
+  return place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), logger));
 }
 
 /** A plain amqplib connection, for tests that publish or inspect raw messages. */

@@ -13,7 +13,7 @@ import { sql, type Kysely } from "kysely";
  * The index lets a claim find the hosts with pending deliveries (a skip scan) and take each
  * one's oldest due rows, never walking the backlog of a host at its cap.
  */
-export const HOST_OF_URL = sql`coalesce(lower(substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)')), '')`;
+const HOST_OF_URL = sql`coalesce(lower(substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/?#]*)')), '')`;
 
 export async function up(db: Kysely<any>): Promise<void> {
   await sql`ALTER TABLE callbacks ADD COLUMN host text GENERATED ALWAYS AS (${HOST_OF_URL}) STORED`.execute(db);

@@ -212,12 +212,12 @@ export const RETRY_PAUSE_MAX_MS = 30_000;
  */
 export function retryPause(base: number, failures: number, msg?: ConsumeMessage): number {
   const headers = msg?.properties.headers ?? {};
-  const earlier = Math.max(count(headers["x-delivery-count"]), count(headers["x-acquired-count"]));
+  const earlier = Math.max(headerCount(headers["x-delivery-count"]), headerCount(headers["x-acquired-count"]));
   const n = Math.max(failures, earlier + 1, 1);
   return Math.min(base * 2 ** Math.min(n - 1, 30), Math.max(base, RETRY_PAUSE_MAX_MS));
 }
 
-const count = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : 0);
+const headerCount = (v: unknown) => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : 0);
 const MAX_TRACKED = 1_000;
 
 /**

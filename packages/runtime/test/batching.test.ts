@@ -1,9 +1,8 @@
 import { beforeAll, beforeEach, expect, it } from "vitest";
 import type { Channel, ChannelModel } from "amqplib";
-import { z } from "zod";
-import { ackAll, brokerConfig, connectBrokerFromConfig, createPublisher, createStatusReporter, loadConfig, MessageTooLargeError, startConsumer, type Broker, type Delivery } from "@rtb/runtime";
+import { ackAll, createPublisher, createStatusReporter, MessageTooLargeError, startConsumer, type Broker, type Delivery } from "@rtb/runtime";
 import { parseMessage, StatusMessage } from "@rtb/protocol";
-import { queueDepth, testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
+import { queueDepth, testLogger, useTestPlace, waitFor, rawChannel, openTestBroker } from "@rtb/testing";
 
 /** The pieces that let messages and acks carry batches, on the real broker. */
 const place = useTestPlace();
@@ -13,7 +12,7 @@ let ch: Channel;
 
 beforeAll(async () => {
   ({ conn, ch } = await rawChannel(place));
-  broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("runtime")));
+  broker = await openTestBroker(place, testLogger("runtime"));
 });
 
 const inbox = () => place.topology.inbox;

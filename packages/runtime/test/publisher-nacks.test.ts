@@ -1,7 +1,6 @@
 import { expect, it } from "vitest";
-import { z } from "zod";
-import { brokerConfig, connectBrokerFromConfig, createPublisher, loadConfig } from "@rtb/runtime";
-import { capturingLogger, rawChannel, useTestPlace, waitFor } from "@rtb/testing";
+import { createPublisher } from "@rtb/runtime";
+import { capturingLogger, rawChannel, useTestPlace, waitFor, openTestBroker } from "@rtb/testing";
 
 /**
  * A confirm channel the broker nacks publish after publish is replaced by a new one (the
@@ -17,7 +16,7 @@ it("replaces a confirm channel after 3 nacks in a row, and publishes on the new 
   await ch.assertQueue(queue, { durable: false, arguments: { "x-max-length": 1, "x-overflow": "reject-publish" } });
   ch.sendToQueue(queue, Buffer.from("fills it"));
   const { logger, lines } = capturingLogger("runtime", "info");
-  const broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), logger));
+  const broker = await openTestBroker(place, logger);
   const publisher = await createPublisher(broker, "test", logger);
 
   for (let i = 0; i < 3; i++) await expect(publisher.publish("", queue, Buffer.from(`nacked ${i}`))).rejects.toThrow("message nacked");

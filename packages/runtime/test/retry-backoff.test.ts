@@ -1,8 +1,7 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel, ChannelModel, ConsumeMessage } from "amqplib";
-import { z } from "zod";
-import { brokerConfig, connectBrokerFromConfig, loadConfig, RETRY_PAUSE_MAX_MS, retryPause, startConsumer, type Broker } from "@rtb/runtime";
-import { queueDepth, rawChannel, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { RETRY_PAUSE_MAX_MS, retryPause, startConsumer, type Broker } from "@rtb/runtime";
+import { queueDepth, rawChannel, testLogger, useTestPlace, waitFor, openTestBroker } from "@rtb/testing";
 
 /**
  * A message that fails transiently (the broker recovering) is handed back after a pause that
@@ -16,7 +15,7 @@ let ch: Channel;
 
 beforeAll(async () => {
   ({ conn, ch } = await rawChannel(place));
-  broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("runtime")));
+  broker = await openTestBroker(place, testLogger("runtime"));
 });
 
 const withDeliveries = (n: number) => ({ properties: { headers: { "x-delivery-count": n } } }) as unknown as ConsumeMessage;

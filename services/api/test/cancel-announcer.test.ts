@@ -1,10 +1,9 @@
 import type { Channel } from "amqplib";
 import { beforeAll, expect, it } from "vitest";
-import { z } from "zod";
 import { createCancelAnnouncer } from "@rtb/api";
 import { CancelMessage, parseMessage } from "@rtb/protocol";
-import { BrokerUnavailableError, brokerConfig, connectBrokerFromConfig, createPublisher, loadConfig, type Publisher } from "@rtb/runtime";
-import { capturingLogger, rawChannel, testLogger, useTestPlace, waitFor } from "@rtb/testing";
+import { BrokerUnavailableError, createPublisher, type Publisher } from "@rtb/runtime";
+import { capturingLogger, rawChannel, testLogger, useTestPlace, waitFor, openTestBroker } from "@rtb/testing";
 
 /**
  * A cancel the broker did not confirm (a blip on the api's publishing connection) is announced
@@ -21,7 +20,7 @@ beforeAll(async () => {
   ({ ch } = await rawChannel(place));
   ({ queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true, durable: false, arguments: { "x-queue-type": "classic" } }));
   await ch.bindQueue(queue, place.topology.controlExchange, "");
-  const broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("api")));
+  const broker = await openTestBroker(place, testLogger("api"));
   publisher = await createPublisher(broker, "test", testLogger("api"));
 });
 

@@ -1,8 +1,7 @@
 import { beforeAll, expect, it } from "vitest";
 import type { Channel } from "amqplib";
-import { z } from "zod";
-import { assertJobQueue, brokerConfig, connectBrokerFromConfig, loadConfig, type Broker } from "@rtb/runtime";
-import { testLogger, useTestPlace, waitFor, rawChannel } from "@rtb/testing";
+import { assertJobQueue, type Broker } from "@rtb/runtime";
+import { testLogger, useTestPlace, waitFor, rawChannel, openTestBroker } from "@rtb/testing";
 import { startTracker, type Tracker } from "@rtb/leader";
 
 // The tracker watches what producers name: kinds. Ever new kinds must not grow its checks or
@@ -18,7 +17,7 @@ const place = useTestPlace({ kinds: KINDS });
 beforeAll(async () => {
   ({ ch } = await rawChannel(place));
   for (const kind of KINDS) await assertJobQueue(ch, place.topology, kind);
-  broker = place.own(await connectBrokerFromConfig(loadConfig(z.object(brokerConfig), place.env), testLogger("leader")));
+  broker = await openTestBroker(place, testLogger("leader"));
   tracker = place.own(startTracker(broker, testLogger("leader"), 100, 2));
 });
 
